@@ -1,0 +1,172 @@
+/* The architecture interface: one const struct ptemu_arch per MMU model variant.
+ *
+ * Every difference between the models of DESIGN.md section 4 lives here, so that core/
+ * never names an architecture and a new model is one folder under mmu/ plus one line in
+ * the registry (core/arch_registry.c).
+ *
+ * Levels are numbered from the root (0) to the PTE level (nr_levels - 1); the level above
+ * the PTE level is the "pmd" level in Linux's sense, whatever the architecture calls it
+ * (an s390 segment table, an arm64 level-2 table). Entry values are handled in host byte
+ * order as uint64_t; core converts to and from the model's byte order when it touches
+ * simulated memory.
+ */
+#ifndef PTEMU_ARCH_H
+#define PTEMU_ARCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct mm_struct;
+struct page;
+
+#define PTEMU_MAX_LEVELS 5
+
+/* What an entry of a non-leaf level holds, as __pte_offset_map must tell them apart
+ * (kernel-spec 1.1). */
+enum ptemu_entry_kind {
+	PTEMU_ENTRY_NONE,	/* empty slot; on s390 that is the invalid bit, not zero */
+	PTEMU_ENTRY_TABLE,	/* points to a next-level table */
+	PTEMU_ENTRY_LEAF,	/* a block/huge mapping (pmd_trans_huge) */
+	PTEMU_ENTRY_MIGRATION,	/* a non-present swap-style entry */
+	PTEMU_ENTRY_BAD,	/* garbage: pmd_bad */
+};
+
+/* Architecture-neutral protection and state of a leaf mapping. */
+enum {
+	PTEMU_PROT_READ = 1u << 0,
+	PTEMU_PROT_WRITE = 1u << 1,
+	PTEMU_PROT_EXEC = 1u << 2,
+	PTEMU_PTE_YOUNG = 1u << 3,	/* accessed (arm64 AF, s390 software young) */
+	PTEMU_PTE_DIRTY = 1u << 4,	/* software dirty */
+};
+
+/* Decoded leaf entry (PTE or huge pmd). */
+struct ptemu_leaf {
+	uint64_t pfn;		/* in base pages */
+	unsigned flags;		/* PTEMU_PROT_* | PTEMU_PTE_* */
+};
+
+enum ptemu_access { PTEMU_ACCESS_READ, PTEMU_ACCESS_WRITE, PTEMU_ACCESS_FETCH };
+
+/* Why a hardware walk refused a translation. */
+enum ptemu_walk_fault {
+	PTEMU_WALK_OK,
+	PTEMU_WALK_TRANSLATION,	/* an invalid entry at walk.level */
+	PTEMU_WALK_PERMISSION,	/* mapping present, access not allowed */
+	PTEMU_WALK_ACCESS_FLAG,	/* arm64: AF clear (Linux keeps AF set; counted, not fatal) */
+	PTEMU_WALK_BAD_ENTRY,	/* a reserved encoding: the walker would take an exception */
+};
+
+struct ptemu_walk_result {
+	enum ptemu_walk_fault fault;
+	unsigned level;		/* level of the leaf, or of the entry that faulted */
+	uint64_t paddr;		/* translated physical address (of the page base + offset) */
+	unsigned perms;		/* PTEMU_PROT_* the TLB may cache for this translation */
+	uint64_t leaf_size;	/* bytes mapped by the leaf (base page or block) */
+	uint64_t table_pa[PTEMU_MAX_LEVELS];	/* table read at each level, for walk caches */
+};
+
+/* How a walker reads one entry. Core supplies the reader: it goes through the checker
+ * (a walk touching a freed table is pt-use-after-free) and later through the vCPU's walk
+ * cache. The walker must not read simulated memory any other way. */
+struct ptemu_walk_ctx {
+	uint64_t (*read_entry)(const struct ptemu_walk_ctx *ctx, unsigned level,
+			       uint64_t table_pa, unsigned index);
+	void *opaque;
+};
+
+/* Which invalidation a retract's pmdp_collapse_flush issues (DESIGN.md section 3). */
+enum ptemu_retract_flush {
+	PTEMU_RETRACT_FLUSH_RANGE,	/* flush_tlb_range incl. walk caches (arm64 TLBI, s390 IDTE) */
+	PTEMU_RETRACT_FLUSH_HASH,	/* serialize_against_pte_lookup + HPTE flush (ppc64-hash) */
+	PTEMU_RETRACT_FLUSH_NONE,	/* sparc64: flush_tlb_range is empty; RCU alone protects */
+};
+
+/* The guest ISA as Unicorn, Capstone and ELF know it. Values are those libraries' enum
+ * values, kept as ints so that this header does not depend on them. */
+struct ptemu_isa {
+	int uc_arch, uc_mode;
+	int cs_arch, cs_mode;
+	unsigned elf_machine;	/* EM_* */
+	unsigned elf_class;	/* 32 or 64 */
+	const char *clang_target;
+	const char *binutils_triple;
+};
+
+struct ptemu_arch {
+	const char *name;		/* the CLI's --arch value */
+	const char *description;
+
+	/* Geometry. */
+	unsigned page_shift;		/* base page: 12, 13 or 16 */
+	unsigned va_bits;
+	unsigned nr_levels;		/* levels actually walked, root to PTE */
+	unsigned level_shift[PTEMU_MAX_LEVELS];	/* VA shift of the index of each level */
+	unsigned level_bits[PTEMU_MAX_LEVELS];	/* index bits of each level */
+	unsigned table_bytes[PTEMU_MAX_LEVELS];	/* size of one table of each level */
+	unsigned entry_bytes;		/* 8 for every model implemented so far */
+	bool big_endian;		/* byte order of entries in simulated memory */
+	unsigned pmd_leaf_shift;	/* THP size (0: no PMD leaf, e.g. classic arm) */
+
+	/* Entry encodings, with the real bit layouts of the architecture. */
+	uint64_t (*none_entry)(unsigned level);	/* what an empty slot holds; also poison */
+	enum ptemu_entry_kind (*classify)(unsigned level, uint64_t entry, uint64_t *table_pa);
+	uint64_t (*mk_table)(unsigned level, uint64_t table_pa);
+	bool (*pte_none)(uint64_t pte);
+	bool (*pte_present)(uint64_t pte);
+	uint64_t (*mk_pte)(struct ptemu_leaf leaf);
+	struct ptemu_leaf (*pte_leaf)(uint64_t pte);	/* decode a present PTE */
+	uint64_t (*mk_pmd_leaf)(struct ptemu_leaf leaf);	/* pfn aligned to the THP size */
+	struct ptemu_leaf (*pmd_leaf)(uint64_t pmd);	/* decode a LEAF pmd */
+
+	/* PTE table allocation and freeing (kernel-spec section 2). A PTE table is
+	 * pte_table_bytes inside a page; tables_per_page > 1 where pages are shared
+	 * (s390 halves, powerpc fragments). Tables returned are filled with none_entry. */
+	unsigned pte_table_bytes;
+	unsigned tables_per_page;
+	uint64_t (*pte_alloc_one)(struct mm_struct *mm);	/* table pa, 0 on OOM */
+	void (*pte_free)(struct mm_struct *mm, uint64_t table_pa);
+	void (*pte_free_defer)(struct mm_struct *mm, uint64_t table_pa);
+	/* Tear down what the model keeps per mm (fragment caches) at mm free. */
+	void (*mm_destroy_context)(struct mm_struct *mm);
+
+	/* The hardware side. */
+	enum ptemu_walk_fault (*hw_walk)(const struct ptemu_walk_ctx *ctx, uint64_t root_pa,
+					 uint64_t va, enum ptemu_access access,
+					 struct ptemu_walk_result *out);
+	bool flush_waits_for_walks;	/* arm64 TLBI+DSB, s390 IDTE wait for walks in flight */
+	bool walker_is_rcu_reader;	/* sparc64 TSB miss, ppc hash_page: IRQs off */
+	enum ptemu_retract_flush retract_flush;
+	unsigned tlb_entries;		/* logical TLB capacity */
+	unsigned walk_cache_entries;
+
+	struct ptemu_isa isa;
+};
+
+/* Registry of the implemented models. */
+const struct ptemu_arch *ptemu_arch_find(const char *name);
+/* NULL-terminated list, in a stable order. */
+const struct ptemu_arch *const *ptemu_arch_all(void);
+
+/* Geometry helpers shared by core and models. */
+static inline unsigned ptemu_pte_level(const struct ptemu_arch *a) { return a->nr_levels - 1; }
+static inline unsigned ptemu_pmd_level(const struct ptemu_arch *a) { return a->nr_levels - 2; }
+static inline uint64_t ptemu_page_size(const struct ptemu_arch *a) { return 1ull << a->page_shift; }
+static inline unsigned ptemu_level_index(const struct ptemu_arch *a, unsigned level, uint64_t va)
+{
+	return (unsigned)((va >> a->level_shift[level]) & ((1ull << a->level_bits[level]) - 1));
+}
+static inline uint64_t ptemu_pmd_size(const struct ptemu_arch *a)
+{
+	return 1ull << a->level_shift[ptemu_pmd_level(a)];
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,43 @@
+/* Bug injection: each removes one safety step of the protocol, on a path where that step
+ * is the only guard (DESIGN.md section 5). Core and models consult ptemu_injected() at
+ * the step; the checker never does. */
+#ifndef PTEMU_INJECT_H
+#define PTEMU_INJECT_H
+
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ptemu_machine;
+struct ptemu_arch;
+
+enum ptemu_injection {
+	INJECT_NONE,
+	INJECT_NO_RCU_READ_LOCK,	/* __pte_offset_map maps outside an RCU section */
+	INJECT_NO_PMD_RECHECK,		/* pte_offset_map_lock skips pmd_same under ptl */
+	INJECT_NO_TLB_FLUSH,		/* pmdp_collapse_flush clears without invalidation */
+	INJECT_S390_REUSE_PENDING_HALF,	/* s390 re-lists an Active page, reusing a deferred half */
+	INJECT_COUNT
+};
+
+struct ptemu_injection_info {
+	enum ptemu_injection id;
+	const char *name;
+	const char *what;
+	const char *models;	/* comma-separated model names, or NULL for every model */
+};
+
+/* The offered injections (without INJECT_NONE), terminated by a NULL name. */
+const struct ptemu_injection_info *ptemu_injections(void);
+/* INJECT_COUNT for an unknown name. */
+enum ptemu_injection ptemu_injection_from_name(const char *name);
+bool ptemu_injection_applies(enum ptemu_injection inj, const struct ptemu_arch *arch);
+
+bool ptemu_injected(const struct ptemu_machine *m, enum ptemu_injection inj);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

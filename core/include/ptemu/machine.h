@@ -1,0 +1,64 @@
+/* A machine: one architecture model, its simulated physical memory, the checker and the
+ * counters. Every ptemu thread belongs to one machine (ptemu_thread_register). */
+#ifndef PTEMU_MACHINE_H
+#define PTEMU_MACHINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ptemu/arch.h>
+#include <ptemu/check.h>
+#include <ptemu/inject.h>
+#include <ptemu/stats.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ptemu_phys;
+struct mm_struct;
+
+#define PTEMU_DEFAULT_PHYS_BYTES (256ull << 20)
+
+struct ptemu_machine_config {
+	const struct ptemu_arch *arch;
+	uint64_t phys_bytes;		/* 0: PTEMU_DEFAULT_PHYS_BYTES */
+	enum ptemu_check_mode check_mode;
+	enum ptemu_injection inject;
+};
+
+/* TLB invalidation, provided by the vCPU layer; without vCPUs nothing is cached and the
+ * hook is unset. freed_tables: walk caches must drop the range too. */
+struct ptemu_tlb_ops {
+	void (*flush_range)(void *ctx, struct mm_struct *mm, uint64_t start, uint64_t end,
+			    bool freed_tables);
+	void *ctx;
+};
+
+/* Points where a test may force an interleaving. */
+struct ptemu_test_hooks {
+	/* In __pte_offset_map_lock, between the map and taking the ptl. */
+	void (*map_before_lock)(void *ctx, struct mm_struct *mm, void *pmdp);
+	void *ctx;
+};
+
+struct ptemu_machine {
+	const struct ptemu_arch *arch;
+	struct ptemu_phys *phys;
+	struct ptemu_checker *checker;
+	struct ptemu_stats stats;
+	struct ptemu_tlb_ops tlb;
+	struct ptemu_test_hooks test_hooks;
+	enum ptemu_injection inject;
+};
+
+/* NULL with a message in err on a bad configuration. */
+struct ptemu_machine *ptemu_machine_create(const struct ptemu_machine_config *cfg, char *err,
+					   size_t errlen);
+void ptemu_machine_destroy(struct ptemu_machine *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,126 @@
+/* Page tables in simulated physical memory, and the pte_offset_map family of v6.6
+ * (kernel-spec section 1).
+ *
+ * pte_t and pmd_t are entry values in host byte order, with the model's bit layout.
+ * pte_t * and pmd_t * point at entry slots in simulated memory, which hold the model's
+ * byte order: never dereference them; every access goes through the accessors below,
+ * which convert and call the checker. */
+#ifndef PTEMU_PGTABLE_H
+#define PTEMU_PGTABLE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <ptemu/arch.h>
+#include <ptemu/sync.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct mm_struct;
+struct ptemu_machine;
+struct page;
+
+typedef struct { uint64_t val; } pte_t;
+typedef struct { uint64_t val; } pmd_t;
+
+static inline pte_t __pte(uint64_t v) { pte_t p = { v }; return p; }
+static inline pmd_t __pmd(uint64_t v) { pmd_t p = { v }; return p; }
+static inline bool pmd_same(pmd_t a, pmd_t b) { return a.val == b.val; }
+static inline bool pte_same(pte_t a, pte_t b) { return a.val == b.val; }
+
+/* Classification through the model (the calling thread's machine). */
+enum ptemu_entry_kind pmd_kind(pmd_t pmd, uint64_t *table_pa);
+bool pmd_none(pmd_t pmd);
+bool pmd_trans_huge(pmd_t pmd);
+bool pte_none(pte_t pte);
+bool pte_present(pte_t pte);
+pte_t pmd_none_value(void);
+
+/* Raw entry access in the model's byte order, unchecked: for walkers' readers, table
+ * initialisation and the checker. */
+uint64_t ptemu_entry_load(const struct ptemu_machine *m, uint64_t entry_pa);
+void ptemu_entry_store(const struct ptemu_machine *m, uint64_t entry_pa, uint64_t val);
+/* Physical address of a slot pointer, and back. */
+uint64_t ptemu_slot_pa(const struct ptemu_machine *m, const void *slot);
+void *ptemu_slot_ptr(const struct ptemu_machine *m, uint64_t pa);
+
+/* ---- checked accessors ---------------------------------------------------------- */
+pte_t ptep_get(pte_t *ptep);
+void set_pte_at(struct mm_struct *mm, uint64_t addr, pte_t *ptep, pte_t pte);
+pte_t ptep_get_and_clear(struct mm_struct *mm, uint64_t addr, pte_t *ptep);
+void pte_clear(struct mm_struct *mm, uint64_t addr, pte_t *ptep);
+/* Hardware-style access/dirty update under no lock: exempt from ptl-not-held. */
+void ptep_set_access_flags_hw(pte_t *ptep, pte_t pte);
+
+pmd_t pmdp_get_lockless(pmd_t *pmdp);
+/* NONE -> TABLE, under pmd lock after a none re-check (pmd_install does both). */
+void pmd_populate(struct mm_struct *mm, pmd_t *pmdp, uint64_t table_pa);
+/* Any -> NONE; a TABLE becomes DETACHED for the checker. */
+void pmd_clear(pmd_t *pmdp);
+void set_pmd_at(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp, pmd_t pmd);
+/* Reports and clears a bad pmd (lockless BAD -> NONE is legal). */
+void pmd_clear_bad(pmd_t *pmdp);
+
+/* ---- locks ---------------------------------------------------------------------- */
+/* The ptl of the table the pmd value points at: the split lock of the table's page, shared
+ * by every table in that page (s390 halves, powerpc fragments). */
+struct ptemu_spinlock *pte_lockptr(struct mm_struct *mm, pmd_t *pmdval);
+struct ptemu_spinlock *pmd_lockptr(struct mm_struct *mm, pmd_t *pmdp);
+struct ptemu_spinlock *pmd_lock(struct mm_struct *mm, pmd_t *pmdp);
+
+/* ---- the pte_offset_map family (kernel-spec 1.2-1.5) ------------------------------ */
+pte_t *__pte_offset_map(pmd_t *pmdp, uint64_t addr, pmd_t *pmdvalp);
+pte_t *pte_offset_map(pmd_t *pmdp, uint64_t addr);
+pte_t *pte_offset_map_lock(struct mm_struct *mm, pmd_t *pmdp, uint64_t addr,
+			   struct ptemu_spinlock **ptlp);
+pte_t *pte_offset_map_nolock(struct mm_struct *mm, pmd_t *pmdp, uint64_t addr,
+			     struct ptemu_spinlock **ptlp);
+void pte_unmap(pte_t *pte);
+void pte_unmap_unlock(pte_t *pte, struct ptemu_spinlock *ptl);
+/* Caller-side count of the strict pte_map_failures: it had read a pmd pointing at a
+ * table, and its map of that pmd then failed. */
+void ptemu_note_map_failed_after_table(struct ptemu_machine *m);
+
+/* ---- allocation and upper levels ------------------------------------------------- */
+/* The pmd slot covering addr, or NULL when an upper level is missing. */
+pmd_t *mm_find_pmd(struct mm_struct *mm, uint64_t addr);
+/* The pmd slot covering addr, allocating upper-level tables; NULL on OOM. */
+pmd_t *pmd_alloc_path(struct mm_struct *mm, uint64_t addr);
+/* Installs *table_pa if the pmd is still none and clears *table_pa; else leaves it. */
+void pmd_install(struct mm_struct *mm, pmd_t *pmdp, uint64_t *table_pa);
+/* Allocates and installs a PTE table; 0 or -ENOMEM (a populated pmd is success). */
+int __pte_alloc(struct mm_struct *mm, pmd_t *pmdp);
+pte_t *pte_alloc_map_lock(struct mm_struct *mm, pmd_t *pmdp, uint64_t addr,
+			  struct ptemu_spinlock **ptlp);
+
+uint64_t pte_alloc_one(struct mm_struct *mm);
+void pte_free(struct mm_struct *mm, uint64_t table_pa);
+void pte_free_defer(struct mm_struct *mm, uint64_t table_pa);
+
+/* Clear a pmd that points at a table and invalidate TLBs and walk caches for its range
+ * (the model's retract_flush). Caller holds pmd lock and, when distinct, the ptl. */
+pmd_t pmdp_collapse_flush(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp);
+void flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end, bool freed_tables);
+
+/* ---- building blocks for the models' allocators ---------------------------------- */
+/* A fresh page for PTE tables: PG_table, ptl initialised, every slot none. 0 on OOM. */
+uint64_t ptemu_table_page_alloc(struct mm_struct *mm);
+/* Poisons the page with the invalid-entry pattern and returns it to the allocator. */
+void ptemu_table_page_free(struct ptemu_machine *m, struct page *page);
+/* Per-table constructor/destructor for the checker and counters (one table, not a page). */
+void ptemu_pte_table_ctor(struct ptemu_machine *m, uint64_t table_pa);
+void ptemu_pte_table_dtor(struct ptemu_machine *m, uint64_t table_pa);
+/* The whole-page tables of the generic kernel (asm-generic/pgalloc.h). */
+uint64_t ptemu_generic_pte_alloc_one(struct mm_struct *mm);
+void ptemu_generic_pte_free(struct mm_struct *mm, uint64_t table_pa);
+void ptemu_generic_pte_free_defer(struct mm_struct *mm, uint64_t table_pa);
+
+/* The walk-context reader used by hardware walks: checked reads of simulated memory. */
+void ptemu_checked_walk_ctx(struct ptemu_machine *m, struct ptemu_walk_ctx *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,55 @@
+/* Run counters, updated atomically from any thread. */
+#ifndef PTEMU_STATS_H
+#define PTEMU_STATS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* X-macro: every counter has one name, used for the struct, JSON and reports. */
+#define PTEMU_STAT_LIST(X)                                                                  \
+	X(pte_maps)               /* successful __pte_offset_map */                           \
+	X(pte_map_none)           /* map failed: pmd none or migration */                     \
+	X(pte_map_leaf)           /* map failed: pmd is a huge leaf */                        \
+	X(pte_map_bad)            /* map failed: pmd bad (cleared by pmd_clear_bad) */         \
+	X(pte_map_failures)       /* the caller saw a table, the map/lock then failed: detached */ \
+	X(pmd_recheck_retries)    /* pte_offset_map_lock saw pmd_same fail under ptl */       \
+	X(detach_with_reader)     /* a table was detached while someone had it mapped */      \
+	X(walk_raced_detach)      /* a walker was inside a table when it was detached */      \
+	X(tables_allocated)                                                                   \
+	X(tables_freed_now)                                                                   \
+	X(tables_freed_deferred)  /* handed to pte_free_defer */                              \
+	X(tables_rcu_freed)       /* deferred tables whose RCU callback freed them */         \
+	X(pmd_installs)                                                                       \
+	X(pmd_install_races)      /* pmd_install found the pmd populated and freed its table */ \
+	X(tlb_range_flushes)                                                                  \
+	X(hw_walks)
+
+enum ptemu_stat {
+#define PTEMU_STAT_ENUM(n) PTEMU_STAT_##n,
+	PTEMU_STAT_LIST(PTEMU_STAT_ENUM)
+#undef PTEMU_STAT_ENUM
+	PTEMU_STAT_COUNT
+};
+
+struct ptemu_stats {
+	uint64_t v[PTEMU_STAT_COUNT];
+};
+
+const char *ptemu_stat_name(enum ptemu_stat s);
+
+static inline void ptemu_stat_add(struct ptemu_stats *s, enum ptemu_stat k, uint64_t n)
+{
+	__atomic_fetch_add(&s->v[k], n, __ATOMIC_RELAXED);
+}
+static inline uint64_t ptemu_stat_get(const struct ptemu_stats *s, enum ptemu_stat k)
+{
+	return __atomic_load_n(&s->v[k], __ATOMIC_RELAXED);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,123 @@
+/* Locks and ptemu threads.
+ *
+ * Every lock in core/ and mmu/ is one of these wrappers. Each acquisition and release
+ * records the lock in the calling thread's held-lock list, which the checker uses for
+ * ptl-not-held, sleep-in-atomic and lock-order; each wrapper is a real function so that
+ * the deterministic scheduler can make it a scheduling point.
+ *
+ * Fields are plain integers accessed with __atomic builtins so that C++ tests can include
+ * this header.
+ */
+#ifndef PTEMU_SYNC_H
+#define PTEMU_SYNC_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ptemu_machine;
+
+/* Lock classes in the order kernel-spec 5.6 allows them to nest (outermost first). A lock
+ * may be taken only while every held lock has a lower class, except by trylock or as a
+ * declared nesting (ptl inside ptl, pgtable-list lock inside ptl). */
+enum ptemu_lock_class {
+	LOCK_CLASS_MMAP,	/* mm->mmap_lock (rwsem, sleeps) */
+	LOCK_CLASS_FOLIO,	/* folio lock (sleeps) */
+	LOCK_CLASS_I_MMAP,	/* mapping->i_mmap_rwsem (sleeps) */
+	LOCK_CLASS_PML,		/* pmd lock / mm->page_table_lock (spin) */
+	LOCK_CLASS_PTL,		/* split PTE-table lock (spin) */
+	LOCK_CLASS_PGTABLE_LIST,	/* mm->context.lock around fragment lists (spin) */
+	LOCK_CLASS_TEST,	/* locks private to tests and tools (sleeps) */
+	LOCK_CLASS_COUNT
+};
+
+const char *ptemu_lock_class_name(enum ptemu_lock_class c);
+
+struct ptemu_spinlock {
+	int locked;
+	uint8_t lclass;
+};
+
+struct ptemu_rwsem {
+	pthread_rwlock_t rw;
+	uint8_t lclass;
+};
+
+struct ptemu_mutex {
+	pthread_mutex_t m;
+	uint8_t lclass;
+};
+
+void ptemu_spin_init(struct ptemu_spinlock *l, enum ptemu_lock_class c);
+void spin_lock(struct ptemu_spinlock *l);
+/* For a second lock of the same class taken deliberately (kernel spin_lock_nested). */
+void spin_lock_nested(struct ptemu_spinlock *l);
+bool spin_trylock(struct ptemu_spinlock *l);
+void spin_unlock(struct ptemu_spinlock *l);
+bool spin_is_locked(const struct ptemu_spinlock *l);
+
+void ptemu_rwsem_init(struct ptemu_rwsem *s, enum ptemu_lock_class c);
+void ptemu_rwsem_destroy(struct ptemu_rwsem *s);
+void down_read(struct ptemu_rwsem *s);
+void down_write(struct ptemu_rwsem *s);
+bool down_read_trylock(struct ptemu_rwsem *s);
+bool down_write_trylock(struct ptemu_rwsem *s);
+void up_read(struct ptemu_rwsem *s);
+void up_write(struct ptemu_rwsem *s);
+
+void ptemu_mutex_init(struct ptemu_mutex *m, enum ptemu_lock_class c);
+void ptemu_mutex_destroy(struct ptemu_mutex *m);
+void mutex_lock(struct ptemu_mutex *m);
+void mutex_unlock(struct ptemu_mutex *m);
+
+/* ---- ptemu threads ---------------------------------------------------------------- */
+
+#define PTEMU_MAX_HELD_LOCKS 16
+#define PTEMU_MAX_MAPS 8
+#define PTEMU_MAX_THREADS 64
+
+struct ptemu_held_lock {
+	const void *lock;
+	uint8_t lclass;
+	bool sleeps;
+};
+
+/* One pte_offset_map pointer the thread holds: the table slot and the generation of the
+ * table it mapped, and the RCU section it was mapped in. */
+struct ptemu_held_map {
+	uint64_t slot;
+	uint32_t gen;
+	uint64_t rcu_section;	/* 0 when mapped outside any RCU section */
+};
+
+struct ptemu_thread {
+	struct ptemu_machine *machine;
+	char name[32];
+	int id;
+	int rcu_depth;
+	uint64_t rcu_section;	/* sequence number of the current outermost RCU section */
+	uint64_t rcu_sections_entered;
+	int nr_held;
+	struct ptemu_held_lock held[PTEMU_MAX_HELD_LOCKS];
+	int nr_maps;
+	struct ptemu_held_map maps[PTEMU_MAX_MAPS];
+};
+
+/* Registers the calling thread with a machine and with RCU; every thread that touches the
+ * model must do this first. Returns NULL when PTEMU_MAX_THREADS threads are registered. */
+struct ptemu_thread *ptemu_thread_register(struct ptemu_machine *m, const char *name);
+void ptemu_thread_unregister(void);
+/* The calling thread's record (NULL if it never registered): the kernel's `current`. */
+struct ptemu_thread *ptemu_current(void);
+
+/* Is a lock held by the calling thread? */
+bool ptemu_holds_lock(const void *lock);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
