@@ -2,7 +2,7 @@
  *
  * Every difference between the models of DESIGN.md section 4 lives here, so that core/
  * never names an architecture and a new model is one folder under mmu/ plus one line in
- * the registry (core/arch_registry.c).
+ * the registry (mmu/registry.c).
  *
  * Levels are numbered from the root (0) to the PTE level (nr_levels - 1); the level above
  * the PTE level is the "pmd" level in Linux's sense, whatever the architecture calls it
@@ -144,6 +144,9 @@ struct ptemu_arch {
 	enum ptemu_retract_flush retract_flush;
 	unsigned tlb_entries;		/* logical TLB capacity */
 	unsigned walk_cache_entries;
+
+	/* Model-specific injections this model implements: bit (1u << enum ptemu_injection). */
+	unsigned model_injections;
 
 	struct ptemu_isa isa;
 };

@@ -90,7 +90,8 @@ void check_table_attach(struct ptemu_machine *m, uint64_t table_pa);
 void check_table_detach(struct ptemu_machine *m, uint64_t table_pa);
 /* At pte_free_defer: the table must be detached and empty (arch pte_none). */
 void check_table_defer(struct ptemu_machine *m, uint64_t table_pa);
-void check_table_free(struct ptemu_machine *m, uint64_t table_pa);
+/* The table's destructor; returns the state it had. */
+enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_pa);
 enum ptemu_table_state check_table_state(const struct ptemu_machine *m, uint64_t table_pa);
 uint32_t check_table_generation(const struct ptemu_machine *m, uint64_t table_pa);
 

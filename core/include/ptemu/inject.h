@@ -15,7 +15,9 @@ struct ptemu_arch;
 
 enum ptemu_injection {
 	INJECT_NONE,
+	INJECT_FREE_IMMEDIATELY,	/* a retracted table is pte_free'd, not pte_free_defer'd */
 	INJECT_NO_RCU_READ_LOCK,	/* __pte_offset_map maps outside an RCU section */
+	INJECT_SKIP_PTE_UNMAP,		/* a successful map is left without its pte_unmap */
 	INJECT_NO_PMD_RECHECK,		/* pte_offset_map_lock skips pmd_same under ptl */
 	INJECT_NO_TLB_FLUSH,		/* pmdp_collapse_flush clears without invalidation */
 	INJECT_S390_REUSE_PENDING_HALF,	/* s390 re-lists an Active page, reusing a deferred half */
@@ -26,14 +28,17 @@ struct ptemu_injection_info {
 	enum ptemu_injection id;
 	const char *name;
 	const char *what;
-	const char *models;	/* comma-separated model names, or NULL for every model */
+	/* Offered only by models that list it in their model_injections mask. */
+	bool model_specific;
 };
+
+/* Whether a model contains the path the injection needs (DESIGN.md section 5). */
+bool ptemu_injection_applies(enum ptemu_injection inj, const struct ptemu_arch *arch);
 
 /* The offered injections (without INJECT_NONE), terminated by a NULL name. */
 const struct ptemu_injection_info *ptemu_injections(void);
 /* INJECT_COUNT for an unknown name. */
 enum ptemu_injection ptemu_injection_from_name(const char *name);
-bool ptemu_injection_applies(enum ptemu_injection inj, const struct ptemu_arch *arch);
 
 bool ptemu_injected(const struct ptemu_machine *m, enum ptemu_injection inj);
 

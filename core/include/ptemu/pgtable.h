@@ -117,6 +117,10 @@ uint64_t ptemu_generic_pte_alloc_one(struct mm_struct *mm);
 void ptemu_generic_pte_free(struct mm_struct *mm, uint64_t table_pa);
 void ptemu_generic_pte_free_defer(struct mm_struct *mm, uint64_t table_pa);
 
+/* Upper-level (non-PTE) tables: whole pages of the level's table size. */
+uint64_t ptemu_upper_table_alloc(struct ptemu_machine *m, unsigned level);
+void ptemu_upper_table_free(struct ptemu_machine *m, uint64_t table_pa, unsigned level);
+
 /* The walk-context reader used by hardware walks: checked reads of simulated memory. */
 void ptemu_checked_walk_ctx(struct ptemu_machine *m, struct ptemu_walk_ctx *ctx);
 

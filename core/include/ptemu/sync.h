@@ -78,7 +78,6 @@ void mutex_unlock(struct ptemu_mutex *m);
 
 #define PTEMU_MAX_HELD_LOCKS 16
 #define PTEMU_MAX_MAPS 8
-#define PTEMU_MAX_THREADS 64
 
 struct ptemu_held_lock {
 	const void *lock;
@@ -105,10 +104,12 @@ struct ptemu_thread {
 	struct ptemu_held_lock held[PTEMU_MAX_HELD_LOCKS];
 	int nr_maps;
 	struct ptemu_held_map maps[PTEMU_MAX_MAPS];
+	struct ptemu_thread *prev;	/* the registration this one stacks on, if any */
 };
 
 /* Registers the calling thread with a machine and with RCU; every thread that touches the
- * model must do this first. Returns NULL when PTEMU_MAX_THREADS threads are registered. */
+ * model must do this first. A second registration stacks on the first until its
+ * unregister. Returns NULL when out of memory. */
 struct ptemu_thread *ptemu_thread_register(struct ptemu_machine *m, const char *name);
 void ptemu_thread_unregister(void);
 /* The calling thread's record (NULL if it never registered): the kernel's `current`. */

@@ -1,0 +1,466 @@
+/* The invariant checker: violation records and per-table lifetime state. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ptemu/check.h>
+#include <ptemu/machine.h>
+#include <ptemu/pgtable.h>
+#include <ptemu/phys.h>
+#include <ptemu/rcu.h>
+#include <ptemu/sync.h>
+
+#include "internal.h"
+
+/* Lifetime of one PTE table slot (a page, a half or a fragment). */
+struct table_slot {
+	uint32_t state;		/* enum ptemu_table_state */
+	uint32_t gen;		/* bumped at every allocation of the slot */
+	int32_t maps;		/* pte_offset_map pointers held into it */
+	int32_t walkers;	/* walkers inside it */
+};
+
+struct ptemu_checker {
+	struct ptemu_machine *machine;
+	enum ptemu_check_mode mode;
+	uint64_t nslots;
+	struct table_slot *slots;
+	uint64_t events;
+	bool stop;
+	pthread_mutex_t lock;	/* guards the records; the checker's own, not modelled */
+	uint64_t total;
+	uint64_t by_kind[VIOLATION_KIND_COUNT];
+	size_t nrecorded;
+	struct ptemu_violation recorded[PTEMU_MAX_RECORDED];
+};
+
+static const char *const kind_names[VIOLATION_KIND_COUNT] = {
+#define PTEMU_VIOLATION_NAME(id, name) name,
+	PTEMU_VIOLATION_LIST(PTEMU_VIOLATION_NAME)
+#undef PTEMU_VIOLATION_NAME
+};
+
+const char *ptemu_violation_name(enum ptemu_violation_kind k)
+{
+	return k < VIOLATION_KIND_COUNT ? kind_names[k] : "?";
+}
+
+enum ptemu_violation_kind ptemu_violation_from_name(const char *name)
+{
+	for (int k = 0; k < VIOLATION_KIND_COUNT; k++)
+		if (!strcmp(kind_names[k], name))
+			return (enum ptemu_violation_kind)k;
+	return VIOLATION_KIND_COUNT;
+}
+
+const char *ptemu_table_state_name(enum ptemu_table_state s)
+{
+	static const char *const names[] = { "free", "allocated", "attached", "detached",
+					     "rcu-pending" };
+	return s <= TABLE_RCU_PENDING ? names[s] : "?";
+}
+
+struct ptemu_checker *check_create(struct ptemu_machine *m, enum ptemu_check_mode mode)
+{
+	struct ptemu_checker *c = calloc(1, sizeof(*c));
+	uint64_t npages = phys_size(m->phys) >> m->arch->page_shift;
+
+	if (!c)
+		return NULL;
+	c->machine = m;
+	c->mode = mode;
+	c->nslots = npages * m->arch->tables_per_page;
+	c->slots = calloc(c->nslots, sizeof(*c->slots));
+	if (!c->slots) {
+		free(c);
+		return NULL;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	return c;
+}
+
+void check_destroy(struct ptemu_checker *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_destroy(&c->lock);
+	free(c->slots);
+	free(c);
+}
+
+uint64_t check_event(struct ptemu_machine *m)
+{
+	return __atomic_add_fetch(&m->checker->events, 1, __ATOMIC_RELAXED);
+}
+
+void ptemu_report(struct ptemu_machine *m, enum ptemu_violation_kind kind, uint64_t addr,
+		  const char *fmt, ...)
+{
+	struct ptemu_checker *c = m->checker;
+	struct ptemu_thread *t = ptemu_current();
+	uint64_t ev = check_event(m);
+	va_list ap;
+
+	pthread_mutex_lock(&c->lock);
+	c->total++;
+	c->by_kind[kind]++;
+	if (c->nrecorded < PTEMU_MAX_RECORDED) {
+		struct ptemu_violation *v = &c->recorded[c->nrecorded++];
+
+		v->kind = kind;
+		v->thread = t ? t->id : -1;
+		snprintf(v->thread_name, sizeof(v->thread_name), "%s", t ? t->name : "rcu-callback");
+		v->addr = addr;
+		v->event = ev;
+		va_start(ap, fmt);
+		vsnprintf(v->message, sizeof(v->message), fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (c->mode == PTEMU_CHECK_FAIL_FAST)
+		__atomic_store_n(&c->stop, true, __ATOMIC_RELEASE);
+}
+
+bool ptemu_should_stop(const struct ptemu_machine *m)
+{
+	return __atomic_load_n(&m->checker->stop, __ATOMIC_ACQUIRE);
+}
+
+uint64_t check_violation_count(const struct ptemu_machine *m)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&m->checker->lock);
+	n = m->checker->total;
+	pthread_mutex_unlock(&m->checker->lock);
+	return n;
+}
+
+uint64_t check_kind_count(const struct ptemu_machine *m, enum ptemu_violation_kind kind)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&m->checker->lock);
+	n = m->checker->by_kind[kind];
+	pthread_mutex_unlock(&m->checker->lock);
+	return n;
+}
+
+const struct ptemu_violation *check_violations(const struct ptemu_machine *m, size_t *n)
+{
+	pthread_mutex_lock(&m->checker->lock);
+	*n = m->checker->nrecorded;
+	pthread_mutex_unlock(&m->checker->lock);
+	return m->checker->recorded;
+}
+
+/* ---- table lifetime --------------------------------------------------------------- */
+
+static uint64_t slot_index(const struct ptemu_machine *m, uint64_t pa)
+{
+	const struct ptemu_arch *a = m->arch;
+	uint64_t pfn = pa >> a->page_shift;
+	uint64_t frag = (pa & (ptemu_page_size(a) - 1)) / a->pte_table_bytes;
+
+	return pfn * a->tables_per_page + frag;
+}
+
+static struct table_slot *slot_of(const struct ptemu_machine *m, uint64_t pa)
+{
+	return &m->checker->slots[slot_index(m, pa)];
+}
+
+/* Base address of the table holding an entry. */
+static uint64_t table_base(const struct ptemu_machine *m, uint64_t pa)
+{
+	return pa & ~(uint64_t)(m->arch->pte_table_bytes - 1);
+}
+
+static uint32_t slot_state(const struct table_slot *s)
+{
+	return __atomic_load_n(&s->state, __ATOMIC_SEQ_CST);
+}
+
+void check_table_alloc(struct ptemu_machine *m, uint64_t table_pa)
+{
+	struct table_slot *s = slot_of(m, table_pa);
+	uint32_t old = __atomic_exchange_n(&s->state, TABLE_ALLOCATED, __ATOMIC_SEQ_CST);
+
+	__atomic_add_fetch(&s->gen, 1, __ATOMIC_SEQ_CST);
+	check_event(m);
+	if (old != TABLE_FREE)
+		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
+			     "table %#" PRIx64 " handed out again while %s", table_pa,
+			     ptemu_table_state_name(old));
+}
+
+void check_table_attach(struct ptemu_machine *m, uint64_t table_pa)
+{
+	struct table_slot *s = slot_of(m, table_pa);
+	uint32_t old = __atomic_exchange_n(&s->state, TABLE_ATTACHED, __ATOMIC_SEQ_CST);
+
+	check_event(m);
+	if (old != TABLE_ALLOCATED)
+		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
+			     "table %#" PRIx64 " installed in a pmd while %s", table_pa,
+			     ptemu_table_state_name(old));
+}
+
+void check_table_detach(struct ptemu_machine *m, uint64_t table_pa)
+{
+	struct table_slot *s = slot_of(m, table_pa);
+
+	__atomic_store_n(&s->state, TABLE_DETACHED, __ATOMIC_SEQ_CST);
+	check_event(m);
+	if (__atomic_load_n(&s->maps, __ATOMIC_SEQ_CST) > 0)
+		ptemu_stat_add(&m->stats, PTEMU_STAT_detach_with_reader, 1);
+	if (__atomic_load_n(&s->walkers, __ATOMIC_SEQ_CST) > 0)
+		ptemu_stat_add(&m->stats, PTEMU_STAT_walk_raced_detach, 1);
+}
+
+void check_table_defer(struct ptemu_machine *m, uint64_t table_pa)
+{
+	const struct ptemu_arch *a = m->arch;
+	struct table_slot *s = slot_of(m, table_pa);
+	uint32_t old = __atomic_exchange_n(&s->state, TABLE_RCU_PENDING, __ATOMIC_SEQ_CST);
+	unsigned n = a->pte_table_bytes / a->entry_bytes;
+
+	check_event(m);
+	if (old != TABLE_DETACHED)
+		ptemu_report(m, VIOLATION_PT_FREE_WHILE_MAPPED, table_pa,
+			     "pte_free_defer of table %#" PRIx64 " while %s (not detached)",
+			     table_pa, ptemu_table_state_name(old));
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t v = ptemu_entry_load(m, table_pa + (uint64_t)i * a->entry_bytes);
+
+		if (!a->pte_none(v)) {
+			ptemu_report(m, VIOLATION_DETACHED_TABLE_NOT_EMPTY, table_pa,
+				     "pte_free_defer of table %#" PRIx64 ": entry %u is %#" PRIx64,
+				     table_pa, i, v);
+			break;
+		}
+	}
+}
+
+enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_pa)
+{
+	struct table_slot *s = slot_of(m, table_pa);
+	uint32_t old = __atomic_exchange_n(&s->state, TABLE_FREE, __ATOMIC_SEQ_CST);
+	int32_t maps = __atomic_load_n(&s->maps, __ATOMIC_SEQ_CST);
+
+	check_event(m);
+	if (old == TABLE_FREE)
+		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
+			     "table %#" PRIx64 " freed twice", table_pa);
+	else if (maps > 0)
+		ptemu_report(m, VIOLATION_PT_FREE_WHILE_MAPPED, table_pa,
+			     "table %#" PRIx64 " freed (%s) while %d pte_offset_map pointer%s into it",
+			     table_pa, ptemu_table_state_name(old), maps, maps == 1 ? " points" : "s point");
+	else if (old == TABLE_ATTACHED)
+		ptemu_report(m, VIOLATION_PT_FREE_WHILE_MAPPED, table_pa,
+			     "table %#" PRIx64 " freed while a pmd still points at it", table_pa);
+	return (enum ptemu_table_state)old;
+}
+
+enum ptemu_table_state check_table_state(const struct ptemu_machine *m, uint64_t table_pa)
+{
+	return (enum ptemu_table_state)slot_state(slot_of(m, table_pa));
+}
+
+uint32_t check_table_generation(const struct ptemu_machine *m, uint64_t table_pa)
+{
+	return __atomic_load_n(&slot_of(m, table_pa)->gen, __ATOMIC_SEQ_CST);
+}
+
+/* ---- accesses ----------------------------------------------------------------------- */
+
+static struct ptemu_held_map *find_map(struct ptemu_thread *t, uint64_t slot)
+{
+	if (!t)
+		return NULL;
+	for (int i = t->nr_maps - 1; i >= 0; i--)
+		if (t->maps[i].slot == slot)
+			return &t->maps[i];
+	return NULL;
+}
+
+static bool ptl_held_for(const struct ptemu_machine *m, uint64_t pa)
+{
+	struct page *page = pfn_to_page(m->phys, pa >> m->arch->page_shift);
+
+	return ptemu_holds_lock(&page->ptl);
+}
+
+/* A detached table may be touched only through a map taken inside an RCU section that is
+ * still open (kernel-spec 5.2), or under the table's ptl taken while it was attached. */
+static bool detached_access_protected(const struct ptemu_machine *m, struct ptemu_thread *t,
+				      const struct ptemu_held_map *hm, uint64_t pa)
+{
+	if (hm && hm->rcu_section && t->rcu_depth > 0 && t->rcu_section == hm->rcu_section)
+		return true;
+	return ptl_held_for(m, pa);
+}
+
+/* Common part of read and write checks; returns the slot state seen. */
+static uint32_t check_access(struct ptemu_machine *m, uint64_t pte_pa, const char *what)
+{
+	uint64_t idx = slot_index(m, pte_pa);
+	struct table_slot *s = &m->checker->slots[idx];
+	struct ptemu_thread *t = ptemu_current();
+	struct ptemu_held_map *hm = find_map(t, idx);
+	uint32_t st = slot_state(s);
+
+	check_event(m);
+	if (st == TABLE_FREE) {
+		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, pte_pa,
+			     "%s of entry %#" PRIx64 " in a freed table", what, pte_pa);
+	} else if (hm && hm->gen != __atomic_load_n(&s->gen, __ATOMIC_SEQ_CST)) {
+		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, pte_pa,
+			     "%s of entry %#" PRIx64 " through a map of an earlier table there "
+			     "(freed and reused)", what, pte_pa);
+	} else if ((st == TABLE_DETACHED || st == TABLE_RCU_PENDING) &&
+		   !detached_access_protected(m, t, hm, pte_pa)) {
+		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, pte_pa,
+			     "%s of entry %#" PRIx64 " in a %s table outside the RCU section that "
+			     "mapped it", what, pte_pa, ptemu_table_state_name(st));
+	}
+	return st;
+}
+
+void check_pte_read(struct ptemu_machine *m, uint64_t pte_pa)
+{
+	check_access(m, pte_pa, "read");
+}
+
+void check_pte_write(struct ptemu_machine *m, uint64_t pte_pa)
+{
+	uint32_t st = check_access(m, pte_pa, "write");
+
+	if (st == TABLE_DETACHED || st == TABLE_RCU_PENDING)
+		ptemu_report(m, VIOLATION_PTE_IN_DETACHED_TABLE, pte_pa,
+			     "PTE %#" PRIx64 " written in a %s table", pte_pa,
+			     ptemu_table_state_name(st));
+	if (!ptl_held_for(m, pte_pa))
+		ptemu_report(m, VIOLATION_PTL_NOT_HELD, pte_pa,
+			     "PTE %#" PRIx64 " modified without its table's ptl", pte_pa);
+}
+
+void check_walk_read(struct ptemu_machine *m, uint64_t table_pa, unsigned level, bool pte_level)
+{
+	if (!pte_level) {
+		struct page *page = pfn_to_page(m->phys, table_pa >> m->arch->page_shift);
+
+		if (!PageFlag(page, PG_table))
+			ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
+				     "walk read a level-%u table at %#" PRIx64 " that is not a table",
+				     level, table_pa);
+		return;
+	}
+	uint32_t st = slot_state(slot_of(m, table_pa));
+	struct ptemu_thread *t = ptemu_current();
+
+	if (st == TABLE_FREE)
+		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
+			     "walk read freed PTE table %#" PRIx64, table_pa);
+	else if (st == TABLE_RCU_PENDING &&
+		 !(m->arch->walker_is_rcu_reader && t && t->rcu_depth > 0))
+		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
+			     "walk read PTE table %#" PRIx64 " after its invalidation completed "
+			     "(rcu-pending)", table_pa);
+}
+
+void check_walk_enter(struct ptemu_machine *m, uint64_t table_pa)
+{
+	__atomic_add_fetch(&slot_of(m, table_pa)->walkers, 1, __ATOMIC_SEQ_CST);
+}
+
+void check_walk_leave(struct ptemu_machine *m, uint64_t table_pa)
+{
+	__atomic_sub_fetch(&slot_of(m, table_pa)->walkers, 1, __ATOMIC_SEQ_CST);
+}
+
+/* ---- maps --------------------------------------------------------------------------- */
+
+void check_map(struct ptemu_machine *m, uint64_t pte_pa)
+{
+	uint64_t idx = slot_index(m, pte_pa);
+	struct table_slot *s = &m->checker->slots[idx];
+	struct ptemu_thread *t = ptemu_current();
+
+	__atomic_add_fetch(&s->maps, 1, __ATOMIC_SEQ_CST);
+	check_event(m);
+	if (slot_state(s) == TABLE_FREE)
+		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, pte_pa,
+			     "pte_offset_map of freed table %#" PRIx64, table_base(m, pte_pa));
+	if (!t)
+		return;
+	if (t->nr_maps == PTEMU_MAX_MAPS) {
+		ptemu_report(m, VIOLATION_MAP_UNMAP_IMBALANCE, pte_pa,
+			     "more than %d tables mapped at once", PTEMU_MAX_MAPS);
+		__atomic_sub_fetch(&s->maps, 1, __ATOMIC_SEQ_CST);
+		return;
+	}
+	t->maps[t->nr_maps++] = (struct ptemu_held_map){
+		.slot = idx,
+		.gen = __atomic_load_n(&s->gen, __ATOMIC_SEQ_CST),
+		.rcu_section = t->rcu_depth > 0 ? t->rcu_section : 0,
+	};
+}
+
+static void drop_map(struct ptemu_machine *m, struct ptemu_thread *t, int i)
+{
+	__atomic_sub_fetch(&m->checker->slots[t->maps[i].slot].maps, 1, __ATOMIC_SEQ_CST);
+	memmove(&t->maps[i], &t->maps[i + 1], (size_t)(t->nr_maps - i - 1) * sizeof(t->maps[0]));
+	t->nr_maps--;
+}
+
+void check_unmap(struct ptemu_machine *m, uint64_t pte_pa)
+{
+	uint64_t idx = slot_index(m, pte_pa);
+	struct ptemu_thread *t = ptemu_current();
+
+	check_event(m);
+	if (!t)
+		return;
+	for (int i = t->nr_maps - 1; i >= 0; i--) {
+		if (t->maps[i].slot == idx) {
+			drop_map(m, t, i);
+			return;
+		}
+	}
+	ptemu_report(m, VIOLATION_MAP_UNMAP_IMBALANCE, pte_pa,
+		     "pte_unmap of %#" PRIx64 " without a matching pte_offset_map", pte_pa);
+}
+
+void check_op_end(const char *op)
+{
+	struct ptemu_thread *t = ptemu_current();
+
+	if (!t)
+		return;
+	if (t->nr_maps)
+		ptemu_report(t->machine, VIOLATION_MAP_UNMAP_IMBALANCE, 0,
+			     "%d pte_offset_map pointer%s not unmapped at the end of %s", t->nr_maps,
+			     t->nr_maps == 1 ? "" : "s", op);
+	if (t->rcu_depth)
+		ptemu_report(t->machine, VIOLATION_RCU_IMBALANCE, 0,
+			     "RCU read-side depth %d at the end of %s", t->rcu_depth, op);
+	/* Unwind, so that the run goes on and grace periods can complete. */
+	while (t->nr_maps)
+		drop_map(t->machine, t, t->nr_maps - 1);
+	while (t->rcu_depth)
+		rcu_read_unlock();
+}
+
+void check_leaks(struct ptemu_machine *m, uint64_t pages_expected_in_use)
+{
+	struct ptemu_phys_stats s = phys_stats(m->phys);
+
+	if (s.pages_allocated > pages_expected_in_use)
+		ptemu_report(m, VIOLATION_LEAK, 0,
+			     "%" PRIu64 " pages still allocated after teardown (%" PRIu64
+			     " expected), %" PRIu64 " of them page tables",
+			     s.pages_allocated, pages_expected_in_use, s.table_pages);
+}

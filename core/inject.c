@@ -1,0 +1,58 @@
+#include <string.h>
+
+#include <ptemu/arch.h>
+#include <ptemu/inject.h>
+#include <ptemu/machine.h>
+
+static const struct ptemu_injection_info injections[] = {
+	{ INJECT_FREE_IMMEDIATELY, "free-immediately",
+	  "retract frees the detached table at once (pte_free instead of pte_free_defer)", false },
+	{ INJECT_NO_RCU_READ_LOCK, "no-rcu-read-lock",
+	  "pte_offset_map maps the table without entering an RCU read-side section", false },
+	{ INJECT_SKIP_PTE_UNMAP, "skip-pte-unmap",
+	  "a successful pte_offset_map is not balanced by pte_unmap", false },
+	{ INJECT_NO_PMD_RECHECK, "no-pmd-recheck",
+	  "pte_offset_map_lock does not re-check pmd_same after taking the ptl", false },
+	{ INJECT_NO_TLB_FLUSH, "no-tlb-flush",
+	  "pmdp_collapse_flush clears the pmd without invalidating TLBs and walk caches",
+	  false },
+	{ INJECT_S390_REUSE_PENDING_HALF, "s390-reuse-pending-half",
+	  "s390 puts a page with a deferred half back on pgtable_list, so the half is reused",
+	  true },
+	{ INJECT_NONE, NULL, NULL, false },
+};
+
+const struct ptemu_injection_info *ptemu_injections(void)
+{
+	return injections;
+}
+
+enum ptemu_injection ptemu_injection_from_name(const char *name)
+{
+	if (!strcmp(name, "none"))
+		return INJECT_NONE;
+	for (const struct ptemu_injection_info *i = injections; i->name; i++)
+		if (!strcmp(i->name, name))
+			return i->id;
+	return INJECT_COUNT;
+}
+
+bool ptemu_injection_applies(enum ptemu_injection inj, const struct ptemu_arch *arch)
+{
+	for (const struct ptemu_injection_info *i = injections; i->name; i++) {
+		if (i->id != inj)
+			continue;
+		if (i->model_specific)
+			return (arch->model_injections >> inj) & 1u;
+		/* Where retract issues no flush there is no flush to leave out. */
+		if (inj == INJECT_NO_TLB_FLUSH)
+			return arch->retract_flush != PTEMU_RETRACT_FLUSH_NONE;
+		return true;
+	}
+	return inj == INJECT_NONE;
+}
+
+bool ptemu_injected(const struct ptemu_machine *m, enum ptemu_injection inj)
+{
+	return m->inject == inj;
+}

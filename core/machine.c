@@ -1,0 +1,75 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <ptemu/machine.h>
+#include <ptemu/phys.h>
+#include <ptemu/sync.h>
+
+#include "internal.h"
+
+_Noreturn void ptemu_bug(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("ptemu: internal error: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	abort();
+}
+
+struct ptemu_machine *ptemu_current_machine(void)
+{
+	struct ptemu_thread *t = ptemu_current();
+
+	if (!t)
+		ptemu_bug("a thread used the model without ptemu_thread_register");
+	return t->machine;
+}
+
+struct ptemu_machine *ptemu_machine_create(const struct ptemu_machine_config *cfg, char *err,
+					   size_t errlen)
+{
+	struct ptemu_machine *m;
+
+	if (!cfg->arch) {
+		snprintf(err, errlen, "no architecture model given");
+		return NULL;
+	}
+	if (cfg->inject >= INJECT_COUNT || !ptemu_injection_applies(cfg->inject, cfg->arch)) {
+		snprintf(err, errlen, "injection not offered by model %s", cfg->arch->name);
+		return NULL;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		snprintf(err, errlen, "out of host memory");
+		return NULL;
+	}
+	m->arch = cfg->arch;
+	m->inject = cfg->inject;
+	m->phys = phys_create(m, cfg->phys_bytes ? cfg->phys_bytes : PTEMU_DEFAULT_PHYS_BYTES, err,
+			      errlen);
+	if (!m->phys) {
+		free(m);
+		return NULL;
+	}
+	m->checker = check_create(m, cfg->check_mode);
+	if (!m->checker) {
+		snprintf(err, errlen, "out of host memory for the checker");
+		phys_destroy(m->phys);
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
+void ptemu_machine_destroy(struct ptemu_machine *m)
+{
+	if (!m)
+		return;
+	check_destroy(m->checker);
+	phys_destroy(m->phys);
+	free(m);
+}

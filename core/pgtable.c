@@ -1,0 +1,600 @@
+/* Generic N-level page tables in simulated memory and the v6.6 pte_offset_map family
+ * (kernel-spec section 1). The model supplies encodings and PTE-table allocation; this
+ * file owns walking, locking, mapping and the checker calls. */
+#include <errno.h>
+#include <inttypes.h>
+
+#include <ptemu/check.h>
+#include <ptemu/inject.h>
+#include <ptemu/machine.h>
+#include <ptemu/mm.h>
+#include <ptemu/pgtable.h>
+#include <ptemu/phys.h>
+#include <ptemu/rcu.h>
+
+#include "internal.h"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the host must be little-endian");
+
+/* ---- raw entries ------------------------------------------------------------------- */
+
+uint64_t ptemu_entry_load(const struct ptemu_machine *m, uint64_t entry_pa)
+{
+	uint64_t v = __atomic_load_n((uint64_t *)phys_to_virt(m->phys, entry_pa), __ATOMIC_ACQUIRE);
+
+	return m->arch->big_endian ? __builtin_bswap64(v) : v;
+}
+
+void ptemu_entry_store(const struct ptemu_machine *m, uint64_t entry_pa, uint64_t val)
+{
+	if (m->arch->big_endian)
+		val = __builtin_bswap64(val);
+	__atomic_store_n((uint64_t *)phys_to_virt(m->phys, entry_pa), val, __ATOMIC_RELEASE);
+}
+
+static uint64_t entry_xchg(const struct ptemu_machine *m, uint64_t entry_pa, uint64_t val)
+{
+	bool be = m->arch->big_endian;
+	uint64_t old = __atomic_exchange_n((uint64_t *)phys_to_virt(m->phys, entry_pa),
+					   be ? __builtin_bswap64(val) : val, __ATOMIC_ACQ_REL);
+
+	return be ? __builtin_bswap64(old) : old;
+}
+
+uint64_t ptemu_slot_pa(const struct ptemu_machine *m, const void *slot)
+{
+	return (uint64_t)((const uint8_t *)slot - phys_base(m->phys));
+}
+
+void *ptemu_slot_ptr(const struct ptemu_machine *m, uint64_t pa)
+{
+	return phys_to_virt(m->phys, pa);
+}
+
+static struct page *pa_to_page(const struct ptemu_machine *m, uint64_t pa)
+{
+	return pfn_to_page(m->phys, pa >> m->arch->page_shift);
+}
+
+static void fill_none(const struct ptemu_machine *m, uint64_t pa, uint64_t bytes, unsigned level)
+{
+	uint64_t none = m->arch->none_entry(level);
+
+	for (uint64_t off = 0; off < bytes; off += m->arch->entry_bytes)
+		ptemu_entry_store(m, pa + off, none);
+}
+
+/* ---- classification ------------------------------------------------------------------ */
+
+enum ptemu_entry_kind pmd_kind(pmd_t pmd, uint64_t *table_pa)
+{
+	const struct ptemu_arch *a = ptemu_current_machine()->arch;
+	uint64_t dummy;
+
+	return a->classify(ptemu_pmd_level(a), pmd.val, table_pa ? table_pa : &dummy);
+}
+
+bool pmd_none(pmd_t pmd)
+{
+	return pmd_kind(pmd, NULL) == PTEMU_ENTRY_NONE;
+}
+
+bool pmd_trans_huge(pmd_t pmd)
+{
+	return pmd_kind(pmd, NULL) == PTEMU_ENTRY_LEAF;
+}
+
+bool pte_none(pte_t pte)
+{
+	return ptemu_current_machine()->arch->pte_none(pte.val);
+}
+
+bool pte_present(pte_t pte)
+{
+	return ptemu_current_machine()->arch->pte_present(pte.val);
+}
+
+pte_t pmd_none_value(void)
+{
+	const struct ptemu_arch *a = ptemu_current_machine()->arch;
+
+	return __pte(a->none_entry(ptemu_pmd_level(a)));
+}
+
+/* ---- checked PTE accessors --------------------------------------------------------- */
+
+pte_t ptep_get(pte_t *ptep)
+{
+	struct ptemu_machine *m = ptemu_current_machine();
+	uint64_t pa = ptemu_slot_pa(m, ptep);
+
+	check_pte_read(m, pa);
+	return __pte(ptemu_entry_load(m, pa));
+}
+
+void set_pte_at(struct mm_struct *mm, uint64_t addr, pte_t *ptep, pte_t pte)
+{
+	uint64_t pa = ptemu_slot_pa(mm->machine, ptep);
+
+	check_pte_write(mm->machine, pa);
+	ptemu_entry_store(mm->machine, pa, pte.val);
+}
+
+pte_t ptep_get_and_clear(struct mm_struct *mm, uint64_t addr, pte_t *ptep)
+{
+	struct ptemu_machine *m = mm->machine;
+	uint64_t pa = ptemu_slot_pa(m, ptep);
+
+	check_pte_write(m, pa);
+	/* An exchange, so that a concurrent hardware access-flag update is not lost. */
+	return __pte(entry_xchg(m, pa, m->arch->none_entry(ptemu_pte_level(m->arch))));
+}
+
+void pte_clear(struct mm_struct *mm, uint64_t addr, pte_t *ptep)
+{
+	ptep_get_and_clear(mm, addr, ptep);
+}
+
+void ptep_set_access_flags_hw(pte_t *ptep, pte_t pte)
+{
+	struct ptemu_machine *m = ptemu_current_machine();
+	uint64_t pa = ptemu_slot_pa(m, ptep);
+
+	/* Hardware updates take no lock (exempt from ptl-not-held) but still need a live table. */
+	check_walk_read(m, pa & ~(uint64_t)(m->arch->pte_table_bytes - 1), ptemu_pte_level(m->arch),
+			true);
+	ptemu_entry_store(m, pa, pte.val);
+}
+
+/* ---- pmd accessors ------------------------------------------------------------------ */
+
+static uint64_t pmd_table_base(const struct ptemu_machine *m, uint64_t pmd_pa)
+{
+	return pmd_pa & ~(uint64_t)(m->arch->table_bytes[ptemu_pmd_level(m->arch)] - 1);
+}
+
+pmd_t pmdp_get_lockless(pmd_t *pmdp)
+{
+	struct ptemu_machine *m = ptemu_current_machine();
+	uint64_t pa = ptemu_slot_pa(m, pmdp);
+
+	check_walk_read(m, pmd_table_base(m, pa), ptemu_pmd_level(m->arch), false);
+	return __pmd(ptemu_entry_load(m, pa));
+}
+
+static void require_pml(struct mm_struct *mm, pmd_t *pmdp, const char *what)
+{
+	if (!ptemu_holds_lock(pmd_lockptr(mm, pmdp)))
+		ptemu_report(mm->machine, VIOLATION_PTL_NOT_HELD, ptemu_slot_pa(mm->machine, pmdp),
+			     "%s without the pmd lock", what);
+}
+
+/* The checker's view of a pmd transition: a table leaving its pmd becomes detached. */
+static void pmd_changed(struct ptemu_machine *m, uint64_t old, uint64_t new)
+{
+	unsigned level = ptemu_pmd_level(m->arch);
+	uint64_t old_table, new_table;
+
+	if (m->arch->classify(level, old, &old_table) != PTEMU_ENTRY_TABLE)
+		return;
+	if (m->arch->classify(level, new, &new_table) == PTEMU_ENTRY_TABLE && new_table == old_table)
+		return;
+	check_table_detach(m, old_table);
+}
+
+void pmd_populate(struct mm_struct *mm, pmd_t *pmdp, uint64_t table_pa)
+{
+	struct ptemu_machine *m = mm->machine;
+	uint64_t pa = ptemu_slot_pa(m, pmdp);
+
+	require_pml(mm, pmdp, "pmd_populate");
+	check_table_attach(m, table_pa);
+	ptemu_entry_store(m, pa, m->arch->mk_table(ptemu_pmd_level(m->arch), table_pa));
+}
+
+void pmd_clear(pmd_t *pmdp)
+{
+	struct ptemu_machine *m = ptemu_current_machine();
+	uint64_t none = m->arch->none_entry(ptemu_pmd_level(m->arch));
+
+	pmd_changed(m, entry_xchg(m, ptemu_slot_pa(m, pmdp), none), none);
+}
+
+void set_pmd_at(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp, pmd_t pmd)
+{
+	struct ptemu_machine *m = mm->machine;
+
+	require_pml(mm, pmdp, "set_pmd_at");
+	pmd_changed(m, entry_xchg(m, ptemu_slot_pa(m, pmdp), pmd.val), pmd.val);
+}
+
+void pmd_clear_bad(pmd_t *pmdp)
+{
+	struct ptemu_machine *m = ptemu_current_machine();
+
+	ptemu_stat_add(&m->stats, PTEMU_STAT_pte_map_bad, 1);
+	pmd_clear(pmdp);
+}
+
+/* ---- locks -------------------------------------------------------------------------- */
+
+struct ptemu_spinlock *pte_lockptr(struct mm_struct *mm, pmd_t *pmdval)
+{
+	uint64_t table_pa = 0;
+
+	mm->machine->arch->classify(ptemu_pmd_level(mm->machine->arch), pmdval->val, &table_pa);
+	return &pa_to_page(mm->machine, table_pa)->ptl;
+}
+
+struct ptemu_spinlock *pmd_lockptr(struct mm_struct *mm, pmd_t *pmdp)
+{
+	/* Split pmd locks: the lock of the pmd table's first page. */
+	return &pa_to_page(mm->machine, pmd_table_base(mm->machine, ptemu_slot_pa(mm->machine, pmdp)))->ptl;
+}
+
+struct ptemu_spinlock *pmd_lock(struct mm_struct *mm, pmd_t *pmdp)
+{
+	struct ptemu_spinlock *pml = pmd_lockptr(mm, pmdp);
+
+	spin_lock(pml);
+	return pml;
+}
+
+/* ---- the pte_offset_map family ------------------------------------------------------ */
+
+pte_t *__pte_offset_map(pmd_t *pmdp, uint64_t addr, pmd_t *pmdvalp)
+{
+	struct ptemu_machine *m = ptemu_current_machine();
+	const struct ptemu_arch *a = m->arch;
+	bool rcu = !ptemu_injected(m, INJECT_NO_RCU_READ_LOCK);
+	uint64_t table_pa, pte_pa;
+	pmd_t pmdval;
+
+	if (rcu)
+		rcu_read_lock();
+	pmdval = pmdp_get_lockless(pmdp);
+	if (pmdvalp)
+		*pmdvalp = pmdval;
+	switch (a->classify(ptemu_pmd_level(a), pmdval.val, &table_pa)) {
+	case PTEMU_ENTRY_NONE:
+	case PTEMU_ENTRY_MIGRATION:
+		ptemu_stat_add(&m->stats, PTEMU_STAT_pte_map_none, 1);
+		break;
+	case PTEMU_ENTRY_LEAF:
+		ptemu_stat_add(&m->stats, PTEMU_STAT_pte_map_leaf, 1);
+		break;
+	case PTEMU_ENTRY_BAD:
+		pmd_clear_bad(pmdp);
+		break;
+	case PTEMU_ENTRY_TABLE:
+		/* Built from the local copy, never by re-reading the slot. */
+		pte_pa = table_pa + (uint64_t)ptemu_level_index(a, ptemu_pte_level(a), addr) * a->entry_bytes;
+		check_map(m, pte_pa);
+		ptemu_stat_add(&m->stats, PTEMU_STAT_pte_maps, 1);
+		return ptemu_slot_ptr(m, pte_pa);
+	}
+	if (rcu)
+		rcu_read_unlock();
+	return NULL;
+}
+
+pte_t *pte_offset_map(pmd_t *pmdp, uint64_t addr)
+{
+	return __pte_offset_map(pmdp, addr, NULL);
+}
+
+void pte_unmap(pte_t *pte)
+{
+	struct ptemu_machine *m = ptemu_current_machine();
+
+	check_unmap(m, ptemu_slot_pa(m, pte));
+	if (!ptemu_injected(m, INJECT_NO_RCU_READ_LOCK))
+		rcu_read_unlock();
+}
+
+void pte_unmap_unlock(pte_t *pte, struct ptemu_spinlock *ptl)
+{
+	spin_unlock(ptl);
+	pte_unmap(pte);
+}
+
+void ptemu_note_map_failed_after_table(struct ptemu_machine *m)
+{
+	ptemu_stat_add(&m->stats, PTEMU_STAT_pte_map_failures, 1);
+}
+
+pte_t *pte_offset_map_lock(struct mm_struct *mm, pmd_t *pmdp, uint64_t addr,
+			   struct ptemu_spinlock **ptlp)
+{
+	struct ptemu_machine *m = mm->machine;
+	bool retried = false;
+	struct ptemu_spinlock *ptl;
+	pmd_t pmdval;
+	pte_t *pte;
+
+	for (;;) {
+		pte = __pte_offset_map(pmdp, addr, &pmdval);
+		if (!pte) {
+			/* We had mapped a table and lost it before the lock: it was detached. */
+			if (retried)
+				ptemu_note_map_failed_after_table(m);
+			return NULL;
+		}
+		/* From the copy: the lock of the table actually mapped. */
+		ptl = pte_lockptr(mm, &pmdval);
+		if (m->test_hooks.map_before_lock)
+			m->test_hooks.map_before_lock(m->test_hooks.ctx, mm, pmdp);
+		spin_lock(ptl);
+		if (ptemu_injected(m, INJECT_NO_PMD_RECHECK) ||
+		    pmd_same(pmdval, pmdp_get_lockless(pmdp))) {
+			*ptlp = ptl;
+			return pte;
+		}
+		pte_unmap_unlock(pte, ptl);
+		ptemu_stat_add(&m->stats, PTEMU_STAT_pmd_recheck_retries, 1);
+		retried = true;
+	}
+}
+
+pte_t *pte_offset_map_nolock(struct mm_struct *mm, pmd_t *pmdp, uint64_t addr,
+			     struct ptemu_spinlock **ptlp)
+{
+	pmd_t pmdval;
+	pte_t *pte = __pte_offset_map(pmdp, addr, &pmdval);
+
+	if (pte)
+		*ptlp = pte_lockptr(mm, &pmdval);
+	return pte;
+}
+
+/* ---- upper levels -------------------------------------------------------------------- */
+
+static unsigned table_order(const struct ptemu_arch *a, unsigned level)
+{
+	unsigned o = 0;
+
+	while ((1u << (o + a->page_shift)) < a->table_bytes[level])
+		o++;
+	return o;
+}
+
+/* An upper-level (non-PTE) table: whole pages, PG_table, ptl for split pmd locks. */
+uint64_t ptemu_upper_table_alloc(struct ptemu_machine *m, unsigned level)
+{
+	uint64_t pfn = phys_alloc_pages(m->phys, table_order(m->arch, level));
+	struct page *page;
+
+	if (!pfn)
+		return 0;
+	page = pfn_to_page(m->phys, pfn);
+	ptemu_spin_init(&page->ptl, LOCK_CLASS_PML);
+	SetPageFlag(page, PG_table);
+	fill_none(m, pfn << m->arch->page_shift, m->arch->table_bytes[level], level);
+	return pfn << m->arch->page_shift;
+}
+
+void ptemu_upper_table_free(struct ptemu_machine *m, uint64_t table_pa, unsigned level)
+{
+	fill_none(m, table_pa, m->arch->table_bytes[level], level);
+	ClearPageFlag(pa_to_page(m, table_pa), PG_table);
+	phys_free_pages(m->phys, table_pa >> m->arch->page_shift, table_order(m->arch, level));
+}
+
+static pmd_t *walk_to_pmd(struct mm_struct *mm, uint64_t addr, bool alloc)
+{
+	struct ptemu_machine *m = mm->machine;
+	const struct ptemu_arch *a = m->arch;
+	uint64_t table = mm->pgd_pa;
+
+	for (unsigned level = 0; level < ptemu_pmd_level(a); level++) {
+		uint64_t slot = table + (uint64_t)ptemu_level_index(a, level, addr) * a->entry_bytes;
+		uint64_t next;
+
+		check_walk_read(m, table, level, false);
+		if (a->classify(level, ptemu_entry_load(m, slot), &next) != PTEMU_ENTRY_TABLE) {
+			if (!alloc)
+				return NULL;
+			uint64_t fresh = ptemu_upper_table_alloc(m, level + 1);
+
+			if (!fresh)
+				return NULL;
+			/* Like __pud_alloc: populate under page_table_lock unless someone won. */
+			spin_lock(&mm->page_table_lock);
+			if (a->classify(level, ptemu_entry_load(m, slot), &next) != PTEMU_ENTRY_TABLE) {
+				ptemu_entry_store(m, slot, a->mk_table(level, fresh));
+				mm_inc_pgtables(mm, a->table_bytes[level + 1]);
+				next = fresh;
+				fresh = 0;
+			}
+			spin_unlock(&mm->page_table_lock);
+			if (fresh)
+				ptemu_upper_table_free(m, fresh, level + 1);
+		}
+		table = next;
+	}
+	return ptemu_slot_ptr(m, table + (uint64_t)ptemu_level_index(a, ptemu_pmd_level(a), addr) *
+					    a->entry_bytes);
+}
+
+pmd_t *mm_find_pmd(struct mm_struct *mm, uint64_t addr)
+{
+	return walk_to_pmd(mm, addr, false);
+}
+
+pmd_t *pmd_alloc_path(struct mm_struct *mm, uint64_t addr)
+{
+	return walk_to_pmd(mm, addr, true);
+}
+
+/* ---- PTE tables ---------------------------------------------------------------------- */
+
+void pmd_install(struct mm_struct *mm, pmd_t *pmdp, uint64_t *table_pa)
+{
+	struct ptemu_spinlock *pml = pmd_lock(mm, pmdp);
+
+	if (pmd_none(pmdp_get_lockless(pmdp))) {
+		mm_inc_pgtables(mm, mm->machine->arch->pte_table_bytes);
+		pmd_populate(mm, pmdp, *table_pa);
+		ptemu_stat_add(&mm->machine->stats, PTEMU_STAT_pmd_installs, 1);
+		*table_pa = 0;
+	}
+	spin_unlock(pml);
+}
+
+int __pte_alloc(struct mm_struct *mm, pmd_t *pmdp)
+{
+	uint64_t table = pte_alloc_one(mm);
+
+	if (!table)
+		return -ENOMEM;
+	pmd_install(mm, pmdp, &table);
+	if (table) {
+		ptemu_stat_add(&mm->machine->stats, PTEMU_STAT_pmd_install_races, 1);
+		pte_free(mm, table);
+	}
+	return 0;
+}
+
+pte_t *pte_alloc_map_lock(struct mm_struct *mm, pmd_t *pmdp, uint64_t addr,
+			  struct ptemu_spinlock **ptlp)
+{
+	if (pmd_none(pmdp_get_lockless(pmdp)) && __pte_alloc(mm, pmdp))
+		return NULL;
+	return pte_offset_map_lock(mm, pmdp, addr, ptlp);
+}
+
+uint64_t pte_alloc_one(struct mm_struct *mm)
+{
+	return mm->machine->arch->pte_alloc_one(mm);
+}
+
+void pte_free(struct mm_struct *mm, uint64_t table_pa)
+{
+	mm->machine->arch->pte_free(mm, table_pa);
+}
+
+void pte_free_defer(struct mm_struct *mm, uint64_t table_pa)
+{
+	struct ptemu_machine *m = mm->machine;
+
+	check_table_defer(m, table_pa);
+	ptemu_stat_add(&m->stats, PTEMU_STAT_tables_freed_deferred, 1);
+	m->arch->pte_free_defer(mm, table_pa);
+}
+
+void flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end, bool freed_tables)
+{
+	struct ptemu_machine *m = mm->machine;
+
+	ptemu_stat_add(&m->stats, PTEMU_STAT_tlb_range_flushes, 1);
+	if (m->tlb.flush_range)
+		m->tlb.flush_range(m->tlb.ctx, mm, start, end, freed_tables);
+}
+
+pmd_t pmdp_collapse_flush(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp)
+{
+	struct ptemu_machine *m = mm->machine;
+	uint64_t start = addr & ~(ptemu_pmd_size(m->arch) - 1);
+	pmd_t old;
+
+	require_pml(mm, pmdp, "pmdp_collapse_flush");
+	old = pmdp_get_lockless(pmdp);
+	pmd_clear(pmdp);
+	if (m->arch->retract_flush != PTEMU_RETRACT_FLUSH_NONE &&
+	    !ptemu_injected(m, INJECT_NO_TLB_FLUSH))
+		flush_tlb_range(mm, start, start + ptemu_pmd_size(m->arch), true);
+	return old;
+}
+
+/* ---- building blocks for the models ---------------------------------------------------- */
+
+uint64_t ptemu_table_page_alloc(struct mm_struct *mm)
+{
+	struct ptemu_machine *m = mm->machine;
+	uint64_t pfn = phys_alloc_pages(m->phys, 0);
+	struct page *page;
+
+	if (!pfn)
+		return 0;
+	page = pfn_to_page(m->phys, pfn);
+	ptemu_spin_init(&page->ptl, LOCK_CLASS_PTL);
+	INIT_LIST_HEAD(&page->lru);
+	page->pt_mm = mm;
+	SetPageFlag(page, PG_table);
+	fill_none(m, pfn << m->arch->page_shift, ptemu_page_size(m->arch), ptemu_pte_level(m->arch));
+	return pfn << m->arch->page_shift;
+}
+
+void ptemu_table_page_free(struct ptemu_machine *m, struct page *page)
+{
+	const struct ptemu_arch *a = m->arch;
+	uint64_t pa = page_to_pfn(page) << a->page_shift;
+
+	/* Tables still live here are the deferred ones whose grace period just ended. */
+	for (unsigned i = 0; i < a->tables_per_page; i++) {
+		uint64_t t = pa + (uint64_t)i * a->pte_table_bytes;
+
+		if (check_table_state(m, t) != TABLE_FREE)
+			ptemu_pte_table_dtor(m, t);
+	}
+	ClearPageFlag(page, PG_table);
+	fill_none(m, pa, ptemu_page_size(a), ptemu_pte_level(a));
+	phys_free_pages(m->phys, page_to_pfn(page), 0);
+}
+
+void ptemu_pte_table_ctor(struct ptemu_machine *m, uint64_t table_pa)
+{
+	check_table_alloc(m, table_pa);
+	ptemu_stat_add(&m->stats, PTEMU_STAT_tables_allocated, 1);
+}
+
+void ptemu_pte_table_dtor(struct ptemu_machine *m, uint64_t table_pa)
+{
+	if (check_table_free(m, table_pa) == TABLE_RCU_PENDING)
+		ptemu_stat_add(&m->stats, PTEMU_STAT_tables_rcu_freed, 1);
+	else
+		ptemu_stat_add(&m->stats, PTEMU_STAT_tables_freed_now, 1);
+}
+
+uint64_t ptemu_generic_pte_alloc_one(struct mm_struct *mm)
+{
+	uint64_t pa = ptemu_table_page_alloc(mm);
+
+	if (pa)
+		ptemu_pte_table_ctor(mm->machine, pa);
+	return pa;
+}
+
+void ptemu_generic_pte_free(struct mm_struct *mm, uint64_t table_pa)
+{
+	ptemu_table_page_free(mm->machine, pa_to_page(mm->machine, table_pa));
+}
+
+static void generic_pte_free_now(struct ptemu_rcu_head *head)
+{
+	struct page *page = (struct page *)((char *)head - offsetof(struct page, rcu));
+
+	ptemu_table_page_free(phys_machine(page->phys), page);
+}
+
+void ptemu_generic_pte_free_defer(struct mm_struct *mm, uint64_t table_pa)
+{
+	call_rcu(&pa_to_page(mm->machine, table_pa)->rcu, generic_pte_free_now);
+}
+
+/* ---- walkers --------------------------------------------------------------------------- */
+
+static uint64_t checked_read_entry(const struct ptemu_walk_ctx *ctx, unsigned level,
+				   uint64_t table_pa, unsigned index)
+{
+	struct ptemu_machine *m = ctx->opaque;
+
+	check_walk_read(m, table_pa, level, level == ptemu_pte_level(m->arch));
+	return ptemu_entry_load(m, table_pa + (uint64_t)index * m->arch->entry_bytes);
+}
+
+void ptemu_checked_walk_ctx(struct ptemu_machine *m, struct ptemu_walk_ctx *ctx)
+{
+	ctx->read_entry = checked_read_entry;
+	ctx->opaque = m;
+}

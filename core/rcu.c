@@ -1,0 +1,95 @@
+/* RCU over liburcu's memb flavour, with per-thread depth and section numbers for the
+ * checker. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <urcu/urcu-memb.h>
+
+#include <ptemu/check.h>
+#include <ptemu/rcu.h>
+#include <ptemu/sync.h>
+
+#include "internal.h"
+
+_Static_assert(sizeof(struct rcu_head) <= sizeof(((struct ptemu_rcu_head *)0)->urcu_head),
+	       "ptemu_rcu_head too small for liburcu's rcu_head");
+
+static uint64_t next_section;
+
+void ptemu_rcu_register_thread(void)
+{
+	urcu_memb_register_thread();
+}
+
+void ptemu_rcu_unregister_thread(void)
+{
+	urcu_memb_unregister_thread();
+}
+
+void rcu_read_lock(void)
+{
+	struct ptemu_thread *t = ptemu_current();
+
+	urcu_memb_read_lock();
+	if (t && t->rcu_depth++ == 0) {
+		t->rcu_section = __atomic_add_fetch(&next_section, 1, __ATOMIC_RELAXED);
+		t->rcu_sections_entered++;
+	}
+}
+
+void rcu_read_unlock(void)
+{
+	struct ptemu_thread *t = ptemu_current();
+
+	if (t) {
+		if (t->rcu_depth == 0) {
+			/* liburcu would corrupt its nesting count: report and ignore. */
+			ptemu_report(t->machine, VIOLATION_RCU_IMBALANCE, 0,
+				     "rcu_read_unlock outside any RCU read-side section");
+			return;
+		}
+		if (--t->rcu_depth == 0)
+			t->rcu_section = 0;
+	}
+	urcu_memb_read_unlock();
+}
+
+static void rcu_trampoline(struct rcu_head *urcu)
+{
+	struct ptemu_rcu_head *head = (struct ptemu_rcu_head *)(void *)urcu;
+
+	head->func(head);
+}
+
+void call_rcu(struct ptemu_rcu_head *head, void (*func)(struct ptemu_rcu_head *head))
+{
+	head->func = func;
+	urcu_memb_call_rcu((struct rcu_head *)(void *)head->urcu_head, rcu_trampoline);
+}
+
+/* Waiting for a grace period from inside a read-side section never returns: report it
+ * and do not wait. */
+static bool may_wait_for_gp(const char *what)
+{
+	struct ptemu_thread *t = ptemu_current();
+
+	if (t && t->rcu_depth > 0) {
+		ptemu_report(t->machine, VIOLATION_SLEEP_IN_ATOMIC, 0,
+			     "%s inside an RCU read-side section (depth %d)", what, t->rcu_depth);
+		return false;
+	}
+	return true;
+}
+
+void synchronize_rcu(void)
+{
+	if (may_wait_for_gp("synchronize_rcu"))
+		urcu_memb_synchronize_rcu();
+}
+
+void rcu_barrier(void)
+{
+	if (may_wait_for_gp("rcu_barrier"))
+		urcu_memb_barrier();
+}

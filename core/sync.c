@@ -1,0 +1,274 @@
+/* Lock wrappers and ptemu threads. Each acquisition is checked against the calling
+ * thread's held locks (sleep-in-atomic, lock-order) and recorded for ptl-not-held. */
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ptemu/check.h>
+#include <ptemu/machine.h>
+#include <ptemu/sync.h>
+
+#include "internal.h"
+
+static _Thread_local struct ptemu_thread *current_thread;
+static int next_thread_id;
+
+struct ptemu_thread *ptemu_current(void)
+{
+	return current_thread;
+}
+
+struct ptemu_thread *ptemu_thread_register(struct ptemu_machine *m, const char *name)
+{
+	struct ptemu_thread *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	t->machine = m;
+	t->id = __atomic_fetch_add(&next_thread_id, 1, __ATOMIC_RELAXED);
+	snprintf(t->name, sizeof(t->name), "%s", name ? name : "thread");
+	/* A thread may work for a second machine for a while (tests do): stack them, and
+	 * register with RCU only once. */
+	t->prev = current_thread;
+	if (!t->prev)
+		ptemu_rcu_register_thread();
+	current_thread = t;
+	return t;
+}
+
+void ptemu_thread_unregister(void)
+{
+	struct ptemu_thread *t = current_thread;
+
+	if (!t)
+		return;
+	check_op_end("thread exit");
+	current_thread = t->prev;
+	if (!current_thread)
+		ptemu_rcu_unregister_thread();
+	free(t);
+}
+
+static const char *const class_names[LOCK_CLASS_COUNT] = {
+	[LOCK_CLASS_MMAP] = "mmap_lock",
+	[LOCK_CLASS_FOLIO] = "folio_lock",
+	[LOCK_CLASS_I_MMAP] = "i_mmap_rwsem",
+	[LOCK_CLASS_PML] = "pmd_lock",
+	[LOCK_CLASS_PTL] = "ptl",
+	[LOCK_CLASS_PGTABLE_LIST] = "pgtable_list_lock",
+	[LOCK_CLASS_TEST] = "test_lock",
+};
+
+const char *ptemu_lock_class_name(enum ptemu_lock_class c)
+{
+	return c < LOCK_CLASS_COUNT ? class_names[c] : "?";
+}
+
+bool ptemu_holds_lock(const void *lock)
+{
+	struct ptemu_thread *t = current_thread;
+
+	if (!t)
+		return false;
+	for (int i = t->nr_held - 1; i >= 0; i--)
+		if (t->held[i].lock == lock)
+			return true;
+	return false;
+}
+
+static bool holds_spinlock(const struct ptemu_thread *t)
+{
+	for (int i = 0; i < t->nr_held; i++)
+		if (!t->held[i].sleeps)
+			return true;
+	return false;
+}
+
+/* Checks taking `lock` against what the thread holds, before it blocks on it. */
+static void lock_acquire_check(const void *lock, uint8_t lclass, bool sleeps, bool nested)
+{
+	struct ptemu_thread *t = current_thread;
+
+	if (!t)
+		return;
+	if (sleeps && (t->rcu_depth > 0 || holds_spinlock(t)))
+		ptemu_report(t->machine, VIOLATION_SLEEP_IN_ATOMIC, (uintptr_t)lock,
+			     "%s (sleeping) taken with rcu depth %d%s", class_names[lclass],
+			     t->rcu_depth, holds_spinlock(t) ? " under a spinlock" : "");
+	for (int i = 0; i < t->nr_held; i++) {
+		uint8_t hc = t->held[i].lclass;
+
+		if (t->held[i].lock == lock)
+			ptemu_report(t->machine, VIOLATION_LOCK_ORDER, (uintptr_t)lock,
+				     "%s taken again by its holder (self-deadlock)",
+				     class_names[lclass]);
+		else if (hc > lclass || (hc == lclass && !nested))
+			ptemu_report(t->machine, VIOLATION_LOCK_ORDER, (uintptr_t)lock,
+				     "%s taken while holding %s", class_names[lclass],
+				     class_names[hc]);
+	}
+}
+
+static void lock_acquired(const void *lock, uint8_t lclass, bool sleeps)
+{
+	struct ptemu_thread *t = current_thread;
+
+	if (!t)
+		return;
+	if (t->nr_held == PTEMU_MAX_HELD_LOCKS) {
+		ptemu_report(t->machine, VIOLATION_LOCK_ORDER, (uintptr_t)lock,
+			     "more than %d locks held at once", PTEMU_MAX_HELD_LOCKS);
+		return;
+	}
+	t->held[t->nr_held++] = (struct ptemu_held_lock){ lock, lclass, sleeps };
+}
+
+static void lock_released(const void *lock)
+{
+	struct ptemu_thread *t = current_thread;
+
+	if (!t)
+		return;
+	for (int i = t->nr_held - 1; i >= 0; i--) {
+		if (t->held[i].lock != lock)
+			continue;
+		memmove(&t->held[i], &t->held[i + 1], (size_t)(t->nr_held - i - 1) * sizeof(t->held[0]));
+		t->nr_held--;
+		return;
+	}
+	ptemu_report(t->machine, VIOLATION_LOCK_ORDER, (uintptr_t)lock,
+		     "release of a lock the thread does not hold");
+}
+
+/* ---- spinlock ------------------------------------------------------------------- */
+
+void ptemu_spin_init(struct ptemu_spinlock *l, enum ptemu_lock_class c)
+{
+	__atomic_store_n(&l->locked, 0, __ATOMIC_RELAXED);
+	l->lclass = (uint8_t)c;
+}
+
+static bool spin_try(struct ptemu_spinlock *l)
+{
+	return !__atomic_load_n(&l->locked, __ATOMIC_RELAXED) &&
+	       !__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE);
+}
+
+static void spin_acquire(struct ptemu_spinlock *l, bool nested)
+{
+	lock_acquire_check(l, l->lclass, false, nested);
+	/* Two cores and more threads than that: yield rather than burn the holder's core. */
+	for (unsigned spins = 0; !spin_try(l); spins++)
+		if (spins > 64)
+			sched_yield();
+	lock_acquired(l, l->lclass, false);
+}
+
+void spin_lock(struct ptemu_spinlock *l)
+{
+	spin_acquire(l, false);
+}
+
+void spin_lock_nested(struct ptemu_spinlock *l)
+{
+	spin_acquire(l, true);
+}
+
+bool spin_trylock(struct ptemu_spinlock *l)
+{
+	if (!spin_try(l))
+		return false;
+	lock_acquired(l, l->lclass, false);
+	return true;
+}
+
+void spin_unlock(struct ptemu_spinlock *l)
+{
+	lock_released(l);
+	__atomic_store_n(&l->locked, 0, __ATOMIC_RELEASE);
+}
+
+bool spin_is_locked(const struct ptemu_spinlock *l)
+{
+	return __atomic_load_n(&l->locked, __ATOMIC_RELAXED) != 0;
+}
+
+/* ---- rwsem and mutex (sleeping) ------------------------------------------------- */
+
+void ptemu_rwsem_init(struct ptemu_rwsem *s, enum ptemu_lock_class c)
+{
+	pthread_rwlock_init(&s->rw, NULL);
+	s->lclass = (uint8_t)c;
+}
+
+void ptemu_rwsem_destroy(struct ptemu_rwsem *s)
+{
+	pthread_rwlock_destroy(&s->rw);
+}
+
+void down_read(struct ptemu_rwsem *s)
+{
+	lock_acquire_check(s, s->lclass, true, false);
+	pthread_rwlock_rdlock(&s->rw);
+	lock_acquired(s, s->lclass, true);
+}
+
+void down_write(struct ptemu_rwsem *s)
+{
+	lock_acquire_check(s, s->lclass, true, false);
+	pthread_rwlock_wrlock(&s->rw);
+	lock_acquired(s, s->lclass, true);
+}
+
+bool down_read_trylock(struct ptemu_rwsem *s)
+{
+	if (pthread_rwlock_tryrdlock(&s->rw))
+		return false;
+	lock_acquired(s, s->lclass, true);
+	return true;
+}
+
+bool down_write_trylock(struct ptemu_rwsem *s)
+{
+	if (pthread_rwlock_trywrlock(&s->rw))
+		return false;
+	lock_acquired(s, s->lclass, true);
+	return true;
+}
+
+void up_read(struct ptemu_rwsem *s)
+{
+	lock_released(s);
+	pthread_rwlock_unlock(&s->rw);
+}
+
+void up_write(struct ptemu_rwsem *s)
+{
+	lock_released(s);
+	pthread_rwlock_unlock(&s->rw);
+}
+
+void ptemu_mutex_init(struct ptemu_mutex *m, enum ptemu_lock_class c)
+{
+	pthread_mutex_init(&m->m, NULL);
+	m->lclass = (uint8_t)c;
+}
+
+void ptemu_mutex_destroy(struct ptemu_mutex *m)
+{
+	pthread_mutex_destroy(&m->m);
+}
+
+void mutex_lock(struct ptemu_mutex *m)
+{
+	lock_acquire_check(m, m->lclass, true, false);
+	pthread_mutex_lock(&m->m);
+	lock_acquired(m, m->lclass, true);
+}
+
+void mutex_unlock(struct ptemu_mutex *m)
+{
+	lock_released(m);
+	pthread_mutex_unlock(&m->m);
+}

@@ -1,0 +1,27 @@
+/* The registry of models: adding an architecture is one folder and one line here. */
+#include <string.h>
+
+#include <ptemu/arch.h>
+
+#include "arm64/arm64.h"
+#include "s390/s390.h"
+
+static const struct ptemu_arch *const models[] = {
+	&ptemu_arch_arm64_48,
+	&ptemu_arch_arm64_39,
+	&ptemu_arch_s390,
+	NULL,
+};
+
+const struct ptemu_arch *const *ptemu_arch_all(void)
+{
+	return models;
+}
+
+const struct ptemu_arch *ptemu_arch_find(const char *name)
+{
+	for (const struct ptemu_arch *const *a = models; *a; a++)
+		if (!strcmp((*a)->name, name))
+			return *a;
+	return NULL;
+}

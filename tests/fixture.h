@@ -1,0 +1,137 @@
+// Shared test scaffolding: a machine for a named model, with the test thread registered.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include <ptemu/arch.h>
+#include <ptemu/check.h>
+#include <ptemu/machine.h>
+#include <ptemu/mm.h>
+#include <ptemu/pgtable.h>
+#include <ptemu/phys.h>
+#include <ptemu/rcu.h>
+#include <ptemu/stats.h>
+#include <ptemu/sync.h>
+
+namespace ptemu_test {
+
+// The models the core tests run against.
+inline const char *const kModels[] = {"arm64", "arm64-39", "s390"};
+
+class MachineHolder {
+      public:
+	explicit MachineHolder(const char *arch, enum ptemu_injection inject = INJECT_NONE,
+			       enum ptemu_check_mode mode = PTEMU_CHECK_CONTINUE,
+			       uint64_t bytes = 64ull << 20)
+	{
+		ptemu_machine_config cfg{};
+		cfg.arch = ptemu_arch_find(arch);
+		cfg.phys_bytes = bytes;
+		cfg.check_mode = mode;
+		cfg.inject = inject;
+		char err[256] = "";
+		m = ptemu_machine_create(&cfg, err, sizeof(err));
+		if (!m)
+			ADD_FAILURE() << "machine for " << arch << ": " << err;
+		else
+			ptemu_thread_register(m, "test");
+	}
+	~MachineHolder()
+	{
+		if (!m)
+			return;
+		ptemu_thread_unregister();
+		rcu_barrier();
+		ptemu_machine_destroy(m);
+	}
+	MachineHolder(const MachineHolder &) = delete;
+	MachineHolder &operator=(const MachineHolder &) = delete;
+
+	const ptemu_arch *arch() const { return m->arch; }
+	uint64_t violations() const { return check_violation_count(m); }
+	uint64_t count(ptemu_violation_kind k) const { return check_kind_count(m, k); }
+	uint64_t stat(ptemu_stat s) const { return ptemu_stat_get(&m->stats, s); }
+	std::string describe() const
+	{
+		size_t n;
+		const ptemu_violation *v = check_violations(m, &n);
+		std::string out;
+		for (size_t i = 0; i < n && i < 8; i++)
+			out += std::string(ptemu_violation_name(v[i].kind)) + ": " + v[i].message + "\n";
+		return out;
+	}
+
+	ptemu_machine *m = nullptr;
+};
+
+// A machine with one mm, and a pmd slot for a fixed address.
+class MmHolder : public MachineHolder {
+      public:
+	explicit MmHolder(const char *arch, enum ptemu_injection inject = INJECT_NONE,
+			  enum ptemu_check_mode mode = PTEMU_CHECK_CONTINUE)
+	    : MachineHolder(arch, inject, mode)
+	{
+		if (!m)
+			return;
+		mm = mm_alloc(m);
+		addr = ptemu_pmd_size(m->arch) * 5 + 7 * ptemu_page_size(m->arch);
+		pmd = pmd_alloc_path(mm, addr);
+	}
+	~MmHolder()
+	{
+		if (mm)
+			mm_destroy(mm);
+	}
+
+	uint64_t pte_level() const { return ptemu_pte_level(m->arch); }
+	uint64_t pmd_level() const { return ptemu_pmd_level(m->arch); }
+	uint64_t table_of_pmd() const
+	{
+		uint64_t t = 0;
+		pmd_kind(pmdp_get_lockless(pmd), &t);
+		return t;
+	}
+	// Installs a fresh table in the pmd and returns its address.
+	uint64_t install_table()
+	{
+		EXPECT_EQ(__pte_alloc(mm, pmd), 0);
+		return table_of_pmd();
+	}
+	// Detaches the table as retract does: pmd lock, ptl, pmdp_collapse_flush.
+	uint64_t detach_table()
+	{
+		pmd_t val = pmdp_get_lockless(pmd);
+		uint64_t table = table_of_pmd();
+		ptemu_spinlock *pml = pmd_lock(mm, pmd);
+		ptemu_spinlock *ptl = pte_lockptr(mm, &val);
+		spin_lock(ptl);
+		pmdp_collapse_flush(mm, addr, pmd);
+		mm_inc_pgtables(mm, -(int64_t)m->arch->pte_table_bytes);
+		spin_unlock(ptl);
+		spin_unlock(pml);
+		return table;
+	}
+	pte_t leaf_pte(uint64_t pfn) const
+	{
+		ptemu_leaf l{pfn, PTEMU_PROT_READ | PTEMU_PROT_WRITE | PTEMU_PTE_YOUNG};
+		return __pte(m->arch->mk_pte(l));
+	}
+	int rcu_depth() const { return ptemu_current()->rcu_depth; }
+
+	mm_struct *mm = nullptr;
+	uint64_t addr = 0;
+	pmd_t *pmd = nullptr;
+};
+
+inline std::string ModelName(const testing::TestParamInfo<const char *> &info)
+{
+	std::string s = info.param;
+	for (char &c : s)
+		if (c == '-')
+			c = '_';
+	return s;
+}
+
+} // namespace ptemu_test
