@@ -2,12 +2,19 @@
 #ifndef PTEMU_CORE_INTERNAL_H
 #define PTEMU_CORE_INTERNAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct ptemu_machine;
 
 void ptemu_rcu_register_thread(void);
 void ptemu_rcu_unregister_thread(void);
+
+/* The held-lock bookkeeping behind every lock wrapper, for locks built elsewhere (the
+ * folio lock). */
+void ptemu_lock_acquire_check(const void *lock, uint8_t lclass, bool sleeps, bool nested);
+void ptemu_lock_acquired(const void *lock, uint8_t lclass, bool sleeps);
+void ptemu_lock_released(const void *lock);
 
 /* Fatal misuse of the API by a caller (not a protocol violation): message and abort. */
 _Noreturn void ptemu_bug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

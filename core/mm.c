@@ -1,15 +1,26 @@
-/* mm_struct lifetime and the teardown of its page tables. */
+/* Address spaces: VMAs, the memory system calls, zap and free_pgtables, exit_mmap, and
+ * the audit of the RSS and page-table counters. */
+#include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include <ptemu/check.h>
+#include <ptemu/file.h>
 #include <ptemu/machine.h>
 #include <ptemu/mm.h>
 #include <ptemu/pgtable.h>
+#include <ptemu/phys.h>
+
+#include "../workloads/include/ptemu_abi.h"
+#include "internal.h"
 
 static int next_mm_id;
 
 struct mm_struct *mm_alloc(struct ptemu_machine *m)
 {
 	struct mm_struct *mm = calloc(1, sizeof(*mm));
+	const struct ptemu_arch *a = m->arch;
 
 	if (!mm)
 		return NULL;
@@ -24,10 +35,573 @@ struct mm_struct *mm_alloc(struct ptemu_machine *m)
 	ptemu_spin_init(&mm->page_table_lock, LOCK_CLASS_PML);
 	ptemu_spin_init(&mm->context.lock, LOCK_CLASS_PGTABLE_LIST);
 	INIT_LIST_HEAD(&mm->context.pgtable_list);
-	mm->pgtables_bytes = m->arch->table_bytes[0];
+	mm->pgtables_bytes = a->table_bytes[0];
 	mm->mm_users = 1;
+	/* mmap hands out addresses top-down below the top of a 32-bit-safe window. */
+	mm->mmap_base = 0x10000000ull;
+	mm->mmap_top = a->va_bits > 32 ? 1ull << (a->va_bits - 1) : 0xa0000000ull;
 	return mm;
 }
+
+struct vm_area_struct *vma_lookup(struct mm_struct *mm, uint64_t addr)
+{
+	size_t lo = 0, hi = mm->nr_vmas;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		struct vm_area_struct *v = mm->vmas[mid];
+
+		if (addr < v->vm_start)
+			hi = mid;
+		else if (addr >= v->vm_end)
+			lo = mid + 1;
+		else
+			return v;
+	}
+	return NULL;
+}
+
+/* Index of the first VMA ending above addr. */
+static size_t vma_index_after(const struct mm_struct *mm, uint64_t addr)
+{
+	size_t lo = 0, hi = mm->nr_vmas;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (mm->vmas[mid]->vm_end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static int vma_insert(struct mm_struct *mm, struct vm_area_struct *vma)
+{
+	if (mm->nr_vmas == mm->cap_vmas) {
+		size_t cap = mm->cap_vmas ? 2 * mm->cap_vmas : 16;
+		struct vm_area_struct **n = realloc(mm->vmas, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		mm->vmas = n;
+		mm->cap_vmas = cap;
+	}
+	size_t i = vma_index_after(mm, vma->vm_start);
+
+	memmove(&mm->vmas[i + 1], &mm->vmas[i], (mm->nr_vmas - i) * sizeof(mm->vmas[0]));
+	mm->vmas[i] = vma;
+	mm->nr_vmas++;
+	return 0;
+}
+
+static void vma_remove_at(struct mm_struct *mm, size_t i)
+{
+	memmove(&mm->vmas[i], &mm->vmas[i + 1], (mm->nr_vmas - i - 1) * sizeof(mm->vmas[0]));
+	mm->nr_vmas--;
+}
+
+/* Splits vma at addr (strictly inside it): the upper part becomes a new VMA. */
+static int split_vma(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t addr)
+{
+	struct vm_area_struct *upper = malloc(sizeof(*upper));
+
+	if (!upper)
+		return -ENOMEM;
+	*upper = *vma;
+	upper->vm_start = addr;
+	upper->vm_pgoff += (addr - vma->vm_start) >> mm->machine->arch->page_shift;
+	vma->vm_end = addr;
+	if (vma_insert(mm, upper)) {
+		vma->vm_end = upper->vm_end;
+		free(upper);
+		return -ENOMEM;
+	}
+	if (upper->vm_file) {
+		ptemu_file_get(upper->vm_file);
+		vma_link_file(upper);
+	}
+	return 0;
+}
+
+/* Makes [start, end) a union of whole VMAs. */
+static int split_at_bounds(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	struct vm_area_struct *v = vma_lookup(mm, start);
+	int err = 0;
+
+	if (v && v->vm_start < start)
+		err = split_vma(mm, v, start);
+	v = vma_lookup(mm, end - 1);
+	if (!err && v && v->vm_end > end)
+		err = split_vma(mm, v, end);
+	return err;
+}
+
+static enum mm_counter folio_counter(const struct page *folio)
+{
+	const struct ptemu_file *f = folio->mapping;
+
+	if (!f)
+		return MM_ANONPAGES;
+	return f->shmem ? MM_SHMEMPAGES : MM_FILEPAGES;
+}
+
+/* ---- zap --------------------------------------------------------------------------- */
+
+/* Pages unmapped under the ptl are freed only after the TLB flush (tlb_finish_mmu). */
+struct zap_batch {
+	struct page **pages;
+	size_t n, cap;
+};
+
+static void batch_add(struct zap_batch *b, struct page *folio)
+{
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? 2 * b->cap : 64;
+		struct page **p = realloc(b->pages, cap * sizeof(*p));
+
+		if (!p)
+			ptemu_bug("out of host memory for a zap batch");
+		b->pages = p;
+		b->cap = cap;
+	}
+	b->pages[b->n++] = folio;
+}
+
+static struct page *pte_folio(const struct ptemu_machine *m, uint64_t pte, uint64_t *pfn)
+{
+	*pfn = m->arch->pte_leaf(pte).pfn;
+	return page_folio(pfn_to_page(m->phys, *pfn));
+}
+
+/* Returns false when the table went away under us: the caller redoes the pmd. */
+static bool zap_pte_range(struct vm_area_struct *vma, pmd_t *pmd, uint64_t addr, uint64_t end,
+			  struct zap_batch *b)
+{
+	struct mm_struct *mm = vma->vm_mm;
+	struct ptemu_machine *m = mm->machine;
+	const struct ptemu_arch *a = m->arch;
+	struct ptemu_spinlock *ptl;
+	pte_t *pte = pte_offset_map_lock(mm, pmd, addr, &ptl);
+	pte_t *first = pte;
+
+	if (!pte)
+		return false;
+	for (; addr < end; addr += ptemu_page_size(a), pte++) {
+		pte_t v = ptep_get(pte);
+		uint64_t pfn;
+
+		if (a->pte_none(v.val))
+			continue;
+		v = ptep_get_and_clear(mm, addr, pte);
+		if (!a->pte_present(v.val))
+			continue;
+		struct page *folio = pte_folio(m, v.val, &pfn);
+
+		add_mm_counter(mm, folio_counter(folio), -1);
+		__atomic_fetch_sub(&folio->mapcount, 1, __ATOMIC_RELAXED);
+		batch_add(b, folio);
+	}
+	pte_unmap_unlock(first, ptl);
+	return true;
+}
+
+/* A huge pmd: a whole-range zap clears it; a partial one too (file THPs are not split:
+ * the rest refaults by PTEs). HUGE -> NONE is legal without the table's ptl. */
+static void zap_huge_pmd(struct vm_area_struct *vma, pmd_t *pmd, uint64_t addr, struct zap_batch *b)
+{
+	struct mm_struct *mm = vma->vm_mm;
+	struct ptemu_machine *m = mm->machine;
+	const struct ptemu_arch *a = m->arch;
+	struct ptemu_spinlock *pml = pmd_lock(mm, pmd);
+	pmd_t v = pmdp_get_lockless(pmd);
+
+	if (pmd_trans_huge(v)) {
+		struct page *folio = page_folio(pfn_to_page(m->phys, a->pmd_leaf(v.val).pfn));
+
+		set_pmd_at(mm, addr, pmd, __pmd(a->none_entry(ptemu_pmd_level(a))));
+		add_mm_counter(mm, folio_counter(folio), -(int64_t)(1ull << folio->order));
+		__atomic_fetch_sub(&folio->mapcount, 1, __ATOMIC_RELAXED);
+		batch_add(b, folio);
+	}
+	spin_unlock(pml);
+}
+
+void zap_page_range_single(struct vm_area_struct *vma, uint64_t start, uint64_t end)
+{
+	struct mm_struct *mm = vma->vm_mm;
+	const struct ptemu_arch *a = mm->machine->arch;
+	uint64_t pmd_size = ptemu_pmd_size(a);
+	struct zap_batch b = { 0 };
+
+	for (uint64_t addr = start; addr < end;) {
+		uint64_t next = (addr & ~(pmd_size - 1)) + pmd_size;
+		pmd_t *pmd = mm_find_pmd(mm, addr);
+
+		if (next > end)
+			next = end;
+		if (!pmd) {
+			addr = next;
+			continue;
+		}
+		switch (pmd_kind(pmdp_get_lockless(pmd), NULL)) {
+		case PTEMU_ENTRY_LEAF:
+			zap_huge_pmd(vma, pmd, addr, &b);
+			break;
+		case PTEMU_ENTRY_TABLE:
+			/* A failed map means the table was retracted: look at the pmd again. */
+			if (!zap_pte_range(vma, pmd, addr, next, &b))
+				continue;
+			break;
+		default:
+			break;
+		}
+		addr = next;
+	}
+	if (b.n)
+		flush_tlb_range(mm, start, end, false);
+	for (size_t i = 0; i < b.n; i++)
+		folio_put(b.pages[i]);
+	free(b.pages);
+}
+
+/* free_pgtables for [start, end) after its VMAs are gone: a PTE table goes when no VMA is
+ * left anywhere in its pmd range (the floor/ceiling rule). */
+static void free_pte_tables(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	struct ptemu_machine *m = mm->machine;
+	const struct ptemu_arch *a = m->arch;
+	uint64_t pmd_size = ptemu_pmd_size(a);
+
+	for (uint64_t p = start & ~(pmd_size - 1); p < end; p += pmd_size) {
+		size_t i = vma_index_after(mm, p);
+		uint64_t table;
+
+		if (i < mm->nr_vmas && mm->vmas[i]->vm_start < p + pmd_size)
+			continue;
+		pmd_t *pmd = mm_find_pmd(mm, p);
+
+		if (!pmd)
+			continue;
+		struct ptemu_spinlock *pml = pmd_lock(mm, pmd);
+
+		if (pmd_kind(pmdp_get_lockless(pmd), &table) != PTEMU_ENTRY_TABLE) {
+			spin_unlock(pml);
+			continue;
+		}
+		pmd_clear(pmd);
+		mm_inc_pgtables(mm, -(int64_t)a->pte_table_bytes);
+		spin_unlock(pml);
+		/* Walk caches must forget the table before it can be reused. */
+		flush_tlb_range(mm, p, p + pmd_size, true);
+		pte_free(mm, table);
+	}
+}
+
+static void vma_free(struct vm_area_struct *vma)
+{
+	if (vma->vm_file)
+		ptemu_file_put(vma->vm_file);
+	free(vma);
+}
+
+/* Caller holds mmap_lock for write. */
+static int munmap_locked(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	int err = split_at_bounds(mm, start, end);
+
+	if (err)
+		return err;
+	size_t i = vma_index_after(mm, start);
+
+	while (i < mm->nr_vmas && mm->vmas[i]->vm_start < end) {
+		struct vm_area_struct *vma = mm->vmas[i];
+
+		/* Unlinked first, so that retract (i_mmap only) can no longer reach it. */
+		if (vma->vm_file)
+			unlink_file_vma(vma);
+		zap_page_range_single(vma, vma->vm_start, vma->vm_end);
+		vma_remove_at(mm, i);
+		vma_free(vma);
+	}
+	free_pte_tables(mm, start, end);
+	return 0;
+}
+
+static bool range_ok(const struct mm_struct *mm, uint64_t start, uint64_t len)
+{
+	const struct ptemu_arch *a = mm->machine->arch;
+
+	return len && !(start & (ptemu_page_size(a) - 1)) && start + len > start &&
+	       start + len <= (1ull << a->va_bits);
+}
+
+static uint64_t page_align(const struct mm_struct *mm, uint64_t len)
+{
+	uint64_t p = ptemu_page_size(mm->machine->arch);
+
+	return (len + p - 1) & ~(p - 1);
+}
+
+int do_munmap(struct mm_struct *mm, uint64_t start, uint64_t len)
+{
+	int err;
+
+	len = page_align(mm, len);
+	if (!range_ok(mm, start, len))
+		return -EINVAL;
+	down_write(&mm->mmap_lock);
+	err = munmap_locked(mm, start, start + len);
+	up_write(&mm->mmap_lock);
+	return err;
+}
+
+/* Top-down search for a hole of len bytes; THP-sized requests are aligned so that file
+ * offsets and addresses agree modulo the PMD size (thp_get_unmapped_area). */
+static uint64_t get_unmapped_area(struct mm_struct *mm, uint64_t len, uint64_t pgoff)
+{
+	const struct ptemu_arch *a = mm->machine->arch;
+	uint64_t align = len >= ptemu_pmd_size(a) ? ptemu_pmd_size(a) : ptemu_page_size(a);
+	uint64_t skew = (pgoff << a->page_shift) & (align - 1);
+	uint64_t top = mm->mmap_top;
+
+	for (size_t i = mm->nr_vmas + 1; i-- > 0;) {
+		uint64_t hole_lo = i ? mm->vmas[i - 1]->vm_end : mm->mmap_base;
+		uint64_t hole_hi = i < mm->nr_vmas ? mm->vmas[i]->vm_start : top;
+
+		if (hole_hi > top)
+			hole_hi = top;
+		if (hole_hi < len + hole_lo)
+			continue;
+		uint64_t addr = ((hole_hi - len) & ~(align - 1)) + skew;
+
+		if (addr + len > hole_hi)
+			addr -= align;
+		if (addr >= hole_lo && addr + len <= hole_hi && addr >= mm->mmap_base)
+			return addr;
+	}
+	return 0;
+}
+
+int64_t do_mmap(struct mm_struct *mm, uint64_t addr, uint64_t len, unsigned prot, unsigned flags,
+		struct ptemu_file *file, uint64_t offset)
+{
+	const struct ptemu_arch *a = mm->machine->arch;
+	bool shared = flags & PTEMU_MAP_SHARED;
+	struct vm_area_struct *vma;
+	int err;
+
+	len = page_align(mm, len);
+	if (!len || (shared == !!(flags & PTEMU_MAP_PRIVATE)) || (prot & ~7u))
+		return -EINVAL;
+	if (offset & (ptemu_page_size(a) - 1))
+		return -EINVAL;
+	if (!!(flags & PTEMU_MAP_ANONYMOUS) == !!file)
+		return -EINVAL;
+	if (file && !file->shmem && shared && (prot & PTEMU_PROT_WRITE))
+		return -EACCES;	/* regular files are read-only */
+	vma = calloc(1, sizeof(*vma));
+	if (!vma)
+		return -ENOMEM;
+	vma->vm_flags = (prot & 7u) | (shared ? VM_SHARED : 0);
+	vma->vm_file = file;
+	vma->vm_pgoff = offset >> a->page_shift;
+	vma->vm_mm = mm;
+	/* Shared anonymous memory is shmem in Linux too: give it its own object. */
+	if (!file && shared) {
+		vma->vm_file = ptemu_file_create(mm->machine, 0, true, len, len);
+		if (!vma->vm_file) {
+			free(vma);
+			return -ENOMEM;
+		}
+		vma->vm_pgoff = 0;
+	} else if (file) {
+		ptemu_file_get(file);
+	}
+	down_write(&mm->mmap_lock);
+	if (flags & PTEMU_MAP_FIXED) {
+		if (!range_ok(mm, addr, len)) {
+			err = -EINVAL;
+			goto fail;
+		}
+		err = munmap_locked(mm, addr, addr + len);
+		if (err)
+			goto fail;
+	} else {
+		addr = get_unmapped_area(mm, len, vma->vm_pgoff);
+		if (!addr) {
+			err = -ENOMEM;
+			goto fail;
+		}
+	}
+	vma->vm_start = addr;
+	vma->vm_end = addr + len;
+	err = vma_insert(mm, vma);
+	if (err)
+		goto fail;
+	if (vma->vm_file)
+		vma_link_file(vma);
+	up_write(&mm->mmap_lock);
+	return (int64_t)addr;
+fail:
+	up_write(&mm->mmap_lock);
+	vma_free(vma);
+	return err;
+}
+
+/* change_protection for one VMA: write access removed from present entries. Adding
+ * permissions changes no entry: the next access faults them in. */
+static void change_protection(struct vm_area_struct *vma)
+{
+	struct mm_struct *mm = vma->vm_mm;
+	struct ptemu_machine *m = mm->machine;
+	const struct ptemu_arch *a = m->arch;
+	uint64_t pmd_size = ptemu_pmd_size(a);
+
+	if (vma->vm_flags & VM_WRITE)
+		return;
+	for (uint64_t addr = vma->vm_start; addr < vma->vm_end;) {
+		uint64_t next = (addr & ~(pmd_size - 1)) + pmd_size;
+		pmd_t *pmd = mm_find_pmd(mm, addr);
+		struct ptemu_spinlock *ptl;
+
+		if (next > vma->vm_end)
+			next = vma->vm_end;
+		if (!pmd) {
+			addr = next;
+			continue;
+		}
+		pmd_t v = pmdp_get_lockless(pmd);
+
+		if (pmd_trans_huge(v)) {
+			struct ptemu_spinlock *pml = pmd_lock(mm, pmd);
+
+			v = pmdp_get_lockless(pmd);
+			if (pmd_trans_huge(v)) {
+				struct ptemu_leaf l = a->pmd_leaf(v.val);
+
+				l.flags &= ~(unsigned)PTEMU_PROT_WRITE;
+				set_pmd_at(mm, addr, pmd, __pmd(a->mk_pmd_leaf(l)));
+			}
+			spin_unlock(pml);
+			addr = next;
+			continue;
+		}
+		if (pmd_kind(v, NULL) != PTEMU_ENTRY_TABLE) {
+			addr = next;
+			continue;
+		}
+		pte_t *pte = pte_offset_map_lock(mm, pmd, addr, &ptl);
+
+		if (!pte)
+			continue;	/* -EAGAIN in the kernel: redo this pmd */
+		pte_t *first = pte;
+
+		for (; addr < next; addr += ptemu_page_size(a), pte++) {
+			pte_t e = ptep_get(pte);
+
+			if (!a->pte_present(e.val))
+				continue;
+			struct ptemu_leaf l = a->pte_leaf(e.val);
+
+			if (!(l.flags & PTEMU_PROT_WRITE))
+				continue;
+			l.flags &= ~(unsigned)PTEMU_PROT_WRITE;
+			set_pte_at(mm, addr, pte, __pte(a->mk_pte(l)));
+		}
+		pte_unmap_unlock(first, ptl);
+	}
+	flush_tlb_range(mm, vma->vm_start, vma->vm_end, false);
+}
+
+int do_mprotect(struct mm_struct *mm, uint64_t start, uint64_t len, unsigned prot)
+{
+	uint64_t end;
+	int err;
+
+	len = page_align(mm, len);
+	if (!range_ok(mm, start, len) || (prot & ~7u))
+		return -EINVAL;
+	end = start + len;
+	down_write(&mm->mmap_lock);
+	/* The whole range must be mapped. */
+	for (uint64_t a = start; a < end;) {
+		struct vm_area_struct *v = vma_lookup(mm, a);
+
+		if (!v) {
+			up_write(&mm->mmap_lock);
+			return -ENOMEM;
+		}
+		if ((prot & PTEMU_PROT_WRITE) && (v->vm_flags & VM_SHARED) && v->vm_file &&
+		    !v->vm_file->shmem) {
+			up_write(&mm->mmap_lock);
+			return -EACCES;
+		}
+		a = v->vm_end;
+	}
+	err = split_at_bounds(mm, start, end);
+	for (size_t i = vma_index_after(mm, start); !err && i < mm->nr_vmas &&
+						    mm->vmas[i]->vm_start < end; i++) {
+		struct vm_area_struct *v = mm->vmas[i];
+
+		v->vm_flags = (v->vm_flags & ~7u) | prot;
+		change_protection(v);
+	}
+	up_write(&mm->mmap_lock);
+	return err;
+}
+
+int do_madvise(struct mm_struct *mm, uint64_t start, uint64_t len, int advice)
+{
+	uint64_t end;
+	int err = 0;
+
+	len = page_align(mm, len);
+	if (!range_ok(mm, start, len))
+		return -EINVAL;
+	end = start + len;
+	switch (advice) {
+	case PTEMU_MADV_DONTNEED:
+		/* Under mmap_lock for read, as the kernel: it races faults and retract. */
+		down_read(&mm->mmap_lock);
+		for (uint64_t a = start; a < end;) {
+			struct vm_area_struct *v = vma_lookup(mm, a);
+
+			if (!v) {
+				size_t i = vma_index_after(mm, a);
+
+				if (i == mm->nr_vmas || mm->vmas[i]->vm_start >= end)
+					break;
+				err = -ENOMEM;
+				a = mm->vmas[i]->vm_start;
+				continue;
+			}
+			zap_page_range_single(v, a, v->vm_end < end ? v->vm_end : end);
+			a = v->vm_end;
+		}
+		up_read(&mm->mmap_lock);
+		return err;
+	case PTEMU_MADV_HUGEPAGE:
+	case PTEMU_MADV_NOHUGEPAGE:
+		down_write(&mm->mmap_lock);
+		err = split_at_bounds(mm, start, end);
+		for (size_t i = vma_index_after(mm, start); !err && i < mm->nr_vmas &&
+							    mm->vmas[i]->vm_start < end; i++) {
+			struct vm_area_struct *v = mm->vmas[i];
+
+			v->vm_flags &= ~(VM_HUGEPAGE | VM_NOHUGEPAGE);
+			v->vm_flags |= advice == PTEMU_MADV_HUGEPAGE ? VM_HUGEPAGE : VM_NOHUGEPAGE;
+		}
+		up_write(&mm->mmap_lock);
+		return err;
+	default:
+		return -EINVAL;
+	}
+}
+
+/* ---- teardown ---------------------------------------------------------------------- */
 
 /* free_pgtables at exit: nothing else can reach these tables any more (kernel-spec 1.8),
  * so they are cleared and freed without ptl and without waiting for RCU. */
@@ -60,11 +634,88 @@ void mm_destroy(struct mm_struct *mm)
 {
 	struct ptemu_machine *m = mm->machine;
 
+	/* khugepaged's hpage_collapse_test_exit sees this before anything is torn down. */
 	__atomic_store_n(&mm->mm_users, 0, __ATOMIC_RELEASE);
+	down_write(&mm->mmap_lock);
+	for (size_t i = 0; i < mm->nr_vmas; i++) {
+		struct vm_area_struct *vma = mm->vmas[i];
+
+		if (vma->vm_file)
+			unlink_file_vma(vma);
+		zap_page_range_single(vma, vma->vm_start, vma->vm_end);
+	}
+	/* Every vCPU of the mm has stopped: walk caches are flushed with the tables. */
+	flush_tlb_range(mm, 0, 1ull << m->arch->va_bits, true);
 	free_level(mm, mm->pgd_pa, 0);
+	for (size_t i = 0; i < mm->nr_vmas; i++)
+		vma_free(mm->vmas[i]);
+	up_write(&mm->mmap_lock);
 	if (m->arch->mm_destroy_context)
 		m->arch->mm_destroy_context(mm);
 	ptemu_upper_table_free(m, mm->pgd_pa, 0);
 	ptemu_rwsem_destroy(&mm->mmap_lock);
+	free(mm->vmas);
 	free(mm);
+}
+
+/* ---- audit ------------------------------------------------------------------------- */
+
+struct audit {
+	int64_t rss[NR_MM_COUNTERS];
+	int64_t table_bytes;
+};
+
+static void audit_level(struct mm_struct *mm, uint64_t table, unsigned level, struct audit *au)
+{
+	struct ptemu_machine *m = mm->machine;
+	const struct ptemu_arch *a = m->arch;
+	unsigned n = a->table_bytes[level] / a->entry_bytes;
+	bool pte_level = level == ptemu_pte_level(a);
+
+	au->table_bytes += pte_level ? a->pte_table_bytes : a->table_bytes[level];
+	if (pte_level)
+		n = a->pte_table_bytes / a->entry_bytes;
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t e = ptemu_entry_load(m, table + (uint64_t)i * a->entry_bytes), next;
+
+		if (pte_level) {
+			if (a->pte_present(e)) {
+				uint64_t pfn;
+
+				au->rss[folio_counter(pte_folio(m, e, &pfn))]++;
+			}
+			continue;
+		}
+		switch (a->classify(level, e, &next)) {
+		case PTEMU_ENTRY_TABLE:
+			audit_level(mm, next, level + 1, au);
+			break;
+		case PTEMU_ENTRY_LEAF:
+			if (level == ptemu_pmd_level(a)) {
+				struct page *f = page_folio(pfn_to_page(m->phys, a->pmd_leaf(e).pfn));
+
+				au->rss[folio_counter(f)] += 1ll << f->order;
+			}
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+void mm_audit_counters(struct mm_struct *mm)
+{
+	static const char *const names[] = { "MM_FILEPAGES", "MM_ANONPAGES", "MM_SHMEMPAGES" };
+	struct audit au = { { 0 }, 0 };
+
+	audit_level(mm, mm->pgd_pa, 0, &au);
+	for (int c = 0; c < NR_MM_COUNTERS; c++)
+		if (au.rss[c] != get_mm_counter(mm, (enum mm_counter)c))
+			ptemu_report(mm->machine, VIOLATION_COUNTER_MISMATCH, 0,
+				     "mm %d: %s is %" PRId64 " but the tables map %" PRId64, mm->id,
+				     names[c], get_mm_counter(mm, (enum mm_counter)c), au.rss[c]);
+	if (au.table_bytes != mm_pgtables_bytes(mm))
+		ptemu_report(mm->machine, VIOLATION_COUNTER_MISMATCH, 0,
+			     "mm %d: pgtables_bytes is %" PRId64 " but %" PRId64 " bytes of tables are attached",
+			     mm->id, mm_pgtables_bytes(mm), au.table_bytes);
 }

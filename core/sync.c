@@ -57,6 +57,7 @@ static const char *const class_names[LOCK_CLASS_COUNT] = {
 	[LOCK_CLASS_PML] = "pmd_lock",
 	[LOCK_CLASS_PTL] = "ptl",
 	[LOCK_CLASS_PGTABLE_LIST] = "pgtable_list_lock",
+	[LOCK_CLASS_XA] = "xa_lock",
 	[LOCK_CLASS_TEST] = "test_lock",
 };
 
@@ -85,8 +86,18 @@ static bool holds_spinlock(const struct ptemu_thread *t)
 	return false;
 }
 
+void might_sleep(const char *what)
+{
+	struct ptemu_thread *t = current_thread;
+
+	if (t && (t->rcu_depth > 0 || holds_spinlock(t)))
+		ptemu_report(t->machine, VIOLATION_SLEEP_IN_ATOMIC, 0,
+			     "%s may sleep, called with rcu depth %d%s", what, t->rcu_depth,
+			     holds_spinlock(t) ? " under a spinlock" : "");
+}
+
 /* Checks taking `lock` against what the thread holds, before it blocks on it. */
-static void lock_acquire_check(const void *lock, uint8_t lclass, bool sleeps, bool nested)
+void ptemu_lock_acquire_check(const void *lock, uint8_t lclass, bool sleeps, bool nested)
 {
 	struct ptemu_thread *t = current_thread;
 
@@ -110,7 +121,7 @@ static void lock_acquire_check(const void *lock, uint8_t lclass, bool sleeps, bo
 	}
 }
 
-static void lock_acquired(const void *lock, uint8_t lclass, bool sleeps)
+void ptemu_lock_acquired(const void *lock, uint8_t lclass, bool sleeps)
 {
 	struct ptemu_thread *t = current_thread;
 
@@ -124,7 +135,7 @@ static void lock_acquired(const void *lock, uint8_t lclass, bool sleeps)
 	t->held[t->nr_held++] = (struct ptemu_held_lock){ lock, lclass, sleeps };
 }
 
-static void lock_released(const void *lock)
+void ptemu_lock_released(const void *lock)
 {
 	struct ptemu_thread *t = current_thread;
 
@@ -157,12 +168,12 @@ static bool spin_try(struct ptemu_spinlock *l)
 
 static void spin_acquire(struct ptemu_spinlock *l, bool nested)
 {
-	lock_acquire_check(l, l->lclass, false, nested);
+	ptemu_lock_acquire_check(l, l->lclass, false, nested);
 	/* Two cores and more threads than that: yield rather than burn the holder's core. */
 	for (unsigned spins = 0; !spin_try(l); spins++)
 		if (spins > 64)
 			sched_yield();
-	lock_acquired(l, l->lclass, false);
+	ptemu_lock_acquired(l, l->lclass, false);
 }
 
 void spin_lock(struct ptemu_spinlock *l)
@@ -179,13 +190,13 @@ bool spin_trylock(struct ptemu_spinlock *l)
 {
 	if (!spin_try(l))
 		return false;
-	lock_acquired(l, l->lclass, false);
+	ptemu_lock_acquired(l, l->lclass, false);
 	return true;
 }
 
 void spin_unlock(struct ptemu_spinlock *l)
 {
-	lock_released(l);
+	ptemu_lock_released(l);
 	__atomic_store_n(&l->locked, 0, __ATOMIC_RELEASE);
 }
 
@@ -209,23 +220,23 @@ void ptemu_rwsem_destroy(struct ptemu_rwsem *s)
 
 void down_read(struct ptemu_rwsem *s)
 {
-	lock_acquire_check(s, s->lclass, true, false);
+	ptemu_lock_acquire_check(s, s->lclass, true, false);
 	pthread_rwlock_rdlock(&s->rw);
-	lock_acquired(s, s->lclass, true);
+	ptemu_lock_acquired(s, s->lclass, true);
 }
 
 void down_write(struct ptemu_rwsem *s)
 {
-	lock_acquire_check(s, s->lclass, true, false);
+	ptemu_lock_acquire_check(s, s->lclass, true, false);
 	pthread_rwlock_wrlock(&s->rw);
-	lock_acquired(s, s->lclass, true);
+	ptemu_lock_acquired(s, s->lclass, true);
 }
 
 bool down_read_trylock(struct ptemu_rwsem *s)
 {
 	if (pthread_rwlock_tryrdlock(&s->rw))
 		return false;
-	lock_acquired(s, s->lclass, true);
+	ptemu_lock_acquired(s, s->lclass, true);
 	return true;
 }
 
@@ -233,19 +244,19 @@ bool down_write_trylock(struct ptemu_rwsem *s)
 {
 	if (pthread_rwlock_trywrlock(&s->rw))
 		return false;
-	lock_acquired(s, s->lclass, true);
+	ptemu_lock_acquired(s, s->lclass, true);
 	return true;
 }
 
 void up_read(struct ptemu_rwsem *s)
 {
-	lock_released(s);
+	ptemu_lock_released(s);
 	pthread_rwlock_unlock(&s->rw);
 }
 
 void up_write(struct ptemu_rwsem *s)
 {
-	lock_released(s);
+	ptemu_lock_released(s);
 	pthread_rwlock_unlock(&s->rw);
 }
 
@@ -262,13 +273,13 @@ void ptemu_mutex_destroy(struct ptemu_mutex *m)
 
 void mutex_lock(struct ptemu_mutex *m)
 {
-	lock_acquire_check(m, m->lclass, true, false);
+	ptemu_lock_acquire_check(m, m->lclass, true, false);
 	pthread_mutex_lock(&m->m);
-	lock_acquired(m, m->lclass, true);
+	ptemu_lock_acquired(m, m->lclass, true);
 }
 
 void mutex_unlock(struct ptemu_mutex *m)
 {
-	lock_released(m);
+	ptemu_lock_released(m);
 	pthread_mutex_unlock(&m->m);
 }

@@ -33,6 +33,8 @@ struct ptemu_machine_config {
 struct ptemu_tlb_ops {
 	void (*flush_range)(void *ctx, struct mm_struct *mm, uint64_t start, uint64_t end,
 			    bool freed_tables);
+	/* A data page range is being freed: no TLB may still map it (tlb-maps-freed-page). */
+	void (*pages_freed)(void *ctx, uint64_t pfn, uint64_t nr);
 	void *ctx;
 };
 

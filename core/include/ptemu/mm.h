@@ -1,5 +1,5 @@
-/* Address spaces. This layer holds what the page-table core needs of an mm; VMAs and the
- * system calls come with the guest-execution layer. */
+/* Address spaces: mm_struct, VMAs and the memory system calls (mmap, munmap, mprotect,
+ * madvise), page-table teardown (zap, free_pgtables) and exit_mmap. */
 #ifndef PTEMU_MM_H
 #define PTEMU_MM_H
 
@@ -13,6 +13,26 @@ extern "C" {
 #endif
 
 struct ptemu_machine;
+struct ptemu_file;
+
+/* vm_flags (Linux's values where Linux has them). */
+#define VM_READ 0x1u
+#define VM_WRITE 0x2u
+#define VM_EXEC 0x4u
+#define VM_SHARED 0x8u
+#define VM_HUGEPAGE 0x20000000u
+#define VM_NOHUGEPAGE 0x40000000u
+
+struct vm_area_struct {
+	uint64_t vm_start, vm_end;	/* [start, end) */
+	uint64_t vm_pgoff;		/* file offset of vm_start, in base pages */
+	unsigned vm_flags;
+	struct ptemu_file *vm_file;	/* NULL: anonymous */
+	bool anon_vma;			/* has anonymous pages (private COW or anon) */
+	struct mm_struct *vm_mm;
+};
+
+enum mm_counter { MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES, NR_MM_COUNTERS };
 
 /* What the models keep per mm for pages shared between tables (s390's pgtable_list under
  * context.lock; powerpc's fragment cursor). */
@@ -31,13 +51,44 @@ struct mm_struct {
 	int64_t pgtables_bytes;		/* atomic: attached tables at every level */
 	int mm_users;			/* atomic: 0 once exiting */
 	struct mm_context context;
+	int64_t rss[NR_MM_COUNTERS];	/* atomic */
+	/* VMAs sorted by address; changed under mmap_lock held for write. */
+	struct vm_area_struct **vmas;
+	size_t nr_vmas, cap_vmas;
+	uint64_t mmap_base;		/* lowest address mmap hands out */
+	uint64_t mmap_top;		/* mmap searches down from here */
 };
 
 /* NULL on OOM. */
 struct mm_struct *mm_alloc(struct ptemu_machine *m);
-/* Frees every table below the root and the root (free_pgtables at exit), then the mm.
- * Leaf pages are not touched: this layer maps none of its own. */
+/* exit_mmap: unmaps every VMA, frees every page table and the mm. */
 void mm_destroy(struct mm_struct *mm);
+
+static inline void add_mm_counter(struct mm_struct *mm, enum mm_counter c, int64_t n)
+{
+	__atomic_fetch_add(&mm->rss[c], n, __ATOMIC_RELAXED);
+}
+static inline int64_t get_mm_counter(const struct mm_struct *mm, enum mm_counter c)
+{
+	return __atomic_load_n(&mm->rss[c], __ATOMIC_RELAXED);
+}
+
+/* The VMA containing addr, or NULL. Caller holds mmap_lock. */
+struct vm_area_struct *vma_lookup(struct mm_struct *mm, uint64_t addr);
+
+/* Memory system calls: 0 / an address, or a negative errno. They take mmap_lock. */
+int64_t do_mmap(struct mm_struct *mm, uint64_t addr, uint64_t len, unsigned prot, unsigned flags,
+		struct ptemu_file *file, uint64_t offset);
+int do_munmap(struct mm_struct *mm, uint64_t start, uint64_t len);
+int do_mprotect(struct mm_struct *mm, uint64_t start, uint64_t len, unsigned prot);
+int do_madvise(struct mm_struct *mm, uint64_t start, uint64_t len, int advice);
+
+/* Unmaps every page mapped in [start, end) of the VMA (zap_page_range_single); tables stay. */
+void zap_page_range_single(struct vm_area_struct *vma, uint64_t start, uint64_t end);
+
+/* Audit: MM_* counters and pgtables_bytes against a walk of the tables; reports
+ * counter-mismatch. Caller holds mmap_lock for write or the mm is quiescent. */
+void mm_audit_counters(struct mm_struct *mm);
 
 static inline void mm_inc_pgtables(struct mm_struct *mm, int64_t bytes)
 {

@@ -25,6 +25,8 @@ extern "C" {
 	X(pmd_installs)                                                                       \
 	X(pmd_install_races)      /* pmd_install found the pmd populated and freed its table */ \
 	X(tlb_range_flushes)                                                                  \
+	X(faults)                 /* user faults handled */                                   \
+	X(fault_retries)          /* a fault found its table gone and let the access retry */ \
 	X(hw_walks)
 
 enum ptemu_stat {

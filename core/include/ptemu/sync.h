@@ -31,6 +31,7 @@ enum ptemu_lock_class {
 	LOCK_CLASS_PML,		/* pmd lock / mm->page_table_lock (spin) */
 	LOCK_CLASS_PTL,		/* split PTE-table lock (spin) */
 	LOCK_CLASS_PGTABLE_LIST,	/* mm->context.lock around fragment lists (spin) */
+	LOCK_CLASS_XA,		/* a file's page-cache index lock, xa_lock (spin) */
 	LOCK_CLASS_TEST,	/* locks private to tests and tools (sleeps) */
 	LOCK_CLASS_COUNT
 };
@@ -114,6 +115,10 @@ struct ptemu_thread *ptemu_thread_register(struct ptemu_machine *m, const char *
 void ptemu_thread_unregister(void);
 /* The calling thread's record (NULL if it never registered): the kernel's `current`. */
 struct ptemu_thread *ptemu_current(void);
+
+/* A call that may sleep (GFP_KERNEL allocation, waiting): sleep-in-atomic inside RCU or
+ * under a spinlock. */
+void might_sleep(const char *what);
 
 /* Is a lock held by the calling thread? */
 bool ptemu_holds_lock(const void *lock);
