@@ -1,0 +1,72 @@
+/* shmem-stress (the default workload): writers and readers over PMD-sized shmem extents
+ * shared by every process, with khugepaged collapsing them underneath, plus reads of a
+ * read-only file mapping.
+ *
+ * Oracle: the shmem object (key 1, 4 PMD extents) is striped: page idx belongs to writer
+ * idx % W. A writer checks each own page exactly before and after writing the next round
+ * (lib/work.h, struct stripe); a reader checks other writers' pages for exact tags and
+ * rounds that never go backwards. File key 2 (1 PMD) must read ptemu_file_word(2, off).
+ */
+#include "lib/work.h"
+
+#define SHM_KEY 1
+#define FILE_KEY 2
+#define CTRL_KEY 3
+#define EXTENTS 4
+#define THP_POLL 64	/* ops between thp_mapped samples */
+
+int guest_main(long vcpu, long nvcpus, long proc, long nprocs);
+
+int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
+{
+	struct wctx c;
+	struct stripe s;
+	unsigned long len, flen;
+	const volatile u64 *file;
+	void *base;
+	long fd, r;
+
+	wctx_init(&c, "shmem-stress", vcpu, nvcpus, proc, nprocs, CTRL_KEY);
+	c.extra_name = "thp_seen";
+
+	len = EXTENTS * c.pmd;
+	base = shm_map(SHM_KEY, len, NULL);
+	r = sys_madvise(base, len, PTEMU_MADV_HUGEPAGE);
+	if (sys_failed(r))
+		die("madvise(MADV_HUGEPAGE) on shmem", r);
+	stripe_init(&c, &s, base, (u32)(len / c.page));
+
+	flen = c.pmd;
+	fd = sys_file_open(FILE_KEY, flen);
+	if (sys_failed(fd))
+		die("file_open", fd);
+	r = sys_mmap(NULL, flen, PTEMU_PROT_READ, PTEMU_MAP_PRIVATE, fd, 0);
+	if (sys_failed(r))
+		die("mmap file", r);
+	file = (const volatile u64 *)r;
+	r = sys_madvise((void *)file, flen, PTEMU_MADV_HUGEPAGE);
+	if (sys_failed(r))
+		die("madvise(MADV_HUGEPAGE) on file", r);
+
+	while (wctx_more(&c)) {
+		u32 idx;
+		unsigned long off;
+
+		/* Write the next own page; then read a random page (any owner). */
+		stripe_step(&c, &s);
+		idx = rng_below(&c.rng, s.npages);
+		stripe_check(&c, &s, idx);
+
+		/* One word of the read-only file. */
+		off = (unsigned long)rng_below(&c.rng, (u32)(flen / 8)) * 8;
+		check_u64(&c, &file[off / 8], ptemu_file_word(FILE_KEY, off), ld64_plain(&file[off / 8]));
+
+		if (c.ops % THP_POLL == 0) {
+			uptr ext = (uptr)base + rng_below(&c.rng, EXTENTS) * c.pmd;
+
+			if (sys_thp_mapped((void *)ext) == 1)
+				c.extra++;
+		}
+	}
+	return wctx_finish(&c);
+}
