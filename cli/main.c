@@ -11,6 +11,7 @@
 #include <ptemu/inject.h>
 #include <ptemu/machine.h>
 #include <ptemu/ptstress.h>
+#include <ptemu/run.h>
 #include <ptemu/stats.h>
 #include <ptemu/sync.h>
 
@@ -20,11 +21,23 @@ static const char usage_text[] =
 	"usage: ptemu <command> [options]\n"
 	"\n"
 	"commands:\n"
+	"  run [options]           run a guest workload on Unicorn vCPUs over a model\n"
 	"  stress [options]        page-table stress of the core: workers map, lock and update\n"
 	"                          PTEs while a retractor detaches tables and frees them by RCU\n"
-	"  list arches|injections|violations\n"
+	"  list arches|workloads|injections|violations\n"
 	"  help                    this text\n"
 	"  version\n"
+	"\n"
+	"run options:\n"
+	"  --arch A[,B...]|all     models to run (default: all with a guest ISA)\n"
+	"  --workload NAME         guest program (default shmem-stress; 'ptemu list workloads')\n"
+	"  --image FILE            run this ELF instead of a built-in workload\n"
+	"  --procs P               guest processes sharing the workload's objects, 1..16 (default 2)\n"
+	"  --vcpus N               vCPUs per process, 1..16 (default 1)\n"
+	"  --seconds S             time bound, 0.1..3600 (default 3)\n"
+	"  --ops N                 operations bound passed to the guest (default none)\n"
+	"  --seed N, --inject NAME, --fail-fast, --memory MIB, --json FILE|-  as for stress\n"
+	"  --quiet                 do not print the guests' output (stderr otherwise)\n"
 	"\n"
 	"stress options:\n"
 	"  --arch A[,B...]|all     models to run (default: all; see 'ptemu list arches')\n"
@@ -78,7 +91,14 @@ static int cmd_list(int argc, char **argv)
 			printf("%s\n", ptemu_violation_name((enum ptemu_violation_kind)k));
 		return EXIT_CLEAN;
 	}
-	fprintf(stderr, "ptemu: list what? one of: arches, injections, violations\n");
+	if (what && !strcmp(what, "workloads")) {
+		char names[] = PTEMU_WORKLOAD_NAMES;
+
+		for (char *save, *w = strtok_r(names, ",", &save); w; w = strtok_r(NULL, ",", &save))
+			printf("%s\n", w);
+		return EXIT_CLEAN;
+	}
+	fprintf(stderr, "ptemu: list what? one of: arches, workloads, injections, violations\n");
 	return EXIT_USAGE;
 }
 
@@ -132,13 +152,14 @@ struct stress_opts {
 	const char *json;
 };
 
-static int parse_arches(const char *list, struct stress_opts *o)
+static int parse_arches(const char *list, struct stress_opts *o, bool need_isa)
 {
 	char buf[256];
 
 	if (!strcmp(list, "all")) {
 		for (const struct ptemu_arch *const *a = ptemu_arch_all(); *a && o->narches < 16; a++)
-			o->arches[o->narches++] = *a;
+			if (!need_isa || (*a)->isa.workload_dir)
+				o->arches[o->narches++] = *a;
 		return 0;
 	}
 	snprintf(buf, sizeof(buf), "%s", list);
@@ -151,30 +172,41 @@ static int parse_arches(const char *list, struct stress_opts *o)
 			fprintf(stderr, ", all\n");
 			return -1;
 		}
+		if (need_isa && !a->isa.workload_dir) {
+			fprintf(stderr, "ptemu: model %s has no guest support yet\n", a->name);
+			return -1;
+		}
 		if (o->narches < 16)
 			o->arches[o->narches++] = a;
 	}
 	return o->narches ? 0 : -1;
 }
 
-static void print_run_json(FILE *f, const struct ptemu_machine *m, const struct stress_opts *o,
-			   const struct ptemu_pt_stress_result *r)
+static const char *injection_name(enum ptemu_injection inj)
+{
+	for (const struct ptemu_injection_info *i = ptemu_injections(); i->name; i++)
+		if (i->id == inj)
+			return i->name;
+	return "none";
+}
+
+/* The head of a run's JSON object, up to the opening of "stats". */
+static void json_run_head(FILE *f, const struct ptemu_machine *m, const char *workload,
+			  uint64_t seed, enum ptemu_injection inj)
+{
+	fprintf(f, "{\"arch\":\"%s\",\"workload\":", m->arch->name);
+	json_string(f, workload);
+	fprintf(f, ",\"seed\":%" PRIu64 ",\"protocol\":\"lockless\",\"inject\":", seed);
+	json_string(f, injection_name(inj));
+	fprintf(f, ",\"result\":\"%s\",\"stats\":{", check_violation_count(m) ? "violation" : "clean");
+}
+
+/* The machine's counters, then the end of "stats" and the violations. */
+static void json_run_tail(FILE *f, const struct ptemu_machine *m)
 {
 	size_t nv;
 	const struct ptemu_violation *v = check_violations(m, &nv);
-	const struct ptemu_injection_info *inj = NULL;
 
-	for (const struct ptemu_injection_info *i = ptemu_injections(); i->name; i++)
-		if (i->id == o->inject)
-			inj = i;
-	fprintf(f, "{\"arch\":\"%s\",\"workload\":\"pt-stress\",\"seed\":%" PRIu64
-		   ",\"protocol\":\"lockless\",\"inject\":",
-		m->arch->name, o->cfg.seed);
-	json_string(f, inj ? inj->name : "none");
-	fprintf(f, ",\"result\":\"%s\",\"stats\":{", check_violation_count(m) ? "violation" : "clean");
-	fprintf(f, "\"locked_updates\":%" PRIu64 ",\"lockless_reads\":%" PRIu64
-		   ",\"map_failed\":%" PRIu64 ",\"retracts\":%" PRIu64 ",\"elapsed_s\":%.3f",
-		r->locked_updates, r->lockless_reads, r->map_failed, r->retracts, r->elapsed);
 	for (int k = 0; k < PTEMU_STAT_COUNT; k++)
 		fprintf(f, ",\"%s\":%" PRIu64, ptemu_stat_name((enum ptemu_stat)k),
 			ptemu_stat_get(&m->stats, (enum ptemu_stat)k));
@@ -191,75 +223,158 @@ static void print_run_json(FILE *f, const struct ptemu_machine *m, const struct 
 	fprintf(f, "]}");
 }
 
+static void print_stress_json(FILE *f, const struct ptemu_machine *m, const struct stress_opts *o,
+			      const struct ptemu_pt_stress_result *r)
+{
+	json_run_head(f, m, "pt-stress", o->cfg.seed, o->inject);
+	fprintf(f, "\"locked_updates\":%" PRIu64 ",\"lockless_reads\":%" PRIu64
+		   ",\"map_failed\":%" PRIu64 ",\"retracts\":%" PRIu64 ",\"elapsed_s\":%.3f",
+		r->locked_updates, r->lockless_reads, r->map_failed, r->retracts, r->elapsed);
+	json_run_tail(f, m);
+}
+
+/* The first violation of each kind, for the human summary. */
+static void print_violation_kinds(FILE *out, const struct ptemu_machine *m)
+{
+	size_t nrec;
+	const struct ptemu_violation *rec = check_violations(m, &nrec);
+	unsigned kinds_seen = 0;
+
+	for (size_t k = 0; k < nrec; k++) {
+		if (kinds_seen & (1u << rec[k].kind))
+			continue;
+		kinds_seen |= 1u << rec[k].kind;
+		fprintf(out, "  %s (x%" PRIu64 ") at event %" PRIu64 " in %s: %s\n",
+			ptemu_violation_name(rec[k].kind), check_kind_count(m, rec[k].kind),
+			rec[k].event, rec[k].thread_name, rec[k].message);
+	}
+}
+
+/* Options shared by run and stress. */
+enum { OPT_ARCH = 256, OPT_SECONDS, OPT_SEED, OPT_INJECT, OPT_FAIL_FAST, OPT_MEMORY, OPT_JSON,
+       OPT_WORKERS, OPT_TABLES, OPT_WORKLOAD, OPT_IMAGE, OPT_PROCS, OPT_VCPUS, OPT_OPS,
+       OPT_QUIET, OPT_HELP };
+
+#define COMMON_LONGOPTS                                                   \
+	{ "arch", required_argument, NULL, OPT_ARCH },                    \
+	{ "seconds", required_argument, NULL, OPT_SECONDS },              \
+	{ "seed", required_argument, NULL, OPT_SEED },                    \
+	{ "inject", required_argument, NULL, OPT_INJECT },                \
+	{ "fail-fast", no_argument, NULL, OPT_FAIL_FAST },                \
+	{ "memory", required_argument, NULL, OPT_MEMORY },                \
+	{ "json", required_argument, NULL, OPT_JSON },                    \
+	{ "help", no_argument, NULL, OPT_HELP }
+
+struct common_opts {
+	const char *arch_list;
+	double seconds;
+	uint64_t seed;
+	enum ptemu_injection inject;
+	bool fail_fast;
+	uint64_t memory;
+	const char *json;
+};
+
+/* 0: handled; 1: not a common option; EXIT_USAGE: bad value (message printed). */
+static int common_option(int c, const char *arg, struct common_opts *o)
+{
+	switch (c) {
+	case OPT_ARCH:
+		o->arch_list = arg;
+		return 0;
+	case OPT_SECONDS:
+		if (!parse_seconds(arg, &o->seconds))
+			return usage_error("--seconds: '%s' is not a number in 0.1..3600", arg);
+		return 0;
+	case OPT_SEED:
+		if (!parse_u64(arg, 0, UINT64_MAX, &o->seed))
+			return usage_error("--seed: '%s' is not an unsigned 64-bit number", arg);
+		return 0;
+	case OPT_INJECT:
+		o->inject = ptemu_injection_from_name(arg);
+		if (o->inject == INJECT_COUNT) {
+			fprintf(stderr, "ptemu: unknown injection '%s'; valid: none", arg);
+			for (const struct ptemu_injection_info *i = ptemu_injections(); i->name; i++)
+				fprintf(stderr, ", %s", i->name);
+			fputc('\n', stderr);
+			return EXIT_USAGE;
+		}
+		return 0;
+	case OPT_FAIL_FAST:
+		o->fail_fast = true;
+		return 0;
+	case OPT_MEMORY:
+		if (!parse_u64(arg, 1, 65536, &o->memory))
+			return usage_error("--memory: '%s' is not a size in MiB in 1..65536", arg);
+		return 0;
+	case OPT_JSON:
+		o->json = arg;
+		return 0;
+	default:
+		return 1;
+	}
+}
+
+static int check_injection(const struct stress_opts *o, enum ptemu_injection inj)
+{
+	for (unsigned i = 0; i < o->narches; i++) {
+		if (!ptemu_injection_applies(inj, o->arches[i])) {
+			fprintf(stderr, "ptemu: injection not offered by model %s ('ptemu list injections')\n",
+				o->arches[i]->name);
+			return EXIT_USAGE;
+		}
+	}
+	return 0;
+}
+
+/* Opens the JSON destination: '-' is stdout, and the human summary then goes to stderr. */
+static FILE *open_json(const char *path, FILE **summary)
+{
+	FILE *f;
+
+	if (!strcmp(path, "-")) {
+		*summary = stderr;
+		return stdout;
+	}
+	f = fopen(path, "w");
+	if (!f)
+		fprintf(stderr, "ptemu: cannot write %s: %s\n", path, strerror(errno));
+	return f;
+}
+
 static int cmd_stress(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "arch", required_argument, NULL, 'a' },
-		{ "seconds", required_argument, NULL, 's' },
-		{ "seed", required_argument, NULL, 'S' },
-		{ "workers", required_argument, NULL, 'w' },
-		{ "tables", required_argument, NULL, 't' },
-		{ "inject", required_argument, NULL, 'i' },
-		{ "fail-fast", no_argument, NULL, 'f' },
-		{ "memory", required_argument, NULL, 'm' },
-		{ "json", required_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
+		COMMON_LONGOPTS,
+		{ "workers", required_argument, NULL, OPT_WORKERS },
+		{ "tables", required_argument, NULL, OPT_TABLES },
 		{ 0 },
 	};
-	struct stress_opts o = {
-		.cfg = { .workers = 3, .tables = 8, .seed = 1, .seconds = 2 },
-		.memory = 256,
-	};
-	const char *arch_list = "all";
+	struct common_opts co = { .arch_list = "all", .seconds = 2, .seed = 1, .memory = 256 };
+	struct stress_opts o = { .cfg = { .workers = 3, .tables = 8 } };
 	uint64_t v;
-	int c, status = EXIT_CLEAN;
+	int c, rc, status = EXIT_CLEAN;
 	FILE *json = NULL, *summary = stdout;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		rc = common_option(c, optarg, &co);
+		if (rc == 0)
+			continue;
+		if (rc != 1)
+			return rc;
 		switch (c) {
-		case 'a':
-			arch_list = optarg;
-			break;
-		case 's':
-			if (!parse_seconds(optarg, &o.cfg.seconds))
-				return usage_error("--seconds: '%s' is not a number in 0.1..3600", optarg);
-			break;
-		case 'S':
-			if (!parse_u64(optarg, 0, UINT64_MAX, &o.cfg.seed))
-				return usage_error("--seed: '%s' is not an unsigned 64-bit number", optarg);
-			break;
-		case 'w':
+		case OPT_WORKERS:
 			if (!parse_u64(optarg, 1, 32, &v))
 				return usage_error("--workers: '%s' is not in 1..32", optarg);
 			o.cfg.workers = (unsigned)v;
 			break;
-		case 't':
+		case OPT_TABLES:
 			if (!parse_u64(optarg, 1, 4096, &v))
 				return usage_error("--tables: '%s' is not in 1..4096", optarg);
 			o.cfg.tables = (unsigned)v;
 			break;
-		case 'i':
-			o.inject = ptemu_injection_from_name(optarg);
-			if (o.inject == INJECT_COUNT) {
-				fprintf(stderr, "ptemu: unknown injection '%s'; valid: none", optarg);
-				for (const struct ptemu_injection_info *i = ptemu_injections(); i->name; i++)
-					fprintf(stderr, ", %s", i->name);
-				fputc('\n', stderr);
-				return EXIT_USAGE;
-			}
-			break;
-		case 'f':
-			o.fail_fast = true;
-			break;
-		case 'm':
-			if (!parse_u64(optarg, 1, 65536, &o.memory))
-				return usage_error("--memory: '%s' is not a size in MiB in 1..65536", optarg);
-			break;
-		case 'j':
-			o.json = optarg;
-			break;
-		case 'h':
+		case OPT_HELP:
 			fputs(usage_text, stdout);
 			return EXIT_CLEAN;
 		default:
@@ -268,32 +383,22 @@ static int cmd_stress(int argc, char **argv)
 	}
 	if (optind < argc)
 		return usage_error("unexpected argument '%s'", argv[optind]);
-	if (parse_arches(arch_list, &o))
+	o.cfg.seed = co.seed;
+	o.cfg.seconds = co.seconds;
+	o.inject = co.inject;
+	if (parse_arches(co.arch_list, &o, false) || check_injection(&o, co.inject))
 		return EXIT_USAGE;
-	for (unsigned i = 0; i < o.narches; i++) {
-		if (!ptemu_injection_applies(o.inject, o.arches[i])) {
-			fprintf(stderr, "ptemu: injection not offered by model %s ('ptemu list injections')\n",
-				o.arches[i]->name);
+	if (co.json) {
+		if (!(json = open_json(co.json, &summary)))
 			return EXIT_USAGE;
-		}
-	}
-	if (o.json) {
-		if (!strcmp(o.json, "-")) {
-			json = stdout;
-			summary = stderr;
-		} else if (!(json = fopen(o.json, "w"))) {
-			fprintf(stderr, "ptemu: cannot write %s: %s\n", o.json, strerror(errno));
-			return EXIT_USAGE;
-		}
 		fprintf(json, "{\"runs\":[");
 	}
-
 	for (unsigned i = 0; i < o.narches; i++) {
 		struct ptemu_machine_config mc = {
 			.arch = o.arches[i],
-			.phys_bytes = o.memory << 20,
-			.check_mode = o.fail_fast ? PTEMU_CHECK_FAIL_FAST : PTEMU_CHECK_CONTINUE,
-			.inject = o.inject,
+			.phys_bytes = co.memory << 20,
+			.check_mode = co.fail_fast ? PTEMU_CHECK_FAIL_FAST : PTEMU_CHECK_CONTINUE,
+			.inject = co.inject,
 		};
 		char err[256];
 		struct ptemu_machine *m = ptemu_machine_create(&mc, err, sizeof(err));
@@ -324,19 +429,7 @@ static int cmd_stress(int argc, char **argv)
 			ptemu_stat_get(&m->stats, PTEMU_STAT_detach_with_reader),
 			ptemu_stat_get(&m->stats, PTEMU_STAT_tables_rcu_freed), nviol);
 		if (nviol) {
-			size_t nrec;
-			const struct ptemu_violation *rec = check_violations(m, &nrec);
-			unsigned kinds_seen = 0;
-
-			/* The first violation of each kind. */
-			for (size_t k = 0; k < nrec; k++) {
-				if (kinds_seen & (1u << rec[k].kind))
-					continue;
-				kinds_seen |= 1u << rec[k].kind;
-				fprintf(summary, "  %s (x%" PRIu64 ") at event %" PRIu64 " in %s: %s\n",
-					ptemu_violation_name(rec[k].kind), check_kind_count(m, rec[k].kind),
-					rec[k].event, rec[k].thread_name, rec[k].message);
-			}
+			print_violation_kinds(summary, m);
 			if (status == EXIT_CLEAN)
 				status = EXIT_VIOLATIONS;
 		}
@@ -344,9 +437,171 @@ static int cmd_stress(int argc, char **argv)
 		if (json) {
 			if (i)
 				fputc(',', json);
-			print_run_json(json, m, &o, &r);
+			print_stress_json(json, m, &o, &r);
 		}
 		ptemu_machine_destroy(m);
+	}
+	if (json) {
+		fprintf(json, "]}\n");
+		if (json != stdout)
+			fclose(json);
+	}
+	return status;
+}
+
+static bool known_workload(const char *name)
+{
+	char names[] = PTEMU_WORKLOAD_NAMES;
+
+	for (char *save, *w = strtok_r(names, ",", &save); w; w = strtok_r(NULL, ",", &save))
+		if (!strcmp(w, name))
+			return true;
+	return false;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		COMMON_LONGOPTS,
+		{ "workload", required_argument, NULL, OPT_WORKLOAD },
+		{ "image", required_argument, NULL, OPT_IMAGE },
+		{ "procs", required_argument, NULL, OPT_PROCS },
+		{ "vcpus", required_argument, NULL, OPT_VCPUS },
+		{ "ops", required_argument, NULL, OPT_OPS },
+		{ "quiet", no_argument, NULL, OPT_QUIET },
+		{ 0 },
+	};
+	struct common_opts co = { .arch_list = "all", .seconds = 3, .seed = 1, .memory = 256 };
+	struct stress_opts arches = { 0 };
+	const char *workload = "shmem-stress", *image = NULL;
+	uint64_t procs = 2, vcpus = 1, ops = 0;
+	bool quiet = false;
+	int c, rc, status = EXIT_CLEAN;
+	FILE *json = NULL, *summary = stdout;
+	char err[256];
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		rc = common_option(c, optarg, &co);
+		if (rc == 0)
+			continue;
+		if (rc != 1)
+			return rc;
+		switch (c) {
+		case OPT_WORKLOAD:
+			if (!known_workload(optarg)) {
+				fprintf(stderr, "ptemu: unknown workload '%s'; valid: %s\n", optarg,
+					PTEMU_WORKLOAD_NAMES);
+				return EXIT_USAGE;
+			}
+			workload = optarg;
+			break;
+		case OPT_IMAGE:
+			image = optarg;
+			break;
+		case OPT_PROCS:
+			if (!parse_u64(optarg, 1, 16, &procs))
+				return usage_error("--procs: '%s' is not in 1..16", optarg);
+			break;
+		case OPT_VCPUS:
+			if (!parse_u64(optarg, 1, 16, &vcpus))
+				return usage_error("--vcpus: '%s' is not in 1..16", optarg);
+			break;
+		case OPT_OPS:
+			if (!parse_u64(optarg, 1, UINT64_MAX, &ops))
+				return usage_error("--ops: '%s' is not a positive number", optarg);
+			break;
+		case OPT_QUIET:
+			quiet = true;
+			break;
+		case OPT_HELP:
+			fputs(usage_text, stdout);
+			return EXIT_CLEAN;
+		default:
+			return usage_error("%s", "bad option for 'run'");
+		}
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (ptemu_check_unicorn(err, sizeof(err))) {
+		fprintf(stderr, "ptemu: %s\n", err);
+		return EXIT_INTERNAL;
+	}
+	if (parse_arches(co.arch_list, &arches, true) || check_injection(&arches, co.inject))
+		return EXIT_USAGE;
+	if (co.json) {
+		if (!(json = open_json(co.json, &summary)))
+			return EXIT_USAGE;
+		fprintf(json, "{\"runs\":[");
+	}
+	for (unsigned i = 0; i < arches.narches; i++) {
+		const struct ptemu_arch *a = arches.arches[i];
+		const char *dir = getenv("PTEMU_WORKLOAD_DIR");
+		char path[4096];
+		struct ptemu_run_config cfg = {
+			.arch = a,
+			.workload = image ? image : workload,
+			.procs = (unsigned)procs,
+			.vcpus = (unsigned)vcpus,
+			.seconds = co.seconds,
+			.ops = ops,
+			.seed = co.seed,
+			.inject = co.inject,
+			.check_mode = co.fail_fast ? PTEMU_CHECK_FAIL_FAST : PTEMU_CHECK_CONTINUE,
+			.phys_bytes = co.memory << 20,
+			.log = quiet ? NULL : stderr,
+		};
+		struct ptemu_run_result r;
+		struct ptemu_machine *m;
+
+		snprintf(path, sizeof(path), "%s/%s/%s.elf", dir ? dir : PTEMU_WORKLOAD_DIR,
+			 a->isa.workload_dir, workload);
+		cfg.image_path = image ? image : path;
+		fprintf(stderr, "ptemu: %s: %s, %u process%s x %u vCPU%s, %.1f s...\n", a->name,
+			cfg.workload, cfg.procs, cfg.procs == 1 ? "" : "es", cfg.vcpus,
+			cfg.vcpus == 1 ? "" : "s", cfg.seconds);
+		enum ptemu_run_error e = ptemu_run(&cfg, &m, &r);
+
+		if (e == PTEMU_RUN_BAD_INPUT) {
+			fprintf(stderr, "ptemu: %s: %s\n", a->name, r.message);
+			if (m)
+				ptemu_machine_destroy(m);
+			status = EXIT_USAGE;
+			break;
+		}
+		uint64_t nviol = m ? check_violation_count(m) : 0;
+
+		fprintf(summary,
+			"%-9s %-9s %s instructions=%" PRIu64 " tlb_fills=%" PRIu64 " faults=%" PRIu64
+			" fault_retries=%" PRIu64 " syscalls=%" PRIu64 " shootdowns=%" PRIu64
+			" violations=%" PRIu64 "\n",
+			a->name, e != PTEMU_RUN_OK ? "ERROR" : nviol ? "VIOLATION" : "clean", cfg.workload,
+			r.instructions, r.tlb_fills, m ? ptemu_stat_get(&m->stats, PTEMU_STAT_faults) : 0,
+			m ? ptemu_stat_get(&m->stats, PTEMU_STAT_fault_retries) : 0, r.syscalls,
+			r.shootdowns, nviol);
+		if (e != PTEMU_RUN_OK) {
+			fprintf(summary, "  error: %s\n", r.message);
+			status = EXIT_INTERNAL;
+		}
+		if (nviol) {
+			print_violation_kinds(summary, m);
+			if (status == EXIT_CLEAN)
+				status = EXIT_VIOLATIONS;
+		}
+		fflush(summary);
+		if (json && m) {
+			if (i)
+				fputc(',', json);
+			json_run_head(json, m, cfg.workload, cfg.seed, cfg.inject);
+			fprintf(json, "\"procs\":%u,\"vcpus\":%u,\"elapsed_s\":%.3f,\"instructions\":%" PRIu64
+				",\"blocks\":%" PRIu64 ",\"tlb_fills\":%" PRIu64 ",\"syscalls\":%" PRIu64
+				",\"shootdowns\":%" PRIu64,
+				cfg.procs, cfg.vcpus, r.elapsed, r.instructions, r.blocks, r.tlb_fills,
+				r.syscalls, r.shootdowns);
+			json_run_tail(json, m);
+		}
+		if (m)
+			ptemu_machine_destroy(m);
 	}
 	if (json) {
 		fprintf(json, "]}\n");
@@ -374,5 +629,7 @@ int main(int argc, char **argv)
 		return cmd_list(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "stress"))
 		return cmd_stress(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "run"))
+		return cmd_run(argc - 1, argv + 1);
 	return usage_error("unknown command '%s'", argv[1]);
 }

@@ -58,7 +58,10 @@ static struct page *alloc_anon_page(struct ptemu_machine *m)
 
 	might_sleep("page allocation");
 	pfn = phys_alloc_pages(m->phys, 0);
-	return pfn ? pfn_to_page(m->phys, pfn) : NULL;
+	if (!pfn)
+		return NULL;
+	SetPageFlag(pfn_to_page(m->phys, pfn), PG_anon);
+	return pfn_to_page(m->phys, pfn);
 }
 
 static void *page_addr(struct ptemu_machine *m, const struct page *p)
@@ -132,8 +135,7 @@ static unsigned do_set_pmd(struct vm_fault *vmf, struct page *folio, unsigned fl
 
 	if (pmd_none(pmdp_get_lockless(vmf->pmd))) {
 		set_pmd_at(vmf->mm, haddr, vmf->pmd, __pmd(a->mk_pmd_leaf(leaf)));
-		add_mm_counter(vmf->mm, folio->mapping && ((struct ptemu_file *)folio->mapping)->shmem ?
-				       MM_SHMEMPAGES : MM_FILEPAGES,
+		add_mm_counter(vmf->mm, PageFlag(folio, PG_swapbacked) ? MM_SHMEMPAGES : MM_FILEPAGES,
 			       1ll << folio->order);
 		__atomic_fetch_add(&folio->mapcount, 1, __ATOMIC_RELAXED);
 		folio_get(folio);
@@ -214,7 +216,7 @@ static unsigned do_wp_page(struct vm_fault *vmf)
 	struct page *copy;
 	unsigned ret;
 
-	if ((vmf->vma->vm_flags & VM_SHARED) || !folio->mapping) {
+	if ((vmf->vma->vm_flags & VM_SHARED) || PageFlag(folio, PG_anon)) {
 		leaf.flags |= PTEMU_PROT_WRITE | PTEMU_PTE_DIRTY | PTEMU_PTE_YOUNG;
 		set_pte_at(vmf->mm, vmf->address, vmf->pte, __pte(a->mk_pte(leaf)));
 		pte_unmap_unlock(vmf->pte, vmf->ptl);
@@ -241,8 +243,7 @@ static unsigned do_wp_page(struct vm_fault *vmf)
 	/* ptep_clear_flush, then the new page: no CPU may keep the old translation. */
 	ptep_get_and_clear(vmf->mm, vmf->address, vmf->pte);
 	flush_tlb_range(vmf->mm, vmf->address, vmf->address + ptemu_page_size(a), false);
-	add_mm_counter(vmf->mm, folio->mapping && ((struct ptemu_file *)folio->mapping)->shmem ?
-			       MM_SHMEMPAGES : MM_FILEPAGES, -1);
+	add_mm_counter(vmf->mm, PageFlag(folio, PG_swapbacked) ? MM_SHMEMPAGES : MM_FILEPAGES, -1);
 	__atomic_fetch_sub(&folio->mapcount, 1, __ATOMIC_RELAXED);
 	struct ptemu_leaf nl = { page_to_pfn(copy), vma_leaf_flags(vmf, true) };
 

@@ -242,6 +242,8 @@ struct page *filemap_get_folio_locked(struct ptemu_file *f, uint64_t index, int 
 		folio = pfn_to_page(m->phys, pfn);
 		folio->mapping = f;
 		folio->index = index;
+		if (f->shmem)
+			SetPageFlag(folio, PG_swapbacked);
 		fill_new_folio(f, folio);
 		SetPageFlag(folio, PG_uptodate);
 		/* Locked before anyone can find it, as __filemap_add_folio does. */

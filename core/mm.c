@@ -139,13 +139,12 @@ static int split_at_bounds(struct mm_struct *mm, uint64_t start, uint64_t end)
 	return err;
 }
 
+/* From the folio's flags, not its mapping: a truncated folio keeps its kind. */
 static enum mm_counter folio_counter(const struct page *folio)
 {
-	const struct ptemu_file *f = folio->mapping;
-
-	if (!f)
+	if (PageFlag(folio, PG_anon))
 		return MM_ANONPAGES;
-	return f->shmem ? MM_SHMEMPAGES : MM_FILEPAGES;
+	return PageFlag(folio, PG_swapbacked) ? MM_SHMEMPAGES : MM_FILEPAGES;
 }
 
 /* ---- zap --------------------------------------------------------------------------- */
@@ -451,8 +450,18 @@ fail:
 	return err;
 }
 
-/* change_protection for one VMA: write access removed from present entries. Adding
- * permissions changes no entry: the next access faults them in. */
+/* change_protection for one VMA: present entries take the VMA's read and exec rights
+ * (pte_modify); write stays only where it was and is still allowed, so that a clean page
+ * still takes its write fault. */
+static unsigned modify_leaf_flags(unsigned flags, unsigned vm_flags)
+{
+	unsigned keep_write = (vm_flags & VM_WRITE) ? (flags & PTEMU_PROT_WRITE) : 0;
+
+	flags &= ~(unsigned)(PTEMU_PROT_READ | PTEMU_PROT_WRITE | PTEMU_PROT_EXEC);
+	return flags | keep_write | ((vm_flags & VM_READ) ? PTEMU_PROT_READ : 0) |
+	       ((vm_flags & VM_EXEC) ? PTEMU_PROT_EXEC : 0);
+}
+
 static void change_protection(struct vm_area_struct *vma)
 {
 	struct mm_struct *mm = vma->vm_mm;
@@ -460,8 +469,6 @@ static void change_protection(struct vm_area_struct *vma)
 	const struct ptemu_arch *a = m->arch;
 	uint64_t pmd_size = ptemu_pmd_size(a);
 
-	if (vma->vm_flags & VM_WRITE)
-		return;
 	for (uint64_t addr = vma->vm_start; addr < vma->vm_end;) {
 		uint64_t next = (addr & ~(pmd_size - 1)) + pmd_size;
 		pmd_t *pmd = mm_find_pmd(mm, addr);
@@ -482,7 +489,7 @@ static void change_protection(struct vm_area_struct *vma)
 			if (pmd_trans_huge(v)) {
 				struct ptemu_leaf l = a->pmd_leaf(v.val);
 
-				l.flags &= ~(unsigned)PTEMU_PROT_WRITE;
+				l.flags = modify_leaf_flags(l.flags, vma->vm_flags);
 				set_pmd_at(mm, addr, pmd, __pmd(a->mk_pmd_leaf(l)));
 			}
 			spin_unlock(pml);
@@ -505,10 +512,11 @@ static void change_protection(struct vm_area_struct *vma)
 			if (!a->pte_present(e.val))
 				continue;
 			struct ptemu_leaf l = a->pte_leaf(e.val);
+			unsigned nf = modify_leaf_flags(l.flags, vma->vm_flags);
 
-			if (!(l.flags & PTEMU_PROT_WRITE))
+			if (nf == l.flags)
 				continue;
-			l.flags &= ~(unsigned)PTEMU_PROT_WRITE;
+			l.flags = nf;
 			set_pte_at(mm, addr, pte, __pte(a->mk_pte(l)));
 		}
 		pte_unmap_unlock(first, ptl);

@@ -550,6 +550,8 @@ void ptemu_pte_table_ctor(struct ptemu_machine *m, uint64_t table_pa)
 
 void ptemu_pte_table_dtor(struct ptemu_machine *m, uint64_t table_pa)
 {
+	if (m->tlb.table_freed)
+		m->tlb.table_freed(m->tlb.ctx, table_pa);
 	if (check_table_free(m, table_pa) == TABLE_RCU_PENDING)
 		ptemu_stat_add(&m->stats, PTEMU_STAT_tables_rcu_freed, 1);
 	else

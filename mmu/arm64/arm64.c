@@ -34,6 +34,9 @@
 
 #include <ptemu/pgtable.h>
 
+/* QEMU's EXCP_SWI: what UC_HOOK_INTR reports for svc. */
+#define ARM64_EXCP_SWI		2
+
 #define ARM64_PAGE_SHIFT	12
 #define ARM64_HW_LEVELS		4	/* L0-L3; the 39-bit variant starts at L1 */
 
@@ -358,6 +361,17 @@ static enum ptemu_walk_fault arm64_39_hw_walk(const struct ptemu_walk_ctx *ctx,
 		.elf_class = 64,					\
 		.clang_target = "aarch64-linux-gnu",			\
 		.binutils_triple = "aarch64-linux-gnu",			\
+		.workload_dir = "aarch64",				\
+		.reg_pc = UC_ARM64_REG_PC,				\
+		.reg_sp = UC_ARM64_REG_SP,				\
+		.reg_sysno = UC_ARM64_REG_X8,				\
+		.reg_arg = { UC_ARM64_REG_X0, UC_ARM64_REG_X1,		\
+			     UC_ARM64_REG_X2, UC_ARM64_REG_X3,		\
+			     UC_ARM64_REG_X4, UC_ARM64_REG_X5 },	\
+		.reg_ret = UC_ARM64_REG_X0,				\
+		.syscall_intno = ARM64_EXCP_SWI,			\
+		.syscall_insn_bytes = 4,				\
+		.pc_after_syscall = true,				\
 	}
 
 const struct ptemu_arch ptemu_arch_arm64_48 = {

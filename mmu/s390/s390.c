@@ -563,6 +563,17 @@ static void s390_pte_free_defer(struct mm_struct *mm, uint64_t table)
 	__page_table_free(mm, table);
 }
 
+/* QEMU's EXCP_SVC: what UC_HOOK_INTR reports for svc. */
+#define S390X_EXCP_SVC 2
+
+/* Unicorn starts the CPU in 24-bit addressing: switch to 64-bit (EA and BA). */
+static int s390x_cpu_init(void *uc)
+{
+	uint64_t pswm = 0x180000000ull;
+
+	return uc_reg_write(uc, UC_S390X_REG_PSWM, &pswm) == UC_ERR_OK ? 0 : -1;
+}
+
 const struct ptemu_arch ptemu_arch_s390 = {
 	.name = "s390",
 	.description = "s390x DAT, region-second root (53-bit VA), 2 KiB page tables two per "
@@ -614,5 +625,17 @@ const struct ptemu_arch ptemu_arch_s390 = {
 		.elf_class = 64,
 		.clang_target = "s390x-linux-gnu",
 		.binutils_triple = "s390x-linux-gnu",
+		.workload_dir = "s390x",
+		.reg_pc = UC_S390X_REG_PC,
+		.reg_sp = UC_S390X_REG_R15,
+		.reg_sysno = UC_S390X_REG_R1,
+		.reg_arg = { UC_S390X_REG_R2, UC_S390X_REG_R3, UC_S390X_REG_R4,
+			     UC_S390X_REG_R5, UC_S390X_REG_R6, UC_S390X_REG_R7 },
+		.reg_ret = UC_S390X_REG_R2,
+		.stack_reserve = 160,	/* the ELF ABI's register save area */
+		.syscall_intno = S390X_EXCP_SVC,
+		.syscall_insn_bytes = 2,
+		.pc_after_syscall = false,
+		.cpu_init = s390x_cpu_init,
 	},
 };

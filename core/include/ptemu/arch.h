@@ -96,6 +96,23 @@ struct ptemu_isa {
 	unsigned elf_class;	/* 32 or 64 */
 	const char *clang_target;
 	const char *binutils_triple;
+	const char *workload_dir;	/* subdirectory of the built guest images */
+
+	/* The guest ABI (workloads/include/ptemu_abi.h): Unicorn register ids. */
+	int reg_pc, reg_sp;
+	int reg_sysno;
+	int reg_arg[6];		/* the first four also carry the start-up arguments */
+	int reg_ret;
+	uint64_t stack_bias;	/* added to the stack pointer (sparc64: 2047) */
+	uint64_t stack_reserve;	/* bytes kept free below the initial stack pointer */
+	/* The syscall instruction as Unicorn 2.1.1 reports it (measured, workloads/README.md):
+	 * the UC_HOOK_INTR number, the instruction's length, and whether the PC read after the
+	 * stop already points past it. */
+	int syscall_intno;
+	unsigned syscall_insn_bytes;
+	bool pc_after_syscall;
+	/* Extra CPU set-up before the first run (s390x: 64-bit addressing); 0 or -1. */
+	int (*cpu_init)(void *uc);
 };
 
 struct ptemu_arch {

@@ -35,6 +35,8 @@ struct ptemu_tlb_ops {
 			    bool freed_tables);
 	/* A data page range is being freed: no TLB may still map it (tlb-maps-freed-page). */
 	void (*pages_freed)(void *ctx, uint64_t pfn, uint64_t nr);
+	/* A PTE table is being freed: no walk cache may still point at it. */
+	void (*table_freed)(void *ctx, uint64_t table_pa);
 	void *ctx;
 };
 

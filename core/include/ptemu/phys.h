@@ -29,6 +29,8 @@ enum {
 	PG_head,	/* first page of an allocated higher-order block */
 	PG_buddy,	/* first page of a free block on a buddy list */
 	PG_reserved,	/* never allocated (frame 0) */
+	PG_anon,	/* anonymous memory (the kernel's PAGE_MAPPING_ANON) */
+	PG_swapbacked,	/* shmem: counted in MM_SHMEMPAGES */
 };
 
 struct page {

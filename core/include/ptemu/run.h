@@ -1,0 +1,66 @@
+/* A run: guest processes of one workload image on Unicorn vCPUs, over one machine. */
+#ifndef PTEMU_RUN_H
+#define PTEMU_RUN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <ptemu/check.h>
+#include <ptemu/inject.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ptemu_arch;
+struct ptemu_machine;
+
+struct ptemu_run_config {
+	const struct ptemu_arch *arch;
+	const char *image_path;		/* the workload's ELF for this ISA */
+	const char *workload;		/* its name, for reports */
+	unsigned procs;			/* 1..16 */
+	unsigned vcpus;			/* per process, 1..16 */
+	double seconds;			/* bound on the run (guests see should_stop) */
+	uint64_t ops;			/* passed to the guest; 0: none */
+	uint64_t seed;
+	enum ptemu_injection inject;
+	enum ptemu_check_mode check_mode;
+	uint64_t phys_bytes;		/* 0: the default */
+	FILE *log;			/* guest write() output; NULL: discarded */
+};
+
+/* Why a run ended badly, beyond checker violations. */
+enum ptemu_run_error {
+	PTEMU_RUN_OK,
+	PTEMU_RUN_BAD_INPUT,		/* the image or configuration was refused (exit 2) */
+	PTEMU_RUN_GUEST_ERROR,		/* a wild access, an unknown syscall, a stuck guest (exit 3) */
+	PTEMU_RUN_INTERNAL,		/* Unicorn or the host failed (exit 3) */
+};
+
+struct ptemu_run_result {
+	enum ptemu_run_error error;
+	char message[512];		/* for error != OK: what, where (process, vCPU, PC, insn) */
+	double elapsed;
+	uint64_t instructions;		/* estimated from executed block sizes */
+	uint64_t blocks;
+	uint64_t tlb_fills;		/* logical-TLB misses */
+	uint64_t syscalls;
+	uint64_t shootdowns;
+	uint64_t kicks;
+	int exit_codes[16];		/* per process */
+};
+
+/* Runs to completion. The machine (and its checker) stays for the caller to inspect:
+ * *machine_out must be freed with ptemu_machine_destroy. Returns the error class. */
+enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_machine **machine_out,
+			       struct ptemu_run_result *res);
+
+/* Unicorn's version check: 0 when >= 2.1, else -1 with a message. */
+int ptemu_check_unicorn(char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,103 @@
+/* The per-vCPU logical TLB and walk cache (DESIGN.md section 3), and the shootdown that
+ * keeps them coherent with the page tables.
+ *
+ * Unicorn's own TLB is only a cache of the logical TLB: whenever a logical entry is
+ * invalidated or evicted, the vCPU's Unicorn TLB is flushed whole. Only logical misses walk
+ * tables, so Unicorn's wall-clock TLB resizing never changes what the model sees. */
+#ifndef PTEMU_TLB_H
+#define PTEMU_TLB_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ptemu_machine;
+
+struct ptemu_tlb_entry {
+	uint64_t vpn;		/* virtual page number */
+	uint64_t ppn;		/* physical page number */
+	unsigned perms;		/* PTEMU_PROT_* */
+	int32_t next;		/* hash chain */
+	bool valid;
+};
+
+struct ptemu_walk_cache_entry {
+	uint64_t pmd_index;	/* va >> pmd shift */
+	uint64_t table_pa;	/* the PTE table that pmd pointed at */
+	bool valid;
+};
+
+#define PTEMU_TLB_MAX_RANGES 16
+
+struct ptemu_flush_range {
+	uint64_t start, end;
+	bool tables;
+};
+
+enum ptemu_vcpu_mode { VCPU_OUTSIDE_GUEST, VCPU_IN_GUEST };
+
+/* One vCPU's translation state. The owner thread reads and fills it; initiators post
+ * requests and read `mode`/`ack_gen`; the freed-page checks read it under `lock`. */
+struct ptemu_tlb {
+	struct ptemu_machine *machine;
+	unsigned capacity, wc_capacity;
+	unsigned page_shift, pmd_shift;
+	struct ptemu_tlb_entry *entries;
+	int32_t *buckets;
+	unsigned nbuckets;
+	unsigned fifo;		/* next entry to replace */
+	struct ptemu_walk_cache_entry *wc;
+	unsigned wc_fifo;
+	pthread_mutex_t lock;	/* the model's hardware: not a kernel lock */
+
+	/* Shootdown (KVM's vcpu->mode and requests). */
+	int mode;		/* enum ptemu_vcpu_mode, atomic */
+	int kick;		/* atomic: polled by the block hook */
+	uint64_t req_gen;	/* generation of the newest request posted */
+	uint64_t ack_gen;	/* generation applied */
+	unsigned nranges;
+	bool flush_all;
+	struct ptemu_flush_range ranges[PTEMU_TLB_MAX_RANGES];
+
+	/* Set by the owner: flush the Unicorn TLB (called with nothing locked). */
+	void (*flush_hw)(void *ctx);
+	void *flush_ctx;
+};
+
+int ptemu_tlb_init(struct ptemu_tlb *t, struct ptemu_machine *m);
+void ptemu_tlb_destroy(struct ptemu_tlb *t);
+
+/* Owner side. */
+bool ptemu_tlb_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *pa, unsigned *perms);
+/* Inserts (replacing any entry for the page); an eviction flushes the Unicorn TLB. */
+void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, unsigned perms);
+bool ptemu_walk_cache_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *table_pa);
+void ptemu_walk_cache_insert(struct ptemu_tlb *t, uint64_t va, uint64_t table_pa);
+/* Range-exact invalidation: leaf entries in [start, end), plus walk-cache entries for
+ * pmds overlapping it when tables is set. Flushes Unicorn's TLB if anything went. */
+void ptemu_tlb_invalidate(struct ptemu_tlb *t, uint64_t start, uint64_t end, bool tables);
+/* Applies every posted request and acknowledges it; clears the kick. */
+void ptemu_tlb_apply_requests(struct ptemu_tlb *t);
+/* Mode changes, with the fences of the protocol; entering applies pending requests. */
+void ptemu_tlb_enter_guest(struct ptemu_tlb *t);
+void ptemu_tlb_leave_guest(struct ptemu_tlb *t);
+
+/* Initiator side: posts the flush to every target, kicks those in guest mode and waits
+ * until each has acknowledged or left guest mode. `self` (may be NULL) is the
+ * initiator's own vCPU, flushed directly and serviced while waiting. */
+void ptemu_tlb_shootdown(struct ptemu_tlb **targets, unsigned n, struct ptemu_tlb *self,
+			 uint64_t start, uint64_t end, bool tables);
+
+/* Checker side: does this TLB still map a page in [pfn, pfn + nr), or its walk cache still
+ * point at table_pa? Entries covered by a posted request count as flushed. */
+bool ptemu_tlb_maps_pfn(struct ptemu_tlb *t, uint64_t pfn, uint64_t nr, uint64_t *va);
+bool ptemu_tlb_caches_table(struct ptemu_tlb *t, uint64_t table_pa, uint64_t *va);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,324 @@
+/* Logical TLB, walk cache and shootdown (DESIGN.md section 3). */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ptemu/machine.h>
+#include <ptemu/tlb.h>
+
+int ptemu_tlb_init(struct ptemu_tlb *t, struct ptemu_machine *m)
+{
+	const struct ptemu_arch *a = m->arch;
+
+	memset(t, 0, sizeof(*t));
+	t->machine = m;
+	t->capacity = a->tlb_entries ? a->tlb_entries : 256;
+	t->wc_capacity = a->walk_cache_entries ? a->walk_cache_entries : 16;
+	t->page_shift = a->page_shift;
+	t->pmd_shift = a->level_shift[ptemu_pmd_level(a)];
+	t->nbuckets = 2 * t->capacity;
+	t->entries = calloc(t->capacity, sizeof(*t->entries));
+	t->buckets = malloc(t->nbuckets * sizeof(*t->buckets));
+	t->wc = calloc(t->wc_capacity, sizeof(*t->wc));
+	if (!t->entries || !t->buckets || !t->wc) {
+		ptemu_tlb_destroy(t);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < t->nbuckets; i++)
+		t->buckets[i] = -1;
+	pthread_mutex_init(&t->lock, NULL);
+	return 0;
+}
+
+void ptemu_tlb_destroy(struct ptemu_tlb *t)
+{
+	free(t->entries);
+	free(t->buckets);
+	free(t->wc);
+	t->entries = NULL;
+	t->buckets = NULL;
+	t->wc = NULL;
+}
+
+static unsigned bucket_of(const struct ptemu_tlb *t, uint64_t vpn)
+{
+	return (unsigned)((vpn * 0x9E3779B97F4A7C15ull) >> 32) % t->nbuckets;
+}
+
+static int32_t find(const struct ptemu_tlb *t, uint64_t vpn)
+{
+	for (int32_t i = t->buckets[bucket_of(t, vpn)]; i >= 0; i = t->entries[i].next)
+		if (t->entries[i].vpn == vpn)
+			return i;
+	return -1;
+}
+
+static void unlink_entry(struct ptemu_tlb *t, int32_t idx)
+{
+	int32_t *pp = &t->buckets[bucket_of(t, t->entries[idx].vpn)];
+
+	while (*pp != idx)
+		pp = &t->entries[*pp].next;
+	*pp = t->entries[idx].next;
+	t->entries[idx].valid = false;
+}
+
+bool ptemu_tlb_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *pa, unsigned *perms)
+{
+	int32_t i = find(t, va >> t->page_shift);
+
+	if (i < 0)
+		return false;
+	*pa = t->entries[i].ppn << t->page_shift;
+	*perms = t->entries[i].perms;
+	return true;
+}
+
+void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, unsigned perms)
+{
+	uint64_t vpn = va >> t->page_shift;
+	bool evicted = false;
+	int32_t i;
+
+	pthread_mutex_lock(&t->lock);
+	i = find(t, vpn);
+	if (i < 0) {
+		i = (int32_t)t->fifo;
+		t->fifo = (t->fifo + 1) % t->capacity;
+		if (t->entries[i].valid) {
+			unlink_entry(t, i);
+			evicted = true;
+		}
+		t->entries[i].vpn = vpn;
+		t->entries[i].next = t->buckets[bucket_of(t, vpn)];
+		t->buckets[bucket_of(t, vpn)] = i;
+	} else if (t->entries[i].ppn != pa >> t->page_shift || (t->entries[i].perms & ~perms)) {
+		/* Unicorn may cache the old translation or permissions: drop it. */
+		evicted = true;
+	}
+	t->entries[i].ppn = pa >> t->page_shift;
+	t->entries[i].perms = perms;
+	t->entries[i].valid = true;
+	pthread_mutex_unlock(&t->lock);
+	if (evicted && t->flush_hw)
+		t->flush_hw(t->flush_ctx);
+}
+
+bool ptemu_walk_cache_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *table_pa)
+{
+	uint64_t idx = va >> t->pmd_shift;
+
+	for (unsigned i = 0; i < t->wc_capacity; i++) {
+		if (t->wc[i].valid && t->wc[i].pmd_index == idx) {
+			*table_pa = t->wc[i].table_pa;
+			return true;
+		}
+	}
+	return false;
+}
+
+void ptemu_walk_cache_insert(struct ptemu_tlb *t, uint64_t va, uint64_t table_pa)
+{
+	uint64_t idx = va >> t->pmd_shift;
+	unsigned slot = t->wc_fifo;
+
+	pthread_mutex_lock(&t->lock);
+	for (unsigned i = 0; i < t->wc_capacity; i++) {
+		if (t->wc[i].valid && t->wc[i].pmd_index == idx) {
+			slot = i;
+			break;
+		}
+	}
+	if (slot == t->wc_fifo)
+		t->wc_fifo = (t->wc_fifo + 1) % t->wc_capacity;
+	t->wc[slot] = (struct ptemu_walk_cache_entry){ idx, table_pa, true };
+	pthread_mutex_unlock(&t->lock);
+}
+
+static bool invalidate_locked(struct ptemu_tlb *t, uint64_t start, uint64_t end, bool tables)
+{
+	uint64_t first = start >> t->page_shift, last = (end - 1) >> t->page_shift;
+	bool any = false;
+
+	if (last - first < t->capacity) {
+		for (uint64_t vpn = first; vpn <= last; vpn++) {
+			int32_t i = find(t, vpn);
+
+			if (i >= 0) {
+				unlink_entry(t, i);
+				any = true;
+			}
+		}
+	} else {
+		for (unsigned i = 0; i < t->capacity; i++) {
+			if (t->entries[i].valid && t->entries[i].vpn >= first &&
+			    t->entries[i].vpn <= last) {
+				unlink_entry(t, (int32_t)i);
+				any = true;
+			}
+		}
+	}
+	if (tables) {
+		uint64_t pfirst = start >> t->pmd_shift, plast = (end - 1) >> t->pmd_shift;
+
+		for (unsigned i = 0; i < t->wc_capacity; i++) {
+			if (t->wc[i].valid && t->wc[i].pmd_index >= pfirst && t->wc[i].pmd_index <= plast) {
+				t->wc[i].valid = false;
+				any = true;
+			}
+		}
+	}
+	return any;
+}
+
+void ptemu_tlb_invalidate(struct ptemu_tlb *t, uint64_t start, uint64_t end, bool tables)
+{
+	bool any;
+
+	pthread_mutex_lock(&t->lock);
+	any = invalidate_locked(t, start, end, tables);
+	pthread_mutex_unlock(&t->lock);
+	if (any && t->flush_hw)
+		t->flush_hw(t->flush_ctx);
+}
+
+void ptemu_tlb_apply_requests(struct ptemu_tlb *t)
+{
+	bool any = false;
+	uint64_t gen;
+
+	__atomic_store_n(&t->kick, 0, __ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&t->lock);
+	gen = __atomic_load_n(&t->req_gen, __ATOMIC_SEQ_CST);
+	if (t->flush_all) {
+		for (unsigned i = 0; i < t->capacity; i++)
+			if (t->entries[i].valid) {
+				unlink_entry(t, (int32_t)i);
+				any = true;
+			}
+		for (unsigned i = 0; i < t->wc_capacity; i++)
+			t->wc[i].valid = false;
+		any = true;
+	} else {
+		for (unsigned r = 0; r < t->nranges; r++)
+			any |= invalidate_locked(t, t->ranges[r].start, t->ranges[r].end,
+						 t->ranges[r].tables);
+	}
+	t->nranges = 0;
+	t->flush_all = false;
+	pthread_mutex_unlock(&t->lock);
+	if (any && t->flush_hw)
+		t->flush_hw(t->flush_ctx);
+	__atomic_store_n(&t->ack_gen, gen, __ATOMIC_SEQ_CST);
+}
+
+void ptemu_tlb_enter_guest(struct ptemu_tlb *t)
+{
+	/* Store the mode, fence, then read the requests: an initiator that missed our mode
+	 * change has posted before our read and is applied here. */
+	__atomic_store_n(&t->mode, VCPU_IN_GUEST, __ATOMIC_SEQ_CST);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&t->ack_gen, __ATOMIC_SEQ_CST) != __atomic_load_n(&t->req_gen, __ATOMIC_SEQ_CST))
+		ptemu_tlb_apply_requests(t);
+}
+
+void ptemu_tlb_leave_guest(struct ptemu_tlb *t)
+{
+	__atomic_store_n(&t->mode, VCPU_OUTSIDE_GUEST, __ATOMIC_SEQ_CST);
+}
+
+static uint64_t post_request(struct ptemu_tlb *t, uint64_t start, uint64_t end, bool tables)
+{
+	uint64_t gen;
+
+	pthread_mutex_lock(&t->lock);
+	if (t->nranges == PTEMU_TLB_MAX_RANGES)
+		t->flush_all = true;
+	else
+		t->ranges[t->nranges++] = (struct ptemu_flush_range){ start, end, tables };
+	gen = __atomic_add_fetch(&t->req_gen, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&t->lock);
+	return gen;
+}
+
+void ptemu_tlb_shootdown(struct ptemu_tlb **targets, unsigned n, struct ptemu_tlb *self,
+			 uint64_t start, uint64_t end, bool tables)
+{
+	uint64_t gens[64];
+	bool wait[64];
+
+	for (unsigned i = 0; i < n; i++) {
+		struct ptemu_tlb *t = targets[i];
+
+		wait[i] = false;
+		if (t == self) {
+			ptemu_tlb_invalidate(t, start, end, tables);
+			continue;
+		}
+		gens[i] = post_request(t, start, end, tables);
+		/* Request stored, full fence, then the mode: pairs with enter_guest. */
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		if (__atomic_load_n(&t->mode, __ATOMIC_SEQ_CST) == VCPU_IN_GUEST) {
+			__atomic_store_n(&t->kick, 1, __ATOMIC_SEQ_CST);
+			wait[i] = i < 64;
+		}
+	}
+	for (unsigned i = 0; i < n && i < 64; i++) {
+		struct ptemu_tlb *t = targets[i];
+
+		while (wait[i] && __atomic_load_n(&t->ack_gen, __ATOMIC_SEQ_CST) < gens[i] &&
+		       __atomic_load_n(&t->mode, __ATOMIC_SEQ_CST) == VCPU_IN_GUEST) {
+			/* Never wait with our own requests unserviced: two initiators would
+			 * wait for each other. */
+			if (self && __atomic_load_n(&self->ack_gen, __ATOMIC_SEQ_CST) !=
+					    __atomic_load_n(&self->req_gen, __ATOMIC_SEQ_CST))
+				ptemu_tlb_apply_requests(self);
+			sched_yield();
+		}
+	}
+}
+
+static bool pending_covers(const struct ptemu_tlb *t, uint64_t va, bool table)
+{
+	if (t->flush_all)
+		return true;
+	for (unsigned r = 0; r < t->nranges; r++)
+		if (va >= t->ranges[r].start && va < t->ranges[r].end && (!table || t->ranges[r].tables))
+			return true;
+	return false;
+}
+
+bool ptemu_tlb_maps_pfn(struct ptemu_tlb *t, uint64_t pfn, uint64_t nr, uint64_t *va)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&t->lock);
+	for (unsigned i = 0; i < t->capacity && !found; i++) {
+		const struct ptemu_tlb_entry *e = &t->entries[i];
+
+		if (e->valid && e->ppn >= pfn && e->ppn < pfn + nr &&
+		    !pending_covers(t, e->vpn << t->page_shift, false)) {
+			*va = e->vpn << t->page_shift;
+			found = true;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return found;
+}
+
+bool ptemu_tlb_caches_table(struct ptemu_tlb *t, uint64_t table_pa, uint64_t *va)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&t->lock);
+	for (unsigned i = 0; i < t->wc_capacity && !found; i++) {
+		if (t->wc[i].valid && t->wc[i].table_pa == table_pa &&
+		    !pending_covers(t, t->wc[i].pmd_index << t->pmd_shift, true)) {
+			*va = t->wc[i].pmd_index << t->pmd_shift;
+			found = true;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return found;
+}

@@ -1,0 +1,922 @@
+/* Unicorn vCPUs: one engine and one host thread per vCPU, every TLB miss answered by the
+ * model's walker over the tables in simulated memory, faults and syscalls handled outside
+ * guest mode (DESIGN.md section 2). Also the run around them: processes, the guest ABI's
+ * system calls, and the end of a run. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <capstone/capstone.h>
+#include <unicorn/unicorn.h>
+
+#include <ptemu/check.h>
+#include <ptemu/fault.h>
+#include <ptemu/file.h>
+#include <ptemu/loader.h>
+#include <ptemu/machine.h>
+#include <ptemu/mm.h>
+#include <ptemu/pgtable.h>
+#include <ptemu/phys.h>
+#include <ptemu/rcu.h>
+#include <ptemu/run.h>
+#include <ptemu/tlb.h>
+#include <ptemu/uaccess.h>
+
+#include "../workloads/include/ptemu_abi.h"
+#include "internal.h"
+
+#define MAX_PROCS 16
+#define MAX_VCPUS 16
+#define MAX_FDS 32
+#define MAX_OBJECTS 64
+#define STACK_BYTES (256u << 10)
+/* How long past --seconds a guest may take to notice should_stop before it is ended. */
+#define GRACE_SECONDS 2.0
+
+struct run;
+struct process;
+
+struct vcpu {
+	struct run *run;
+	struct process *proc;
+	unsigned index;		/* within the process */
+	unsigned global;	/* within the run */
+	uc_engine *uc;
+	uc_hook hooks[3];
+	pthread_t thread;
+	bool started;
+	struct ptemu_tlb tlb;
+	struct ptemu_walk_ctx walk;
+	uint64_t walk_va;	/* the address being walked, for the walk cache */
+	uint64_t walk_table;	/* PTE table the current walk entered (walk_raced_detach) */
+	/* What made the last run stop. */
+	bool fault;
+	uint64_t fault_va;
+	unsigned fault_flags;
+	bool syscall;
+	int terminate;		/* atomic: leave at the next block */
+	bool hw_flush_pending;	/* Unicorn's TLB to be flushed at the next block */
+	/* Counters, owner-written. */
+	uint64_t blocks, block_bytes, fills, syscalls, progress;
+};
+
+struct process {
+	struct run *run;
+	unsigned index;
+	struct mm_struct *mm;
+	struct vcpu vcpus[MAX_VCPUS];
+	unsigned nvcpus;
+	int alive;		/* vCPUs still running, atomic */
+	int exit_group;		/* atomic */
+	int exit_code;
+	struct ptemu_file *fds[MAX_FDS];
+	pthread_mutex_t fd_lock;
+};
+
+struct object {
+	uint64_t key;
+	bool shmem;
+	struct ptemu_file *file;
+};
+
+struct run {
+	const struct ptemu_run_config *cfg;
+	struct ptemu_machine *m;
+	struct ptemu_elf_image image;
+	struct process procs[MAX_PROCS];
+	unsigned nprocs;
+	double start, deadline;
+	int stop;		/* atomic: the guests should stop */
+	pthread_mutex_t lock;	/* objects, errors, the log */
+	struct object objects[MAX_OBJECTS];
+	unsigned nobjects;
+	enum ptemu_run_error error;
+	char message[512];
+	uint64_t shootdowns, kicks;
+};
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void run_fail(struct run *r, enum ptemu_run_error e, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void run_fail(struct run *r, enum ptemu_run_error e, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->error == PTEMU_RUN_OK) {
+		r->error = e;
+		va_start(ap, fmt);
+		vsnprintf(r->message, sizeof(r->message), fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&r->lock);
+	__atomic_store_n(&r->stop, 1, __ATOMIC_RELEASE);
+	for (unsigned p = 0; p < r->nprocs; p++)
+		for (unsigned v = 0; v < r->procs[p].nvcpus; v++)
+			__atomic_store_n(&r->procs[p].vcpus[v].terminate, 1, __ATOMIC_RELEASE);
+}
+
+int ptemu_check_unicorn(char *err, size_t errlen)
+{
+	unsigned major, minor;
+
+	uc_version(&major, &minor);
+	if (major > 2 || (major == 2 && minor >= 1))
+		return 0;
+	snprintf(err, errlen, "Unicorn %u.%u found; ptemu needs >= 2.1 (UC_TLB_VIRTUAL and "
+		 "UC_HOOK_TLB_FILL). Run scripts/deps.", major, minor);
+	return -1;
+}
+
+/* ---- TLB hooks of the machine ------------------------------------------------------ */
+
+/* Inside a run (the fill or block hook) Unicorn's TLB is flushed at once; outside one
+ * (a syscall or fault of this vCPU) the flush is left to the first block hook of the next
+ * run, which comes before that block's first access. */
+static void flush_hw(void *ctx)
+{
+	struct vcpu *v = ctx;
+
+	if (__atomic_load_n(&v->tlb.mode, __ATOMIC_RELAXED) == VCPU_IN_GUEST)
+		uc_ctl_flush_tlb(v->uc);
+	else
+		v->hw_flush_pending = true;
+}
+
+static __thread struct vcpu *current_vcpu;
+
+static void run_flush_range(void *ctx, struct mm_struct *mm, uint64_t start, uint64_t end,
+			    bool tables)
+{
+	struct run *r = ctx;
+	struct ptemu_tlb *targets[MAX_VCPUS];
+	unsigned n = 0;
+
+	for (unsigned p = 0; p < r->nprocs; p++) {
+		struct process *pr = &r->procs[p];
+
+		if (pr->mm != mm)
+			continue;
+		for (unsigned i = 0; i < pr->nvcpus; i++)
+			if (pr->vcpus[i].started)
+				targets[n++] = &pr->vcpus[i].tlb;
+	}
+	if (!n)
+		return;
+	__atomic_fetch_add(&r->shootdowns, 1, __ATOMIC_RELAXED);
+	ptemu_tlb_shootdown(targets, n, current_vcpu && current_vcpu->proc->mm == mm ?
+					       &current_vcpu->tlb : NULL,
+			    start, end, tables);
+}
+
+static void run_pages_freed(void *ctx, uint64_t pfn, uint64_t nr)
+{
+	struct run *r = ctx;
+	uint64_t va;
+
+	for (unsigned p = 0; p < r->nprocs; p++)
+		for (unsigned i = 0; i < r->procs[p].nvcpus; i++) {
+			struct vcpu *v = &r->procs[p].vcpus[i];
+
+			if (v->started && ptemu_tlb_maps_pfn(&v->tlb, pfn, nr, &va))
+				ptemu_report(r->m, VIOLATION_TLB_MAPS_FREED_PAGE, pfn << r->m->arch->page_shift,
+					     "page %#" PRIx64 " freed while vCPU %u.%u's TLB maps it at %#" PRIx64,
+					     pfn << r->m->arch->page_shift, p, i, va);
+		}
+}
+
+static void run_table_freed(void *ctx, uint64_t table_pa)
+{
+	struct run *r = ctx;
+	uint64_t va;
+
+	for (unsigned p = 0; p < r->nprocs; p++)
+		for (unsigned i = 0; i < r->procs[p].nvcpus; i++) {
+			struct vcpu *v = &r->procs[p].vcpus[i];
+
+			if (v->started && ptemu_tlb_caches_table(&v->tlb, table_pa, &va))
+				ptemu_report(r->m, VIOLATION_TLB_MAPS_FREED_PAGE, table_pa,
+					     "PTE table %#" PRIx64 " freed while vCPU %u.%u's walk cache "
+					     "points at it for %#" PRIx64, table_pa, p, i, va);
+		}
+}
+
+/* ---- the fill hook ------------------------------------------------------------------ */
+
+/* Walk-cache-aware reader: on a hit, upper levels are not read at all and the pmd level
+ * yields the cached table, exactly what a paging-structure cache does. */
+static uint64_t vcpu_read_entry(const struct ptemu_walk_ctx *ctx, unsigned level, uint64_t table_pa,
+				unsigned index)
+{
+	struct vcpu *v = ctx->opaque;
+	struct ptemu_machine *m = v->run->m;
+	const struct ptemu_arch *a = m->arch;
+	unsigned pmd_level = ptemu_pmd_level(a);
+	uint64_t cached;
+
+	if (level <= pmd_level && ptemu_walk_cache_lookup(&v->tlb, v->walk_va, &cached)) {
+		if (level < pmd_level)
+			return a->mk_table(level, (uint64_t)ptemu_page_size(a) << 4);
+		if (!v->walk_table) {
+			v->walk_table = cached;
+			check_walk_enter(m, cached);
+		}
+		return a->mk_table(level, cached);
+	}
+	check_walk_read(m, table_pa, level, level == ptemu_pte_level(a));
+	uint64_t e = ptemu_entry_load(m, table_pa + (uint64_t)index * a->entry_bytes);
+
+	if (level == pmd_level) {
+		uint64_t t;
+
+		if (a->classify(level, e, &t) == PTEMU_ENTRY_TABLE) {
+			ptemu_walk_cache_insert(&v->tlb, v->walk_va, t);
+			v->walk_table = t;
+			check_walk_enter(m, t);
+		}
+	}
+	return e;
+}
+
+static unsigned to_uc_perms(unsigned p)
+{
+	return (p & PTEMU_PROT_READ ? UC_PROT_READ : 0) | (p & PTEMU_PROT_WRITE ? UC_PROT_WRITE : 0) |
+	       (p & PTEMU_PROT_EXEC ? UC_PROT_EXEC : 0);
+}
+
+static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tlb_entry *result,
+			  void *user)
+{
+	struct vcpu *v = user;
+	struct ptemu_machine *m = v->run->m;
+	const struct ptemu_arch *a = m->arch;
+	uint64_t psize = ptemu_page_size(a);
+	unsigned need = type == UC_MEM_WRITE ? PTEMU_PROT_WRITE :
+			type == UC_MEM_FETCH ? PTEMU_PROT_EXEC : PTEMU_PROT_READ;
+	uint64_t pa;
+	unsigned perms;
+
+	if (ptemu_tlb_lookup(&v->tlb, vaddr, &pa, &perms) && (perms & need)) {
+		result->paddr = pa + (vaddr & (psize - 1));
+		result->perms = to_uc_perms(perms);
+		return true;
+	}
+	/* A logical miss: the only place tables are read by "hardware". */
+	struct ptemu_walk_result res;
+	enum ptemu_access acc = type == UC_MEM_WRITE ? PTEMU_ACCESS_WRITE :
+				type == UC_MEM_FETCH ? PTEMU_ACCESS_FETCH : PTEMU_ACCESS_READ;
+
+	v->fills++;
+	v->progress++;
+	v->walk_va = vaddr;
+	v->walk_table = 0;
+	enum ptemu_walk_fault f = a->hw_walk(&v->walk, v->proc->mm->pgd_pa, vaddr, acc, &res);
+
+	if (v->walk_table)
+		check_walk_leave(m, v->walk_table);
+	ptemu_stat_add(&m->stats, PTEMU_STAT_hw_walks, 1);
+	if (f == PTEMU_WALK_OK && (res.perms & need)) {
+		uint64_t page_pa = res.paddr & ~(psize - 1);
+
+		ptemu_tlb_insert(&v->tlb, vaddr, page_pa, res.perms);
+		result->paddr = page_pa + (vaddr & (psize - 1));
+		result->perms = to_uc_perms(res.perms);
+		return true;
+	}
+	v->fault = true;
+	v->fault_va = vaddr;
+	v->fault_flags = acc == PTEMU_ACCESS_WRITE ? FAULT_FLAG_WRITE :
+			 acc == PTEMU_ACCESS_FETCH ? FAULT_FLAG_INSTRUCTION : 0;
+	return false;
+}
+
+static void block_hook(uc_engine *uc, uint64_t address, uint32_t size, void *user)
+{
+	struct vcpu *v = user;
+
+	v->blocks++;
+	v->block_bytes += size;
+	if (v->hw_flush_pending) {
+		v->hw_flush_pending = false;
+		uc_ctl_flush_tlb(uc);
+	}
+	if (__atomic_load_n(&v->tlb.kick, __ATOMIC_ACQUIRE)) {
+		ptemu_tlb_apply_requests(&v->tlb);
+		/* Leave the run so that chained blocks look their pages up again. */
+		uc_emu_stop(uc);
+	}
+	if (__atomic_load_n(&v->terminate, __ATOMIC_ACQUIRE) ||
+	    __atomic_load_n(&v->proc->exit_group, __ATOMIC_ACQUIRE))
+		uc_emu_stop(uc);
+}
+
+static void intr_hook(uc_engine *uc, uint32_t intno, void *user)
+{
+	struct vcpu *v = user;
+
+	if ((int)intno == v->run->m->arch->isa.syscall_intno) {
+		v->syscall = true;
+		uc_emu_stop(uc);	/* from the vCPU's own thread: safe */
+		return;
+	}
+	run_fail(v->run, PTEMU_RUN_GUEST_ERROR, "process %u vCPU %u: guest exception %u",
+		 v->proc->index, v->index, intno);
+	uc_emu_stop(uc);
+}
+
+/* ---- registers ----------------------------------------------------------------------- */
+
+static uint64_t reg_read(struct vcpu *v, int reg)
+{
+	uint64_t val = 0;
+
+	uc_reg_read(v->uc, reg, &val);
+	if (v->run->m->arch->isa.elf_class == 32)
+		val &= 0xffffffffu;
+	return val;
+}
+
+static void reg_write(struct vcpu *v, int reg, uint64_t val)
+{
+	uc_reg_write(v->uc, reg, &val);
+}
+
+/* ---- the guest's report of a wild access ------------------------------------------------ */
+
+static void describe_insn(struct vcpu *v, uint64_t pc, char *out, size_t n)
+{
+	const struct ptemu_isa *isa = &v->run->m->arch->isa;
+	uint8_t bytes[16];
+	csh cs;
+	cs_insn *insn;
+
+	snprintf(out, n, "(instruction not readable)");
+	if (copy_from_user(v->proc->mm, bytes, pc, sizeof(bytes)) &&
+	    copy_from_user(v->proc->mm, bytes, pc, 4))
+		return;
+	if (cs_open((cs_arch)isa->cs_arch, (cs_mode)isa->cs_mode, &cs) != CS_ERR_OK)
+		return;
+	if (cs_disasm(cs, bytes, sizeof(bytes), pc, 1, &insn) == 1) {
+		snprintf(out, n, "%s %s", insn->mnemonic, insn->op_str);
+		cs_free(insn, 1);
+	}
+	cs_close(&cs);
+}
+
+/* ---- system calls ---------------------------------------------------------------------- */
+
+static struct ptemu_file *object_get(struct run *r, uint64_t key, bool shmem, uint64_t size)
+{
+	struct ptemu_file *f = NULL;
+	uint64_t psize = ptemu_page_size(r->m->arch);
+
+	pthread_mutex_lock(&r->lock);
+	for (unsigned i = 0; i < r->nobjects; i++)
+		if (r->objects[i].key == key && r->objects[i].shmem == shmem)
+			f = r->objects[i].file;
+	if (!f && r->nobjects < MAX_OBJECTS && size && size <= (1ull << 32)) {
+		size = (size + psize - 1) & ~(psize - 1);
+		f = ptemu_file_create(r->m, key, shmem, size, size);
+		if (f)
+			r->objects[r->nobjects++] = (struct object){ key, shmem, f };
+	}
+	if (f)
+		ptemu_file_get(f);
+	pthread_mutex_unlock(&r->lock);
+	return f;
+}
+
+static int64_t fd_install(struct process *p, struct ptemu_file *f)
+{
+	int64_t fd = -PTEMU_EAGAIN;
+
+	pthread_mutex_lock(&p->fd_lock);
+	for (int i = 3; i < MAX_FDS; i++) {
+		if (!p->fds[i]) {
+			p->fds[i] = f;
+			fd = i;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&p->fd_lock);
+	if (fd < 0)
+		ptemu_file_put(f);
+	return fd;
+}
+
+static struct ptemu_file *fd_file(struct process *p, uint64_t fd)
+{
+	return fd < MAX_FDS ? p->fds[fd] : NULL;
+}
+
+/* Returns false when the vCPU must stop (exit). */
+static bool do_syscall(struct vcpu *v)
+{
+	struct run *r = v->run;
+	struct process *p = v->proc;
+	const struct ptemu_isa *isa = &r->m->arch->isa;
+	uint64_t nr = reg_read(v, isa->reg_sysno), a[6];
+	int64_t ret = 0;
+	bool go_on = true;
+
+	for (int i = 0; i < 6; i++)
+		a[i] = reg_read(v, isa->reg_arg[i]);
+	v->syscalls++;
+	v->progress++;
+	switch (nr) {
+	case PTEMU_SYS_exit:
+		return false;
+	case PTEMU_SYS_exit_group:
+		p->exit_code = (int)a[0];
+		__atomic_store_n(&p->exit_group, 1, __ATOMIC_RELEASE);
+		return false;
+	case PTEMU_SYS_write: {
+		char buf[1024];
+		uint64_t len = a[1] < sizeof(buf) ? a[1] : sizeof(buf);
+
+		if (copy_from_user(p->mm, buf, a[0], len)) {
+			ret = -PTEMU_EFAULT;
+			break;
+		}
+		if (r->cfg->log) {
+			pthread_mutex_lock(&r->lock);
+			fprintf(r->cfg->log, "[p%u.v%u] %.*s", p->index, v->index, (int)len, buf);
+			if (len && buf[len - 1] != '\n')
+				fputc('\n', r->cfg->log);
+			pthread_mutex_unlock(&r->lock);
+		}
+		ret = (int64_t)len;
+		break;
+	}
+	case PTEMU_SYS_mmap:
+		if (a[3] & PTEMU_MAP_ANONYMOUS) {
+			ret = do_mmap(p->mm, a[0], a[1], (unsigned)a[2], (unsigned)a[3], NULL, a[5]);
+		} else {
+			struct ptemu_file *f = fd_file(p, a[4]);
+
+			ret = f ? do_mmap(p->mm, a[0], a[1], (unsigned)a[2], (unsigned)a[3], f, a[5])
+				: -PTEMU_EINVAL;
+		}
+		break;
+	case PTEMU_SYS_munmap:
+		ret = do_munmap(p->mm, a[0], a[1]);
+		break;
+	case PTEMU_SYS_mprotect:
+		ret = do_mprotect(p->mm, a[0], a[1], (unsigned)a[2]);
+		break;
+	case PTEMU_SYS_madvise:
+		ret = do_madvise(p->mm, a[0], a[1], (int)a[2]);
+		break;
+	case PTEMU_SYS_shm_open:
+	case PTEMU_SYS_file_open: {
+		struct ptemu_file *f = object_get(r, a[0], nr == PTEMU_SYS_shm_open, a[1]);
+
+		ret = f ? fd_install(p, f) : -PTEMU_ENOMEM;
+		break;
+	}
+	case PTEMU_SYS_ftruncate: {
+		struct ptemu_file *f = fd_file(p, a[0]);
+
+		ret = f ? shmem_truncate(f, a[1]) : -PTEMU_EINVAL;
+		break;
+	}
+	case PTEMU_SYS_punch_hole: {
+		struct ptemu_file *f = fd_file(p, a[0]);
+
+		ret = f ? shmem_punch_hole(f, a[1], a[2]) : -PTEMU_EINVAL;
+		break;
+	}
+	case PTEMU_SYS_gettid:
+		ret = ptemu_current()->id;
+		break;
+	case PTEMU_SYS_vcpu_id:
+		ret = v->index;
+		break;
+	case PTEMU_SYS_yield:
+		sched_yield();
+		break;
+	case PTEMU_SYS_clock:
+		ret = (int64_t)((now() - r->start) * 1e9);
+		break;
+	case PTEMU_SYS_thp_mapped: {
+		pmd_t *pmd;
+
+		down_read(&p->mm->mmap_lock);
+		pmd = mm_find_pmd(p->mm, a[0]);
+		ret = pmd && pmd_trans_huge(pmdp_get_lockless(pmd));
+		up_read(&p->mm->mmap_lock);
+		break;
+	}
+	case PTEMU_SYS_report:
+		ptemu_report(r->m, VIOLATION_DATA_MISMATCH, a[1],
+			     "guest process %u vCPU %u: %#" PRIx64 " holds %#" PRIx64 ", expected %#" PRIx64,
+			     p->index, v->index, a[1], a[3], a[2]);
+		break;
+	case PTEMU_SYS_wait_khugepaged:
+		ret = -PTEMU_ENOSYS;	/* no khugepaged in this run */
+		break;
+	case PTEMU_SYS_should_stop:
+		ret = __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) || now() >= r->deadline ||
+		      ptemu_should_stop(r->m);
+		break;
+	case PTEMU_SYS_param:
+		ret = a[0] == PTEMU_PARAM_seed ? (int64_t)r->cfg->seed :
+		      a[0] == PTEMU_PARAM_pmd_size ? (int64_t)ptemu_pmd_size(r->m->arch) :
+		      a[0] == PTEMU_PARAM_page_size ? (int64_t)ptemu_page_size(r->m->arch) :
+		      a[0] == PTEMU_PARAM_ops ? (int64_t)r->cfg->ops : -PTEMU_EINVAL;
+		break;
+	default:
+		ret = -PTEMU_ENOSYS;
+		break;
+	}
+	check_op_end("syscall");
+	reg_write(v, isa->reg_ret, (uint64_t)ret);
+	return go_on;
+}
+
+/* ---- the vCPU ----------------------------------------------------------------------- */
+
+static int vcpu_create_engine(struct vcpu *v)
+{
+	struct run *r = v->run;
+	const struct ptemu_arch *a = r->m->arch;
+	uc_err e;
+
+	e = uc_open((uc_arch)a->isa.uc_arch, (uc_mode)a->isa.uc_mode, &v->uc);
+	if (e != UC_ERR_OK)
+		return -1;
+	if (uc_ctl_tlb_mode(v->uc, UC_TLB_VIRTUAL) != UC_ERR_OK ||
+	    uc_mem_map_ptr(v->uc, 0, phys_size(r->m->phys), UC_PROT_ALL, phys_base(r->m->phys)) ||
+	    uc_ctl_exits_enable(v->uc) != UC_ERR_OK)
+		return -1;
+	/* Every hook before the first run: they are compiled into translated blocks. */
+	if (uc_hook_add(v->uc, &v->hooks[0], UC_HOOK_TLB_FILL, (void *)tlb_fill_hook, v, 1, 0) ||
+	    uc_hook_add(v->uc, &v->hooks[1], UC_HOOK_BLOCK, (void *)block_hook, v, 1, 0) ||
+	    uc_hook_add(v->uc, &v->hooks[2], UC_HOOK_INTR, (void *)intr_hook, v, 1, 0))
+		return -1;
+	if (a->isa.cpu_init && a->isa.cpu_init(v->uc))
+		return -1;
+	return 0;
+}
+
+/* Faults a range in for writing (MAP_POPULATE). Unicorn 2.1.1's s390x block instructions
+ * (MVC, XC, CLC) crash the host when their TLB fill is refused, so memory they use
+ * without the guest choosing to (stack, image) must never fault. */
+static int populate(struct mm_struct *mm, uint64_t start, uint64_t len)
+{
+	uint64_t psize = ptemu_page_size(mm->machine->arch);
+	uint64_t word;
+
+	for (uint64_t a = start & ~(psize - 1); a < start + len; a += psize)
+		if (copy_from_user(mm, &word, a, sizeof(word)) ||
+		    copy_to_user(mm, a, &word, sizeof(word)))
+			return -1;
+	return 0;
+}
+
+/* Maps the vCPU's stack and sets the start-up registers of the guest ABI. */
+static int vcpu_setup(struct vcpu *v)
+{
+	const struct ptemu_isa *isa = &v->run->m->arch->isa;
+	struct process *p = v->proc;
+	int64_t stack = do_mmap(p->mm, 0, STACK_BYTES, PTEMU_PROT_READ | PTEMU_PROT_WRITE,
+				PTEMU_MAP_PRIVATE | PTEMU_MAP_ANONYMOUS, NULL, 0);
+
+	if (stack < 0 || populate(p->mm, (uint64_t)stack, STACK_BYTES))
+		return -1;
+	reg_write(v, isa->reg_sp, (uint64_t)stack + STACK_BYTES - 64 - isa->stack_reserve - isa->stack_bias);
+	reg_write(v, isa->reg_arg[0], v->index);
+	reg_write(v, isa->reg_arg[1], p->nvcpus);
+	reg_write(v, isa->reg_arg[2], p->index);
+	reg_write(v, isa->reg_arg[3], v->run->nprocs);
+	reg_write(v, isa->reg_pc, v->run->image.entry);
+	return 0;
+}
+
+static void vcpu_wild_access(struct vcpu *v, uint64_t pc, unsigned ret)
+{
+	char insn[128];
+
+	describe_insn(v, pc, insn, sizeof(insn));
+	run_fail(v->run, PTEMU_RUN_GUEST_ERROR,
+		 "process %u vCPU %u: %s %s at %#" PRIx64 " (%s), pc %#" PRIx64 ": %s",
+		 v->proc->index, v->index, ret & VM_FAULT_SIGBUS ? "bus error" : "segmentation fault",
+		 v->fault_flags & FAULT_FLAG_WRITE ? "writing" :
+		 v->fault_flags & FAULT_FLAG_INSTRUCTION ? "executing" : "reading",
+		 v->fault_va, ret & VM_FAULT_OOM ? "out of memory" : "no mapping allows it", pc, insn);
+}
+
+static void vcpu_loop(struct vcpu *v)
+{
+	struct run *r = v->run;
+	const struct ptemu_isa *isa = &r->m->arch->isa;
+
+	for (;;) {
+		if (__atomic_load_n(&v->terminate, __ATOMIC_ACQUIRE) ||
+		    __atomic_load_n(&v->proc->exit_group, __ATOMIC_ACQUIRE))
+			return;
+		uint64_t pc = reg_read(v, isa->reg_pc);
+
+		v->fault = false;
+		v->syscall = false;
+		ptemu_tlb_enter_guest(&v->tlb);
+		uc_err e = uc_emu_start(v->uc, pc, 0, 0, 0);
+
+		ptemu_tlb_leave_guest(&v->tlb);
+		if (v->fault) {
+			pc = reg_read(v, isa->reg_pc);
+			unsigned ret = ptemu_user_fault(v->proc->mm, v->fault_va, v->fault_flags);
+
+			check_op_end("fault");
+			if (ret & VM_FAULT_ERROR) {
+				vcpu_wild_access(v, pc, ret);
+				return;
+			}
+			continue;	/* restart at the faulting instruction */
+		}
+		if (v->syscall) {
+			pc = reg_read(v, isa->reg_pc);
+			if (!isa->pc_after_syscall)
+				pc += isa->syscall_insn_bytes;
+			reg_write(v, isa->reg_pc, pc);
+			if (!do_syscall(v))
+				return;
+			continue;
+		}
+		if (e != UC_ERR_OK) {
+			pc = reg_read(v, isa->reg_pc);
+			char insn[128];
+
+			describe_insn(v, pc, insn, sizeof(insn));
+			run_fail(r, PTEMU_RUN_GUEST_ERROR, "process %u vCPU %u: %s at pc %#" PRIx64 ": %s",
+				 v->proc->index, v->index, uc_strerror(e), pc, insn);
+			return;
+		}
+	}
+}
+
+static void process_exit(struct process *p)
+{
+	/* The last vCPU out tears the address space down (exit_mmap). */
+	if (__atomic_sub_fetch(&p->alive, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	for (int i = 0; i < MAX_FDS; i++)
+		if (p->fds[i])
+			ptemu_file_put(p->fds[i]);
+	mm_audit_counters(p->mm);
+	mm_destroy(p->mm);
+	p->mm = NULL;
+}
+
+static void *vcpu_main(void *arg)
+{
+	struct vcpu *v = arg;
+	char name[32];
+
+	snprintf(name, sizeof(name), "vcpu-%u.%u", v->proc->index, v->index);
+	ptemu_thread_register(v->run->m, name);
+	current_vcpu = v;
+	vcpu_loop(v);
+	/* Stop being a shootdown target before the engine goes. */
+	__atomic_store_n(&v->tlb.mode, VCPU_OUTSIDE_GUEST, __ATOMIC_SEQ_CST);
+	current_vcpu = NULL;
+	process_exit(v->proc);
+	ptemu_thread_unregister();
+	return NULL;
+}
+
+/* ---- the run ---------------------------------------------------------------------------- */
+
+/* Maps the image's loadable segments as private memory and copies them in. */
+static int load_image(struct run *r, struct process *p)
+{
+	const struct ptemu_arch *a = r->m->arch;
+	uint64_t psize = ptemu_page_size(a);
+	uint64_t mapped_end = 0;
+
+	for (unsigned i = 0; i < r->image.nsegments; i++) {
+		const struct ptemu_elf_segment *s = &r->image.segments[i];
+		uint64_t start = s->vaddr & ~(psize - 1);
+		uint64_t end = (s->vaddr + s->memsz + psize - 1) & ~(psize - 1);
+
+		/* A page shared with the previous segment is already mapped. */
+		if (start < mapped_end)
+			start = mapped_end;
+		if (start < end &&
+		    do_mmap(p->mm, start, end - start, PTEMU_PROT_READ | PTEMU_PROT_WRITE,
+			    PTEMU_MAP_PRIVATE | PTEMU_MAP_ANONYMOUS | PTEMU_MAP_FIXED, NULL, 0) < 0)
+			return -1;
+		if (s->filesz && copy_to_user(p->mm, s->vaddr, s->data, s->filesz))
+			return -1;
+		if (populate(p->mm, s->vaddr, s->memsz))
+			return -1;
+		if (end > mapped_end)
+			mapped_end = end;
+	}
+	/* Then the segments' own protections (code is never writable: no self-modifying code). */
+	for (unsigned i = 0; i < r->image.nsegments; i++) {
+		const struct ptemu_elf_segment *s = &r->image.segments[i];
+		uint64_t start = s->vaddr & ~(psize - 1);
+		uint64_t end = (s->vaddr + s->memsz + psize - 1) & ~(psize - 1);
+		unsigned prot = s->prot;
+
+		for (unsigned j = 0; j < r->image.nsegments; j++) {
+			const struct ptemu_elf_segment *o = &r->image.segments[j];
+
+			if (j != i && (o->vaddr & ~(psize - 1)) < end &&
+			    ((o->vaddr + o->memsz + psize - 1) & ~(psize - 1)) > start)
+				prot |= o->prot;	/* shared pages get both */
+		}
+		if (do_mprotect(p->mm, start, end - start, prot))
+			return -1;
+	}
+	return 0;
+}
+
+enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_machine **machine_out,
+			       struct ptemu_run_result *res)
+{
+	struct run *r = calloc(1, sizeof(*r));
+	struct ptemu_machine_config mc = {
+		.arch = cfg->arch,
+		.phys_bytes = cfg->phys_bytes,
+		.check_mode = cfg->check_mode,
+		.inject = cfg->inject,
+	};
+	char err[256];
+	enum ptemu_run_error status;
+
+	memset(res, 0, sizeof(*res));
+	*machine_out = NULL;
+	if (!r) {
+		snprintf(res->message, sizeof(res->message), "out of host memory");
+		return res->error = PTEMU_RUN_INTERNAL;
+	}
+	r->cfg = cfg;
+	pthread_mutex_init(&r->lock, NULL);
+	if (ptemu_check_unicorn(err, sizeof(err))) {
+		snprintf(res->message, sizeof(res->message), "%s", err);
+		free(r);
+		return res->error = PTEMU_RUN_INTERNAL;
+	}
+	if (!cfg->procs || cfg->procs > MAX_PROCS || !cfg->vcpus || cfg->vcpus > MAX_VCPUS) {
+		snprintf(res->message, sizeof(res->message), "--procs and --vcpus must be in 1..%d",
+			 MAX_VCPUS);
+		free(r);
+		return res->error = PTEMU_RUN_BAD_INPUT;
+	}
+	if (!cfg->arch->isa.reg_sysno && !cfg->arch->isa.reg_pc) {
+		snprintf(res->message, sizeof(res->message),
+			 "model %s has no guest ISA support yet", cfg->arch->name);
+		free(r);
+		return res->error = PTEMU_RUN_BAD_INPUT;
+	}
+	if (ptemu_elf_load(cfg->image_path, cfg->arch->isa.elf_machine, cfg->arch->isa.elf_class,
+			   &r->image, err, sizeof(err))) {
+		snprintf(res->message, sizeof(res->message), "%s", err);
+		free(r);
+		return res->error = PTEMU_RUN_BAD_INPUT;
+	}
+	r->m = ptemu_machine_create(&mc, err, sizeof(err));
+	if (!r->m) {
+		snprintf(res->message, sizeof(res->message), "%s", err);
+		ptemu_elf_free(&r->image);
+		free(r);
+		return res->error = PTEMU_RUN_BAD_INPUT;
+	}
+	*machine_out = r->m;
+	r->m->tlb = (struct ptemu_tlb_ops){
+		.flush_range = run_flush_range,
+		.pages_freed = run_pages_freed,
+		.table_freed = run_table_freed,
+		.ctx = r,
+	};
+	ptemu_thread_register(r->m, "main");
+	r->start = now();
+	r->deadline = r->start + cfg->seconds;
+	r->nprocs = cfg->procs;
+
+	/* Processes: an mm each, the image loaded, the vCPUs' engines and stacks. */
+	for (unsigned pi = 0; pi < r->nprocs && r->error == PTEMU_RUN_OK; pi++) {
+		struct process *p = &r->procs[pi];
+
+		p->run = r;
+		p->index = pi;
+		p->nvcpus = cfg->vcpus;
+		pthread_mutex_init(&p->fd_lock, NULL);
+		p->mm = mm_alloc(r->m);
+		if (!p->mm || load_image(r, p)) {
+			run_fail(r, PTEMU_RUN_INTERNAL, "process %u: cannot load %s into the model "
+				 "(out of simulated memory?)", pi, cfg->image_path);
+			break;
+		}
+		for (unsigned vi = 0; vi < p->nvcpus; vi++) {
+			struct vcpu *v = &p->vcpus[vi];
+
+			v->run = r;
+			v->proc = p;
+			v->index = vi;
+			v->global = pi * cfg->vcpus + vi;
+			v->walk.read_entry = vcpu_read_entry;
+			v->walk.opaque = v;
+			if (ptemu_tlb_init(&v->tlb, r->m) || vcpu_create_engine(v) || vcpu_setup(v)) {
+				run_fail(r, PTEMU_RUN_INTERNAL, "process %u vCPU %u: cannot set up "
+					 "the Unicorn engine", pi, vi);
+				break;
+			}
+			v->tlb.flush_hw = flush_hw;
+			v->tlb.flush_ctx = v;
+		}
+	}
+	/* Start every vCPU, then watch the clock. */
+	for (unsigned pi = 0; pi < r->nprocs && r->error == PTEMU_RUN_OK; pi++) {
+		struct process *p = &r->procs[pi];
+
+		for (unsigned vi = 0; vi < p->nvcpus; vi++) {
+			p->vcpus[vi].started = true;
+			__atomic_add_fetch(&p->alive, 1, __ATOMIC_ACQ_REL);
+			if (pthread_create(&p->vcpus[vi].thread, NULL, vcpu_main, &p->vcpus[vi])) {
+				p->vcpus[vi].started = false;
+				__atomic_sub_fetch(&p->alive, 1, __ATOMIC_ACQ_REL);
+				run_fail(r, PTEMU_RUN_INTERNAL, "cannot start a vCPU thread");
+				break;
+			}
+		}
+	}
+	for (;;) {
+		bool any = false;
+
+		for (unsigned pi = 0; pi < r->nprocs; pi++)
+			any |= __atomic_load_n(&r->procs[pi].alive, __ATOMIC_ACQUIRE) > 0;
+		if (!any)
+			break;
+		double t = now();
+
+		if (t >= r->deadline)
+			__atomic_store_n(&r->stop, 1, __ATOMIC_RELEASE);
+		if (t >= r->deadline + GRACE_SECONDS)
+			run_fail(r, PTEMU_RUN_GUEST_ERROR, "the guest did not stop within %.0f s of "
+				 "the end of the run (it must poll should_stop)", GRACE_SECONDS);
+		struct timespec ts = { 0, 5 * 1000 * 1000 };
+
+		nanosleep(&ts, NULL);
+	}
+	/* Every thread first: an exiting process still checks the others' TLBs. */
+	for (unsigned pi = 0; pi < r->nprocs; pi++)
+		for (unsigned vi = 0; vi < r->procs[pi].nvcpus; vi++)
+			if (r->procs[pi].vcpus[vi].started)
+				pthread_join(r->procs[pi].vcpus[vi].thread, NULL);
+	for (unsigned pi = 0; pi < r->nprocs; pi++) {
+		struct process *p = &r->procs[pi];
+
+		for (unsigned vi = 0; vi < p->nvcpus; vi++) {
+			struct vcpu *v = &p->vcpus[vi];
+
+			res->instructions += v->block_bytes / 4;
+			res->blocks += v->blocks;
+			res->tlb_fills += v->fills;
+			res->syscalls += v->syscalls;
+			if (v->uc)
+				uc_close(v->uc);
+			ptemu_tlb_destroy(&v->tlb);
+		}
+		if (p->mm) {
+			/* Never started: tear down here. */
+			for (int i = 0; i < MAX_FDS; i++)
+				if (p->fds[i])
+					ptemu_file_put(p->fds[i]);
+			mm_destroy(p->mm);
+		}
+		res->exit_codes[pi] = p->exit_code;
+		pthread_mutex_destroy(&p->fd_lock);
+	}
+	r->m->tlb = (struct ptemu_tlb_ops){ 0 };
+	for (unsigned i = 0; i < r->nobjects; i++)
+		ptemu_file_put(r->objects[i].file);
+	rcu_barrier();
+	check_leaks(r->m, 0);
+	ptemu_thread_unregister();
+	res->elapsed = now() - r->start;
+	res->shootdowns = r->shootdowns;
+	res->error = r->error;
+	snprintf(res->message, sizeof(res->message), "%s", r->message);
+	status = r->error;
+	ptemu_elf_free(&r->image);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+	return status;
+}
