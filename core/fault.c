@@ -6,6 +6,7 @@
 
 #include <ptemu/check.h>
 #include <ptemu/fault.h>
+#include <ptemu/inject.h>
 #include <ptemu/file.h>
 #include <ptemu/machine.h>
 #include <ptemu/mm.h>
@@ -274,7 +275,8 @@ static unsigned handle_pte_fault(struct vm_fault *vmf)
 		}
 		vmf->orig_pte = ptep_get(vmf->pte);
 		if (a->pte_none(vmf->orig_pte.val)) {
-			pte_unmap(vmf->pte);
+			if (!ptemu_injected(vmf->m, INJECT_SKIP_PTE_UNMAP))
+				pte_unmap(vmf->pte);
 			vmf->pte = NULL;
 		}
 	}

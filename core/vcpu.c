@@ -613,7 +613,7 @@ static void vcpu_wild_access(struct vcpu *v, uint64_t pc, unsigned ret)
 
 	describe_insn(v, pc, insn, sizeof(insn));
 	run_fail(v->run, PTEMU_RUN_GUEST_ERROR,
-		 "process %u vCPU %u: %s %s at %#" PRIx64 " (%s), pc %#" PRIx64 ": %s",
+		 "process %u vCPU %u: %s %s the page at 0x%" PRIx64 " (%s), pc 0x%" PRIx64 ": %s",
 		 v->proc->index, v->index, ret & VM_FAULT_SIGBUS ? "bus error" : "segmentation fault",
 		 v->fault_flags & FAULT_FLAG_WRITE ? "writing" :
 		 v->fault_flags & FAULT_FLAG_INSTRUCTION ? "executing" : "reading",

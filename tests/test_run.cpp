@@ -1,0 +1,193 @@
+// Guest runs on Unicorn: every workload on arm64 and s390, bad input, wild accesses,
+// and an injected bug in the fault path.
+#include "fixture.h"
+
+#include <ptemu/run.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <tuple>
+
+#ifndef PTEMU_WORKLOAD_DIR
+#error "PTEMU_WORKLOAD_DIR must name the built images"
+#endif
+#ifndef PTEMU_CLI
+#error "PTEMU_CLI must name the ptemu program"
+#endif
+
+namespace {
+
+std::string image(const char *arch, const char *workload)
+{
+	const ptemu_arch *a = ptemu_arch_find(arch);
+	return std::string(PTEMU_WORKLOAD_DIR) + "/" + a->isa.workload_dir + "/" + workload + ".elf";
+}
+
+struct GuestRunHolder {
+	GuestRunHolder(const char *arch, const char *workload, unsigned procs, unsigned vcpus, double seconds,
+	    ptemu_injection inject = INJECT_NONE, const char *path = nullptr)
+	{
+		path_ = path ? path : image(arch, workload);
+		cfg.arch = ptemu_arch_find(arch);
+		cfg.image_path = path_.c_str();
+		cfg.workload = workload;
+		cfg.procs = procs;
+		cfg.vcpus = vcpus;
+		cfg.seconds = seconds;
+		cfg.seed = 7;
+		cfg.inject = inject;
+		cfg.phys_bytes = 128ull << 20;
+		error = ptemu_run(&cfg, &m, &res);
+	}
+	~GuestRunHolder() { ptemu_machine_destroy(m); }
+	uint64_t count(ptemu_violation_kind k) const { return m ? check_kind_count(m, k) : 0; }
+	uint64_t stat(ptemu_stat s) const { return m ? ptemu_stat_get(&m->stats, s) : 0; }
+	std::string describe() const
+	{
+		std::string out = res.message;
+		if (!m)
+			return out;
+		size_t n;
+		const ptemu_violation *v = check_violations(m, &n);
+		for (size_t i = 0; i < n && i < 5; i++)
+			out += std::string("\n") + ptemu_violation_name(v[i].kind) + ": " + v[i].message;
+		return out;
+	}
+
+	std::string path_;
+	ptemu_run_config cfg{};
+	ptemu_machine *m = nullptr;
+	ptemu_run_result res{};
+	ptemu_run_error error;
+};
+
+using Shape = std::tuple<const char *, const char *, unsigned, unsigned>;
+
+class Workload : public testing::TestWithParam<Shape> {};
+
+std::string ShapeName(const testing::TestParamInfo<Shape> &info)
+{
+	std::string s = std::string(std::get<0>(info.param)) + "_" + std::get<1>(info.param) + "_" +
+			std::to_string(std::get<2>(info.param)) + "x" +
+			std::to_string(std::get<3>(info.param));
+	for (char &c : s)
+		if (c == '-')
+			c = '_';
+	return s;
+}
+
+int run_cli(const std::string &args, std::string *out)
+{
+	std::string cmd = std::string(PTEMU_CLI) + " " + args + " 2>&1";
+	FILE *p = popen(cmd.c_str(), "r");
+	char buf[4096];
+	out->clear();
+	while (p && fgets(buf, sizeof(buf), p))
+		*out += buf;
+	int st = p ? pclose(p) : -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+} // namespace
+
+TEST_P(Workload, RunsCleanWithFaultsAndFillsAndVerifiedData)
+{
+	auto [arch, workload, procs, vcpus] = GetParam();
+	GuestRunHolder r(arch, workload, procs, vcpus, 0.6);
+	ASSERT_EQ(r.error, PTEMU_RUN_OK) << r.describe();
+	EXPECT_EQ(check_violation_count(r.m), 0u) << r.describe();
+	EXPECT_GT(r.stat(PTEMU_STAT_faults), 0u);
+	EXPECT_GT(r.res.tlb_fills, 0u);
+	EXPECT_GT(r.res.syscalls, 0u);
+	for (unsigned p = 0; p < procs; p++)
+		EXPECT_EQ(r.res.exit_codes[p], 0) << "process " << p;
+	EXPECT_EQ(phys_stats(r.m->phys).pages_allocated, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+	Guests, Workload,
+	testing::Combine(testing::Values("arm64", "s390"),
+			 testing::Values("shmem-stress", "munmap-race", "mprotect-race",
+					 "dontneed-race", "truncate-race"),
+			 testing::Values(1u, 2u), testing::Values(1u, 2u)),
+	ShapeName);
+
+TEST(GuestRun, WildAccessEndsTheRunWithWhereAndWhat)
+{
+	for (const char *arch : {"arm64", "s390"}) {
+		GuestRunHolder r(arch, "wild-access", 1, 1, 2.0);
+		EXPECT_EQ(r.error, PTEMU_RUN_GUEST_ERROR) << arch;
+		std::string msg = r.res.message;
+		EXPECT_NE(msg.find("process 0 vCPU 0"), std::string::npos) << msg;
+		EXPECT_NE(msg.find("segmentation fault writing the page at 0x0 "), std::string::npos) << msg;
+		EXPECT_NE(msg.find("pc 0x4"), std::string::npos) << msg;
+		// The faulting instruction, disassembled: a store on either ISA.
+		EXPECT_TRUE(msg.find(": str") != std::string::npos || msg.find(": mv") != std::string::npos ||
+			    msg.find(": st") != std::string::npos)
+			<< msg;
+		EXPECT_EQ(check_violation_count(r.m), 0u) << r.describe();
+	}
+}
+
+TEST(GuestRun, MalformedImageIsBadInput)
+{
+	std::string path = testing::TempDir() + "ptemu-not-elf";
+	std::ofstream(path) << "this is not an ELF file";
+	GuestRunHolder r("arm64", "shmem-stress", 1, 1, 1.0, INJECT_NONE, path.c_str());
+	EXPECT_EQ(r.error, PTEMU_RUN_BAD_INPUT);
+	EXPECT_NE(std::string(r.res.message).find("not an ELF"), std::string::npos) << r.res.message;
+	std::remove(path.c_str());
+}
+
+TEST(GuestRun, ImageOfAnotherIsaIsBadInput)
+{
+	std::string s390 = image("s390", "shmem-stress");
+	GuestRunHolder r("arm64", "shmem-stress", 1, 1, 1.0, INJECT_NONE, s390.c_str());
+	EXPECT_EQ(r.error, PTEMU_RUN_BAD_INPUT);
+	EXPECT_NE(std::string(r.res.message).find("machine"), std::string::npos) << r.res.message;
+}
+
+TEST(GuestRun, SkippedPteUnmapInTheFaultPathIsCaught)
+{
+	for (const char *arch : {"arm64", "s390"}) {
+		GuestRunHolder r(arch, "munmap-race", 1, 1, 0.5, INJECT_SKIP_PTE_UNMAP);
+		EXPECT_GT(r.count(VIOLATION_RCU_IMBALANCE) + r.count(VIOLATION_MAP_UNMAP_IMBALANCE), 0u)
+			<< arch << ": " << r.describe();
+	}
+}
+
+TEST(Cli, BadNamesAndValuesExitTwoWithTheValidChoices)
+{
+	std::string out;
+	EXPECT_EQ(run_cli("run --arch vax", &out), 2);
+	EXPECT_NE(out.find("arm64"), std::string::npos) << out;
+	EXPECT_EQ(run_cli("run --workload nope", &out), 2);
+	EXPECT_NE(out.find("shmem-stress"), std::string::npos) << out;
+	EXPECT_EQ(run_cli("run --procs 0", &out), 2);
+	EXPECT_NE(out.find("1..16"), std::string::npos) << out;
+	EXPECT_EQ(run_cli("run --seconds banana", &out), 2);
+	EXPECT_EQ(run_cli("run --inject s390-reuse-pending-half --arch arm64", &out), 2);
+	EXPECT_EQ(run_cli("frobnicate", &out), 2);
+	EXPECT_EQ(run_cli("run --image /nonexistent/x.elf --arch arm64", &out), 2);
+	EXPECT_NE(out.find("/nonexistent/x.elf"), std::string::npos) << out;
+}
+
+TEST(Cli, RunJsonReportsTheSummary)
+{
+	std::string out;
+	EXPECT_EQ(run_cli("run --arch s390 --procs 2 --vcpus 1 --seconds 0.5 --quiet --json -", &out), 0)
+		<< out;
+	for (const char *key : {"\"arch\":\"s390\"", "\"workload\":\"shmem-stress\"",
+				"\"result\":\"clean\"", "\"tlb_fills\":", "\"faults\":",
+				"\"pte_map_failures\":", "\"violations\":[]"})
+		EXPECT_NE(out.find(key), std::string::npos) << key << " in " << out;
+}
+
+TEST(Cli, WildAccessExitsThree)
+{
+	std::string out;
+	EXPECT_EQ(run_cli("run --arch arm64 --workload wild-access --procs 1 --quiet", &out), 3) << out;
+	EXPECT_NE(out.find("segmentation fault"), std::string::npos) << out;
+}

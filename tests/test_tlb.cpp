@@ -1,0 +1,176 @@
+// The logical TLB, the walk cache and the shootdown protocol, without Unicorn.
+#include "fixture.h"
+
+#include <ptemu/tlb.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+using namespace ptemu_test;
+
+namespace {
+
+struct Tlb : MachineHolder {
+	Tlb() : MachineHolder("arm64")
+	{
+		EXPECT_EQ(ptemu_tlb_init(&t, m), 0);
+		t.flush_hw = [](void *c) { static_cast<std::atomic<int> *>(c)->fetch_add(1); };
+		t.flush_ctx = &hw_flushes;
+	}
+	~Tlb() { ptemu_tlb_destroy(&t); }
+	bool has(uint64_t va)
+	{
+		uint64_t pa;
+		unsigned perms;
+		return ptemu_tlb_lookup(&t, va, &pa, &perms);
+	}
+	ptemu_tlb t;
+	std::atomic<int> hw_flushes{0};
+};
+
+const uint64_t kPage = 4096;
+
+} // namespace
+
+TEST(LogicalTlb, FlushedRangeIsRefilledAndNothingOutsideIt)
+{
+	Tlb x;
+	for (uint64_t i = 0; i < 100; i++)
+		ptemu_tlb_insert(&x.t, i * kPage, (1000 + i) * kPage, PTEMU_PROT_READ);
+	EXPECT_EQ(x.hw_flushes.load(), 0);
+	ptemu_tlb_invalidate(&x.t, 10 * kPage, 20 * kPage, false);
+	EXPECT_EQ(x.hw_flushes.load(), 1);  // Unicorn's copy goes whole
+	for (uint64_t i = 0; i < 100; i++)
+		EXPECT_EQ(x.has(i * kPage + 123), i < 10 || i >= 20) << i;
+	uint64_t pa;
+	unsigned perms;
+	ASSERT_TRUE(ptemu_tlb_lookup(&x.t, 42 * kPage, &pa, &perms));
+	EXPECT_EQ(pa, 1042 * kPage);
+	// Refill after the flush.
+	ptemu_tlb_insert(&x.t, 15 * kPage, 7 * kPage, PTEMU_PROT_READ | PTEMU_PROT_WRITE);
+	ASSERT_TRUE(ptemu_tlb_lookup(&x.t, 15 * kPage, &pa, &perms));
+	EXPECT_EQ(pa, 7 * kPage);
+	EXPECT_EQ(perms, (unsigned)(PTEMU_PROT_READ | PTEMU_PROT_WRITE));
+	// An empty range flushes nothing, not even Unicorn's copy.
+	ptemu_tlb_invalidate(&x.t, 500 * kPage, 600 * kPage, false);
+	EXPECT_EQ(x.hw_flushes.load(), 1);
+}
+
+TEST(LogicalTlb, FifoEvictionFlushesUnicornsCopy)
+{
+	Tlb x;
+	unsigned cap = x.t.capacity;
+	for (uint64_t i = 0; i < cap; i++)
+		ptemu_tlb_insert(&x.t, i * kPage, i * kPage, PTEMU_PROT_READ);
+	EXPECT_EQ(x.hw_flushes.load(), 0);
+	ptemu_tlb_insert(&x.t, cap * kPage, 0, PTEMU_PROT_READ);
+	EXPECT_EQ(x.hw_flushes.load(), 1);
+	EXPECT_FALSE(x.has(0));  // the oldest went
+	EXPECT_TRUE(x.has(1 * kPage));
+	EXPECT_TRUE(x.has(cap * kPage));
+	// Fewer permissions for a cached page: Unicorn may hold the old ones.
+	ptemu_tlb_insert(&x.t, 5 * kPage, 5 * kPage, 0);
+	EXPECT_EQ(x.hw_flushes.load(), 2);
+}
+
+TEST(LogicalTlb, WalkCacheEntryIsUsedUntilTablesAreInvalidated)
+{
+	Tlb x;
+	const uint64_t pmd = 2ull << 20;
+	uint64_t table;
+	ptemu_walk_cache_insert(&x.t, 3 * pmd + 5 * kPage, 0xabc000);
+	ASSERT_TRUE(ptemu_walk_cache_lookup(&x.t, 3 * pmd + 99 * kPage, &table));
+	EXPECT_EQ(table, 0xabc000u);
+	EXPECT_FALSE(ptemu_walk_cache_lookup(&x.t, 4 * pmd, &table));
+	ptemu_tlb_invalidate(&x.t, 3 * pmd, 4 * pmd, false);  // leaf-only: the cache stays
+	EXPECT_TRUE(ptemu_walk_cache_lookup(&x.t, 3 * pmd, &table));
+	uint64_t va;
+	EXPECT_TRUE(ptemu_tlb_caches_table(&x.t, 0xabc000, &va));
+	ptemu_tlb_invalidate(&x.t, 3 * pmd + kPage, 3 * pmd + 2 * kPage, true);
+	EXPECT_FALSE(ptemu_walk_cache_lookup(&x.t, 3 * pmd, &table));
+	EXPECT_FALSE(ptemu_tlb_caches_table(&x.t, 0xabc000, &va));
+}
+
+TEST(LogicalTlb, PostedRequestCountsAsFlushedForTheChecker)
+{
+	Tlb x;
+	ptemu_tlb_insert(&x.t, 8 * kPage, 77 * kPage, PTEMU_PROT_READ);
+	uint64_t va;
+	EXPECT_TRUE(ptemu_tlb_maps_pfn(&x.t, 77, 1, &va));
+	EXPECT_EQ(va, 8 * kPage);
+	// The vCPU is outside guest mode: the initiator posts and does not wait.
+	ptemu_tlb *target = &x.t;
+	ptemu_tlb_shootdown(&target, 1, nullptr, 8 * kPage, 9 * kPage, false);
+	EXPECT_FALSE(ptemu_tlb_maps_pfn(&x.t, 77, 1, &va));
+	EXPECT_TRUE(x.has(8 * kPage));  // not applied yet...
+	ptemu_tlb_enter_guest(&x.t);    // ...until it re-enters
+	EXPECT_FALSE(x.has(8 * kPage));
+	EXPECT_EQ(x.t.ack_gen, x.t.req_gen);
+	ptemu_tlb_leave_guest(&x.t);
+}
+
+// Many initiators; two vCPUs that stay in guest mode (polling kicks as the block hook does)
+// and one stuck outside it (in a syscall or fault, never polling). Every flush has reached
+// the in-guest vCPUs when its initiator returns (no lost flush), and nobody waits for the
+// one outside (no deadlock).
+TEST(Shootdown, NoLostFlushUnderConcurrentInitiatorsAndNoDeadlock)
+{
+	MachineHolder h("arm64");
+	const int kIn = 2, kInitiators = 3, kRounds = 300;
+	std::vector<ptemu_tlb> tlbs(kIn + 1);
+	for (auto &t : tlbs)
+		ASSERT_EQ(ptemu_tlb_init(&t, h.m), 0);
+	for (int i = 0; i < kIn; i++)
+		for (uint64_t p = 0; p < (uint64_t)kInitiators * kRounds; p++)
+			ptemu_tlb_insert(&tlbs[i], p * kPage, p * kPage, PTEMU_PROT_READ);
+	std::atomic<bool> done{false};
+	std::vector<std::thread> vcpus;
+	for (int i = 0; i < kIn; i++) {
+		vcpus.emplace_back([&, i] {
+			ptemu_tlb *t = &tlbs[i];
+			ptemu_tlb_enter_guest(t);
+			while (!done)
+				if (__atomic_load_n(&t->kick, __ATOMIC_ACQUIRE))
+					ptemu_tlb_apply_requests(t);
+			ptemu_tlb_leave_guest(t);
+		});
+	}
+	auto still_maps = [&](int i, uint64_t va) {
+		bool found = false;
+		pthread_mutex_lock(&tlbs[i].lock);
+		for (unsigned e = 0; e < tlbs[i].capacity; e++)
+			found |= tlbs[i].entries[e].valid && tlbs[i].entries[e].vpn == va / kPage;
+		pthread_mutex_unlock(&tlbs[i].lock);
+		return found;
+	};
+	std::atomic<int> lost{0};
+	std::vector<std::thread> inits;
+	for (int k = 0; k < kInitiators; k++) {
+		inits.emplace_back([&, k] {
+			std::vector<ptemu_tlb *> targets;
+			for (auto &t : tlbs)
+				targets.push_back(&t);
+			for (int r = 0; r < kRounds; r++) {
+				uint64_t va = (uint64_t)(k * kRounds + r) * kPage;
+				ptemu_tlb_shootdown(targets.data(), (unsigned)targets.size(), nullptr, va,
+						    va + kPage, false);
+				for (int i = 0; i < kIn; i++)
+					lost += still_maps(i, va);
+			}
+		});
+	}
+	for (auto &t : inits)
+		t.join();
+	done = true;
+	for (auto &t : vcpus)
+		t.join();
+	EXPECT_EQ(lost.load(), 0);
+	// The vCPU that was outside applies everything when it enters.
+	ptemu_tlb &outside = tlbs[kIn];
+	EXPECT_LT(outside.ack_gen, outside.req_gen);
+	ptemu_tlb_enter_guest(&outside);
+	EXPECT_EQ(outside.ack_gen, outside.req_gen);
+	for (auto &t : tlbs)
+		ptemu_tlb_destroy(&t);
+}
