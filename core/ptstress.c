@@ -191,9 +191,22 @@ static void retract_one(struct stress *s, uint64_t addr)
 	__atomic_fetch_add(&s->res.retracts, 1, __ATOMIC_RELAXED);
 }
 
+/* Between a map and its lock: give the retractor the core now and then, so that the
+ * window pte_offset_map_lock's re-check guards is hit even on a loaded machine. */
+static void widen_map_lock_window(void *ctx, struct mm_struct *mm, void *pmdp)
+{
+	unsigned *n = ctx;
+
+	if ((__atomic_add_fetch(n, 1, __ATOMIC_RELAXED) & 7) == 0)
+		sched_yield();
+}
+
 int ptemu_pt_stress(struct ptemu_machine *m, const struct ptemu_pt_stress_config *cfg,
 		    struct ptemu_pt_stress_result *res)
 {
+	struct ptemu_test_hooks saved = m->test_hooks;
+	unsigned window_calls = 0;
+
 	struct stress s = { .m = m, .cfg = cfg };
 	struct worker *w;
 	uint64_t rng = cfg->seed ^ 0xA5A5A5A5DEADBEEFull;
@@ -218,6 +231,8 @@ int ptemu_pt_stress(struct ptemu_machine *m, const struct ptemu_pt_stress_config
 		errno = ENOMEM;
 		return -1;
 	}
+	if (!m->test_hooks.map_before_lock)
+		m->test_hooks = (struct ptemu_test_hooks){ widen_map_lock_window, &window_calls };
 	s.workers_left = (int)cfg->workers;
 	for (; started < cfg->workers; started++) {
 		w[started] = (struct worker){ .s = &s, .index = started };
@@ -234,6 +249,7 @@ int ptemu_pt_stress(struct ptemu_machine *m, const struct ptemu_pt_stress_config
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(w[i].tid, NULL);
 	free(w);
+	m->test_hooks = saved;
 
 	/* Teardown: every table returns to the allocator once the callbacks have run. */
 	mm_destroy(s.mm);

@@ -46,17 +46,23 @@ class Stress : public testing::TestWithParam<const char *> {};
 
 TEST_P(Stress, CorrectProtocolIsCleanAndTheRacesHappen)
 {
-	const uint64_t seed = base_seed();
 	MachineHolder h(GetParam());
 	ptemu_pt_stress_config cfg{};
 	cfg.workers = 3;
 	cfg.tables = 4;
-	cfg.seed = seed;
-	cfg.seconds = 3.0;
+	cfg.seconds = 1.5;
 	ptemu_pt_stress_result r{};
-	ASSERT_EQ(ptemu_pt_stress(h.m, &cfg, &r), 0);
-	SCOPED_TRACE(replay_hint(GetParam(), seed, "none"));
-	EXPECT_EQ(h.violations(), 0u) << h.describe();
+	// Free-running: on a loaded machine one round may miss a window; a few seeded rounds
+	// (bounded) must hit all of them, and every round must be clean.
+	for (int round = 0; round < 4; round++) {
+		cfg.seed = base_seed() + round;
+		SCOPED_TRACE(replay_hint(GetParam(), cfg.seed, "none"));
+		ASSERT_EQ(ptemu_pt_stress(h.m, &cfg, &r), 0);
+		ASSERT_EQ(h.violations(), 0u) << h.describe();
+		if (h.stat(PTEMU_STAT_pte_map_failures) && h.stat(PTEMU_STAT_pmd_recheck_retries) &&
+		    h.stat(PTEMU_STAT_detach_with_reader))
+			break;
+	}
 	EXPECT_GT(r.locked_updates, 0u);
 	EXPECT_GT(r.lockless_reads, 0u);
 	EXPECT_GT(r.retracts, 0u);
