@@ -653,7 +653,7 @@ void mm_destroy(struct mm_struct *mm)
 		zap_page_range_single(vma, vma->vm_start, vma->vm_end);
 	}
 	/* Every vCPU of the mm has stopped: walk caches are flushed with the tables. */
-	flush_tlb_range(mm, 0, 1ull << m->arch->va_bits, true);
+	flush_tlb_mm(mm);
 	free_level(mm, mm->pgd_pa, 0);
 	for (size_t i = 0; i < mm->nr_vmas; i++)
 		vma_free(mm->vmas[i]);

@@ -491,6 +491,11 @@ void flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end, bool fr
 		m->tlb.flush_range(m->tlb.ctx, mm, start, end, freed_tables);
 }
 
+void flush_tlb_mm(struct mm_struct *mm)
+{
+	flush_tlb_range(mm, 0, 1ull << mm->machine->arch->va_bits, true);
+}
+
 pmd_t pmdp_collapse_flush(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp)
 {
 	struct ptemu_machine *m = mm->machine;

@@ -177,6 +177,7 @@ static void run_flush_range(void *ctx, struct mm_struct *mm, uint64_t start, uin
 	}
 	if (!n)
 		return;
+	tables |= r->m->arch->range_flush_drops_walk_cache;
 	__atomic_fetch_add(&r->shootdowns, 1, __ATOMIC_RELAXED);
 	ptemu_tlb_shootdown(targets, n, current_vcpu && current_vcpu->proc->mm == mm ?
 					       &current_vcpu->tlb : NULL,

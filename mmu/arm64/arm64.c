@@ -350,6 +350,7 @@ static enum ptemu_walk_fault arm64_39_hw_walk(const struct ptemu_walk_ctx *ctx,
 	.flush_waits_for_walks = true,					\
 	.walker_is_rcu_reader = false,					\
 	.retract_flush = PTEMU_RETRACT_FLUSH_RANGE,			\
+	.range_flush_drops_walk_cache = true,				\
 	.tlb_entries = 1024,						\
 	.walk_cache_entries = 64,					\
 	.isa = {							\

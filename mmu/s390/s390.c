@@ -612,6 +612,7 @@ const struct ptemu_arch ptemu_arch_s390 = {
 	.flush_waits_for_walks = true,	/* IDTE completes only after walks in flight */
 	.walker_is_rcu_reader = false,
 	.retract_flush = PTEMU_RETRACT_FLUSH_RANGE,
+	.range_flush_drops_walk_cache = true,
 	.tlb_entries = 1024,
 	.walk_cache_entries = 64,
 	.model_injections = 1u << INJECT_S390_REUSE_PENDING_HALF,

@@ -159,6 +159,9 @@ struct ptemu_arch {
 	bool flush_waits_for_walks;	/* arm64 TLBI+DSB, s390 IDTE wait for walks in flight */
 	bool walker_is_rcu_reader;	/* sparc64 TSB miss, ppc hash_page: IRQs off */
 	enum ptemu_retract_flush retract_flush;
+	/* flush_tlb_range also drops walk-cache entries for the range, table or not (arm64's
+	 * TLBI by VA is not leaf-only; s390 flushes the whole ASCE). */
+	bool range_flush_drops_walk_cache;
 	unsigned tlb_entries;		/* logical TLB capacity */
 	unsigned walk_cache_entries;
 

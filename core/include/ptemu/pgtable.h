@@ -103,6 +103,8 @@ void pte_free_defer(struct mm_struct *mm, uint64_t table_pa);
  * (the model's retract_flush). Caller holds pmd lock and, when distinct, the ptl. */
 pmd_t pmdp_collapse_flush(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp);
 void flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end, bool freed_tables);
+/* Everything the mm's vCPUs cache: TLB entries and walk caches. */
+void flush_tlb_mm(struct mm_struct *mm);
 
 /* ---- building blocks for the models' allocators ---------------------------------- */
 /* A fresh page for PTE tables: PG_table, ptl initialised, every slot none. 0 on OOM. */
