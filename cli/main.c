@@ -1,5 +1,6 @@
 /* ptemu: the command-line program. */
 #include <errno.h>
+#include <unistd.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -7,6 +8,7 @@
 #include <string.h>
 
 #include <ptemu/arch.h>
+#include <ptemu/bench.h>
 #include <ptemu/check.h>
 #include <ptemu/inject.h>
 #include <ptemu/machine.h>
@@ -24,6 +26,9 @@ static const char usage_text[] =
 	"  run [options]           run a guest workload on Unicorn vCPUs over a model\n"
 	"  stress [options]        page-table stress of the core: workers map, lock and update\n"
 	"                          PTEs while a retractor detaches tables and frees them by RCU\n"
+	"  bench overhead [--arch A[,B]] [--seconds S] [--json FILE|-]\n"
+	"                          shmem-stress through ptemu and on bare Unicorn with an\n"
+	"                          identity TLB fill: throughput ratio and logical-miss cost\n"
 	"  list arches|workloads|injections|violations\n"
 	"  help                    this text\n"
 	"  version\n"
@@ -35,7 +40,9 @@ static const char usage_text[] =
 	"  --procs P               guest processes sharing the workload's objects, 1..16 (default 2)\n"
 	"  --vcpus N               vCPUs per process, 1..16 (default 1)\n"
 	"  --seconds S             time bound, 0.1..3600 (default 3)\n"
-	"  --ops N                 operations bound passed to the guest (default none)\n"
+	"  --ops N                 each vCPU stops after N operations of its workload (default:\n"
+	"                          until --seconds); a guest that ignores both is ended\n"
+	"  --watchdog S            report a hang when no vCPU progresses for S s (default 10)\n"
 	"  --seed N, --inject NAME, --fail-fast, --memory MIB, --json FILE|-  as for stress\n"
 	"  --quiet                 do not print the guests' output (stderr otherwise)\n"
 	"\n"
@@ -253,7 +260,7 @@ static void print_violation_kinds(FILE *out, const struct ptemu_machine *m)
 /* Options shared by run and stress. */
 enum { OPT_ARCH = 256, OPT_SECONDS, OPT_SEED, OPT_INJECT, OPT_FAIL_FAST, OPT_MEMORY, OPT_JSON,
        OPT_WORKERS, OPT_TABLES, OPT_WORKLOAD, OPT_IMAGE, OPT_PROCS, OPT_VCPUS, OPT_OPS,
-       OPT_QUIET, OPT_HELP };
+       OPT_QUIET, OPT_WATCHDOG, OPT_HELP };
 
 #define COMMON_LONGOPTS                                                   \
 	{ "arch", required_argument, NULL, OPT_ARCH },                    \
@@ -469,12 +476,14 @@ static int cmd_run(int argc, char **argv)
 		{ "vcpus", required_argument, NULL, OPT_VCPUS },
 		{ "ops", required_argument, NULL, OPT_OPS },
 		{ "quiet", no_argument, NULL, OPT_QUIET },
+		{ "watchdog", required_argument, NULL, OPT_WATCHDOG },
 		{ 0 },
 	};
 	struct common_opts co = { .arch_list = "all", .seconds = 3, .seed = 1, .memory = 256 };
 	struct stress_opts arches = { 0 };
 	const char *workload = "shmem-stress", *image = NULL;
 	uint64_t procs = 2, vcpus = 1, ops = 0;
+	double watchdog = 10;
 	bool quiet = false;
 	int c, rc, status = EXIT_CLEAN;
 	FILE *json = NULL, *summary = stdout;
@@ -514,6 +523,10 @@ static int cmd_run(int argc, char **argv)
 		case OPT_QUIET:
 			quiet = true;
 			break;
+		case OPT_WATCHDOG:
+			if (!parse_seconds(optarg, &watchdog))
+				return usage_error("--watchdog: '%s' is not a number in 0.1..3600", optarg);
+			break;
 		case OPT_HELP:
 			fputs(usage_text, stdout);
 			return EXIT_CLEAN;
@@ -550,6 +563,7 @@ static int cmd_run(int argc, char **argv)
 			.check_mode = co.fail_fast ? PTEMU_CHECK_FAIL_FAST : PTEMU_CHECK_CONTINUE,
 			.phys_bytes = co.memory << 20,
 			.log = quiet ? NULL : stderr,
+			.watchdog_seconds = watchdog,
 		};
 		struct ptemu_run_result r;
 		struct ptemu_machine *m;
@@ -600,6 +614,13 @@ static int cmd_run(int argc, char **argv)
 				r.syscalls, r.shootdowns);
 			json_run_tail(json, m);
 		}
+		if (r.hung) {
+			/* Stuck vCPU threads still use the machine: report and leave now. */
+			if (json)
+				fprintf(json, "]}\n");
+			fflush(NULL);
+			_exit(EXIT_VIOLATIONS);
+		}
 		if (m)
 			ptemu_machine_destroy(m);
 	}
@@ -609,6 +630,94 @@ static int cmd_run(int argc, char **argv)
 			fclose(json);
 	}
 	return status;
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+	static const struct option longopts[] = { COMMON_LONGOPTS, { 0 } };
+	struct common_opts co = { .arch_list = "all", .seconds = 3, .seed = 1, .memory = 256 };
+	struct stress_opts arches = { 0 };
+	FILE *json = NULL, *summary = stdout;
+	int c, rc;
+
+	if (argc < 2 || strcmp(argv[1], "overhead")) {
+		fprintf(stderr, "ptemu: bench what? 'overhead' (latency comes with khugepaged)\n");
+		return EXIT_USAGE;
+	}
+	optind = 2;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		rc = common_option(c, optarg, &co);
+		if (rc == 0)
+			continue;
+		if (rc != 1)
+			return rc;
+		if (c == OPT_HELP) {
+			fputs(usage_text, stdout);
+			return EXIT_CLEAN;
+		}
+		return usage_error("%s", "bad option for 'bench overhead'");
+	}
+	if (parse_arches(co.arch_list, &arches, true))
+		return EXIT_USAGE;
+	if (co.json) {
+		if (!(json = open_json(co.json, &summary)))
+			return EXIT_USAGE;
+		fprintf(json, "{\"overhead\":[");
+	}
+	for (unsigned i = 0; i < arches.narches; i++) {
+		const struct ptemu_arch *a = arches.arches[i];
+		const char *dir = getenv("PTEMU_WORKLOAD_DIR");
+		char path[4096];
+		struct ptemu_run_config cfg = {
+			.arch = a, .workload = "shmem-stress", .procs = 1, .vcpus = 1,
+			.seconds = co.seconds, .seed = co.seed, .phys_bytes = co.memory << 20,
+			.time_fills = true,
+		};
+		struct ptemu_run_result r;
+		struct ptemu_bench_bare_result bare;
+		struct ptemu_machine *m;
+
+		snprintf(path, sizeof(path), "%s/%s/shmem-stress.elf", dir ? dir : PTEMU_WORKLOAD_DIR,
+			 a->isa.workload_dir);
+		cfg.image_path = path;
+		fprintf(stderr, "ptemu: %s: shmem-stress through ptemu, %.1f s...\n", a->name, co.seconds);
+		if (ptemu_run(&cfg, &m, &r) != PTEMU_RUN_OK) {
+			fprintf(stderr, "ptemu: %s: %s\n", a->name, r.message);
+			if (m)
+				ptemu_machine_destroy(m);
+			return EXIT_INTERNAL;
+		}
+		ptemu_machine_destroy(m);
+		fprintf(stderr, "ptemu: %s: the same image on bare Unicorn, %.1f s...\n", a->name, co.seconds);
+		if (ptemu_bench_bare(a, path, co.seconds, co.seed, &bare)) {
+			fprintf(stderr, "ptemu: %s: bare run: %s\n", a->name, bare.error);
+			return EXIT_INTERNAL;
+		}
+		double ops_ptemu = 16.0 * (double)r.polls / r.elapsed;
+		double ops_bare = 16.0 * (double)bare.polls / bare.elapsed;
+		double miss = r.misses_timed ? (double)r.miss_ns / (double)r.misses_timed : 0;
+		double fill = bare.fills ? (double)bare.fill_ns / (double)bare.fills : 0;
+
+		fprintf(summary,
+			"%-9s ops/s ptemu=%.0f bare=%.0f ratio=%.2f (target >= 0.8) | "
+			"ns per fill: logical miss=%.0f identity=%.0f ratio=%.2f (target <= 2) | "
+			"fills ptemu=%" PRIu64 " bare=%" PRIu64 " instructions/s ptemu=%.0f\n",
+			a->name, ops_ptemu, ops_bare, ops_ptemu / ops_bare, miss, fill, miss / fill,
+			r.tlb_fills, bare.fills, (double)r.instructions / r.elapsed);
+		fflush(summary);
+		if (json)
+			fprintf(json, "%s{\"arch\":\"%s\",\"ops_per_s_ptemu\":%.0f,\"ops_per_s_bare\":%.0f,"
+				"\"throughput_ratio\":%.3f,\"miss_ns\":%.1f,\"identity_fill_ns\":%.1f,"
+				"\"miss_ratio\":%.3f,\"fills_ptemu\":%" PRIu64 ",\"fills_bare\":%" PRIu64 "}",
+				i ? "," : "", a->name, ops_ptemu, ops_bare, ops_ptemu / ops_bare, miss, fill,
+				miss / fill, r.tlb_fills, bare.fills);
+	}
+	if (json) {
+		fprintf(json, "]}\n");
+		if (json != stdout)
+			fclose(json);
+	}
+	return EXIT_CLEAN;
 }
 
 int main(int argc, char **argv)
@@ -631,5 +740,7 @@ int main(int argc, char **argv)
 		return cmd_stress(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "run"))
 		return cmd_run(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "bench"))
+		return cmd_bench(argc - 1, argv + 1);
 	return usage_error("unknown command '%s'", argv[1]);
 }

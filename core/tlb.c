@@ -85,11 +85,18 @@ void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, unsigned pe
 	i = find(t, vpn);
 	if (i < 0) {
 		i = (int32_t)t->fifo;
-		t->fifo = (t->fifo + 1) % t->capacity;
+		/* Full: evict the oldest eighth at once, so that Unicorn's whole-TLB flush is
+		 * paid once per capacity/8 misses rather than on every miss. */
 		if (t->entries[i].valid) {
-			unlink_entry(t, i);
+			for (unsigned k = 0; k < t->capacity / 8 + 1; k++) {
+				unsigned j = (t->fifo + k) % t->capacity;
+
+				if (t->entries[j].valid)
+					unlink_entry(t, (int32_t)j);
+			}
 			evicted = true;
 		}
+		t->fifo = (t->fifo + 1) % t->capacity;
 		t->entries[i].vpn = vpn;
 		t->entries[i].next = t->buckets[bucket_of(t, vpn)];
 		t->buckets[bucket_of(t, vpn)] = i;

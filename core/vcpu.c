@@ -54,6 +54,7 @@ struct vcpu {
 	struct ptemu_tlb tlb;
 	struct ptemu_walk_ctx walk;
 	uint64_t walk_va;	/* the address being walked, for the walk cache */
+	uint64_t walk_cached;	/* its walk-cache hit (a PTE table), 0 on a miss */
 	uint64_t walk_table;	/* PTE table the current walk entered (walk_raced_detach) */
 	/* What made the last run stop. */
 	bool fault;
@@ -62,9 +63,15 @@ struct vcpu {
 	bool syscall;
 	int terminate;		/* atomic: leave at the next block */
 	bool hw_flush_pending;	/* Unicorn's TLB to be flushed at the next block */
-	/* Counters, owner-written. */
-	uint64_t blocks, block_bytes, fills, syscalls, progress;
+	/* Counters, owner-written; read by the watchdog. */
+	uint64_t blocks, block_bytes, fills, syscalls, progress, polls, miss_ns, misses_timed;
+	/* What the vCPU is doing, for the watchdog's report. */
+	int activity;		/* enum vcpu_activity, atomic */
+	uint64_t activity_arg;	/* syscall number or fault address */
+	struct ptemu_thread *thread_rec;
 };
+
+enum vcpu_activity { ACT_STARTING, ACT_GUEST, ACT_SYSCALL, ACT_FAULT, ACT_EXITED };
 
 struct process {
 	struct run *run;
@@ -227,16 +234,15 @@ static uint64_t vcpu_read_entry(const struct ptemu_walk_ctx *ctx, unsigned level
 	struct ptemu_machine *m = v->run->m;
 	const struct ptemu_arch *a = m->arch;
 	unsigned pmd_level = ptemu_pmd_level(a);
-	uint64_t cached;
 
-	if (level <= pmd_level && ptemu_walk_cache_lookup(&v->tlb, v->walk_va, &cached)) {
+	if (level <= pmd_level && v->walk_cached) {
 		if (level < pmd_level)
 			return a->mk_table(level, (uint64_t)ptemu_page_size(a) << 4);
 		if (!v->walk_table) {
-			v->walk_table = cached;
-			check_walk_enter(m, cached);
+			v->walk_table = v->walk_cached;
+			check_walk_enter(m, v->walk_cached);
 		}
-		return a->mk_table(level, cached);
+		return a->mk_table(level, v->walk_cached);
 	}
 	check_walk_read(m, table_pa, level, level == ptemu_pte_level(a));
 	uint64_t e = ptemu_entry_load(m, table_pa + (uint64_t)index * a->entry_bytes);
@@ -277,7 +283,12 @@ static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 		return true;
 	}
 	/* A logical miss: the only place tables are read by "hardware". */
+	struct timespec t0;
 	struct ptemu_walk_result res;
+	bool timed = v->run->cfg->time_fills;
+
+	if (timed)
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 	enum ptemu_access acc = type == UC_MEM_WRITE ? PTEMU_ACCESS_WRITE :
 				type == UC_MEM_FETCH ? PTEMU_ACCESS_FETCH : PTEMU_ACCESS_READ;
 
@@ -285,17 +296,25 @@ static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 	v->progress++;
 	v->walk_va = vaddr;
 	v->walk_table = 0;
+	if (!ptemu_walk_cache_lookup(&v->tlb, vaddr, &v->walk_cached))
+		v->walk_cached = 0;
 	enum ptemu_walk_fault f = a->hw_walk(&v->walk, v->proc->mm->pgd_pa, vaddr, acc, &res);
 
 	if (v->walk_table)
 		check_walk_leave(m, v->walk_table);
-	ptemu_stat_add(&m->stats, PTEMU_STAT_hw_walks, 1);
 	if (f == PTEMU_WALK_OK && (res.perms & need)) {
 		uint64_t page_pa = res.paddr & ~(psize - 1);
 
 		ptemu_tlb_insert(&v->tlb, vaddr, page_pa, res.perms);
 		result->paddr = page_pa + (vaddr & (psize - 1));
 		result->perms = to_uc_perms(res.perms);
+		if (timed) {
+			struct timespec t1;
+
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			v->miss_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll + (t1.tv_nsec - t0.tv_nsec));
+			v->misses_timed++;
+		}
 		return true;
 	}
 	v->fault = true;
@@ -310,6 +329,7 @@ static void block_hook(uc_engine *uc, uint64_t address, uint32_t size, void *use
 	struct vcpu *v = user;
 
 	v->blocks++;
+	v->progress++;
 	v->block_bytes += size;
 	if (v->hw_flush_pending) {
 		v->hw_flush_pending = false;
@@ -372,7 +392,7 @@ static void describe_insn(struct vcpu *v, uint64_t pc, char *out, size_t n)
 	if (cs_open((cs_arch)isa->cs_arch, (cs_mode)isa->cs_mode, &cs) != CS_ERR_OK)
 		return;
 	if (cs_disasm(cs, bytes, sizeof(bytes), pc, 1, &insn) == 1) {
-		snprintf(out, n, "%s %s", insn->mnemonic, insn->op_str);
+		snprintf(out, n, "%.31s %.80s", insn->mnemonic, insn->op_str);
 		cs_free(insn, 1);
 	}
 	cs_close(&cs);
@@ -531,6 +551,7 @@ static bool do_syscall(struct vcpu *v)
 		ret = -PTEMU_ENOSYS;	/* no khugepaged in this run */
 		break;
 	case PTEMU_SYS_should_stop:
+		v->polls++;
 		ret = __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) || now() >= r->deadline ||
 		      ptemu_should_stop(r->m);
 		break;
@@ -634,12 +655,16 @@ static void vcpu_loop(struct vcpu *v)
 
 		v->fault = false;
 		v->syscall = false;
+		__atomic_store_n(&v->activity, ACT_GUEST, __ATOMIC_RELAXED);
 		ptemu_tlb_enter_guest(&v->tlb);
 		uc_err e = uc_emu_start(v->uc, pc, 0, 0, 0);
 
 		ptemu_tlb_leave_guest(&v->tlb);
 		if (v->fault) {
 			pc = reg_read(v, isa->reg_pc);
+			v->activity_arg = v->fault_va;
+			__atomic_store_n(&v->activity, ACT_FAULT, __ATOMIC_RELAXED);
+			v->progress++;
 			unsigned ret = ptemu_user_fault(v->proc->mm, v->fault_va, v->fault_flags);
 
 			check_op_end("fault");
@@ -654,6 +679,8 @@ static void vcpu_loop(struct vcpu *v)
 			if (!isa->pc_after_syscall)
 				pc += isa->syscall_insn_bytes;
 			reg_write(v, isa->reg_pc, pc);
+			v->activity_arg = reg_read(v, isa->reg_sysno);
+			__atomic_store_n(&v->activity, ACT_SYSCALL, __ATOMIC_RELAXED);
 			if (!do_syscall(v))
 				return;
 			continue;
@@ -689,9 +716,10 @@ static void *vcpu_main(void *arg)
 	char name[32];
 
 	snprintf(name, sizeof(name), "vcpu-%u.%u", v->proc->index, v->index);
-	ptemu_thread_register(v->run->m, name);
+	v->thread_rec = ptemu_thread_register(v->run->m, name);
 	current_vcpu = v;
 	vcpu_loop(v);
+	__atomic_store_n(&v->activity, ACT_EXITED, __ATOMIC_RELEASE);
 	/* Stop being a shootdown target before the engine goes. */
 	__atomic_store_n(&v->tlb.mode, VCPU_OUTSIDE_GUEST, __ATOMIC_SEQ_CST);
 	current_vcpu = NULL;
@@ -746,6 +774,50 @@ static int load_image(struct run *r, struct process *p)
 			return -1;
 	}
 	return 0;
+}
+
+static uint64_t run_progress(struct run *r)
+{
+	uint64_t sum = 0;
+
+	for (unsigned p = 0; p < r->nprocs; p++)
+		for (unsigned i = 0; i < r->procs[p].nvcpus; i++)
+			sum += __atomic_load_n(&r->procs[p].vcpus[i].progress, __ATOMIC_RELAXED);
+	return sum;
+}
+
+/* The hang report: what every vCPU was doing and which locks it held. The records are
+ * read racily on purpose: the threads are stuck, or this is only a snapshot. */
+static void report_hang(struct run *r, double seconds)
+{
+	static const char *const what[] = { "starting", "in guest mode", "in syscall",
+					    "in a fault", "exited" };
+	char buf[1024];
+	size_t n = 0;
+
+	for (unsigned p = 0; p < r->nprocs; p++) {
+		for (unsigned i = 0; i < r->procs[p].nvcpus && n < sizeof(buf) - 1; i++) {
+			struct vcpu *v = &r->procs[p].vcpus[i];
+			int act = __atomic_load_n(&v->activity, __ATOMIC_RELAXED);
+			struct ptemu_thread *t = v->thread_rec;
+
+			n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%u.%u %s", n ? "; " : "", p,
+					      i, what[act]);
+			if ((act == ACT_SYSCALL || act == ACT_FAULT) && n < sizeof(buf) - 1)
+				n += (size_t)snprintf(buf + n, sizeof(buf) - n, " %#" PRIx64, v->activity_arg);
+			if (t && act != ACT_EXITED) {
+				for (int l = 0; l < t->nr_held && n < sizeof(buf) - 1; l++)
+					n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s",
+							      l ? "," : " holding ",
+							      ptemu_lock_class_name(t->held[l].lclass));
+				if (t->rcu_depth && n < sizeof(buf) - 1)
+					n += (size_t)snprintf(buf + n, sizeof(buf) - n, " rcu %d", t->rcu_depth);
+			}
+		}
+	}
+	ptemu_report(r->m, VIOLATION_HANG, 0, "no vCPU made progress for %.0f s: %s", seconds, buf);
+	if (r->cfg->log)
+		fprintf(r->cfg->log, "ptemu: hang: %s\n", buf);
 }
 
 enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_machine **machine_out,
@@ -858,6 +930,10 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 			}
 		}
 	}
+	double watchdog = cfg->watchdog_seconds > 0 ? cfg->watchdog_seconds : 10.0;
+	double last_change = now(), ending = 0;
+	uint64_t last_progress = 0;
+
 	for (;;) {
 		bool any = false;
 
@@ -866,12 +942,33 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		if (!any)
 			break;
 		double t = now();
+		uint64_t progress = run_progress(r);
 
+		if (progress != last_progress) {
+			last_progress = progress;
+			last_change = t;
+		}
 		if (t >= r->deadline)
 			__atomic_store_n(&r->stop, 1, __ATOMIC_RELEASE);
-		if (t >= r->deadline + GRACE_SECONDS)
+		if (!ending && t >= r->deadline + GRACE_SECONDS) {
 			run_fail(r, PTEMU_RUN_GUEST_ERROR, "the guest did not stop within %.0f s of "
 				 "the end of the run (it must poll should_stop)", GRACE_SECONDS);
+			ending = t;
+		}
+		if (!ending && t - last_change >= watchdog) {
+			report_hang(r, t - last_change);
+			run_fail(r, PTEMU_RUN_GUEST_ERROR, "hang: no progress for %.0f s", t - last_change);
+			ending = t;
+		}
+		if (ending && t - ending >= GRACE_SECONDS) {
+			/* Threads stuck in the model cannot be joined: leave everything as it is
+			 * for the caller, who must exit without tearing the machine down. */
+			res->hung = true;
+			res->error = r->error;
+			snprintf(res->message, sizeof(res->message), "%.400s; vCPU threads are stuck",
+				 r->message);
+			return r->error;
+		}
 		struct timespec ts = { 0, 5 * 1000 * 1000 };
 
 		nanosleep(&ts, NULL);
@@ -890,7 +987,11 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 			res->instructions += v->block_bytes / 4;
 			res->blocks += v->blocks;
 			res->tlb_fills += v->fills;
+			ptemu_stat_add(&r->m->stats, PTEMU_STAT_hw_walks, v->fills);
 			res->syscalls += v->syscalls;
+			res->polls += v->polls;
+			res->miss_ns += v->miss_ns;
+			res->misses_timed += v->misses_timed;
 			if (v->uc)
 				uc_close(v->uc);
 			ptemu_tlb_destroy(&v->tlb);

@@ -29,6 +29,8 @@ struct ptemu_run_config {
 	enum ptemu_check_mode check_mode;
 	uint64_t phys_bytes;		/* 0: the default */
 	FILE *log;			/* guest write() output; NULL: discarded */
+	double watchdog_seconds;	/* no progress for this long is a hang; 0: 10 s */
+	bool time_fills;		/* measure the logical-miss path (benchmarks) */
 };
 
 /* Why a run ended badly, beyond checker violations. */
@@ -48,8 +50,13 @@ struct ptemu_run_result {
 	uint64_t tlb_fills;		/* logical-TLB misses */
 	uint64_t syscalls;
 	uint64_t shootdowns;
-	uint64_t kicks;
+	uint64_t polls;			/* should_stop calls: the guest's ops / 16 */
+	uint64_t miss_ns;		/* time in successful logical misses, when time_fills */
+	uint64_t misses_timed;
 	int exit_codes[16];		/* per process */
+	/* The watchdog found vCPU threads that cannot be stopped: the machine is still in
+	 * use by them, so the caller must report and exit without freeing it. */
+	bool hung;
 };
 
 /* Runs to completion. The machine (and its checker) stays for the caller to inspect:

@@ -73,7 +73,8 @@ void ptemu_tlb_destroy(struct ptemu_tlb *t);
 
 /* Owner side. */
 bool ptemu_tlb_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *pa, unsigned *perms);
-/* Inserts (replacing any entry for the page); an eviction flushes the Unicorn TLB. */
+/* Inserts (replacing any entry for the page). When full, the oldest eighth of the entries
+ * is evicted (FIFO) and the Unicorn TLB flushed once. */
 void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, unsigned perms);
 bool ptemu_walk_cache_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *table_pa);
 void ptemu_walk_cache_insert(struct ptemu_tlb *t, uint64_t va, uint64_t table_pa);
