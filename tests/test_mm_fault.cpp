@@ -269,3 +269,50 @@ TEST_P(MmFault, BadArgumentsAreErrors)
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, MmFault, testing::ValuesIn(kModels), ModelName);
+
+// A PMD-sized folio in the page cache is mapped by one pmd when the pmd is none
+// (do_set_pmd), and by PTEs where a table is already there.
+TEST_P(MmFault, HugePageCacheFolioIsMappedByPmdWhenThePmdIsNone)
+{
+	Space s(GetParam());
+	const ptemu_arch *a = s.arch();
+	unsigned order = a->pmd_leaf_shift - a->page_shift;
+	uint64_t nr = 1ull << order;
+	ptemu_file *f = ptemu_file_create(s.m, 5, true, 2 * s.pmd(), 2 * s.pmd());
+	// Put a huge folio at index 0 by hand, as collapse_file will: one multi-index entry.
+	uint64_t pfn = phys_alloc_pages(s.m->phys, order);
+	ASSERT_NE(pfn, 0u);
+	page *folio = pfn_to_page(s.m->phys, pfn);
+	folio->mapping = f;
+	folio->index = 0;
+	folio->refcount = (int32_t)nr;  // the cache's references
+	SetPageFlag(folio, PG_swapbacked);
+	SetPageFlag(folio, PG_uptodate);
+	for (uint64_t i = 0; i < nr; i++)
+		f->i_pages[i] = folio;
+	uint64_t w = 0x5555aaaa;
+	memcpy(phys_to_virt(s.m->phys, (pfn + 3) << a->page_shift), &w, 8);
+
+	unsigned rw = PTEMU_PROT_READ | PTEMU_PROT_WRITE;
+	int64_t b = do_mmap(s.mm, 0, 2 * s.pmd(), rw, PTEMU_MAP_SHARED, f, 0);
+	ASSERT_GT(b, 0);
+	ASSERT_EQ(b % s.pmd(), 0);
+	EXPECT_EQ(s.read64(b + 3 * s.page()), 0x5555aaaau);
+	pmd_t *pmd = mm_find_pmd(s.mm, b);
+	ASSERT_NE(pmd, nullptr);
+	EXPECT_TRUE(pmd_trans_huge(pmdp_get_lockless(pmd)));
+	EXPECT_EQ(get_mm_counter(s.mm, MM_SHMEMPAGES), (int64_t)nr);
+	EXPECT_EQ(folio->refcount, (int32_t)nr + 1);  // + one per PMD mapping
+	// A write through the PMD mapping lands in the folio.
+	s.write64(b + 5 * s.page(), 77);
+	uint64_t got;
+	memcpy(&got, phys_to_virt(s.m->phys, (pfn + 5) << a->page_shift), 8);
+	EXPECT_EQ(got, 77u);
+	mm_audit_counters(s.mm);
+	// Unmapping drops the PMD mapping's reference, and the cache keeps the folio.
+	ASSERT_EQ(do_munmap(s.mm, b, 2 * s.pmd()), 0);
+	EXPECT_EQ(folio->refcount, (int32_t)nr);
+	EXPECT_EQ(get_mm_counter(s.mm, MM_SHMEMPAGES), 0);
+	ptemu_file_put(f);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
