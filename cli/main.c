@@ -466,6 +466,14 @@ static bool known_workload(const char *name)
 	return false;
 }
 
+/* Where this build put a workload's image for a model (PTEMU_WORKLOAD_DIR overrides). */
+static void workload_image_path(const struct ptemu_arch *a, const char *workload, char *buf, size_t n)
+{
+	const char *dir = getenv("PTEMU_WORKLOAD_DIR");
+
+	snprintf(buf, n, "%s/%s/%s.elf", dir ? dir : PTEMU_WORKLOAD_DIR, a->isa.workload_dir, workload);
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -549,7 +557,6 @@ static int cmd_run(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < arches.narches; i++) {
 		const struct ptemu_arch *a = arches.arches[i];
-		const char *dir = getenv("PTEMU_WORKLOAD_DIR");
 		char path[4096];
 		struct ptemu_run_config cfg = {
 			.arch = a,
@@ -568,8 +575,7 @@ static int cmd_run(int argc, char **argv)
 		struct ptemu_run_result r;
 		struct ptemu_machine *m;
 
-		snprintf(path, sizeof(path), "%s/%s/%s.elf", dir ? dir : PTEMU_WORKLOAD_DIR,
-			 a->isa.workload_dir, workload);
+		workload_image_path(a, workload, path, sizeof(path));
 		cfg.image_path = image ? image : path;
 		fprintf(stderr, "ptemu: %s: %s, %u process%s x %u vCPU%s, %.1f s...\n", a->name,
 			cfg.workload, cfg.procs, cfg.procs == 1 ? "" : "es", cfg.vcpus,
@@ -666,7 +672,6 @@ static int cmd_bench(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < arches.narches; i++) {
 		const struct ptemu_arch *a = arches.arches[i];
-		const char *dir = getenv("PTEMU_WORKLOAD_DIR");
 		char path[4096];
 		struct ptemu_run_config cfg = {
 			.arch = a, .workload = "shmem-stress", .procs = 1, .vcpus = 1,
@@ -677,8 +682,7 @@ static int cmd_bench(int argc, char **argv)
 		struct ptemu_bench_bare_result bare;
 		struct ptemu_machine *m;
 
-		snprintf(path, sizeof(path), "%s/%s/shmem-stress.elf", dir ? dir : PTEMU_WORKLOAD_DIR,
-			 a->isa.workload_dir);
+		workload_image_path(a, "shmem-stress", path, sizeof(path));
 		cfg.image_path = path;
 		fprintf(stderr, "ptemu: %s: shmem-stress through ptemu, %.1f s...\n", a->name, co.seconds);
 		if (ptemu_run(&cfg, &m, &r) != PTEMU_RUN_OK) {

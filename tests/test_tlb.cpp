@@ -143,6 +143,11 @@ TEST(Shootdown, NoLostFlushUnderConcurrentInitiatorsAndNoDeadlock)
 			ptemu_tlb_leave_guest(t);
 		});
 	}
+	// Initiators start once those vCPUs are in guest mode: before that they count as
+	// outside, are not waited for, and would apply the flushes only on entry.
+	for (int i = 0; i < kIn; i++)
+		while (__atomic_load_n(&tlbs[i].mode, __ATOMIC_SEQ_CST) != VCPU_IN_GUEST)
+			std::this_thread::yield();
 	auto still_maps = [&](int i, uint64_t va) {
 		bool found = false;
 		pthread_mutex_lock(&tlbs[i].lock);
