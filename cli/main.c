@@ -322,6 +322,16 @@ static int common_option(int c, const char *arg, struct common_opts *o)
 	}
 }
 
+/* Closes the list that open_json's caller opened, and the file unless it is stdout. */
+static void json_close(FILE *json)
+{
+	if (!json)
+		return;
+	fprintf(json, "]}\n");
+	if (json != stdout)
+		fclose(json);
+}
+
 static int check_injection(const struct stress_opts *o, enum ptemu_injection inj)
 {
 	for (unsigned i = 0; i < o->narches; i++) {
@@ -448,11 +458,7 @@ static int cmd_stress(int argc, char **argv)
 		}
 		ptemu_machine_destroy(m);
 	}
-	if (json) {
-		fprintf(json, "]}\n");
-		if (json != stdout)
-			fclose(json);
-	}
+	json_close(json);
 	return status;
 }
 
@@ -630,11 +636,7 @@ static int cmd_run(int argc, char **argv)
 		if (m)
 			ptemu_machine_destroy(m);
 	}
-	if (json) {
-		fprintf(json, "]}\n");
-		if (json != stdout)
-			fclose(json);
-	}
+	json_close(json);
 	return status;
 }
 
@@ -716,11 +718,7 @@ static int cmd_bench(int argc, char **argv)
 				i ? "," : "", a->name, ops_ptemu, ops_bare, ops_ptemu / ops_bare, miss, fill,
 				miss / fill, r.tlb_fills, bare.fills);
 	}
-	if (json) {
-		fprintf(json, "]}\n");
-		if (json != stdout)
-			fclose(json);
-	}
+	json_close(json);
 	return EXIT_CLEAN;
 }
 

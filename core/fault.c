@@ -107,7 +107,7 @@ static unsigned do_anonymous_page(struct vm_fault *vmf)
 	page = alloc_anon_page(vmf->m);
 	if (!page)
 		return VM_FAULT_OOM;
-	vmf->vma->anon_vma = true;
+	__atomic_store_n(&vmf->vma->anon_vma, true, __ATOMIC_RELAXED);	/* anon_vma_prepare: racing faults agree */
 	ret = set_pte_if_unchanged(vmf, page, vma_leaf_flags(vmf, true), true, MM_ANONPAGES);
 	if (ret)
 		folio_put(page);
@@ -190,7 +190,7 @@ static unsigned do_fault(struct vm_fault *vmf)
 			       page_addr(vmf->m, pfn_to_page(vmf->m->phys,
 							     folio_pfn(folio) + (index - folio->index))),
 			       ptemu_page_size(vmf->m->arch));
-			vma->anon_vma = true;
+			__atomic_store_n(&vma->anon_vma, true, __ATOMIC_RELAXED);
 			if (pmd_none(pmdp_get_lockless(vmf->pmd)) && __pte_alloc(vmf->mm, vmf->pmd))
 				ret = VM_FAULT_OOM;
 			else
@@ -230,7 +230,7 @@ static unsigned do_wp_page(struct vm_fault *vmf)
 		return VM_FAULT_OOM;
 	memcpy(page_addr(vmf->m, copy), page_addr(vmf->m, pfn_to_page(vmf->m->phys, leaf.pfn)),
 	       ptemu_page_size(a));
-	vmf->vma->anon_vma = true;
+	__atomic_store_n(&vmf->vma->anon_vma, true, __ATOMIC_RELAXED);	/* anon_vma_prepare: racing faults agree */
 	vmf->pte = pte_offset_map_lock(vmf->mm, vmf->pmd, vmf->address, &vmf->ptl);
 	if (!vmf->pte) {
 		folio_put(copy);

@@ -17,6 +17,20 @@ _Static_assert(sizeof(struct rcu_head) <= sizeof(((struct ptemu_rcu_head *)0)->u
 
 static uint64_t next_section;
 
+/* liburcu is not built with ThreadSanitizer, so the orderings it provides (call_rcu to
+ * its callback, read-side unlocks to the end of a grace period, callbacks to
+ * rcu_barrier) are invisible to it: state them. */
+#if defined(__SANITIZE_THREAD__)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define hb_release(a) __tsan_release(a)
+#define hb_acquire(a) __tsan_acquire(a)
+#else
+#define hb_release(a) ((void)(a))
+#define hb_acquire(a) ((void)(a))
+#endif
+static int grace_period_hb, barrier_hb;
+
 void ptemu_rcu_register_thread(void)
 {
 	urcu_memb_register_thread();
@@ -52,6 +66,7 @@ void rcu_read_unlock(void)
 		if (--t->rcu_depth == 0)
 			t->rcu_section = 0;
 	}
+	hb_release(&grace_period_hb);
 	urcu_memb_read_unlock();
 }
 
@@ -59,12 +74,16 @@ static void rcu_trampoline(struct rcu_head *urcu)
 {
 	struct ptemu_rcu_head *head = (struct ptemu_rcu_head *)(void *)urcu;
 
+	hb_acquire(head);
+	hb_acquire(&grace_period_hb);
 	head->func(head);
+	hb_release(&barrier_hb);
 }
 
 void call_rcu(struct ptemu_rcu_head *head, void (*func)(struct ptemu_rcu_head *head))
 {
 	head->func = func;
+	hb_release(head);
 	urcu_memb_call_rcu((struct rcu_head *)(void *)head->urcu_head, rcu_trampoline);
 }
 
@@ -84,12 +103,16 @@ static bool may_wait_for_gp(const char *what)
 
 void synchronize_rcu(void)
 {
-	if (may_wait_for_gp("synchronize_rcu"))
+	if (may_wait_for_gp("synchronize_rcu")) {
 		urcu_memb_synchronize_rcu();
+		hb_acquire(&grace_period_hb);
+	}
 }
 
 void rcu_barrier(void)
 {
-	if (may_wait_for_gp("rcu_barrier"))
+	if (may_wait_for_gp("rcu_barrier")) {
 		urcu_memb_barrier();
+		hb_acquire(&barrier_hb);
+	}
 }

@@ -222,10 +222,10 @@ void ptemu_tlb_apply_requests(struct ptemu_tlb *t)
 
 void ptemu_tlb_enter_guest(struct ptemu_tlb *t)
 {
-	/* Store the mode, fence, then read the requests: an initiator that missed our mode
-	 * change has posted before our read and is applied here. */
+	/* Store the mode, then read the requests, both sequentially consistent (the full
+	 * fence of the protocol): an initiator that missed our mode change has posted
+	 * before our read and is applied here. */
 	__atomic_store_n(&t->mode, VCPU_IN_GUEST, __ATOMIC_SEQ_CST);
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (__atomic_load_n(&t->ack_gen, __ATOMIC_SEQ_CST) != __atomic_load_n(&t->req_gen, __ATOMIC_SEQ_CST))
 		ptemu_tlb_apply_requests(t);
 }
@@ -263,9 +263,9 @@ void ptemu_tlb_shootdown(struct ptemu_tlb **targets, unsigned n, struct ptemu_tl
 			ptemu_tlb_invalidate(t, start, end, tables);
 			continue;
 		}
+		/* Request stored, then the mode read, both sequentially consistent: pairs
+		 * with enter_guest, so that one of the two sides sees the other. */
 		gens[i] = post_request(t, start, end, tables);
-		/* Request stored, full fence, then the mode: pairs with enter_guest. */
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		if (__atomic_load_n(&t->mode, __ATOMIC_SEQ_CST) == VCPU_IN_GUEST) {
 			__atomic_store_n(&t->kick, 1, __ATOMIC_SEQ_CST);
 			wait[i] = i < 64;

@@ -82,6 +82,7 @@ struct process {
 	int alive;		/* vCPUs still running, atomic */
 	int exit_group;		/* atomic */
 	int exit_code;
+	bool mm_destroyed;	/* by the last vCPU out; read by the main thread after joins */
 	struct ptemu_file *fds[MAX_FDS];
 	pthread_mutex_t fd_lock;
 };
@@ -107,6 +108,13 @@ struct run {
 	char message[512];
 	uint64_t shootdowns, kicks;
 };
+
+/* Only the owner writes progress; the watchdog reads it. A relaxed store of the owner's
+ * own increment: no locked instruction on the hot path. */
+static inline void note_progress(struct vcpu *v)
+{
+	__atomic_store_n(&v->progress, v->progress + 1, __ATOMIC_RELAXED);
+}
 
 static double now(void)
 {
@@ -176,10 +184,10 @@ static void run_flush_range(void *ctx, struct mm_struct *mm, uint64_t start, uin
 	for (unsigned p = 0; p < r->nprocs; p++) {
 		struct process *pr = &r->procs[p];
 
-		if (pr->mm != mm)
+		if (__atomic_load_n(&pr->mm, __ATOMIC_RELAXED) != mm)
 			continue;
 		for (unsigned i = 0; i < pr->nvcpus; i++)
-			if (pr->vcpus[i].started)
+			if (__atomic_load_n(&pr->vcpus[i].started, __ATOMIC_ACQUIRE))
 				targets[n++] = &pr->vcpus[i].tlb;
 	}
 	if (!n)
@@ -200,7 +208,7 @@ static void run_pages_freed(void *ctx, uint64_t pfn, uint64_t nr)
 		for (unsigned i = 0; i < r->procs[p].nvcpus; i++) {
 			struct vcpu *v = &r->procs[p].vcpus[i];
 
-			if (v->started && ptemu_tlb_maps_pfn(&v->tlb, pfn, nr, &va))
+			if (__atomic_load_n(&v->started, __ATOMIC_ACQUIRE) && ptemu_tlb_maps_pfn(&v->tlb, pfn, nr, &va))
 				ptemu_report(r->m, VIOLATION_TLB_MAPS_FREED_PAGE, pfn << r->m->arch->page_shift,
 					     "page %#" PRIx64 " freed while vCPU %u.%u's TLB maps it at %#" PRIx64,
 					     pfn << r->m->arch->page_shift, p, i, va);
@@ -216,7 +224,7 @@ static void run_table_freed(void *ctx, uint64_t table_pa)
 		for (unsigned i = 0; i < r->procs[p].nvcpus; i++) {
 			struct vcpu *v = &r->procs[p].vcpus[i];
 
-			if (v->started && ptemu_tlb_caches_table(&v->tlb, table_pa, &va))
+			if (__atomic_load_n(&v->started, __ATOMIC_ACQUIRE) && ptemu_tlb_caches_table(&v->tlb, table_pa, &va))
 				ptemu_report(r->m, VIOLATION_TLB_MAPS_FREED_PAGE, table_pa,
 					     "PTE table %#" PRIx64 " freed while vCPU %u.%u's walk cache "
 					     "points at it for %#" PRIx64, table_pa, p, i, va);
@@ -293,7 +301,7 @@ static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 				type == UC_MEM_FETCH ? PTEMU_ACCESS_FETCH : PTEMU_ACCESS_READ;
 
 	v->fills++;
-	v->progress++;
+	note_progress(v);
 	v->walk_va = vaddr;
 	v->walk_table = 0;
 	if (!ptemu_walk_cache_lookup(&v->tlb, vaddr, &v->walk_cached))
@@ -329,7 +337,7 @@ static void block_hook(uc_engine *uc, uint64_t address, uint32_t size, void *use
 	struct vcpu *v = user;
 
 	v->blocks++;
-	v->progress++;
+	note_progress(v);
 	v->block_bytes += size;
 	if (v->hw_flush_pending) {
 		v->hw_flush_pending = false;
@@ -457,7 +465,7 @@ static bool do_syscall(struct vcpu *v)
 	for (int i = 0; i < 6; i++)
 		a[i] = reg_read(v, isa->reg_arg[i]);
 	v->syscalls++;
-	v->progress++;
+	note_progress(v);
 	switch (nr) {
 	case PTEMU_SYS_exit:
 		return false;
@@ -664,7 +672,7 @@ static void vcpu_loop(struct vcpu *v)
 			pc = reg_read(v, isa->reg_pc);
 			v->activity_arg = v->fault_va;
 			__atomic_store_n(&v->activity, ACT_FAULT, __ATOMIC_RELAXED);
-			v->progress++;
+			note_progress(v);
 			unsigned ret = ptemu_user_fault(v->proc->mm, v->fault_va, v->fault_flags);
 
 			check_op_end("fault");
@@ -707,7 +715,8 @@ static void process_exit(struct process *p)
 			ptemu_file_put(p->fds[i]);
 	mm_audit_counters(p->mm);
 	mm_destroy(p->mm);
-	p->mm = NULL;
+	/* p->mm keeps its value: other processes' flushes compare against it, racily. */
+	p->mm_destroyed = true;
 }
 
 static void *vcpu_main(void *arg)
@@ -920,10 +929,10 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		struct process *p = &r->procs[pi];
 
 		for (unsigned vi = 0; vi < p->nvcpus; vi++) {
-			p->vcpus[vi].started = true;
+			__atomic_store_n(&p->vcpus[vi].started, true, __ATOMIC_RELEASE);
 			__atomic_add_fetch(&p->alive, 1, __ATOMIC_ACQ_REL);
 			if (pthread_create(&p->vcpus[vi].thread, NULL, vcpu_main, &p->vcpus[vi])) {
-				p->vcpus[vi].started = false;
+				__atomic_store_n(&p->vcpus[vi].started, false, __ATOMIC_RELEASE);
 				__atomic_sub_fetch(&p->alive, 1, __ATOMIC_ACQ_REL);
 				run_fail(r, PTEMU_RUN_INTERNAL, "cannot start a vCPU thread");
 				break;
@@ -996,7 +1005,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 				uc_close(v->uc);
 			ptemu_tlb_destroy(&v->tlb);
 		}
-		if (p->mm) {
+		if (p->mm && !p->mm_destroyed) {
 			/* Never started: tear down here. */
 			for (int i = 0; i < MAX_FDS; i++)
 				if (p->fds[i])
