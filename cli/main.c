@@ -43,6 +43,8 @@ static const char usage_text[] =
 	"  --ops N                 each vCPU stops after N operations of its workload (default:\n"
 	"                          until --seconds); a guest that ignores both is ended\n"
 	"  --watchdog S            report a hang when no vCPU progresses for S s (default 10)\n"
+	"  --exit-after S          the last process exits S s into the run (as if killed), its\n"
+	"                          exit_mmap racing the others' faults (needs --procs >= 2)\n"
 	"  --seed N, --inject NAME, --fail-fast, --memory MIB, --json FILE|-  as for stress\n"
 	"  --quiet                 do not print the guests' output (stderr otherwise)\n"
 	"\n"
@@ -260,7 +262,7 @@ static void print_violation_kinds(FILE *out, const struct ptemu_machine *m)
 /* Options shared by run and stress. */
 enum { OPT_ARCH = 256, OPT_SECONDS, OPT_SEED, OPT_INJECT, OPT_FAIL_FAST, OPT_MEMORY, OPT_JSON,
        OPT_WORKERS, OPT_TABLES, OPT_WORKLOAD, OPT_IMAGE, OPT_PROCS, OPT_VCPUS, OPT_OPS,
-       OPT_QUIET, OPT_WATCHDOG, OPT_HELP };
+       OPT_QUIET, OPT_WATCHDOG, OPT_EXIT_AFTER, OPT_HELP };
 
 #define COMMON_LONGOPTS                                                   \
 	{ "arch", required_argument, NULL, OPT_ARCH },                    \
@@ -491,13 +493,14 @@ static int cmd_run(int argc, char **argv)
 		{ "ops", required_argument, NULL, OPT_OPS },
 		{ "quiet", no_argument, NULL, OPT_QUIET },
 		{ "watchdog", required_argument, NULL, OPT_WATCHDOG },
+		{ "exit-after", required_argument, NULL, OPT_EXIT_AFTER },
 		{ 0 },
 	};
 	struct common_opts co = { .arch_list = "all", .seconds = 3, .seed = 1, .memory = 256 };
 	struct stress_opts arches = { 0 };
 	const char *workload = "shmem-stress", *image = NULL;
 	uint64_t procs = 2, vcpus = 1, ops = 0;
-	double watchdog = 10;
+	double watchdog = 10, exit_after = 0;
 	bool quiet = false;
 	int c, rc, status = EXIT_CLEAN;
 	FILE *json = NULL, *summary = stdout;
@@ -541,6 +544,10 @@ static int cmd_run(int argc, char **argv)
 			if (!parse_seconds(optarg, &watchdog))
 				return usage_error("--watchdog: '%s' is not a number in 0.1..3600", optarg);
 			break;
+		case OPT_EXIT_AFTER:
+			if (!parse_seconds(optarg, &exit_after))
+				return usage_error("--exit-after: '%s' is not a number in 0.1..3600", optarg);
+			break;
 		case OPT_HELP:
 			fputs(usage_text, stdout);
 			return EXIT_CLEAN;
@@ -577,6 +584,7 @@ static int cmd_run(int argc, char **argv)
 			.phys_bytes = co.memory << 20,
 			.log = quiet ? NULL : stderr,
 			.watchdog_seconds = watchdog,
+			.exit_after = exit_after,
 		};
 		struct ptemu_run_result r;
 		struct ptemu_machine *m;

@@ -470,8 +470,8 @@ static bool do_syscall(struct vcpu *v)
 	case PTEMU_SYS_exit:
 		return false;
 	case PTEMU_SYS_exit_group:
-		p->exit_code = (int)a[0];
-		__atomic_store_n(&p->exit_group, 1, __ATOMIC_RELEASE);
+		if (!__atomic_exchange_n(&p->exit_group, 1, __ATOMIC_ACQ_REL))
+			__atomic_store_n(&p->exit_code, (int)a[0], __ATOMIC_RELAXED);
 		return false;
 	case PTEMU_SYS_write: {
 		char buf[1024];
@@ -959,6 +959,12 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		}
 		if (t >= r->deadline)
 			__atomic_store_n(&r->stop, 1, __ATOMIC_RELEASE);
+		if (cfg->exit_after > 0 && t >= r->start + cfg->exit_after && r->nprocs > 1) {
+			struct process *victim = &r->procs[r->nprocs - 1];
+
+			if (!__atomic_exchange_n(&victim->exit_group, 1, __ATOMIC_ACQ_REL))
+				__atomic_store_n(&victim->exit_code, 137, __ATOMIC_RELAXED);	/* killed */
+		}
 		if (!ending && t >= r->deadline + GRACE_SECONDS) {
 			run_fail(r, PTEMU_RUN_GUEST_ERROR, "the guest did not stop within %.0f s of "
 				 "the end of the run (it must poll should_stop)", GRACE_SECONDS);

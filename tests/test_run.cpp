@@ -114,6 +114,34 @@ INSTANTIATE_TEST_SUITE_P(
 			 testing::Values(1u, 2u), testing::Values(1u, 2u)),
 	ShapeName);
 
+// A process killed mid-run: its exit_mmap tears down mappings of the shared objects while
+// the other processes keep faulting on them.
+TEST(GuestRun, ProcessExitRacesTheOthersFaults)
+{
+	for (const char *arch : {"arm64", "s390"}) {
+		for (const char *w : {"shmem-stress", "truncate-race"}) {
+			ptemu_run_config cfg{};
+			std::string path = image(arch, w);
+			cfg.arch = ptemu_arch_find(arch);
+			cfg.image_path = path.c_str();
+			cfg.workload = w;
+			cfg.procs = 3;
+			cfg.vcpus = 2;
+			cfg.seconds = 0.8;
+			cfg.exit_after = 0.3;
+			cfg.phys_bytes = 128ull << 20;
+			ptemu_machine *m = nullptr;
+			ptemu_run_result res{};
+			ASSERT_EQ(ptemu_run(&cfg, &m, &res), PTEMU_RUN_OK) << arch << " " << w << ": " << res.message;
+			EXPECT_EQ(res.exit_codes[2], 137);
+			EXPECT_EQ(res.exit_codes[0], 0);
+			EXPECT_EQ(check_violation_count(m), 0u) << arch << " " << w;
+			EXPECT_EQ(phys_stats(m->phys).pages_allocated, 0u);
+			ptemu_machine_destroy(m);
+		}
+	}
+}
+
 TEST(GuestRun, WildAccessEndsTheRunWithWhereAndWhat)
 {
 	for (const char *arch : {"arm64", "s390"}) {

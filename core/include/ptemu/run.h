@@ -31,6 +31,9 @@ struct ptemu_run_config {
 	FILE *log;			/* guest write() output; NULL: discarded */
 	double watchdog_seconds;	/* no progress for this long is a hang; 0: 10 s */
 	bool time_fills;		/* measure the logical-miss path (benchmarks) */
+	/* > 0: the last process exits (exit_group, as if killed) this many seconds into the
+	 * run, so that exit_mmap races the others' faults on the shared objects. */
+	double exit_after;
 };
 
 /* Why a run ended badly, beyond checker violations. */
