@@ -45,6 +45,11 @@ static const char usage_text[] =
 	"  --watchdog S            report a hang when no vCPU progresses for S s (default 10)\n"
 	"  --exit-after S          the last process exits S s into the run (as if killed), its\n"
 	"                          exit_mmap racing the others' faults (needs --procs >= 2)\n"
+	"  --deterministic         only one thread runs at a time; the seed decides who, and\n"
+	"                          when grace periods end: the same seed gives the same run\n"
+	"  --sched random|pct      deterministic strategy (default random; implies --deterministic)\n"
+	"  --pct-depth D           PCT's depth, 1..16 (default 3)\n"
+	"  --steps N               deterministic run length in scheduler steps (default 200000)\n"
 	"  --seed N, --inject NAME, --fail-fast, --memory MIB, --json FILE|-  as for stress\n"
 	"  --quiet                 do not print the guests' output (stderr otherwise)\n"
 	"\n"
@@ -262,7 +267,8 @@ static void print_violation_kinds(FILE *out, const struct ptemu_machine *m)
 /* Options shared by run and stress. */
 enum { OPT_ARCH = 256, OPT_SECONDS, OPT_SEED, OPT_INJECT, OPT_FAIL_FAST, OPT_MEMORY, OPT_JSON,
        OPT_WORKERS, OPT_TABLES, OPT_WORKLOAD, OPT_IMAGE, OPT_PROCS, OPT_VCPUS, OPT_OPS,
-       OPT_QUIET, OPT_WATCHDOG, OPT_EXIT_AFTER, OPT_HELP };
+       OPT_QUIET, OPT_WATCHDOG, OPT_EXIT_AFTER, OPT_DETERMINISTIC, OPT_SCHED, OPT_PCT_DEPTH,
+       OPT_STEPS, OPT_HELP };
 
 #define COMMON_LONGOPTS                                                   \
 	{ "arch", required_argument, NULL, OPT_ARCH },                    \
@@ -494,6 +500,10 @@ static int cmd_run(int argc, char **argv)
 		{ "quiet", no_argument, NULL, OPT_QUIET },
 		{ "watchdog", required_argument, NULL, OPT_WATCHDOG },
 		{ "exit-after", required_argument, NULL, OPT_EXIT_AFTER },
+		{ "deterministic", no_argument, NULL, OPT_DETERMINISTIC },
+		{ "sched", required_argument, NULL, OPT_SCHED },
+		{ "pct-depth", required_argument, NULL, OPT_PCT_DEPTH },
+		{ "steps", required_argument, NULL, OPT_STEPS },
 		{ 0 },
 	};
 	struct common_opts co = { .arch_list = "all", .seconds = 3, .seed = 1, .memory = 256 };
@@ -501,6 +511,9 @@ static int cmd_run(int argc, char **argv)
 	const char *workload = "shmem-stress", *image = NULL;
 	uint64_t procs = 2, vcpus = 1, ops = 0;
 	double watchdog = 10, exit_after = 0;
+	bool deterministic = false;
+	struct ptemu_sched_config sched = { .strategy = PTEMU_SCHED_RANDOM, .pct_depth = 3,
+					    .max_steps = 200000 };
 	bool quiet = false;
 	int c, rc, status = EXIT_CLEAN;
 	FILE *json = NULL, *summary = stdout;
@@ -548,6 +561,32 @@ static int cmd_run(int argc, char **argv)
 			if (!parse_seconds(optarg, &exit_after))
 				return usage_error("--exit-after: '%s' is not a number in 0.1..3600", optarg);
 			break;
+		case OPT_DETERMINISTIC:
+			deterministic = true;
+			break;
+		case OPT_SCHED:
+			if (!strcmp(optarg, "random"))
+				sched.strategy = PTEMU_SCHED_RANDOM;
+			else if (!strcmp(optarg, "pct"))
+				sched.strategy = PTEMU_SCHED_PCT;
+			else
+				return usage_error("--sched: '%s' is not one of: random, pct", optarg);
+			deterministic = true;
+			break;
+		case OPT_PCT_DEPTH: {
+			uint64_t d;
+
+			if (!parse_u64(optarg, 1, 16, &d))
+				return usage_error("--pct-depth: '%s' is not in 1..16", optarg);
+			sched.pct_depth = (unsigned)d;
+			deterministic = true;
+			break;
+		}
+		case OPT_STEPS:
+			if (!parse_u64(optarg, 1000, 1000000000000ull, &sched.max_steps))
+				return usage_error("--steps: '%s' is not in 1000..10^12", optarg);
+			deterministic = true;
+			break;
 		case OPT_HELP:
 			fputs(usage_text, stdout);
 			return EXIT_CLEAN;
@@ -557,6 +596,9 @@ static int cmd_run(int argc, char **argv)
 	}
 	if (optind < argc)
 		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (deterministic && exit_after > 0)
+		return usage_error("%s", "--exit-after is wall-clock time: not with --deterministic");
+	sched.seed = co.seed;
 	if (ptemu_check_unicorn(err, sizeof(err))) {
 		fprintf(stderr, "ptemu: %s\n", err);
 		return EXIT_INTERNAL;
@@ -585,6 +627,8 @@ static int cmd_run(int argc, char **argv)
 			.log = quiet ? NULL : stderr,
 			.watchdog_seconds = watchdog,
 			.exit_after = exit_after,
+			.deterministic = deterministic,
+			.sched = sched,
 		};
 		struct ptemu_run_result r;
 		struct ptemu_machine *m;
@@ -608,11 +652,14 @@ static int cmd_run(int argc, char **argv)
 		fprintf(summary,
 			"%-9s %-9s %s instructions=%" PRIu64 " tlb_fills=%" PRIu64 " faults=%" PRIu64
 			" fault_retries=%" PRIu64 " syscalls=%" PRIu64 " shootdowns=%" PRIu64
-			" violations=%" PRIu64 "\n",
+			" violations=%" PRIu64,
 			a->name, e != PTEMU_RUN_OK ? "ERROR" : nviol ? "VIOLATION" : "clean", cfg.workload,
 			r.instructions, r.tlb_fills, m ? ptemu_stat_get(&m->stats, PTEMU_STAT_faults) : 0,
 			m ? ptemu_stat_get(&m->stats, PTEMU_STAT_fault_retries) : 0, r.syscalls,
 			r.shootdowns, nviol);
+		if (deterministic)
+			fprintf(summary, " steps=%" PRIu64 " digest=%016" PRIx64, r.steps, r.digest);
+		fputc('\n', summary);
 		if (e != PTEMU_RUN_OK) {
 			fprintf(summary, "  error: %s\n", r.message);
 			status = EXIT_INTERNAL;
@@ -627,6 +674,9 @@ static int cmd_run(int argc, char **argv)
 			if (i)
 				fputc(',', json);
 			json_run_head(json, m, cfg.workload, cfg.seed, cfg.inject);
+			if (deterministic)
+				fprintf(json, "\"steps\":%" PRIu64 ",\"digest\":\"%016" PRIx64 "\",",
+					r.steps, r.digest);
 			fprintf(json, "\"procs\":%u,\"vcpus\":%u,\"elapsed_s\":%.3f,\"instructions\":%" PRIu64
 				",\"blocks\":%" PRIu64 ",\"tlb_fills\":%" PRIu64 ",\"syscalls\":%" PRIu64
 				",\"shootdowns\":%" PRIu64,

@@ -10,6 +10,7 @@
 #include <ptemu/pgtable.h>
 #include <ptemu/phys.h>
 #include <ptemu/rcu.h>
+#include <ptemu/sched.h>
 #include <ptemu/sync.h>
 
 #include "internal.h"
@@ -95,6 +96,17 @@ uint64_t check_event(struct ptemu_machine *m)
 	return __atomic_add_fetch(&m->checker->events, 1, __ATOMIC_RELAXED);
 }
 
+/* Event kinds in the run digest. */
+enum { DIGEST_VIOLATION = 16, DIGEST_TABLE, DIGEST_MAP, DIGEST_UNMAP, DIGEST_READ, DIGEST_WRITE };
+
+static void digest_event(struct ptemu_machine *m, uint64_t kind, uint64_t a, uint64_t b)
+{
+	struct ptemu_thread *t = ptemu_current();
+
+	if (m->sched)
+		ptemu_sched_fold(m, kind | (uint64_t)(t ? t->sched_id + 1 : 0) << 8, a, b);
+}
+
 void ptemu_report(struct ptemu_machine *m, enum ptemu_violation_kind kind, uint64_t addr,
 		  const char *fmt, ...)
 {
@@ -119,6 +131,7 @@ void ptemu_report(struct ptemu_machine *m, enum ptemu_violation_kind kind, uint6
 		va_end(ap);
 	}
 	pthread_mutex_unlock(&c->lock);
+	digest_event(m, DIGEST_VIOLATION, kind, addr);
 	if (c->mode == PTEMU_CHECK_FAIL_FAST)
 		__atomic_store_n(&c->stop, true, __ATOMIC_RELEASE);
 }
@@ -190,6 +203,7 @@ void check_table_alloc(struct ptemu_machine *m, uint64_t table_pa)
 
 	__atomic_add_fetch(&s->gen, 1, __ATOMIC_SEQ_CST);
 	check_event(m);
+	digest_event(m, DIGEST_TABLE, table_pa, TABLE_ALLOCATED);
 	if (old != TABLE_FREE)
 		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
 			     "table %#" PRIx64 " handed out again while %s", table_pa,
@@ -202,6 +216,7 @@ void check_table_attach(struct ptemu_machine *m, uint64_t table_pa)
 	uint32_t old = __atomic_exchange_n(&s->state, TABLE_ATTACHED, __ATOMIC_SEQ_CST);
 
 	check_event(m);
+	digest_event(m, DIGEST_TABLE, table_pa, TABLE_ATTACHED);
 	if (old != TABLE_ALLOCATED)
 		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
 			     "table %#" PRIx64 " installed in a pmd while %s", table_pa,
@@ -214,6 +229,7 @@ void check_table_detach(struct ptemu_machine *m, uint64_t table_pa)
 
 	__atomic_store_n(&s->state, TABLE_DETACHED, __ATOMIC_SEQ_CST);
 	check_event(m);
+	digest_event(m, DIGEST_TABLE, table_pa, TABLE_DETACHED);
 	if (__atomic_load_n(&s->maps, __ATOMIC_SEQ_CST) > 0)
 		ptemu_stat_add(&m->stats, PTEMU_STAT_detach_with_reader, 1);
 	if (__atomic_load_n(&s->walkers, __ATOMIC_SEQ_CST) > 0)
@@ -228,6 +244,7 @@ void check_table_defer(struct ptemu_machine *m, uint64_t table_pa)
 	unsigned n = a->pte_table_bytes / a->entry_bytes;
 
 	check_event(m);
+	digest_event(m, DIGEST_TABLE, table_pa, TABLE_RCU_PENDING);
 	if (old != TABLE_DETACHED)
 		ptemu_report(m, VIOLATION_PT_FREE_WHILE_MAPPED, table_pa,
 			     "pte_free_defer of table %#" PRIx64 " while %s (not detached)",
@@ -251,6 +268,7 @@ enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_
 	int32_t maps = __atomic_load_n(&s->maps, __ATOMIC_SEQ_CST);
 
 	check_event(m);
+	digest_event(m, DIGEST_TABLE, table_pa, TABLE_FREE);
 	if (old == TABLE_FREE)
 		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
 			     "table %#" PRIx64 " freed twice", table_pa);
@@ -313,6 +331,7 @@ static uint32_t check_access(struct ptemu_machine *m, uint64_t pte_pa, const cha
 	uint32_t st = slot_state(s);
 
 	check_event(m);
+	digest_event(m, what[0] == 'r' ? DIGEST_READ : DIGEST_WRITE, pte_pa, st);
 	if (st == TABLE_FREE) {
 		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, pte_pa,
 			     "%s of entry %#" PRIx64 " in a freed table", what, pte_pa);
@@ -391,6 +410,7 @@ void check_map(struct ptemu_machine *m, uint64_t pte_pa)
 
 	__atomic_add_fetch(&s->maps, 1, __ATOMIC_SEQ_CST);
 	check_event(m);
+	digest_event(m, DIGEST_MAP, pte_pa, 0);
 	if (slot_state(s) == TABLE_FREE)
 		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, pte_pa,
 			     "pte_offset_map of freed table %#" PRIx64, table_base(m, pte_pa));
@@ -422,6 +442,7 @@ void check_unmap(struct ptemu_machine *m, uint64_t pte_pa)
 	struct ptemu_thread *t = ptemu_current();
 
 	check_event(m);
+	digest_event(m, DIGEST_UNMAP, pte_pa, 0);
 	if (!t)
 		return;
 	for (int i = t->nr_maps - 1; i >= 0; i--) {

@@ -9,6 +9,7 @@
 #include <ptemu/machine.h>
 #include <ptemu/mm.h>
 #include <ptemu/phys.h>
+#include <ptemu/sched.h>
 
 #include "../workloads/include/ptemu_abi.h"
 #include "internal.h"
@@ -42,8 +43,12 @@ void folio_lock(struct page *folio)
 {
 	unsigned b = wait_bucket(folio);
 
+	ptemu_sched_point();
 	ptemu_lock_acquire_check(folio, LOCK_CLASS_FOLIO, true, false);
-	if (test_and_set_locked(folio)) {
+	if (ptemu_sched_scheduled()) {
+		while (test_and_set_locked(folio))
+			ptemu_sched_block(folio, "a folio lock");
+	} else if (test_and_set_locked(folio)) {
 		pthread_mutex_lock(&wait_table[b].lock);
 		while (test_and_set_locked(folio))
 			pthread_cond_wait(&wait_table[b].cond, &wait_table[b].lock);
@@ -69,6 +74,7 @@ void folio_unlock(struct page *folio)
 	ClearPageFlag(folio, PG_locked);
 	pthread_cond_broadcast(&wait_table[b].cond);
 	pthread_mutex_unlock(&wait_table[b].lock);
+	ptemu_sched_wake(folio);
 }
 
 bool folio_test_locked(const struct page *folio)

@@ -16,6 +16,11 @@ void ptemu_lock_acquire_check(const void *lock, uint8_t lclass, bool sleeps, boo
 void ptemu_lock_acquired(const void *lock, uint8_t lclass, bool sleeps);
 void ptemu_lock_released(const void *lock);
 
+struct ptemu_thread;
+/* Scheduler membership of a registering or exiting thread (sync.c). */
+void ptemu_sched_attach(struct ptemu_thread *t);
+void ptemu_sched_detach(struct ptemu_thread *t);
+
 /* Fatal misuse of the API by a caller (not a protocol violation): message and abort. */
 _Noreturn void ptemu_bug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

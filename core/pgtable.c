@@ -11,6 +11,7 @@
 #include <ptemu/pgtable.h>
 #include <ptemu/phys.h>
 #include <ptemu/rcu.h>
+#include <ptemu/sched.h>
 
 #include "internal.h"
 
@@ -108,6 +109,7 @@ pte_t ptep_get(pte_t *ptep)
 	struct ptemu_machine *m = ptemu_current_machine();
 	uint64_t pa = ptemu_slot_pa(m, ptep);
 
+	ptemu_sched_point();
 	check_pte_read(m, pa);
 	return __pte(ptemu_entry_load(m, pa));
 }
@@ -116,6 +118,7 @@ void set_pte_at(struct mm_struct *mm, uint64_t addr, pte_t *ptep, pte_t pte)
 {
 	uint64_t pa = ptemu_slot_pa(mm->machine, ptep);
 
+	ptemu_sched_point();
 	check_pte_write(mm->machine, pa);
 	ptemu_entry_store(mm->machine, pa, pte.val);
 }
@@ -125,6 +128,7 @@ pte_t ptep_get_and_clear(struct mm_struct *mm, uint64_t addr, pte_t *ptep)
 	struct ptemu_machine *m = mm->machine;
 	uint64_t pa = ptemu_slot_pa(m, ptep);
 
+	ptemu_sched_point();
 	check_pte_write(m, pa);
 	/* An exchange, so that a concurrent hardware access-flag update is not lost. */
 	return __pte(entry_xchg(m, pa, m->arch->none_entry(ptemu_pte_level(m->arch))));

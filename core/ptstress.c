@@ -14,6 +14,7 @@
 #include <ptemu/phys.h>
 #include <ptemu/ptstress.h>
 #include <ptemu/rcu.h>
+#include <ptemu/sched.h>
 
 struct stress {
 	struct ptemu_machine *m;
@@ -50,7 +51,16 @@ static uint64_t next_rand(uint64_t *x)
 
 static bool should_end(const struct stress *s)
 {
-	return ptemu_should_stop(s->m) || now() >= s->deadline;
+	/* Deterministic runs end by operation count only: time would break replay. */
+	return ptemu_should_stop(s->m) || (!s->cfg->deterministic && now() >= s->deadline);
+}
+
+static void stress_yield(void)
+{
+	if (ptemu_sched_scheduled())
+		ptemu_sched_yield();
+	else
+		sched_yield();
 }
 
 static uint64_t random_addr(const struct stress *s, uint64_t *rng)
@@ -119,7 +129,7 @@ static void lockless_read(struct stress *s, uint64_t addr, uint64_t *rng)
 	for (unsigned i = 0; i < 8; i++) {
 		(void)ptep_get(table + (next_rand(rng) % per_table));
 		if ((next_rand(rng) & 15) == 0)
-			sched_yield();
+			stress_yield();
 	}
 	__atomic_fetch_add(&s->res.lockless_reads, 1, __ATOMIC_RELAXED);
 	pte_unmap(pte);
@@ -143,8 +153,9 @@ static void *worker_main(void *arg)
 			lockless_read(s, addr, &rng);
 		check_op_end("stress operation");
 	}
-	ptemu_thread_unregister();
+	/* Counted out while still holding the baton: the retractor's loop reads this. */
 	__atomic_fetch_sub(&s->workers_left, 1, __ATOMIC_RELEASE);
+	ptemu_thread_unregister();
 	return NULL;
 }
 
@@ -213,7 +224,8 @@ int ptemu_pt_stress(struct ptemu_machine *m, const struct ptemu_pt_stress_config
 	double start = now();
 	unsigned started = 0;
 
-	if (!cfg->workers || cfg->workers > 32 || !cfg->tables || cfg->tables > 4096) {
+	if (!cfg->workers || cfg->workers > 32 || !cfg->tables || cfg->tables > 4096 ||
+	    (cfg->deterministic && !cfg->max_ops)) {
 		errno = EINVAL;
 		return -1;
 	}
@@ -231,21 +243,36 @@ int ptemu_pt_stress(struct ptemu_machine *m, const struct ptemu_pt_stress_config
 		errno = ENOMEM;
 		return -1;
 	}
-	if (!m->test_hooks.map_before_lock)
+	/* Deterministic: the scheduler explores the windows; no timing help. */
+	if (!m->test_hooks.map_before_lock && !cfg->deterministic)
 		m->test_hooks = (struct ptemu_test_hooks){ widen_map_lock_window, &window_calls };
+	if (cfg->deterministic) {
+		if (ptemu_sched_create(m, &cfg->sched)) {
+			errno = EAGAIN;
+			return -1;
+		}
+		ptemu_sched_attach_current();
+	}
 	s.workers_left = (int)cfg->workers;
 	for (; started < cfg->workers; started++) {
 		w[started] = (struct worker){ .s = &s, .index = started };
 		if (pthread_create(&w[started].tid, NULL, worker_main, &w[started]))
 			break;
+		/* The RCU thread, this one, and the workers so far. */
+		ptemu_sched_wait_threads(m, 2 + started + 1);
 	}
+	ptemu_sched_start(m);
 	__atomic_fetch_sub(&s.workers_left, (int)(cfg->workers - started), __ATOMIC_RELEASE);
 	/* The calling thread retracts until the workers are done. */
 	while (__atomic_load_n(&s.workers_left, __ATOMIC_ACQUIRE) > 0) {
 		retract_one(&s, random_addr(&s, &rng));
 		check_op_end("retract");
-		sched_yield();
+		stress_yield();
 	}
+	/* The scheduled part ends here: what teardown does is not part of the schedule. */
+	s.res.steps = ptemu_sched_steps(m);
+	s.res.digest = ptemu_sched_digest(m);
+	ptemu_sched_detach_current();
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(w[i].tid, NULL);
 	free(w);
@@ -254,6 +281,10 @@ int ptemu_pt_stress(struct ptemu_machine *m, const struct ptemu_pt_stress_config
 	/* Teardown: every table returns to the allocator once the callbacks have run. */
 	mm_destroy(s.mm);
 	phys_free_pages(m->phys, s.data_pfn, 0);
+	if (cfg->deterministic) {
+		/* The scheduler's RCU thread drains the callbacks left. */
+		ptemu_sched_destroy(m);
+	}
 	rcu_barrier();
 	check_leaks(m, 0);
 	s.res.elapsed = now() - start;

@@ -7,7 +7,9 @@
 #include <urcu/urcu-memb.h>
 
 #include <ptemu/check.h>
+#include <ptemu/machine.h>
 #include <ptemu/rcu.h>
+#include <ptemu/sched.h>
 #include <ptemu/sync.h>
 
 #include "internal.h"
@@ -45,6 +47,7 @@ void rcu_read_lock(void)
 {
 	struct ptemu_thread *t = ptemu_current();
 
+	ptemu_sched_point();
 	urcu_memb_read_lock();
 	if (t && t->rcu_depth++ == 0) {
 		t->rcu_section = __atomic_add_fetch(&next_section, 1, __ATOMIC_RELAXED);
@@ -63,11 +66,14 @@ void rcu_read_unlock(void)
 				     "rcu_read_unlock outside any RCU read-side section");
 			return;
 		}
-		if (--t->rcu_depth == 0)
+		if (--t->rcu_depth == 0) {
 			t->rcu_section = 0;
+			ptemu_sched_rcu_reader_left();
+		}
 	}
 	hb_release(&grace_period_hb);
 	urcu_memb_read_unlock();
+	ptemu_sched_point();
 }
 
 static void rcu_trampoline(struct rcu_head *urcu)
@@ -82,7 +88,13 @@ static void rcu_trampoline(struct rcu_head *urcu)
 
 void call_rcu(struct ptemu_rcu_head *head, void (*func)(struct ptemu_rcu_head *head))
 {
+	struct ptemu_thread *t = ptemu_current();
+
 	head->func = func;
+	if (t && t->machine->sched) {
+		ptemu_sched_call_rcu(t->machine, head);	/* the grace period is the scheduler's */
+		return;
+	}
 	hb_release(head);
 	urcu_memb_call_rcu((struct rcu_head *)(void *)head->urcu_head, rcu_trampoline);
 }
@@ -101,8 +113,23 @@ static bool may_wait_for_gp(const char *what)
 	return true;
 }
 
+static void gp_marker_done(struct ptemu_rcu_head *head)
+{
+	__atomic_store_n((int *)&head->urcu_head[0], 1, __ATOMIC_RELEASE);
+}
+
 void synchronize_rcu(void)
 {
+	struct ptemu_thread *t = ptemu_current();
+
+	if (t && t->machine->sched && may_wait_for_gp("synchronize_rcu")) {
+		/* A callback queued now runs once every current reader has left. */
+		struct ptemu_rcu_head marker = { { 0 }, NULL };
+
+		call_rcu(&marker, gp_marker_done);
+		ptemu_sched_rcu_barrier(t->machine);
+		return;
+	}
 	if (may_wait_for_gp("synchronize_rcu")) {
 		urcu_memb_synchronize_rcu();
 		hb_acquire(&grace_period_hb);
@@ -111,6 +138,12 @@ void synchronize_rcu(void)
 
 void rcu_barrier(void)
 {
+	struct ptemu_thread *t = ptemu_current();
+
+	if (t && t->machine->sched && t->sched_id >= 0 && may_wait_for_gp("rcu_barrier")) {
+		ptemu_sched_rcu_barrier(t->machine);
+		return;
+	}
 	if (may_wait_for_gp("rcu_barrier")) {
 		urcu_memb_barrier();
 		hb_acquire(&barrier_hb);

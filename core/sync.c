@@ -7,6 +7,7 @@
 
 #include <ptemu/check.h>
 #include <ptemu/machine.h>
+#include <ptemu/sched.h>
 #include <ptemu/sync.h>
 
 #include "internal.h"
@@ -31,9 +32,12 @@ struct ptemu_thread *ptemu_thread_register(struct ptemu_machine *m, const char *
 	/* A thread may work for a second machine for a while (tests do): stack them, and
 	 * register with RCU only once. */
 	t->prev = current_thread;
+	t->sched_id = -1;
 	if (!t->prev)
 		ptemu_rcu_register_thread();
 	current_thread = t;
+	if (m->sched)
+		ptemu_sched_attach(t);
 	return t;
 }
 
@@ -44,6 +48,8 @@ void ptemu_thread_unregister(void)
 	if (!t)
 		return;
 	check_op_end("thread exit");
+	if (t->sched_id >= 0)
+		ptemu_sched_detach(t);
 	current_thread = t->prev;
 	if (!current_thread)
 		ptemu_rcu_unregister_thread();
@@ -166,13 +172,25 @@ static bool spin_try(struct ptemu_spinlock *l)
 	       !__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE);
 }
 
+/* Waits for a lock held by someone else: the deterministic scheduler runs others until
+ * the holder releases it; free-running, yield now and then rather than burn the holder's
+ * core (two cores, more threads). */
+static void wait_for(const void *lock, uint8_t lclass, unsigned *spins)
+{
+	if (ptemu_sched_scheduled())
+		ptemu_sched_block(lock, class_names[lclass]);
+	else if (++*spins > 64)
+		sched_yield();
+}
+
 static void spin_acquire(struct ptemu_spinlock *l, bool nested)
 {
+	unsigned spins = 0;
+
+	ptemu_sched_point();
 	ptemu_lock_acquire_check(l, l->lclass, false, nested);
-	/* Two cores and more threads than that: yield rather than burn the holder's core. */
-	for (unsigned spins = 0; !spin_try(l); spins++)
-		if (spins > 64)
-			sched_yield();
+	while (!spin_try(l))
+		wait_for(l, l->lclass, &spins);
 	ptemu_lock_acquired(l, l->lclass, false);
 }
 
@@ -198,6 +216,7 @@ void spin_unlock(struct ptemu_spinlock *l)
 {
 	ptemu_lock_released(l);
 	__atomic_store_n(&l->locked, 0, __ATOMIC_RELEASE);
+	ptemu_sched_wake(l);
 }
 
 bool spin_is_locked(const struct ptemu_spinlock *l)
@@ -218,17 +237,33 @@ void ptemu_rwsem_destroy(struct ptemu_rwsem *s)
 	pthread_rwlock_destroy(&s->rw);
 }
 
+/* A scheduled thread never sleeps in pthreads while it holds the baton: it tries, and
+ * blocks in the scheduler until the lock is released. */
 void down_read(struct ptemu_rwsem *s)
 {
+	unsigned spins = 0;
+
+	ptemu_sched_point();
 	ptemu_lock_acquire_check(s, s->lclass, true, false);
-	pthread_rwlock_rdlock(&s->rw);
+	if (ptemu_sched_scheduled())
+		while (pthread_rwlock_tryrdlock(&s->rw))
+			wait_for(s, s->lclass, &spins);
+	else
+		pthread_rwlock_rdlock(&s->rw);
 	ptemu_lock_acquired(s, s->lclass, true);
 }
 
 void down_write(struct ptemu_rwsem *s)
 {
+	unsigned spins = 0;
+
+	ptemu_sched_point();
 	ptemu_lock_acquire_check(s, s->lclass, true, false);
-	pthread_rwlock_wrlock(&s->rw);
+	if (ptemu_sched_scheduled())
+		while (pthread_rwlock_trywrlock(&s->rw))
+			wait_for(s, s->lclass, &spins);
+	else
+		pthread_rwlock_wrlock(&s->rw);
 	ptemu_lock_acquired(s, s->lclass, true);
 }
 
@@ -252,12 +287,14 @@ void up_read(struct ptemu_rwsem *s)
 {
 	ptemu_lock_released(s);
 	pthread_rwlock_unlock(&s->rw);
+	ptemu_sched_wake(s);
 }
 
 void up_write(struct ptemu_rwsem *s)
 {
 	ptemu_lock_released(s);
 	pthread_rwlock_unlock(&s->rw);
+	ptemu_sched_wake(s);
 }
 
 void ptemu_mutex_init(struct ptemu_mutex *m, enum ptemu_lock_class c)
@@ -273,8 +310,15 @@ void ptemu_mutex_destroy(struct ptemu_mutex *m)
 
 void mutex_lock(struct ptemu_mutex *m)
 {
+	unsigned spins = 0;
+
+	ptemu_sched_point();
 	ptemu_lock_acquire_check(m, m->lclass, true, false);
-	pthread_mutex_lock(&m->m);
+	if (ptemu_sched_scheduled())
+		while (pthread_mutex_trylock(&m->m))
+			wait_for(m, m->lclass, &spins);
+	else
+		pthread_mutex_lock(&m->m);
 	ptemu_lock_acquired(m, m->lclass, true);
 }
 
@@ -282,4 +326,5 @@ void mutex_unlock(struct ptemu_mutex *m)
 {
 	ptemu_lock_released(m);
 	pthread_mutex_unlock(&m->m);
+	ptemu_sched_wake(m);
 }

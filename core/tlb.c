@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include <ptemu/machine.h>
+#include <ptemu/sched.h>
 #include <ptemu/tlb.h>
 
 int ptemu_tlb_init(struct ptemu_tlb *t, struct ptemu_machine *m)
@@ -255,6 +256,7 @@ void ptemu_tlb_shootdown(struct ptemu_tlb **targets, unsigned n, struct ptemu_tl
 	uint64_t gens[64];
 	bool wait[64];
 
+	ptemu_sched_point();
 	for (unsigned i = 0; i < n; i++) {
 		struct ptemu_tlb *t = targets[i];
 
@@ -281,7 +283,10 @@ void ptemu_tlb_shootdown(struct ptemu_tlb **targets, unsigned n, struct ptemu_tl
 			if (self && __atomic_load_n(&self->ack_gen, __ATOMIC_SEQ_CST) !=
 					    __atomic_load_n(&self->req_gen, __ATOMIC_SEQ_CST))
 				ptemu_tlb_apply_requests(self);
-			sched_yield();
+			if (ptemu_sched_scheduled())
+				ptemu_sched_yield();	/* the target must run to acknowledge */
+			else
+				sched_yield();
 		}
 	}
 }

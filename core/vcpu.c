@@ -25,6 +25,7 @@
 #include <ptemu/phys.h>
 #include <ptemu/rcu.h>
 #include <ptemu/run.h>
+#include <ptemu/sched.h>
 #include <ptemu/tlb.h>
 #include <ptemu/uaccess.h>
 
@@ -63,6 +64,7 @@ struct vcpu {
 	bool syscall;
 	int terminate;		/* atomic: leave at the next block */
 	bool hw_flush_pending;	/* Unicorn's TLB to be flushed at the next block */
+	bool deterministic;
 	/* Counters, owner-written; read by the watchdog. */
 	uint64_t blocks, block_bytes, fills, syscalls, progress, polls, miss_ns, misses_timed;
 	/* What the vCPU is doing, for the watchdog's report. */
@@ -302,6 +304,8 @@ static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 
 	v->fills++;
 	note_progress(v);
+	if (v->deterministic)
+		ptemu_sched_point();
 	v->walk_va = vaddr;
 	v->walk_table = 0;
 	if (!ptemu_walk_cache_lookup(&v->tlb, vaddr, &v->walk_cached))
@@ -343,6 +347,8 @@ static void block_hook(uc_engine *uc, uint64_t address, uint32_t size, void *use
 		v->hw_flush_pending = false;
 		uc_ctl_flush_tlb(uc);
 	}
+	if (v->deterministic)
+		ptemu_sched_point();
 	if (__atomic_load_n(&v->tlb.kick, __ATOMIC_ACQUIRE)) {
 		ptemu_tlb_apply_requests(&v->tlb);
 		/* Leave the run so that chained blocks look their pages up again. */
@@ -536,10 +542,15 @@ static bool do_syscall(struct vcpu *v)
 		ret = v->index;
 		break;
 	case PTEMU_SYS_yield:
-		sched_yield();
+		if (v->deterministic)
+			ptemu_sched_yield();
+		else
+			sched_yield();
 		break;
 	case PTEMU_SYS_clock:
-		ret = (int64_t)((now() - r->start) * 1e9);
+		/* Logical time when deterministic: the run must not depend on the host. */
+		ret = v->deterministic ? (int64_t)ptemu_sched_steps(r->m) :
+					 (int64_t)((now() - r->start) * 1e9);
 		break;
 	case PTEMU_SYS_thp_mapped: {
 		pmd_t *pmd;
@@ -560,8 +571,11 @@ static bool do_syscall(struct vcpu *v)
 		break;
 	case PTEMU_SYS_should_stop:
 		v->polls++;
-		ret = __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) || now() >= r->deadline ||
-		      ptemu_should_stop(r->m);
+		if (v->deterministic)
+			ret = ptemu_sched_steps(r->m) >= r->cfg->sched.max_steps || ptemu_should_stop(r->m);
+		else
+			ret = __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) || now() >= r->deadline ||
+			      ptemu_should_stop(r->m);
 		break;
 	case PTEMU_SYS_param:
 		ret = a[0] == PTEMU_PARAM_seed ? (int64_t)r->cfg->seed :
@@ -924,11 +938,21 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 			v->tlb.flush_ctx = v;
 		}
 	}
-	/* Start every vCPU, then watch the clock. */
+	if (cfg->deterministic && r->error == PTEMU_RUN_OK) {
+		/* The main thread registered before the scheduler exists: it only watches. */
+		r->deadline = 1e300;
+		if (ptemu_sched_create(r->m, &cfg->sched))
+			run_fail(r, PTEMU_RUN_INTERNAL, "cannot start the deterministic scheduler");
+	}
+	/* Start every vCPU (registered one by one, so that scheduler ids never depend on
+	 * timing), then watch. */
+	unsigned nstarted = 0;
+
 	for (unsigned pi = 0; pi < r->nprocs && r->error == PTEMU_RUN_OK; pi++) {
 		struct process *p = &r->procs[pi];
 
 		for (unsigned vi = 0; vi < p->nvcpus; vi++) {
+			p->vcpus[vi].deterministic = cfg->deterministic;
 			__atomic_store_n(&p->vcpus[vi].started, true, __ATOMIC_RELEASE);
 			__atomic_add_fetch(&p->alive, 1, __ATOMIC_ACQ_REL);
 			if (pthread_create(&p->vcpus[vi].thread, NULL, vcpu_main, &p->vcpus[vi])) {
@@ -937,8 +961,10 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 				run_fail(r, PTEMU_RUN_INTERNAL, "cannot start a vCPU thread");
 				break;
 			}
+			ptemu_sched_wait_threads(r->m, 1 + ++nstarted);
 		}
 	}
+	ptemu_sched_start(r->m);
 	double watchdog = cfg->watchdog_seconds > 0 ? cfg->watchdog_seconds : 10.0;
 	double last_change = now(), ending = 0;
 	uint64_t last_progress = 0;
@@ -968,6 +994,10 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		if (!ending && t >= r->deadline + GRACE_SECONDS) {
 			run_fail(r, PTEMU_RUN_GUEST_ERROR, "the guest did not stop within %.0f s of "
 				 "the end of the run (it must poll should_stop)", GRACE_SECONDS);
+			ending = t;
+		}
+		if (!ending && ptemu_sched_deadlocked(r->m)) {
+			run_fail(r, PTEMU_RUN_GUEST_ERROR, "deadlock (see the hang violation)");
 			ending = t;
 		}
 		if (!ending && t - last_change >= watchdog) {
@@ -1020,6 +1050,11 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		}
 		res->exit_codes[pi] = p->exit_code;
 		pthread_mutex_destroy(&p->fd_lock);
+	}
+	if (r->m->sched) {
+		res->digest = ptemu_sched_digest(r->m);
+		res->steps = ptemu_sched_steps(r->m);
+		ptemu_sched_destroy(r->m);
 	}
 	r->m->tlb = (struct ptemu_tlb_ops){ 0 };
 	for (unsigned i = 0; i < r->nobjects; i++)

@@ -55,6 +55,7 @@ struct ptemu_machine {
 	struct ptemu_tlb_ops tlb;
 	struct ptemu_test_hooks test_hooks;
 	enum ptemu_injection inject;
+	struct ptemu_sched *sched;	/* deterministic mode, NULL when free-running */
 };
 
 /* NULL with a message in err on a bad configuration. */

@@ -5,7 +5,10 @@
 #ifndef PTEMU_PTSTRESS_H
 #define PTEMU_PTSTRESS_H
 
+#include <stdbool.h>
 #include <stdint.h>
+
+#include <ptemu/sched.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -19,6 +22,10 @@ struct ptemu_pt_stress_config {
 	uint64_t seed;
 	double seconds;		/* wall-clock bound of the run */
 	uint64_t max_ops;	/* per worker; 0: only the time bound */
+	/* Deterministic: a scheduler with this configuration runs the workers, the
+	 * retractor and RCU; the run is bounded by max_ops (required), not by time. */
+	bool deterministic;
+	struct ptemu_sched_config sched;
 };
 
 struct ptemu_pt_stress_result {
@@ -27,6 +34,8 @@ struct ptemu_pt_stress_result {
 	uint64_t map_failed;		/* either map returned NULL */
 	uint64_t retracts;		/* tables detached and freed by the retractor */
 	double elapsed;
+	uint64_t digest;		/* deterministic runs: the run digest */
+	uint64_t steps;
 };
 
 /* 0 on completion (the verdict is in the checker), -1 with errno-style failure if threads

@@ -8,6 +8,7 @@
 
 #include <ptemu/check.h>
 #include <ptemu/inject.h>
+#include <ptemu/sched.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -34,6 +35,11 @@ struct ptemu_run_config {
 	/* > 0: the last process exits (exit_group, as if killed) this many seconds into the
 	 * run, so that exit_mmap races the others' faults on the shared objects. */
 	double exit_after;
+	/* Deterministic mode: the scheduler runs the vCPUs and RCU; the run ends after
+	 * sched.max_steps scheduler steps (guests see should_stop), never by time, and
+	 * guest-visible time is the step count. */
+	bool deterministic;
+	struct ptemu_sched_config sched;
 };
 
 /* Why a run ended badly, beyond checker violations. */
@@ -60,6 +66,8 @@ struct ptemu_run_result {
 	/* The watchdog found vCPU threads that cannot be stopped: the machine is still in
 	 * use by them, so the caller must report and exit without freeing it. */
 	bool hung;
+	uint64_t digest;		/* deterministic runs: the run digest */
+	uint64_t steps;
 };
 
 /* Runs to completion. The machine (and its checker) stays for the caller to inspect:

@@ -106,6 +106,7 @@ struct ptemu_thread {
 	int nr_maps;
 	struct ptemu_held_map maps[PTEMU_MAX_MAPS];
 	struct ptemu_thread *prev;	/* the registration this one stacks on, if any */
+	int sched_id;		/* index in the deterministic scheduler, -1 when not scheduled */
 };
 
 /* Registers the calling thread with a machine and with RCU; every thread that touches the

@@ -1,0 +1,76 @@
+/* The deterministic scheduler (DESIGN.md section 7). Every ptemu thread is a real thread,
+ * but only the one holding the baton runs; at each scheduling point the holder asks the
+ * scheduler which thread runs next (seeded random walk, or PCT). Blocking waits are
+ * known to it: a thread whose lock is taken blocks on the lock and is not picked again
+ * until the lock is released; when no thread can run, that is a deadlock, reported with
+ * every thread's state. Grace periods are scheduler decisions too: callbacks run in the
+ * scheduler's own RCU thread once every reader that was inside a section when they were
+ * queued has left it, at a step the seed chooses.
+ *
+ * Without a scheduler (free-running mode) every call here is a no-op. */
+#ifndef PTEMU_SCHED_H
+#define PTEMU_SCHED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ptemu_machine;
+struct ptemu_rcu_head;
+
+enum ptemu_sched_strategy { PTEMU_SCHED_RANDOM, PTEMU_SCHED_PCT };
+
+struct ptemu_sched_config {
+	uint64_t seed;
+	enum ptemu_sched_strategy strategy;
+	unsigned pct_depth;	/* PCT: d, the number of priority change points + 1 */
+	uint64_t max_steps;	/* PCT's horizon and the run's length */
+};
+
+/* Attaches a scheduler to the machine; threads registered from now on are scheduled. */
+int ptemu_sched_create(struct ptemu_machine *m, const struct ptemu_sched_config *cfg);
+/* Stops the RCU thread and detaches. Every other scheduled thread must have exited. */
+void ptemu_sched_destroy(struct ptemu_machine *m);
+
+/* A scheduling point of the calling thread. */
+void ptemu_sched_point(void);
+/* Let another thread run (a spin-wait's iteration): always switches if anyone can. */
+void ptemu_sched_yield(void);
+/* The calling thread waits for `token` (a lock, a folio, ...): it is not picked again until
+ * ptemu_sched_wake(token). Returns at once when not deterministic. */
+void ptemu_sched_block(const void *token, const char *what);
+void ptemu_sched_wake(const void *token);
+/* The creator of a thread waits until it has registered, so that ids are deterministic;
+ * `count` includes the scheduler's own RCU thread. */
+void ptemu_sched_wait_threads(struct ptemu_machine *m, unsigned count);
+/* Hands out the first baton, once every initial thread is registered. */
+void ptemu_sched_start(struct ptemu_machine *m);
+/* Makes the calling (registered) thread a scheduled one, or not any more. Before
+ * ptemu_sched_start the caller runs on, to create the others; the start then waits for
+ * its turn. */
+void ptemu_sched_attach_current(void);
+void ptemu_sched_detach_current(void);
+/* A reader left its outermost RCU section: a grace period may now end. */
+void ptemu_sched_rcu_reader_left(void);
+
+bool ptemu_sched_active(const struct ptemu_machine *m);
+/* Is the calling thread a scheduled one? */
+bool ptemu_sched_scheduled(void);
+uint64_t ptemu_sched_steps(const struct ptemu_machine *m);
+/* The run digest: a hash over the ordered scheduling decisions and checked events. */
+uint64_t ptemu_sched_digest(const struct ptemu_machine *m);
+void ptemu_sched_fold(struct ptemu_machine *m, uint64_t kind, uint64_t a, uint64_t b);
+/* Set after a deadlock was reported: the threads involved can never finish. */
+bool ptemu_sched_deadlocked(const struct ptemu_machine *m);
+
+/* call_rcu and rcu_barrier in deterministic mode (called by rcu.c). */
+void ptemu_sched_call_rcu(struct ptemu_machine *m, struct ptemu_rcu_head *head);
+void ptemu_sched_rcu_barrier(struct ptemu_machine *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,546 @@
+/* The deterministic scheduler: a baton passed between real threads (DESIGN.md section 7). */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ptemu/check.h>
+#include <ptemu/machine.h>
+#include <ptemu/rcu.h>
+#include <ptemu/sched.h>
+#include <ptemu/sync.h>
+
+#include "internal.h"
+
+#define SCHED_MAX_THREADS 64
+#define SCHED_MAX_CHANGE_POINTS 16
+/* Random walk: the chance of a switch at a scheduling point is 1 in this. */
+#define SCHED_SWITCH_ODDS 8
+
+struct sthread {
+	struct ptemu_thread *t;
+	pthread_cond_t cv;
+	bool live;
+	const void *blocked_on;
+	const char *blocked_what;
+	uint64_t prio;
+};
+
+struct pending_rcu {
+	struct ptemu_rcu_head *head;
+	uint64_t snapshot[SCHED_MAX_THREADS];	/* each thread's open section when queued */
+};
+
+struct ptemu_sched {
+	struct ptemu_machine *m;
+	struct ptemu_sched_config cfg;
+	pthread_mutex_t mu;
+	pthread_cond_t registered;
+	int current;			/* thread holding the baton, -1: nobody yet */
+	struct sthread th[SCHED_MAX_THREADS];
+	int n;
+	uint64_t rng;
+	uint64_t steps;
+	uint64_t change[SCHED_MAX_CHANGE_POINTS];
+	unsigned nchange;
+	uint64_t digest;
+	bool deadlocked;
+	bool started;			/* no baton is handed out before ptemu_sched_start */
+	/* Deterministic RCU: callbacks wait in order and run in the scheduler's RCU thread. */
+	struct pending_rcu *pending;
+	size_t npending, cap_pending;
+	pthread_t rcu_thread;
+	bool stopping;
+	int rcu_token;
+};
+
+static uint64_t next_rand(uint64_t *x)
+{
+	*x ^= *x >> 12;
+	*x ^= *x << 25;
+	*x ^= *x >> 27;
+	return *x * 0x2545F4914F6CDD1Dull;
+}
+
+static struct ptemu_sched *sched_of_current(int *id)
+{
+	struct ptemu_thread *t = ptemu_current();
+
+	if (!t || !t->machine->sched || t->sched_id < 0)
+		return NULL;
+	*id = t->sched_id;
+	return t->machine->sched;
+}
+
+static void fold_locked(struct ptemu_sched *s, uint64_t kind, uint64_t a, uint64_t b)
+{
+	uint64_t h = s->digest ^ 0xcbf29ce484222325ull;
+
+	for (uint64_t v = kind, i = 0; i < 3; i++, v = i == 1 ? a : b) {
+		h ^= v;
+		h *= 0x100000001b3ull;
+		h ^= h >> 29;
+	}
+	s->digest = h;
+}
+
+bool ptemu_sched_scheduled(void)
+{
+	int me;
+
+	return sched_of_current(&me) != NULL;
+}
+
+bool ptemu_sched_active(const struct ptemu_machine *m)
+{
+	return m->sched != NULL;
+}
+
+uint64_t ptemu_sched_steps(const struct ptemu_machine *m)
+{
+	return m->sched ? __atomic_load_n(&m->sched->steps, __ATOMIC_RELAXED) : 0;
+}
+
+uint64_t ptemu_sched_digest(const struct ptemu_machine *m)
+{
+	uint64_t d;
+
+	if (!m->sched)
+		return 0;
+	pthread_mutex_lock(&m->sched->mu);
+	d = m->sched->digest;
+	pthread_mutex_unlock(&m->sched->mu);
+	return d;
+}
+
+void ptemu_sched_fold(struct ptemu_machine *m, uint64_t kind, uint64_t a, uint64_t b)
+{
+	/* Only the baton holder folds, so the order of events is the schedule's. */
+	if (!m->sched)
+		return;
+	pthread_mutex_lock(&m->sched->mu);
+	fold_locked(m->sched, kind, a, b);
+	pthread_mutex_unlock(&m->sched->mu);
+}
+
+bool ptemu_sched_deadlocked(const struct ptemu_machine *m)
+{
+	return m->sched && __atomic_load_n(&m->sched->deadlocked, __ATOMIC_ACQUIRE);
+}
+
+/* Hands the baton to `next` and waits until it comes back to `me` (mu held). */
+static void handoff_locked(struct ptemu_sched *s, int me, int next)
+{
+	if (next != me) {
+		s->current = next;
+		fold_locked(s, 1, (uint64_t)me, (uint64_t)next);
+		pthread_cond_signal(&s->th[next].cv);
+	}
+	while (s->current != me)
+		pthread_cond_wait(&s->th[me].cv, &s->mu);
+}
+
+static bool runnable(const struct ptemu_sched *s, int i)
+{
+	return s->th[i].live && !s->th[i].blocked_on;
+}
+
+static void report_deadlock_locked(struct ptemu_sched *s)
+{
+	char buf[600];
+	size_t n = 0;
+
+	for (int i = 0; i < s->n && n < sizeof(buf) - 1; i++) {
+		if (!s->th[i].live)
+			continue;
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s waits for %s", n ? "; " : "",
+				      s->th[i].t ? s->th[i].t->name : "?",
+				      s->th[i].blocked_what ? s->th[i].blocked_what : "?");
+	}
+	s->deadlocked = true;
+	pthread_mutex_unlock(&s->mu);
+	ptemu_report(s->m, VIOLATION_HANG, 0, "deadlock after %" PRIu64 " steps: %s", s->steps, buf);
+	pthread_mutex_lock(&s->mu);
+}
+
+/* The thread that runs next, or -1 when none can (mu held). */
+static int pick_locked(struct ptemu_sched *s, int me, bool force_switch)
+{
+	int candidates[SCHED_MAX_THREADS], nc = 0;
+
+	for (int i = 0; i < s->n; i++)
+		if (runnable(s, i) && !(force_switch && i == me))
+			candidates[nc++] = i;
+	if (!nc)
+		return force_switch && me >= 0 && runnable(s, me) ? me : -1;
+	if (s->cfg.strategy == PTEMU_SCHED_PCT) {
+		int best = candidates[0];
+
+		for (int k = 1; k < nc; k++)
+			if (s->th[candidates[k]].prio > s->th[best].prio)
+				best = candidates[k];
+		return best;
+	}
+	if (!force_switch && me >= 0 && runnable(s, me) && next_rand(&s->rng) % SCHED_SWITCH_ODDS)
+		return me;
+	return candidates[next_rand(&s->rng) % (uint64_t)nc];
+}
+
+/* Thread 0 is the scheduler's RCU thread. */
+static bool only_rcu_thread_left(const struct ptemu_sched *s)
+{
+	for (int i = 1; i < s->n; i++)
+		if (s->th[i].live)
+			return false;
+	return true;
+}
+
+static void schedule(struct ptemu_sched *s, int me, bool force_switch)
+{
+	int next;
+
+	pthread_mutex_lock(&s->mu);
+	if (s->deadlocked) {
+		/* Nothing can finish any more: park for good. */
+		for (;;)
+			pthread_cond_wait(&s->th[me].cv, &s->mu);
+	}
+	s->steps++;
+	for (unsigned c = 0; c < s->nchange; c++)
+		if (s->change[c] == s->steps)
+			s->th[me].prio = s->cfg.pct_depth - 1 - c;	/* PCT: demote */
+	next = pick_locked(s, me, force_switch);
+	if (next < 0 && only_rcu_thread_left(s)) {
+		/* Idle: the RCU thread waits for work; the next thread to come takes the baton. */
+		s->current = -1;
+		while (s->current != me)
+			pthread_cond_wait(&s->th[me].cv, &s->mu);
+		pthread_mutex_unlock(&s->mu);
+		return;
+	}
+	if (next < 0) {
+		report_deadlock_locked(s);
+		for (;;)
+			pthread_cond_wait(&s->th[me].cv, &s->mu);
+	}
+	handoff_locked(s, me, next);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void ptemu_sched_point(void)
+{
+	int me;
+	struct ptemu_sched *s = sched_of_current(&me);
+
+	if (s)
+		schedule(s, me, false);
+}
+
+void ptemu_sched_yield(void)
+{
+	int me;
+	struct ptemu_sched *s = sched_of_current(&me);
+
+	if (s)
+		schedule(s, me, true);
+}
+
+void ptemu_sched_block(const void *token, const char *what)
+{
+	int me;
+	struct ptemu_sched *s = sched_of_current(&me);
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->th[me].blocked_on = token;
+	s->th[me].blocked_what = what;
+	pthread_mutex_unlock(&s->mu);
+	schedule(s, me, true);
+}
+
+void ptemu_sched_wake(const void *token)
+{
+	int me;
+	struct ptemu_sched *s = sched_of_current(&me);
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	for (int i = 0; i < s->n; i++)
+		if (s->th[i].blocked_on == token)
+			s->th[i].blocked_on = NULL;
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- threads ---------------------------------------------------------------------------- */
+
+static void attach(struct ptemu_thread *t, bool wait_for_baton)
+{
+	struct ptemu_sched *s = t->machine->sched;
+	int id;
+
+	pthread_mutex_lock(&s->mu);
+	if (s->n == SCHED_MAX_THREADS)
+		ptemu_bug("more than %d scheduled threads", SCHED_MAX_THREADS);
+	id = s->n++;
+	s->th[id].t = t;
+	s->th[id].live = true;
+	s->th[id].blocked_on = NULL;
+	/* PCT: random distinct priorities above every change point's. */
+	s->th[id].prio = s->cfg.pct_depth + 1 + (next_rand(&s->rng) % 1000000) * SCHED_MAX_THREADS + (uint64_t)id;
+	pthread_cond_init(&s->th[id].cv, NULL);
+	t->sched_id = id;
+	pthread_cond_broadcast(&s->registered);
+	/* After the start, a newcomer to an idle scheduler takes the baton. */
+	if (s->started && s->current < 0)
+		s->current = id;
+	while (wait_for_baton && s->current != id)
+		pthread_cond_wait(&s->th[id].cv, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void ptemu_sched_attach(struct ptemu_thread *t)
+{
+	attach(t, true);
+}
+
+void ptemu_sched_detach(struct ptemu_thread *t)
+{
+	struct ptemu_sched *s = t->machine->sched;
+	int me = t->sched_id, next;
+
+	pthread_mutex_lock(&s->mu);
+	s->th[me].live = false;
+	t->sched_id = -1;
+	next = pick_locked(s, me, true);
+	if (next >= 0) {
+		s->current = next;
+		pthread_cond_signal(&s->th[next].cv);
+	} else {
+		s->current = -1;
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+void ptemu_sched_start(struct ptemu_machine *m)
+{
+	struct ptemu_sched *s = m->sched;
+	int first;
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->started = true;
+	first = pick_locked(s, -1, false);
+	s->current = first;
+	if (first >= 0) {
+		fold_locked(s, 1, (uint64_t)-1, (uint64_t)first);
+		pthread_cond_signal(&s->th[first].cv);
+	}
+	/* A scheduled starter (the creator of the others) waits for its turn. */
+	struct ptemu_thread *t = ptemu_current();
+
+	if (t && t->machine == m && t->sched_id >= 0)
+		while (s->current != t->sched_id)
+			pthread_cond_wait(&s->th[t->sched_id].cv, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void ptemu_sched_attach_current(void)
+{
+	struct ptemu_thread *t = ptemu_current();
+
+	if (t && t->machine->sched && t->sched_id < 0)
+		attach(t, false);	/* runs on until ptemu_sched_start */
+}
+
+void ptemu_sched_detach_current(void)
+{
+	struct ptemu_thread *t = ptemu_current();
+
+	if (t && t->machine->sched && t->sched_id >= 0)
+		ptemu_sched_detach(t);
+}
+
+void ptemu_sched_rcu_reader_left(void)
+{
+	int me;
+	struct ptemu_sched *s = sched_of_current(&me);
+
+	if (s)
+		ptemu_sched_wake(&s->rcu_token);
+}
+
+void ptemu_sched_wait_threads(struct ptemu_machine *m, unsigned count)
+{
+	struct ptemu_sched *s = m->sched;
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	while ((unsigned)s->n < count)
+		pthread_cond_wait(&s->registered, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- deterministic RCU -------------------------------------------------------------------- */
+
+void ptemu_sched_call_rcu(struct ptemu_machine *m, struct ptemu_rcu_head *head)
+{
+	struct ptemu_sched *s = m->sched;
+
+	pthread_mutex_lock(&s->mu);
+	if (s->npending == s->cap_pending) {
+		size_t cap = s->cap_pending ? 2 * s->cap_pending : 64;
+		struct pending_rcu *p = realloc(s->pending, cap * sizeof(*p));
+
+		if (!p)
+			ptemu_bug("out of host memory for RCU callbacks");
+		s->pending = p;
+		s->cap_pending = cap;
+	}
+	struct pending_rcu *p = &s->pending[s->npending++];
+
+	p->head = head;
+	for (int i = 0; i < SCHED_MAX_THREADS; i++) {
+		struct ptemu_thread *t = i < s->n && s->th[i].live ? s->th[i].t : NULL;
+
+		p->snapshot[i] = t && __atomic_load_n(&t->rcu_depth, __ATOMIC_RELAXED) ?
+					 __atomic_load_n(&t->rcu_section, __ATOMIC_RELAXED) : 0;
+	}
+	fold_locked(s, 2, (uint64_t)(uintptr_t)0, s->npending);
+	pthread_mutex_unlock(&s->mu);
+	ptemu_sched_wake(&s->rcu_token);
+}
+
+/* Has every reader that was in a section when p was queued left it? (mu held) */
+static bool grace_period_over_locked(struct ptemu_sched *s, const struct pending_rcu *p)
+{
+	for (int i = 0; i < s->n; i++) {
+		struct ptemu_thread *t = s->th[i].t;
+
+		if (!p->snapshot[i] || !s->th[i].live)
+			continue;
+		if (__atomic_load_n(&t->rcu_depth, __ATOMIC_RELAXED) &&
+		    __atomic_load_n(&t->rcu_section, __ATOMIC_RELAXED) == p->snapshot[i])
+			return false;
+	}
+	return true;
+}
+
+/* The scheduler's RCU thread: when it holds the baton, it ends the grace period of every
+ * callback whose readers are gone and runs them, in order; else it waits. */
+static void *rcu_main(void *arg)
+{
+	struct ptemu_sched *s = arg;
+
+	ptemu_thread_register(s->m, "rcu");
+	for (;;) {
+		struct ptemu_rcu_head *ready[64];
+		size_t nready = 0;
+
+		pthread_mutex_lock(&s->mu);
+		if (s->stopping && !s->npending) {
+			pthread_mutex_unlock(&s->mu);
+			break;
+		}
+		while (nready < s->npending && nready < 64 &&
+		       grace_period_over_locked(s, &s->pending[nready])) {
+			ready[nready] = s->pending[nready].head;
+			nready++;
+		}
+		memmove(s->pending, s->pending + nready, (s->npending - nready) * sizeof(*s->pending));
+		s->npending -= nready;
+		if (nready)
+			fold_locked(s, 3, nready, s->steps);
+		pthread_mutex_unlock(&s->mu);
+		for (size_t i = 0; i < nready; i++)
+			ready[i]->func(ready[i]);
+		if (nready) {
+			ptemu_sched_wake(&s->rcu_token);	/* rcu_barrier waiters */
+			continue;	/* more may be ready */
+		}
+		if (s->stopping)
+			continue;	/* every reader is gone: the rest become ready */
+		/* Readers leaving their sections wake us; so do new callbacks. */
+		ptemu_sched_block(&s->rcu_token, "a grace period");
+	}
+	ptemu_thread_unregister();
+	return NULL;
+}
+
+void ptemu_sched_rcu_barrier(struct ptemu_machine *m)
+{
+	struct ptemu_sched *s = m->sched;
+
+	for (;;) {
+		pthread_mutex_lock(&s->mu);
+		bool empty = !s->npending;
+
+		pthread_mutex_unlock(&s->mu);
+		if (empty)
+			return;
+		ptemu_sched_wake(&s->rcu_token);
+		ptemu_sched_block(&s->rcu_token, "rcu_barrier");
+	}
+}
+
+/* ---- life ------------------------------------------------------------------------------------ */
+
+int ptemu_sched_create(struct ptemu_machine *m, const struct ptemu_sched_config *cfg)
+{
+	struct ptemu_sched *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	s->m = m;
+	s->cfg = *cfg;
+	if (!s->cfg.pct_depth)
+		s->cfg.pct_depth = 3;
+	if (s->cfg.pct_depth > SCHED_MAX_CHANGE_POINTS)
+		s->cfg.pct_depth = SCHED_MAX_CHANGE_POINTS;
+	s->rng = cfg->seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+	s->current = -1;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->registered, NULL);
+	/* PCT: d - 1 change points, uniform over the horizon. */
+	if (s->cfg.strategy == PTEMU_SCHED_PCT)
+		for (unsigned i = 0; i + 1 < s->cfg.pct_depth; i++)
+			s->change[s->nchange++] = 1 + next_rand(&s->rng) % (cfg->max_steps ? cfg->max_steps : 1000000);
+	m->sched = s;
+	/* The RCU thread is the first scheduled thread, so its id never depends on timing. */
+	if (pthread_create(&s->rcu_thread, NULL, rcu_main, s)) {
+		m->sched = NULL;
+		free(s);
+		return -EAGAIN;
+	}
+	ptemu_sched_wait_threads(m, 1);
+	return 0;
+}
+
+void ptemu_sched_destroy(struct ptemu_machine *m)
+{
+	struct ptemu_sched *s = m->sched;
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->stopping = true;
+	s->started = true;
+	s->th[0].blocked_on = NULL;
+	/* Nobody else is left: the RCU thread gets the baton to finish. */
+	if (s->current < 0 || !s->th[s->current].live) {
+		s->current = 0;
+		pthread_cond_signal(&s->th[0].cv);
+	}
+	pthread_mutex_unlock(&s->mu);
+	pthread_join(s->rcu_thread, NULL);
+	m->sched = NULL;
+	for (int i = 0; i < s->n; i++)
+		pthread_cond_destroy(&s->th[i].cv);
+	free(s->pending);
+	free(s);
+}
