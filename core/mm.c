@@ -638,6 +638,19 @@ static void free_level(struct mm_struct *mm, uint64_t table, unsigned level)
 	}
 }
 
+void exit_mmap(struct mm_struct *mm)
+{
+	/* Out of every i_mmap first: truncation and retract elsewhere can no longer zap
+	 * here, so the audit sees a quiescent mm. */
+	down_write(&mm->mmap_lock);
+	for (size_t i = 0; i < mm->nr_vmas; i++)
+		if (mm->vmas[i]->vm_file)
+			unlink_file_vma(mm->vmas[i]);
+	mm_audit_counters(mm);
+	up_write(&mm->mmap_lock);
+	mm_destroy(mm);
+}
+
 void mm_destroy(struct mm_struct *mm)
 {
 	struct ptemu_machine *m = mm->machine;

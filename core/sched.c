@@ -159,10 +159,11 @@ static void report_deadlock_locked(struct ptemu_sched *s)
 				      s->th[i].t ? s->th[i].t->name : "?",
 				      s->th[i].blocked_what ? s->th[i].blocked_what : "?");
 	}
-	s->deadlocked = true;
 	pthread_mutex_unlock(&s->mu);
 	ptemu_report(s->m, VIOLATION_HANG, 0, "deadlock after %" PRIu64 " steps: %s", s->steps, buf);
 	pthread_mutex_lock(&s->mu);
+	/* Set after the report, so that whoever sees it also sees the violation. */
+	__atomic_store_n(&s->deadlocked, true, __ATOMIC_RELEASE);
 }
 
 /* The thread that runs next, or -1 when none can (mu held). */
@@ -202,7 +203,7 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch)
 	int next;
 
 	pthread_mutex_lock(&s->mu);
-	if (s->deadlocked) {
+	if (__atomic_load_n(&s->deadlocked, __ATOMIC_ACQUIRE)) {
 		/* Nothing can finish any more: park for good. */
 		for (;;)
 			pthread_cond_wait(&s->th[me].cv, &s->mu);
@@ -452,10 +453,11 @@ static void *rcu_main(void *arg)
 			ready[nready] = s->pending[nready].head;
 			nready++;
 		}
-		memmove(s->pending, s->pending + nready, (s->npending - nready) * sizeof(*s->pending));
-		s->npending -= nready;
-		if (nready)
+		if (nready) {
+			memmove(s->pending, s->pending + nready, (s->npending - nready) * sizeof(*s->pending));
+			s->npending -= nready;
 			fold_locked(s, 3, nready, s->steps);
+		}
 		pthread_mutex_unlock(&s->mu);
 		for (size_t i = 0; i < nready; i++)
 			ready[i]->func(ready[i]);

@@ -727,8 +727,7 @@ static void process_exit(struct process *p)
 	for (int i = 0; i < MAX_FDS; i++)
 		if (p->fds[i])
 			ptemu_file_put(p->fds[i]);
-	mm_audit_counters(p->mm);
-	mm_destroy(p->mm);
+	exit_mmap(p->mm);
 	/* p->mm keeps its value: other processes' flushes compare against it, racily. */
 	p->mm_destroyed = true;
 }

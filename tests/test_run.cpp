@@ -135,7 +135,11 @@ TEST(GuestRun, ProcessExitRacesTheOthersFaults)
 			ASSERT_EQ(ptemu_run(&cfg, &m, &res), PTEMU_RUN_OK) << arch << " " << w << ": " << res.message;
 			EXPECT_EQ(res.exit_codes[2], 137);
 			EXPECT_EQ(res.exit_codes[0], 0);
-			EXPECT_EQ(check_violation_count(m), 0u) << arch << " " << w;
+			size_t nv;
+			const ptemu_violation *v = check_violations(m, &nv);
+			EXPECT_EQ(check_violation_count(m), 0u)
+				<< arch << " " << w << ": " << (nv ? ptemu_violation_name(v[0].kind) : "")
+				<< " " << (nv ? v[0].message : "");
 			EXPECT_EQ(phys_stats(m->phys).pages_allocated, 0u);
 			ptemu_machine_destroy(m);
 		}

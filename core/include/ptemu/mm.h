@@ -61,8 +61,11 @@ struct mm_struct {
 
 /* NULL on OOM. */
 struct mm_struct *mm_alloc(struct ptemu_machine *m);
-/* exit_mmap: unmaps every VMA, frees every page table and the mm. */
+/* Unmaps every VMA, frees every page table and the mm. */
 void mm_destroy(struct mm_struct *mm);
+/* A process's exit: leaves every i_mmap, audits the counters (counter-mismatch), then
+ * mm_destroy. */
+void exit_mmap(struct mm_struct *mm);
 
 static inline void add_mm_counter(struct mm_struct *mm, enum mm_counter c, int64_t n)
 {
