@@ -15,6 +15,8 @@
 #include <ptemu/ptstress.h>
 #include <ptemu/run.h>
 #include <ptemu/stats.h>
+#include <ptemu/trace.h>
+#include <ptemu/loader.h>
 #include <ptemu/sync.h>
 
 enum { EXIT_CLEAN = 0, EXIT_VIOLATIONS = 1, EXIT_USAGE = 2, EXIT_INTERNAL = 3 };
@@ -29,6 +31,10 @@ static const char usage_text[] =
 	"  bench overhead [--arch A[,B]] [--seconds S] [--json FILE|-]\n"
 	"                          shmem-stress through ptemu and on bare Unicorn with an\n"
 	"                          identity TLB fill: throughput ratio and logical-miss cost\n"
+	"  replay FILE [--force] [--image ELF]\n"
+	"                          re-run a recorded trace under its decisions; report the\n"
+	"                          first divergent event, or the violations reproduced\n"
+	"  trace dump FILE [--limit N] | trace stats FILE\n"
 	"  list arches|workloads|injections|violations\n"
 	"  help                    this text\n"
 	"  version\n"
@@ -50,6 +56,7 @@ static const char usage_text[] =
 	"  --sched random|pct      deterministic strategy (default random; implies --deterministic)\n"
 	"  --pct-depth D           PCT's depth, 1..16 (default 3)\n"
 	"  --steps N               deterministic run length in scheduler steps (default 200000)\n"
+	"  --record FILE           write a trace of the run (deterministic; one --arch)\n"
 	"  --seed N, --inject NAME, --fail-fast, --memory MIB, --json FILE|-  as for stress\n"
 	"  --quiet                 do not print the guests' output (stderr otherwise)\n"
 	"\n"
@@ -268,7 +275,7 @@ static void print_violation_kinds(FILE *out, const struct ptemu_machine *m)
 enum { OPT_ARCH = 256, OPT_SECONDS, OPT_SEED, OPT_INJECT, OPT_FAIL_FAST, OPT_MEMORY, OPT_JSON,
        OPT_WORKERS, OPT_TABLES, OPT_WORKLOAD, OPT_IMAGE, OPT_PROCS, OPT_VCPUS, OPT_OPS,
        OPT_QUIET, OPT_WATCHDOG, OPT_EXIT_AFTER, OPT_DETERMINISTIC, OPT_SCHED, OPT_PCT_DEPTH,
-       OPT_STEPS, OPT_HELP };
+       OPT_STEPS, OPT_RECORD, OPT_FORCE, OPT_LIMIT, OPT_HELP };
 
 #define COMMON_LONGOPTS                                                   \
 	{ "arch", required_argument, NULL, OPT_ARCH },                    \
@@ -504,6 +511,7 @@ static int cmd_run(int argc, char **argv)
 		{ "sched", required_argument, NULL, OPT_SCHED },
 		{ "pct-depth", required_argument, NULL, OPT_PCT_DEPTH },
 		{ "steps", required_argument, NULL, OPT_STEPS },
+		{ "record", required_argument, NULL, OPT_RECORD },
 		{ 0 },
 	};
 	struct common_opts co = { .arch_list = "all", .seconds = 3, .seed = 1, .memory = 256 };
@@ -512,6 +520,7 @@ static int cmd_run(int argc, char **argv)
 	uint64_t procs = 2, vcpus = 1, ops = 0;
 	double watchdog = 10, exit_after = 0;
 	bool deterministic = false;
+	const char *record = NULL;
 	struct ptemu_sched_config sched = { .strategy = PTEMU_SCHED_RANDOM, .pct_depth = 3,
 					    .max_steps = 200000 };
 	bool quiet = false;
@@ -587,6 +596,10 @@ static int cmd_run(int argc, char **argv)
 				return usage_error("--steps: '%s' is not in 1000..10^12", optarg);
 			deterministic = true;
 			break;
+		case OPT_RECORD:
+			record = optarg;
+			deterministic = true;
+			break;
 		case OPT_HELP:
 			fputs(usage_text, stdout);
 			return EXIT_CLEAN;
@@ -599,6 +612,8 @@ static int cmd_run(int argc, char **argv)
 	if (deterministic && exit_after > 0)
 		return usage_error("%s", "--exit-after is wall-clock time: not with --deterministic");
 	sched.seed = co.seed;
+	if (record && (!strcmp(co.arch_list, "all") || strchr(co.arch_list, ',')))
+		return usage_error("%s", "--record records one run: give one --arch");
 	if (ptemu_check_unicorn(err, sizeof(err))) {
 		fprintf(stderr, "ptemu: %s\n", err);
 		return EXIT_INTERNAL;
@@ -632,9 +647,14 @@ static int cmd_run(int argc, char **argv)
 		};
 		struct ptemu_run_result r;
 		struct ptemu_machine *m;
+		struct ptemu_trace trace = { 0 };
 
 		workload_image_path(a, workload, path, sizeof(path));
 		cfg.image_path = image ? image : path;
+		if (record) {
+			cfg.sched.on_event = ptemu_trace_append;
+			cfg.sched.event_ctx = &trace;
+		}
 		fprintf(stderr, "ptemu: %s: %s, %u process%s x %u vCPU%s, %.1f s...\n", a->name,
 			cfg.workload, cfg.procs, cfg.procs == 1 ? "" : "es", cfg.vcpus,
 			cfg.vcpus == 1 ? "" : "s", cfg.seconds);
@@ -684,6 +704,36 @@ static int cmd_run(int argc, char **argv)
 				r.syscalls, r.shootdowns);
 			json_run_tail(json, m);
 		}
+		if (record && m && !r.hung) {
+			size_t nv;
+			const struct ptemu_violation *v = check_violations(m, &nv);
+
+			ptemu_trace_header_init(&trace.h);
+			snprintf(trace.h.arch, sizeof(trace.h.arch), "%s", a->name);
+			snprintf(trace.h.workload, sizeof(trace.h.workload), "%s", cfg.workload);
+			trace.h.image_hash = r.image_hash;
+			trace.h.procs = cfg.procs;
+			trace.h.vcpus = cfg.vcpus;
+			trace.h.seed = cfg.seed;
+			trace.h.inject = cfg.inject;
+			trace.h.strategy = cfg.sched.strategy;
+			trace.h.pct_depth = cfg.sched.pct_depth;
+			trace.h.max_steps = cfg.sched.max_steps;
+			trace.h.phys_bytes = cfg.phys_bytes;
+			trace.digest = r.digest;
+			trace.steps = r.steps;
+			trace.violations = nviol;
+			trace.first_kind = nv ? v[0].kind : VIOLATION_KIND_COUNT;
+			trace.first_event = nv ? v[0].event : 0;
+			if (ptemu_trace_write(record, &trace, err, sizeof(err))) {
+				fprintf(stderr, "ptemu: %s\n", err);
+				status = EXIT_INTERNAL;
+			} else {
+				fprintf(stderr, "ptemu: recorded %zu events (%.1f per step) to %s\n", trace.nevents,
+					r.steps ? (double)trace.nevents / (double)r.steps : 0.0, record);
+			}
+		}
+		ptemu_trace_free(&trace);
 		if (r.hung) {
 			/* Stuck vCPU threads still use the machine: report and leave now. */
 			if (json)
@@ -780,6 +830,234 @@ static int cmd_bench(int argc, char **argv)
 	return EXIT_CLEAN;
 }
 
+/* Replay compares events as they come: the first difference is where it diverged. */
+struct replay_check {
+	const struct ptemu_trace *trace;
+	size_t next;
+	bool diverged;
+	size_t at;
+	struct ptemu_trace_event got;
+};
+
+static void replay_on_event(void *ctx, uint64_t kind, uint64_t a, uint64_t b)
+{
+	struct replay_check *c = ctx;
+	const struct ptemu_trace_event *want = c->next < c->trace->nevents ? &c->trace->events[c->next] : NULL;
+
+	if (c->diverged)
+		return;
+	if (want && want->kind == kind && want->a == a && want->b == b) {
+		c->next++;
+		return;
+	}
+	c->diverged = true;
+	c->at = c->next;
+	c->got = (struct ptemu_trace_event){ kind, a, b };
+}
+
+static void print_event(FILE *f, const struct ptemu_trace_event *e)
+{
+	fprintf(f, "%s (kind %#" PRIx64 ") a=%#" PRIx64 " b=%#" PRIx64, ptemu_trace_event_name(e->kind),
+		e->kind, e->a, e->b);
+}
+
+static int cmd_replay(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "force", no_argument, NULL, OPT_FORCE },
+		{ "image", required_argument, NULL, OPT_IMAGE },
+		{ "help", no_argument, NULL, OPT_HELP },
+		{ 0 },
+	};
+	const char *image = NULL;
+	bool force = false;
+	struct ptemu_trace t;
+	struct ptemu_trace_header now;
+	char err[512], path[4096];
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		if (c == OPT_FORCE)
+			force = true;
+		else if (c == OPT_IMAGE)
+			image = optarg;
+		else if (c == OPT_HELP) {
+			fputs(usage_text, stdout);
+			return EXIT_CLEAN;
+		} else
+			return usage_error("%s", "bad option for 'replay'");
+	}
+	if (optind + 1 != argc)
+		return usage_error("%s", "replay takes one trace file");
+	if (ptemu_trace_read(argv[optind], &t, err, sizeof(err))) {
+		fprintf(stderr, "ptemu: %s\n", err);
+		return EXIT_USAGE;
+	}
+	ptemu_trace_header_init(&now);
+	const struct ptemu_arch *a = ptemu_arch_find(t.h.arch);
+	const char *why = !a ? "its model is unknown here" :
+			  t.h.build_id != now.build_id ? "it was recorded by another ptemu build" :
+			  t.h.unicorn_version != now.unicorn_version ? "it was recorded with another Unicorn" :
+			  t.h.capstone_version != now.capstone_version ? "it was recorded with another Capstone" :
+			  NULL;
+	if (why && (!a || !force)) {
+		fprintf(stderr, "ptemu: %s: refused: %s%s\n", argv[optind], why,
+			a ? " (--force replays it anyway)" : "");
+		ptemu_trace_free(&t);
+		return EXIT_USAGE;
+	}
+	if (image)
+		snprintf(path, sizeof(path), "%s", image);
+	else if (known_workload(t.h.workload))
+		workload_image_path(a, t.h.workload, path, sizeof(path));
+	else
+		snprintf(path, sizeof(path), "%s", t.h.workload);
+	struct ptemu_elf_image img;
+
+	if (ptemu_elf_load(path, a->isa.elf_machine, a->isa.elf_class, &img, err, sizeof(err))) {
+		fprintf(stderr, "ptemu: %s\n", err);
+		ptemu_trace_free(&t);
+		return EXIT_USAGE;
+	}
+	uint64_t hash = img.hash;
+
+	ptemu_elf_free(&img);
+	if (hash != t.h.image_hash && !force) {
+		fprintf(stderr, "ptemu: %s: refused: the image %s differs from the one recorded "
+			"(--force replays it anyway)\n", argv[optind], path);
+		ptemu_trace_free(&t);
+		return EXIT_USAGE;
+	}
+	/* The recorded decisions: every switch, at its step. */
+	size_t nd = 0;
+	struct ptemu_sched_decision *d = malloc((t.nevents ? t.nevents : 1) * sizeof(*d));
+
+	for (size_t k = 0; d && k < t.nevents; k++)
+		if ((t.events[k].kind & 0xff) == PTEMU_EV_SWITCH)
+			d[nd++] = (struct ptemu_sched_decision){ t.events[k].b, (uint32_t)(t.events[k].a & 0xffff) };
+	struct replay_check check = { .trace = &t };
+	struct ptemu_run_config cfg = {
+		.arch = a, .image_path = path, .workload = t.h.workload, .procs = t.h.procs,
+		.vcpus = t.h.vcpus, .seconds = 3600, .seed = t.h.seed,
+		.inject = (enum ptemu_injection)t.h.inject, .phys_bytes = t.h.phys_bytes,
+		.deterministic = true,
+		.sched = { .seed = t.h.seed, .strategy = (enum ptemu_sched_strategy)t.h.strategy,
+			   .pct_depth = t.h.pct_depth, .max_steps = t.h.max_steps, .forced = d,
+			   .nforced = nd, .on_event = replay_on_event, .event_ctx = &check },
+	};
+	struct ptemu_run_result r;
+	struct ptemu_machine *m;
+
+	fprintf(stderr, "ptemu: replaying %s: %s %s, %zu events, %zu decisions\n", argv[optind], a->name,
+		t.h.workload, t.nevents, nd);
+	enum ptemu_run_error e = ptemu_run(&cfg, &m, &r);
+	int status = EXIT_CLEAN;
+
+	if (e == PTEMU_RUN_BAD_INPUT) {
+		fprintf(stderr, "ptemu: %s\n", r.message);
+		status = EXIT_USAGE;
+	} else if (check.diverged || check.next != t.nevents) {
+		printf("DIVERGED at event %zu of %zu\n  recorded: ", check.at, t.nevents);
+		if (check.diverged && check.at < t.nevents)
+			print_event(stdout, &t.events[check.at]);
+		else if (check.diverged)
+			printf("(end of the trace)");
+		else
+			print_event(stdout, &t.events[check.next]);
+		printf("\n  replayed: ");
+		if (check.diverged)
+			print_event(stdout, &check.got);
+		else
+			printf("(the run ended)");
+		printf("\n");
+		status = EXIT_INTERNAL;
+	} else {
+		size_t nv = 0;
+		const struct ptemu_violation *v = m ? check_violations(m, &nv) : NULL;
+
+		printf("replay matches: %zu events, %" PRIu64 " steps, digest %016" PRIx64 " (recorded %016" PRIx64 ")\n",
+		       t.nevents, r.steps, r.digest, t.digest);
+		if (t.violations || nv) {
+			printf("  recorded: %" PRIu64 " violation(s), first %s at event %" PRIu64 "\n", t.violations,
+			       t.first_kind < VIOLATION_KIND_COUNT ? ptemu_violation_name(t.first_kind) : "none",
+			       t.first_event);
+			printf("  replayed: %" PRIu64 " violation(s), first %s at event %" PRIu64 "\n",
+			       check_violation_count(m), nv ? ptemu_violation_name(v[0].kind) : "none",
+			       nv ? v[0].event : 0);
+			if (nv)
+				print_violation_kinds(stdout, m);
+			status = EXIT_VIOLATIONS;
+		}
+		if (e != PTEMU_RUN_OK) {
+			printf("  error: %s\n", r.message);
+			status = EXIT_INTERNAL;
+		}
+	}
+	free(d);
+	ptemu_trace_free(&t);
+	if (m)
+		ptemu_machine_destroy(m);
+	return status;
+}
+
+static int cmd_trace(int argc, char **argv)
+{
+	struct ptemu_trace t;
+	char err[512];
+	bool dump = argc >= 2 && !strcmp(argv[1], "dump"), stats = argc >= 2 && !strcmp(argv[1], "stats");
+	uint64_t limit = UINT64_MAX;
+
+	if (!dump && !stats)
+		return usage_error("%s", "trace what? dump FILE [--limit N] | stats FILE");
+	if (argc < 3)
+		return usage_error("%s", "trace dump|stats takes a trace file");
+	if (dump && argc == 5 && !strcmp(argv[3], "--limit")) {
+		if (!parse_u64(argv[4], 1, UINT64_MAX, &limit))
+			return usage_error("--limit: '%s' is not a positive number", argv[4]);
+	} else if (argc != 3) {
+		return usage_error("unexpected argument '%s'", argv[3]);
+	}
+	if (ptemu_trace_read(argv[2], &t, err, sizeof(err))) {
+		fprintf(stderr, "ptemu: %s\n", err);
+		return EXIT_USAGE;
+	}
+	printf("trace %s: format %u, ptemu %s, unicorn %u.%u, capstone %u.%u, build %016" PRIx64 "\n",
+	       argv[2], t.h.format_version, t.h.ptemu_version, t.h.unicorn_version >> 8,
+	       t.h.unicorn_version & 0xff, t.h.capstone_version >> 8, t.h.capstone_version & 0xff,
+	       t.h.build_id);
+	printf("run: %s %s image %016" PRIx64 ", %u process(es) x %u vCPU(s), seed %" PRIu64
+	       ", inject %s, sched %s depth %u, %" PRIu64 " steps max, %" PRIu64 " MiB\n",
+	       t.h.arch, t.h.workload, t.h.image_hash, t.h.procs, t.h.vcpus, t.h.seed,
+	       injection_name((enum ptemu_injection)t.h.inject), t.h.strategy ? "pct" : "random",
+	       t.h.pct_depth, t.h.max_steps, t.h.phys_bytes >> 20);
+	printf("outcome: %" PRIu64 " steps, digest %016" PRIx64 ", %" PRIu64 " violation(s)", t.steps,
+	       t.digest, t.violations);
+	if (t.first_kind < VIOLATION_KIND_COUNT)
+		printf(", first %s at event %" PRIu64, ptemu_violation_name(t.first_kind), t.first_event);
+	printf("\n");
+	if (stats) {
+		uint64_t by[256] = { 0 };
+
+		for (size_t k = 0; k < t.nevents; k++)
+			by[t.events[k].kind & 0xff]++;
+		printf("%zu events, %.2f per step, %.1f MiB per million steps\n", t.nevents,
+		       t.steps ? (double)t.nevents / (double)t.steps : 0.0,
+		       t.steps ? (double)t.nevents * 24.0 / (double)t.steps : 0.0);
+		for (int k = 0; k < 256; k++)
+			if (by[k])
+				printf("  %-13s %" PRIu64 "\n", ptemu_trace_event_name((uint64_t)k), by[k]);
+	} else {
+		for (size_t k = 0; k < t.nevents && k < limit; k++) {
+			printf("%8zu thread %-3d ", k, (int)((t.events[k].kind >> 8) & 0xff) - 1);
+			print_event(stdout, &t.events[k]);
+			printf("\n");
+		}
+	}
+	ptemu_trace_free(&t);
+	return EXIT_CLEAN;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -802,5 +1080,9 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "bench"))
 		return cmd_bench(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "replay"))
+		return cmd_replay(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "trace"))
+		return cmd_trace(argc - 1, argv + 1);
 	return usage_error("unknown command '%s'", argv[1]);
 }

@@ -131,7 +131,8 @@ void ptemu_report(struct ptemu_machine *m, enum ptemu_violation_kind kind, uint6
 		va_end(ap);
 	}
 	pthread_mutex_unlock(&c->lock);
-	digest_event(m, DIGEST_VIOLATION, kind, addr);
+	/* The event number, not the address: lock addresses are host pointers. */
+	digest_event(m, DIGEST_VIOLATION, kind, ev);
 	if (c->mode == PTEMU_CHECK_FAIL_FAST)
 		__atomic_store_n(&c->stop, true, __ATOMIC_RELEASE);
 }

@@ -46,6 +46,8 @@ struct ptemu_sched {
 	uint64_t change[SCHED_MAX_CHANGE_POINTS];
 	unsigned nchange;
 	uint64_t digest;
+	size_t forced_next;		/* replay: the next recorded decision */
+	uint64_t final_steps;		/* steps when the last thread but RCU left, 0 before */
 	bool deadlocked;
 	bool started;			/* no baton is handed out before ptemu_sched_start */
 	/* Deterministic RCU: callbacks wait in order and run in the scheduler's RCU thread. */
@@ -78,6 +80,8 @@ static void fold_locked(struct ptemu_sched *s, uint64_t kind, uint64_t a, uint64
 {
 	uint64_t h = s->digest ^ 0xcbf29ce484222325ull;
 
+	if (s->cfg.on_event)
+		s->cfg.on_event(s->cfg.event_ctx, kind, a, b);
 	for (uint64_t v = kind, i = 0; i < 3; i++, v = i == 1 ? a : b) {
 		h ^= v;
 		h *= 0x100000001b3ull;
@@ -100,7 +104,14 @@ bool ptemu_sched_active(const struct ptemu_machine *m)
 
 uint64_t ptemu_sched_steps(const struct ptemu_machine *m)
 {
-	return m->sched ? __atomic_load_n(&m->sched->steps, __ATOMIC_RELAXED) : 0;
+	uint64_t n = 0;
+
+	if (m->sched) {
+		pthread_mutex_lock(&m->sched->mu);
+		n = m->sched->final_steps ? m->sched->final_steps : m->sched->steps;
+		pthread_mutex_unlock(&m->sched->mu);
+	}
+	return n;
 }
 
 uint64_t ptemu_sched_digest(const struct ptemu_machine *m)
@@ -135,7 +146,7 @@ static void handoff_locked(struct ptemu_sched *s, int me, int next)
 {
 	if (next != me) {
 		s->current = next;
-		fold_locked(s, 1, (uint64_t)me, (uint64_t)next);
+		fold_locked(s, PTEMU_EV_SWITCH, ((uint64_t)(me & 0xffff) << 16) | (uint64_t)next, s->steps);
 		pthread_cond_signal(&s->th[next].cv);
 	}
 	while (s->current != me)
@@ -170,6 +181,22 @@ static void report_deadlock_locked(struct ptemu_sched *s)
 static int pick_locked(struct ptemu_sched *s, int me, bool force_switch)
 {
 	int candidates[SCHED_MAX_THREADS], nc = 0;
+
+	/* Replay: follow the recording. Where it has no decision, the running thread goes on;
+	 * where it must switch and the recording says nothing, the strategy decides (the
+	 * replay then diverges, and says where). */
+	if (s->cfg.forced) {
+		while (s->forced_next < s->cfg.nforced && s->cfg.forced[s->forced_next].step < s->steps)
+			s->forced_next++;
+		if (s->forced_next < s->cfg.nforced && s->cfg.forced[s->forced_next].step == s->steps) {
+			int to = (int)s->cfg.forced[s->forced_next++].to;
+
+			if (to >= 0 && to < s->n && runnable(s, to))
+				return to;
+		} else if (!force_switch && me >= 0 && runnable(s, me)) {
+			return me;
+		}
+	}
 
 	for (int i = 0; i < s->n; i++)
 		if (runnable(s, i) && !(force_switch && i == me))
@@ -316,9 +343,16 @@ void ptemu_sched_detach(struct ptemu_thread *t)
 	pthread_mutex_lock(&s->mu);
 	s->th[me].live = false;
 	t->sched_id = -1;
+	/* A step of its own, so that a replay meets this decision where it was made. */
+	s->steps++;
+	/* The last thread of the run is gone: what the RCU thread does after is not part
+	 * of it, so the count the run reports is frozen here. */
+	if (only_rcu_thread_left(s))
+		s->final_steps = s->steps;
 	next = pick_locked(s, me, true);
 	if (next >= 0) {
 		s->current = next;
+		fold_locked(s, PTEMU_EV_SWITCH, ((uint64_t)(me & 0xffff) << 16) | (uint64_t)next, s->steps);
 		pthread_cond_signal(&s->th[next].cv);
 	} else {
 		s->current = -1;
@@ -338,7 +372,7 @@ void ptemu_sched_start(struct ptemu_machine *m)
 	first = pick_locked(s, -1, false);
 	s->current = first;
 	if (first >= 0) {
-		fold_locked(s, 1, (uint64_t)-1, (uint64_t)first);
+		fold_locked(s, PTEMU_EV_SWITCH, (0xffffull << 16) | (uint64_t)first, s->steps);
 		pthread_cond_signal(&s->th[first].cv);
 	}
 	/* A scheduled starter (the creator of the others) waits for its turn. */
@@ -412,7 +446,7 @@ void ptemu_sched_call_rcu(struct ptemu_machine *m, struct ptemu_rcu_head *head)
 		p->snapshot[i] = t && __atomic_load_n(&t->rcu_depth, __ATOMIC_RELAXED) ?
 					 __atomic_load_n(&t->rcu_section, __ATOMIC_RELAXED) : 0;
 	}
-	fold_locked(s, 2, (uint64_t)(uintptr_t)0, s->npending);
+	fold_locked(s, PTEMU_EV_CALL_RCU, s->npending, s->steps);
 	pthread_mutex_unlock(&s->mu);
 	ptemu_sched_wake(&s->rcu_token);
 }
@@ -456,7 +490,7 @@ static void *rcu_main(void *arg)
 		if (nready) {
 			memmove(s->pending, s->pending + nready, (s->npending - nready) * sizeof(*s->pending));
 			s->npending -= nready;
-			fold_locked(s, 3, nready, s->steps);
+			fold_locked(s, PTEMU_EV_GP_END, nready, s->steps);
 		}
 		pthread_mutex_unlock(&s->mu);
 		for (size_t i = 0; i < nready; i++)

@@ -63,7 +63,7 @@ struct vcpu {
 	unsigned fault_flags;
 	bool syscall;
 	int terminate;		/* atomic: leave at the next block */
-	bool hw_flush_pending;	/* Unicorn's TLB to be flushed at the next block */
+	bool hw_flush_pending;	/* Unicorn's TLB to be flushed before the next run */
 	bool deterministic;
 	/* Counters, owner-written; read by the watchdog. */
 	uint64_t blocks, block_bytes, fills, syscalls, progress, polls, miss_ns, misses_timed;
@@ -162,8 +162,9 @@ int ptemu_check_unicorn(char *err, size_t errlen)
 /* ---- TLB hooks of the machine ------------------------------------------------------ */
 
 /* Inside a run (the fill or block hook) Unicorn's TLB is flushed at once; outside one
- * (a syscall or fault of this vCPU) the flush is left to the first block hook of the next
- * run, which comes before that block's first access. */
+ * (a syscall or fault of this vCPU) it is flushed just before the next run starts, so
+ * that even the first instruction fetch cannot use a translation the logical TLB no
+ * longer has (which would also make logical misses depend on Unicorn's TLB sizing). */
 static void flush_hw(void *ctx)
 {
 	struct vcpu *v = ctx;
@@ -343,10 +344,6 @@ static void block_hook(uc_engine *uc, uint64_t address, uint32_t size, void *use
 	v->blocks++;
 	note_progress(v);
 	v->block_bytes += size;
-	if (v->hw_flush_pending) {
-		v->hw_flush_pending = false;
-		uc_ctl_flush_tlb(uc);
-	}
 	if (v->deterministic)
 		ptemu_sched_point();
 	if (__atomic_load_n(&v->tlb.kick, __ATOMIC_ACQUIRE)) {
@@ -625,10 +622,14 @@ static int populate(struct mm_struct *mm, uint64_t start, uint64_t len)
 	uint64_t psize = ptemu_page_size(mm->machine->arch);
 	uint64_t word;
 
-	for (uint64_t a = start & ~(psize - 1); a < start + len; a += psize)
-		if (copy_from_user(mm, &word, a, sizeof(word)) ||
-		    copy_to_user(mm, a, &word, sizeof(word)))
+	for (uint64_t a = start & ~(psize - 1); a < start + len; a += psize) {
+		int err = copy_from_user(mm, &word, a, sizeof(word)) ||
+			  copy_to_user(mm, a, &word, sizeof(word));
+
+		check_op_end("populate");	/* each page's fault is an operation */
+		if (err)
 			return -1;
+	}
 	return 0;
 }
 
@@ -679,6 +680,10 @@ static void vcpu_loop(struct vcpu *v)
 		v->syscall = false;
 		__atomic_store_n(&v->activity, ACT_GUEST, __ATOMIC_RELAXED);
 		ptemu_tlb_enter_guest(&v->tlb);
+		if (v->hw_flush_pending) {
+			v->hw_flush_pending = false;
+			uc_ctl_flush_tlb(v->uc);
+		}
 		uc_err e = uc_emu_start(v->uc, pc, 0, 0, 0);
 
 		ptemu_tlb_leave_guest(&v->tlb);
@@ -771,8 +776,18 @@ static int load_image(struct run *r, struct process *p)
 		    do_mmap(p->mm, start, end - start, PTEMU_PROT_READ | PTEMU_PROT_WRITE,
 			    PTEMU_MAP_PRIVATE | PTEMU_MAP_ANONYMOUS | PTEMU_MAP_FIXED, NULL, 0) < 0)
 			return -1;
-		if (s->filesz && copy_to_user(p->mm, s->vaddr, s->data, s->filesz))
-			return -1;
+		for (uint64_t off = 0; off < s->filesz;) {
+			uint64_t n = psize - ((s->vaddr + off) & (psize - 1));
+
+			if (n > s->filesz - off)
+				n = s->filesz - off;
+			int err = copy_to_user(p->mm, s->vaddr + off, s->data + off, n);
+
+			check_op_end("image load");	/* each page's fault is an operation */
+			if (err)
+				return -1;
+			off += n;
+		}
 		if (populate(p->mm, s->vaddr, s->memsz))
 			return -1;
 		if (end > mapped_end)
@@ -886,6 +901,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		free(r);
 		return res->error = PTEMU_RUN_BAD_INPUT;
 	}
+	res->image_hash = r->image.hash;
 	r->m = ptemu_machine_create(&mc, err, sizeof(err));
 	if (!r->m) {
 		snprintf(res->message, sizeof(res->message), "%s", err);
@@ -914,7 +930,10 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		p->nvcpus = cfg->vcpus;
 		pthread_mutex_init(&p->fd_lock, NULL);
 		p->mm = mm_alloc(r->m);
-		if (!p->mm || load_image(r, p)) {
+		int loaded = p->mm ? load_image(r, p) : -1;
+
+		check_op_end("image load");
+		if (loaded) {
 			run_fail(r, PTEMU_RUN_INTERNAL, "process %u: cannot load %s into the model "
 				 "(out of simulated memory?)", pi, cfg->image_path);
 			break;
@@ -928,7 +947,10 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 			v->global = pi * cfg->vcpus + vi;
 			v->walk.read_entry = vcpu_read_entry;
 			v->walk.opaque = v;
-			if (ptemu_tlb_init(&v->tlb, r->m) || vcpu_create_engine(v) || vcpu_setup(v)) {
+			int ok = !ptemu_tlb_init(&v->tlb, r->m) && !vcpu_create_engine(v) && !vcpu_setup(v);
+
+			check_op_end("vCPU set-up");
+			if (!ok) {
 				run_fail(r, PTEMU_RUN_INTERNAL, "process %u vCPU %u: cannot set up "
 					 "the Unicorn engine", pi, vi);
 				break;

@@ -68,6 +68,7 @@ struct ptemu_run_result {
 	bool hung;
 	uint64_t digest;		/* deterministic runs: the run digest */
 	uint64_t steps;
+	uint64_t image_hash;		/* of the ELF run (ptemu_elf_image.hash) */
 };
 
 /* Runs to completion. The machine (and its checker) stays for the caller to inspect:

@@ -23,11 +23,30 @@ struct ptemu_rcu_head;
 
 enum ptemu_sched_strategy { PTEMU_SCHED_RANDOM, PTEMU_SCHED_PCT };
 
+/* One scheduling decision: at `step`, the baton went to thread `to`. */
+struct ptemu_sched_decision {
+	uint64_t step;
+	uint32_t to;
+};
+
+/* Every event folded into the digest, in order (for traces). */
+typedef void (*ptemu_sched_event_fn)(void *ctx, uint64_t kind, uint64_t a, uint64_t b);
+
+/* Event kinds of the scheduler itself; the checker's start at 16. */
+enum { PTEMU_EV_SWITCH = 1, PTEMU_EV_CALL_RCU = 2, PTEMU_EV_GP_END = 3 };
+/* A switch event's a: from << 16 | to (0xffff: nobody yet); b: the step. */
+
 struct ptemu_sched_config {
 	uint64_t seed;
 	enum ptemu_sched_strategy strategy;
 	unsigned pct_depth;	/* PCT: d, the number of priority change points + 1 */
 	uint64_t max_steps;	/* PCT's horizon and the run's length */
+	/* Replay: the decisions to follow instead of the strategy's, in step order. A step
+	 * without a decision continues the thread that runs. */
+	const struct ptemu_sched_decision *forced;
+	size_t nforced;
+	ptemu_sched_event_fn on_event;
+	void *event_ctx;
 };
 
 /* Attaches a scheduler to the machine; threads registered from now on are scheduled. */

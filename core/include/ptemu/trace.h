@@ -1,0 +1,66 @@
+/* Traces of deterministic runs (docs/trace-format.md): the configuration that made the
+ * run, and every event the run digest folded, in order, scheduling decisions included.
+ * Replaying a trace re-runs that configuration under its recorded decisions and compares
+ * the events one by one. */
+#ifndef PTEMU_TRACE_H
+#define PTEMU_TRACE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PTEMU_TRACE_MAGIC "PTEMUTRC"
+#define PTEMU_TRACE_VERSION 1u
+
+struct ptemu_trace_event {
+	uint64_t kind, a, b;
+};
+
+struct ptemu_trace_header {
+	uint32_t format_version;
+	char ptemu_version[16];
+	uint32_t unicorn_version;	/* major << 8 | minor */
+	uint32_t capstone_version;	/* major << 8 | minor */
+	uint64_t build_id;
+	char arch[16];
+	char workload[64];
+	uint64_t image_hash;
+	uint32_t procs, vcpus;
+	uint64_t seed;
+	uint32_t inject;
+	uint32_t strategy, pct_depth;
+	uint64_t max_steps;
+	uint64_t phys_bytes;
+};
+
+struct ptemu_trace {
+	struct ptemu_trace_header h;
+	struct ptemu_trace_event *events;
+	size_t nevents, cap;
+	/* The outcome, for replay to compare. */
+	uint64_t digest, steps, violations;
+	uint32_t first_kind;		/* VIOLATION_KIND_COUNT when clean */
+	uint64_t first_event;
+};
+
+/* Appends an event (the scheduler's on_event callback, ctx = the trace). */
+void ptemu_trace_append(void *trace, uint64_t kind, uint64_t a, uint64_t b);
+/* This build's identity, for headers and for refusing another build's traces. */
+void ptemu_trace_header_init(struct ptemu_trace_header *h);
+uint64_t ptemu_build_id(void);
+
+/* 0, or -1 with a one-line message. The reader checks everything against the file's size
+ * before it allocates, and a checksum over the whole file. */
+int ptemu_trace_write(const char *path, const struct ptemu_trace *t, char *err, size_t errlen);
+int ptemu_trace_read(const char *path, struct ptemu_trace *t, char *err, size_t errlen);
+int ptemu_trace_parse(const uint8_t *data, size_t size, struct ptemu_trace *t, char *err, size_t errlen);
+void ptemu_trace_free(struct ptemu_trace *t);
+const char *ptemu_trace_event_name(uint64_t kind);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

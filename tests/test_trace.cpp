@@ -1,0 +1,159 @@
+// Traces: record, replay under the recorded decisions, refuse what does not match, and
+// reject broken files without crashing.
+#include <gtest/gtest.h>
+
+#include <ptemu/trace.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#ifndef PTEMU_CLI
+#error "PTEMU_CLI must name the ptemu program"
+#endif
+
+namespace {
+
+int run_cli(const std::string &args, std::string *out)
+{
+	std::string cmd = std::string(PTEMU_CLI) + " " + args + " 2>&1";
+	FILE *p = popen(cmd.c_str(), "r");
+	char buf[4096];
+	out->clear();
+	while (p && fgets(buf, sizeof(buf), p))
+		*out += buf;
+	int st = p ? pclose(p) : -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+std::vector<uint8_t> slurp(const std::string &path)
+{
+	std::ifstream f(path, std::ios::binary);
+	return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+}
+
+// ctest runs tests in parallel: each test records to its own file.
+std::string record(const char *arch, const char *extra)
+{
+	std::string test = testing::UnitTest::GetInstance()->current_test_info()->name();
+	std::string path = testing::TempDir() + "ptemu-" + test + "-" + arch + ".trc", out;
+	EXPECT_LE(run_cli(std::string("run --arch ") + arch + " --workload munmap-race --steps 20000 --quiet --record " +
+			  path + " " + extra,
+			  &out),
+		  1)
+		<< out;
+	return path;
+}
+
+} // namespace
+
+TEST(Trace, ReplayMatchesEveryRecordedEventOnEachModel)
+{
+	for (const char *arch : {"arm64", "s390"}) {
+		std::string path = record(arch, ""), out;
+		EXPECT_EQ(run_cli("replay " + path, &out), 0) << out;
+		EXPECT_NE(out.find("replay matches"), std::string::npos) << out;
+		ptemu_trace t;
+		char err[256];
+		ASSERT_EQ(ptemu_trace_read(path.c_str(), &t, err, sizeof(err)), 0) << err;
+		EXPECT_GT(t.nevents, 1000u);
+		EXPECT_GE(t.steps, 20000u);
+		ptemu_trace_free(&t);
+	}
+}
+
+TEST(Trace, RecordedViolationIsReproducedAtTheSameEvent)
+{
+	for (const char *arch : {"arm64", "s390"}) {
+		std::string path = record(arch, "--inject skip-pte-unmap --sched pct"), out;
+		ptemu_trace t;
+		char err[256];
+		ASSERT_EQ(ptemu_trace_read(path.c_str(), &t, err, sizeof(err)), 0) << err;
+		ASSERT_GT(t.violations, 0u);
+		EXPECT_EQ(run_cli("replay " + path, &out), 1) << out;
+		EXPECT_NE(out.find("replay matches"), std::string::npos) << out;
+		std::string at = "at event " + std::to_string(t.first_event);
+		// Both the recorded and the replayed line name the same first event.
+		size_t one = out.find(at), two = one == std::string::npos ? one : out.find(at, one + 1);
+		EXPECT_NE(two, std::string::npos) << out;
+		EXPECT_NE(out.find("rcu-imbalance"), std::string::npos) << out;
+		EXPECT_NE(out.find("map-unmap-imbalance"), std::string::npos) << out;
+		ptemu_trace_free(&t);
+	}
+}
+
+TEST(Trace, ReplayFollowsTheRecordingNotTheSeed)
+{
+	std::string path = record("arm64", "--seed 9"), out;
+	std::vector<uint8_t> bytes = slurp(path);
+	ptemu_trace t;
+	char err[256];
+	ASSERT_EQ(ptemu_trace_parse(bytes.data(), bytes.size(), &t, err, sizeof(err)), 0) << err;
+	// A decision changed by hand: the replay follows it, and diverges right there.
+	size_t k = 0;
+	while (k < t.nevents && !((t.events[k].kind & 0xff) == 1 && t.events[k].b > 100))
+		k++;
+	ASSERT_LT(k, t.nevents);
+	t.events[k].a ^= 1;  // hand the baton to another thread
+	std::string edited = path + ".edited";
+	ASSERT_EQ(ptemu_trace_write(edited.c_str(), &t, err, sizeof(err)), 0) << err;
+	EXPECT_EQ(run_cli("replay " + edited, &out), 3) << out;
+	EXPECT_NE(out.find("DIVERGED at event"), std::string::npos) << out;
+	ptemu_trace_free(&t);
+}
+
+TEST(Trace, ReplayRefusesAnotherImageUnlessForced)
+{
+	std::string path = record("arm64", ""), out;
+	std::string other = std::string(PTEMU_WORKLOAD_DIR) + "/aarch64/shmem-stress.elf";
+	EXPECT_EQ(run_cli("replay " + path + " --image " + other, &out), 2) << out;
+	EXPECT_NE(out.find("differs"), std::string::npos) << out;
+	EXPECT_NE(run_cli("replay " + path + " --image " + other + " --force", &out), 2) << out;
+}
+
+TEST(Trace, ReaderRejectsBrokenFilesWithoutCrashing)
+{
+	std::string path = record("s390", ""), out;
+	std::vector<uint8_t> good = slurp(path);
+	ptemu_trace t;
+	char err[256];
+	ASSERT_EQ(ptemu_trace_parse(good.data(), good.size(), &t, err, sizeof(err)), 0);
+	ptemu_trace_free(&t);
+	// Every truncation of the header region and a spread of lengths beyond.
+	for (size_t len = 0; len < good.size(); len += len < 512 ? 1 : 4099) {
+		std::vector<uint8_t> cut(good.begin(), good.begin() + (long)len);
+		EXPECT_EQ(ptemu_trace_parse(cut.data(), cut.size(), &t, err, sizeof(err)), -1) << len;
+	}
+	// Byte flips anywhere: the checksum or a range check refuses each one.
+	unsigned seed = 1;
+	for (int i = 0; i < 2000; i++) {
+		std::vector<uint8_t> bad = good;
+		seed = seed * 1103515245u + 12345u;
+		size_t at = seed % bad.size();
+		bad[at] ^= (uint8_t)(1 + (seed >> 16) % 255);
+		EXPECT_EQ(ptemu_trace_parse(bad.data(), bad.size(), &t, err, sizeof(err)), -1) << at;
+	}
+	// Hostile but consistent: a huge event count cannot be claimed without the bytes.
+	std::vector<uint8_t> wrong_version = good;
+	wrong_version[8] = 99;
+	EXPECT_EQ(ptemu_trace_parse(wrong_version.data(), wrong_version.size(), &t, err, sizeof(err)), -1);
+	EXPECT_NE(std::string(err).find("version"), std::string::npos) << err;
+	std::string notrace = testing::TempDir() + "ptemu-not-a-trace";
+	std::ofstream(notrace) << "hello";
+	EXPECT_EQ(run_cli("trace dump " + notrace, &out), 2);
+	EXPECT_NE(out.find("not a ptemu trace"), std::string::npos) << out;
+	EXPECT_EQ(run_cli("replay /nonexistent.trc", &out), 2);
+}
+
+TEST(Trace, StatsAndDumpDescribeTheRun)
+{
+	std::string path = record("arm64", ""), out;
+	EXPECT_EQ(run_cli("trace stats " + path, &out), 0) << out;
+	EXPECT_NE(out.find("per million steps"), std::string::npos) << out;
+	EXPECT_NE(out.find("switch"), std::string::npos) << out;
+	EXPECT_EQ(run_cli("trace dump " + path + " --limit 3", &out), 0) << out;
+	EXPECT_NE(out.find("       2 thread"), std::string::npos) << out;
+}
