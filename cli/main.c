@@ -34,6 +34,8 @@ static const char usage_text[] =
 	"  replay FILE [--force] [--image ELF]\n"
 	"                          re-run a recorded trace under its decisions; report the\n"
 	"                          first divergent event, or the violations reproduced\n"
+	"  minimize FILE -o OUT    shrink a failing trace (run length, then decisions) keeping\n"
+	"                          its first violation's kind\n"
 	"  trace dump FILE [--limit N] | trace stats FILE\n"
 	"  list arches|workloads|injections|violations\n"
 	"  help                    this text\n"
@@ -487,6 +489,33 @@ static bool known_workload(const char *name)
 	return false;
 }
 
+/* The header and outcome of a trace recorded by a run (its events are already in). */
+static void finish_trace(struct ptemu_trace *trace, const struct ptemu_arch *a,
+			 const struct ptemu_run_config *cfg, const struct ptemu_run_result *r,
+			 const struct ptemu_machine *m)
+{
+	size_t nv;
+	const struct ptemu_violation *v = check_violations(m, &nv);
+
+	ptemu_trace_header_init(&trace->h);
+	snprintf(trace->h.arch, sizeof(trace->h.arch), "%s", a->name);
+	snprintf(trace->h.workload, sizeof(trace->h.workload), "%s", cfg->workload);
+	trace->h.image_hash = r->image_hash;
+	trace->h.procs = cfg->procs;
+	trace->h.vcpus = cfg->vcpus;
+	trace->h.seed = cfg->seed;
+	trace->h.inject = cfg->inject;
+	trace->h.strategy = cfg->sched.strategy;
+	trace->h.pct_depth = cfg->sched.pct_depth;
+	trace->h.max_steps = cfg->sched.max_steps;
+	trace->h.phys_bytes = cfg->phys_bytes;
+	trace->digest = r->digest;
+	trace->steps = r->steps;
+	trace->violations = check_violation_count(m);
+	trace->first_kind = nv ? v[0].kind : VIOLATION_KIND_COUNT;
+	trace->first_event = nv ? v[0].event : 0;
+}
+
 /* Where this build put a workload's image for a model (PTEMU_WORKLOAD_DIR overrides). */
 static void workload_image_path(const struct ptemu_arch *a, const char *workload, char *buf, size_t n)
 {
@@ -705,26 +734,7 @@ static int cmd_run(int argc, char **argv)
 			json_run_tail(json, m);
 		}
 		if (record && m && !r.hung) {
-			size_t nv;
-			const struct ptemu_violation *v = check_violations(m, &nv);
-
-			ptemu_trace_header_init(&trace.h);
-			snprintf(trace.h.arch, sizeof(trace.h.arch), "%s", a->name);
-			snprintf(trace.h.workload, sizeof(trace.h.workload), "%s", cfg.workload);
-			trace.h.image_hash = r.image_hash;
-			trace.h.procs = cfg.procs;
-			trace.h.vcpus = cfg.vcpus;
-			trace.h.seed = cfg.seed;
-			trace.h.inject = cfg.inject;
-			trace.h.strategy = cfg.sched.strategy;
-			trace.h.pct_depth = cfg.sched.pct_depth;
-			trace.h.max_steps = cfg.sched.max_steps;
-			trace.h.phys_bytes = cfg.phys_bytes;
-			trace.digest = r.digest;
-			trace.steps = r.steps;
-			trace.violations = nviol;
-			trace.first_kind = nv ? v[0].kind : VIOLATION_KIND_COUNT;
-			trace.first_event = nv ? v[0].event : 0;
+			finish_trace(&trace, a, &cfg, &r, m);
 			if (ptemu_trace_write(record, &trace, err, sizeof(err))) {
 				fprintf(stderr, "ptemu: %s\n", err);
 				status = EXIT_INTERNAL;
@@ -861,6 +871,84 @@ static void print_event(FILE *f, const struct ptemu_trace_event *e)
 		e->kind, e->a, e->b);
 }
 
+/* Reads a trace and finds its image; refuses another build, library or image unless
+ * forced. 0, or EXIT_USAGE with the reason printed. */
+static int load_trace_for_run(const char *file, bool force, const char *image, struct ptemu_trace *t,
+			      const struct ptemu_arch **ap, char *path, size_t pathlen)
+{
+	struct ptemu_trace_header now;
+	struct ptemu_elf_image img;
+	char err[512];
+
+	if (ptemu_trace_read(file, t, err, sizeof(err))) {
+		fprintf(stderr, "ptemu: %s\n", err);
+		return EXIT_USAGE;
+	}
+	ptemu_trace_header_init(&now);
+	const struct ptemu_arch *a = ptemu_arch_find(t->h.arch);
+	const char *why = !a ? "its model is unknown here" :
+			  t->h.build_id != now.build_id ? "it was recorded by another ptemu build" :
+			  t->h.unicorn_version != now.unicorn_version ? "it was recorded with another Unicorn" :
+			  t->h.capstone_version != now.capstone_version ? "it was recorded with another Capstone" :
+			  NULL;
+	if (why && (!a || !force)) {
+		fprintf(stderr, "ptemu: %s: refused: %s%s\n", file, why, a ? " (--force replays it anyway)" : "");
+		ptemu_trace_free(t);
+		return EXIT_USAGE;
+	}
+	if (image)
+		snprintf(path, pathlen, "%s", image);
+	else if (known_workload(t->h.workload))
+		workload_image_path(a, t->h.workload, path, pathlen);
+	else
+		snprintf(path, pathlen, "%s", t->h.workload);
+	if (ptemu_elf_load(path, a->isa.elf_machine, a->isa.elf_class, &img, err, sizeof(err))) {
+		fprintf(stderr, "ptemu: %s\n", err);
+		ptemu_trace_free(t);
+		return EXIT_USAGE;
+	}
+	uint64_t hash = img.hash;
+
+	ptemu_elf_free(&img);
+	if (hash != t->h.image_hash && !force) {
+		fprintf(stderr, "ptemu: %s: refused: the image %s differs from the one recorded "
+			"(--force replays it anyway)\n", file, path);
+		ptemu_trace_free(t);
+		return EXIT_USAGE;
+	}
+	*ap = a;
+	return 0;
+}
+
+/* The recorded decisions: every switch, at its step. NULL on OOM. */
+static struct ptemu_sched_decision *trace_decisions(const struct ptemu_trace *t, size_t *n)
+{
+	struct ptemu_sched_decision *d = malloc((t->nevents ? t->nevents : 1) * sizeof(*d));
+
+	*n = 0;
+	for (size_t k = 0; d && k < t->nevents; k++)
+		if ((t->events[k].kind & 0xff) == PTEMU_EV_SWITCH)
+			d[(*n)++] = (struct ptemu_sched_decision){ t->events[k].b,
+								   (uint32_t)(t->events[k].a & 0xffff) };
+	return d;
+}
+
+/* A run configured as the trace's, following `d`, for `steps` steps. */
+static struct ptemu_run_config trace_run_config(const struct ptemu_trace *t, const struct ptemu_arch *a,
+						const char *path, const struct ptemu_sched_decision *d,
+						size_t nd, uint64_t steps)
+{
+	struct ptemu_run_config cfg = {
+		.arch = a, .image_path = path, .workload = t->h.workload, .procs = t->h.procs,
+		.vcpus = t->h.vcpus, .seconds = 3600, .seed = t->h.seed,
+		.inject = (enum ptemu_injection)t->h.inject, .phys_bytes = t->h.phys_bytes,
+		.deterministic = true,
+		.sched = { .seed = t->h.seed, .strategy = (enum ptemu_sched_strategy)t->h.strategy,
+			   .pct_depth = t->h.pct_depth, .max_steps = steps, .forced = d, .nforced = nd },
+	};
+	return cfg;
+}
+
 static int cmd_replay(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -872,8 +960,7 @@ static int cmd_replay(int argc, char **argv)
 	const char *image = NULL;
 	bool force = false;
 	struct ptemu_trace t;
-	struct ptemu_trace_header now;
-	char err[512], path[4096];
+	char path[4096];
 	int c;
 
 	optind = 1;
@@ -890,62 +977,18 @@ static int cmd_replay(int argc, char **argv)
 	}
 	if (optind + 1 != argc)
 		return usage_error("%s", "replay takes one trace file");
-	if (ptemu_trace_read(argv[optind], &t, err, sizeof(err))) {
-		fprintf(stderr, "ptemu: %s\n", err);
-		return EXIT_USAGE;
-	}
-	ptemu_trace_header_init(&now);
-	const struct ptemu_arch *a = ptemu_arch_find(t.h.arch);
-	const char *why = !a ? "its model is unknown here" :
-			  t.h.build_id != now.build_id ? "it was recorded by another ptemu build" :
-			  t.h.unicorn_version != now.unicorn_version ? "it was recorded with another Unicorn" :
-			  t.h.capstone_version != now.capstone_version ? "it was recorded with another Capstone" :
-			  NULL;
-	if (why && (!a || !force)) {
-		fprintf(stderr, "ptemu: %s: refused: %s%s\n", argv[optind], why,
-			a ? " (--force replays it anyway)" : "");
-		ptemu_trace_free(&t);
-		return EXIT_USAGE;
-	}
-	if (image)
-		snprintf(path, sizeof(path), "%s", image);
-	else if (known_workload(t.h.workload))
-		workload_image_path(a, t.h.workload, path, sizeof(path));
-	else
-		snprintf(path, sizeof(path), "%s", t.h.workload);
-	struct ptemu_elf_image img;
+	const struct ptemu_arch *a;
+	int rc = load_trace_for_run(argv[optind], force, image, &t, &a, path, sizeof(path));
 
-	if (ptemu_elf_load(path, a->isa.elf_machine, a->isa.elf_class, &img, err, sizeof(err))) {
-		fprintf(stderr, "ptemu: %s\n", err);
-		ptemu_trace_free(&t);
-		return EXIT_USAGE;
-	}
-	uint64_t hash = img.hash;
-
-	ptemu_elf_free(&img);
-	if (hash != t.h.image_hash && !force) {
-		fprintf(stderr, "ptemu: %s: refused: the image %s differs from the one recorded "
-			"(--force replays it anyway)\n", argv[optind], path);
-		ptemu_trace_free(&t);
-		return EXIT_USAGE;
-	}
-	/* The recorded decisions: every switch, at its step. */
-	size_t nd = 0;
-	struct ptemu_sched_decision *d = malloc((t.nevents ? t.nevents : 1) * sizeof(*d));
-
-	for (size_t k = 0; d && k < t.nevents; k++)
-		if ((t.events[k].kind & 0xff) == PTEMU_EV_SWITCH)
-			d[nd++] = (struct ptemu_sched_decision){ t.events[k].b, (uint32_t)(t.events[k].a & 0xffff) };
+	if (rc)
+		return rc;
+	size_t nd;
+	struct ptemu_sched_decision *d = trace_decisions(&t, &nd);
 	struct replay_check check = { .trace = &t };
-	struct ptemu_run_config cfg = {
-		.arch = a, .image_path = path, .workload = t.h.workload, .procs = t.h.procs,
-		.vcpus = t.h.vcpus, .seconds = 3600, .seed = t.h.seed,
-		.inject = (enum ptemu_injection)t.h.inject, .phys_bytes = t.h.phys_bytes,
-		.deterministic = true,
-		.sched = { .seed = t.h.seed, .strategy = (enum ptemu_sched_strategy)t.h.strategy,
-			   .pct_depth = t.h.pct_depth, .max_steps = t.h.max_steps, .forced = d,
-			   .nforced = nd, .on_event = replay_on_event, .event_ctx = &check },
-	};
+	struct ptemu_run_config cfg = trace_run_config(&t, a, path, d, nd, t.h.max_steps);
+
+	cfg.sched.on_event = replay_on_event;
+	cfg.sched.event_ctx = &check;
 	struct ptemu_run_result r;
 	struct ptemu_machine *m;
 
@@ -999,6 +1042,137 @@ static int cmd_replay(int argc, char **argv)
 	if (m)
 		ptemu_machine_destroy(m);
 	return status;
+}
+
+/* One minimization trial: does the run still show the violation kind? Its trace, if so,
+ * replaces *best. */
+static bool minimize_trial(const struct ptemu_trace *t, const struct ptemu_arch *a, const char *path,
+			   const struct ptemu_sched_decision *d, size_t nd, uint64_t steps,
+			   unsigned kind, struct ptemu_trace *best, unsigned *trials)
+{
+	struct ptemu_trace out = { 0 };
+	struct ptemu_run_config cfg = trace_run_config(t, a, path, d, nd, steps);
+	struct ptemu_run_result r;
+	struct ptemu_machine *m;
+	bool kept = false;
+
+	cfg.sched.on_event = ptemu_trace_append;
+	cfg.sched.event_ctx = &out;
+	(*trials)++;
+	if (ptemu_run(&cfg, &m, &r) == PTEMU_RUN_OK && m && check_kind_count(m, (enum ptemu_violation_kind)kind)) {
+		finish_trace(&out, a, &cfg, &r, m);
+		ptemu_trace_free(best);
+		*best = out;
+		kept = true;
+	} else {
+		ptemu_trace_free(&out);
+	}
+	if (m)
+		ptemu_machine_destroy(m);
+	return kept;
+}
+
+static int cmd_minimize(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "force", no_argument, NULL, OPT_FORCE },
+		{ "image", required_argument, NULL, OPT_IMAGE },
+		{ "help", no_argument, NULL, OPT_HELP },
+		{ 0 },
+	};
+	const char *image = NULL, *out = NULL;
+	bool force = false;
+	struct ptemu_trace t, best = { 0 };
+	const struct ptemu_arch *a;
+	char path[4096], err[512];
+	unsigned trials = 0;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "o:", longopts, NULL)) != -1) {
+		if (c == 'o')
+			out = optarg;
+		else if (c == OPT_FORCE)
+			force = true;
+		else if (c == OPT_IMAGE)
+			image = optarg;
+		else if (c == OPT_HELP) {
+			fputs(usage_text, stdout);
+			return EXIT_CLEAN;
+		} else
+			return usage_error("%s", "bad option for 'minimize'");
+	}
+	if (optind + 1 != argc || !out)
+		return usage_error("%s", "minimize takes one trace file and -o OUT");
+	int rc = load_trace_for_run(argv[optind], force, image, &t, &a, path, sizeof(path));
+
+	if (rc)
+		return rc;
+	if (t.first_kind >= VIOLATION_KIND_COUNT) {
+		fprintf(stderr, "ptemu: %s: the run was clean: nothing to minimize\n", argv[optind]);
+		ptemu_trace_free(&t);
+		return EXIT_USAGE;
+	}
+	unsigned kind = t.first_kind;
+	size_t nd;
+	struct ptemu_sched_decision *d = trace_decisions(&t, &nd);
+	uint64_t lo = 1000, hi = t.steps;
+
+	fprintf(stderr, "ptemu: minimizing %s: keeping %s; %" PRIu64 " steps, %zu decisions\n", argv[optind],
+		ptemu_violation_name((enum ptemu_violation_kind)kind), t.steps, nd);
+	/* Run length first: the shortest prefix of the schedule that still shows the kind. */
+	if (!minimize_trial(&t, a, path, d, nd, hi, kind, &best, &trials)) {
+		fprintf(stderr, "ptemu: the recorded violation does not reproduce: replay it to see where\n");
+		free(d);
+		ptemu_trace_free(&t);
+		return EXIT_INTERNAL;
+	}
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+
+		if (minimize_trial(&t, a, path, d, nd, mid, kind, &best, &trials))
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	if (!minimize_trial(&t, a, path, d, nd, hi, kind, &best, &trials))
+		fprintf(stderr, "ptemu: warning: the shortest length did not reproduce twice\n");
+	/* Then the decisions (delta debugging): drop chunks the violation does not need. A
+	 * dropped decision lets the running thread go on. */
+	while (nd && d[nd - 1].step > hi)
+		nd--;
+	for (size_t chunk = nd / 2; chunk >= 1 && trials < 60; chunk /= 2) {
+		for (size_t at = 0; at + chunk <= nd && trials < 60;) {
+			struct ptemu_sched_decision *trial = malloc((nd ? nd : 1) * sizeof(*trial));
+			size_t nt = 0;
+
+			for (size_t k = 0; trial && k < nd; k++)
+				if (k < at || k >= at + chunk)
+					trial[nt++] = d[k];
+			if (trial && minimize_trial(&t, a, path, trial, nt, hi, kind, &best, &trials)) {
+				free(d);
+				d = trial;
+				nd = nt;
+			} else {
+				free(trial);
+				at += chunk;
+			}
+		}
+	}
+	if (ptemu_trace_write(out, &best, err, sizeof(err))) {
+		fprintf(stderr, "ptemu: %s\n", err);
+		rc = EXIT_INTERNAL;
+	} else {
+		printf("minimized in %u runs: %" PRIu64 " -> %" PRIu64 " steps, %zu -> %zu events, "
+		       "%" PRIu64 " violation(s), first %s at event %" PRIu64 "; written to %s\n",
+		       trials, t.steps, best.steps, t.nevents, best.nevents, best.violations,
+		       ptemu_violation_name((enum ptemu_violation_kind)best.first_kind), best.first_event, out);
+		rc = EXIT_CLEAN;
+	}
+	free(d);
+	ptemu_trace_free(&best);
+	ptemu_trace_free(&t);
+	return rc;
 }
 
 static int cmd_trace(int argc, char **argv)
@@ -1084,5 +1258,7 @@ int main(int argc, char **argv)
 		return cmd_replay(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "trace"))
 		return cmd_trace(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "minimize"))
+		return cmd_minimize(argc - 1, argv + 1);
 	return usage_error("unknown command '%s'", argv[1]);
 }

@@ -157,3 +157,25 @@ TEST(Trace, StatsAndDumpDescribeTheRun)
 	EXPECT_EQ(run_cli("trace dump " + path + " --limit 3", &out), 0) << out;
 	EXPECT_NE(out.find("       2 thread"), std::string::npos) << out;
 }
+
+TEST(Trace, MinimizeGivesAShorterTraceWithTheSameKind)
+{
+	for (const char *arch : {"arm64", "s390"}) {
+		std::string path = record(arch, "--inject skip-pte-unmap --sched pct --steps 40000"), out;
+		std::string min = path + ".min";
+		ptemu_trace before, after;
+		char err[256];
+		ASSERT_EQ(ptemu_trace_read(path.c_str(), &before, err, sizeof(err)), 0) << err;
+		ASSERT_EQ(run_cli("minimize " + path + " -o " + min, &out), 0) << out;
+		ASSERT_EQ(ptemu_trace_read(min.c_str(), &after, err, sizeof(err)), 0) << err;
+		EXPECT_LT(after.steps, before.steps);
+		EXPECT_LT(after.nevents, before.nevents);
+		EXPECT_EQ(after.first_kind, before.first_kind);
+		EXPECT_EQ(run_cli("replay " + min, &out), 1) << out;  // it still fails, and replays
+		EXPECT_NE(out.find("replay matches"), std::string::npos) << out;
+		std::string clean = record(arch, "");
+		EXPECT_EQ(run_cli("minimize " + clean + " -o " + min, &out), 2) << out;
+		ptemu_trace_free(&before);
+		ptemu_trace_free(&after);
+	}
+}
