@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <capstone/capstone.h>
+
 #include <ptemu/arch.h>
 #include <ptemu/bench.h>
 #include <ptemu/check.h>
@@ -36,7 +38,8 @@ static const char usage_text[] =
 	"                          first divergent event, or the violations reproduced\n"
 	"  minimize FILE -o OUT    shrink a failing trace (run length, then decisions) keeping\n"
 	"                          its first violation's kind\n"
-	"  trace dump FILE [--limit N] | trace stats FILE\n"
+	"  trace dump FILE [--limit N] [--disasm] | trace stats FILE\n"
+	"  trace export --format perfetto FILE -o OUT   Chrome trace-event JSON\n"
 	"  list arches|workloads|injections|violations\n"
 	"  help                    this text\n"
 	"  version\n"
@@ -1175,29 +1178,133 @@ static int cmd_minimize(int argc, char **argv)
 	return rc;
 }
 
+/* The instruction of an insn event, disassembled for the trace's model. */
+static void print_insn(FILE *f, const struct ptemu_arch *a, const struct ptemu_trace_event *e, uint64_t pc)
+{
+	uint8_t bytes[16];
+	csh cs;
+	cs_insn *insn;
+
+	memcpy(bytes, &e->a, 8);
+	memcpy(bytes + 8, &e->b, 8);
+	if (!a || cs_open((cs_arch)a->isa.cs_arch, (cs_mode)a->isa.cs_mode, &cs) != CS_ERR_OK)
+		return;
+	if (cs_disasm(cs, bytes, sizeof(bytes), pc, 1, &insn) == 1) {
+		fprintf(f, "  %#" PRIx64 ": %s %s", pc, insn->mnemonic, insn->op_str);
+		cs_free(insn, 1);
+	}
+	cs_close(&cs);
+}
+
+/* Chrome trace-event JSON (ui.perfetto.dev): a track per scheduler thread with its running
+ * spans, faults and syscalls as instants, violations as global instants. Time is the
+ * scheduler step (1 step = 1 us on the time axis). */
+static int export_perfetto(const struct ptemu_trace *t, const char *out)
+{
+	FILE *f = fopen(out, "w");
+	int running = -1;
+	uint64_t now = 0, last_start = 0;
+
+	if (!f) {
+		fprintf(stderr, "ptemu: cannot write %s: %s\n", out, strerror(errno));
+		return EXIT_USAGE;
+	}
+	fprintf(f, "{\"displayTimeUnit\":\"ns\",\"traceEvents\":[");
+	fprintf(f, "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"args\":{\"name\":\"ptemu %s %s\"}}",
+		t->h.arch, t->h.workload);
+	for (size_t k = 0; k < t->nevents; k++) {
+		const struct ptemu_trace_event *e = &t->events[k];
+		int who = (int)((e->kind >> 8) & 0xff) - 1;
+
+		switch (e->kind & 0xff) {
+		case PTEMU_EV_SWITCH:
+			now = e->b;
+			if (running >= 0 && now > last_start)
+				fprintf(f, ",{\"name\":\"running\",\"ph\":\"X\",\"pid\":1,\"tid\":%d,\"ts\":%" PRIu64
+					   ",\"dur\":%" PRIu64 "}", running, last_start, now - last_start);
+			running = (int)(e->a & 0xffff);
+			last_start = now;
+			break;
+		case PTEMU_EV_FAULT:
+			fprintf(f, ",{\"name\":\"fault\",\"ph\":\"i\",\"s\":\"t\",\"pid\":1,\"tid\":%d,\"ts\":%" PRIu64
+				   ",\"args\":{\"va\":\"%#" PRIx64 "\",\"pc\":\"%#" PRIx64 "\"}}", who, now, e->a >> 2, e->b);
+			break;
+		case PTEMU_EV_SYSCALL:
+			fprintf(f, ",{\"name\":\"syscall %" PRIu64 "\",\"ph\":\"i\",\"s\":\"t\",\"pid\":1,\"tid\":%d,\"ts\":%" PRIu64 "}",
+				e->a, who, now);
+			break;
+		case PTEMU_EV_GP_END:
+			fprintf(f, ",{\"name\":\"grace period: %" PRIu64 " callbacks\",\"ph\":\"i\",\"s\":\"t\",\"pid\":1,\"tid\":0,\"ts\":%" PRIu64 "}",
+				e->a, now);
+			break;
+		case 16:	/* violation */
+			fprintf(f, ",{\"name\":\"%s\",\"ph\":\"i\",\"s\":\"g\",\"pid\":1,\"tid\":%d,\"ts\":%" PRIu64 "}",
+				e->a < VIOLATION_KIND_COUNT ? ptemu_violation_name((enum ptemu_violation_kind)e->a) : "?",
+				who, now);
+			break;
+		default:
+			break;
+		}
+	}
+	if (running >= 0 && t->steps > last_start)
+		fprintf(f, ",{\"name\":\"running\",\"ph\":\"X\",\"pid\":1,\"tid\":%d,\"ts\":%" PRIu64 ",\"dur\":%" PRIu64 "}",
+			running, last_start, t->steps - last_start);
+	fprintf(f, "]}\n");
+	if (fclose(f)) {
+		fprintf(stderr, "ptemu: cannot write %s: %s\n", out, strerror(errno));
+		return EXIT_INTERNAL;
+	}
+	return EXIT_CLEAN;
+}
+
 static int cmd_trace(int argc, char **argv)
 {
 	struct ptemu_trace t;
 	char err[512];
 	bool dump = argc >= 2 && !strcmp(argv[1], "dump"), stats = argc >= 2 && !strcmp(argv[1], "stats");
+	bool export = argc >= 2 && !strcmp(argv[1], "export"), disasm = false;
 	uint64_t limit = UINT64_MAX;
+	const char *file = NULL, *out = NULL;
 
-	if (!dump && !stats)
-		return usage_error("%s", "trace what? dump FILE [--limit N] | stats FILE");
-	if (argc < 3)
-		return usage_error("%s", "trace dump|stats takes a trace file");
-	if (dump && argc == 5 && !strcmp(argv[3], "--limit")) {
-		if (!parse_u64(argv[4], 1, UINT64_MAX, &limit))
-			return usage_error("--limit: '%s' is not a positive number", argv[4]);
-	} else if (argc != 3) {
-		return usage_error("unexpected argument '%s'", argv[3]);
+	if (!dump && !stats && !export)
+		return usage_error("%s", "trace what? dump FILE [--limit N] [--disasm] | stats FILE | "
+				   "export --format perfetto FILE -o OUT");
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--limit") && i + 1 < argc && dump) {
+			if (!parse_u64(argv[++i], 1, UINT64_MAX, &limit))
+				return usage_error("--limit: '%s' is not a positive number", argv[i]);
+		} else if (!strcmp(argv[i], "--disasm") && dump) {
+			disasm = true;
+		} else if (!strcmp(argv[i], "--format") && i + 1 < argc && export) {
+			if (strcmp(argv[++i], "perfetto"))
+				return usage_error("--format: '%s' is not one of: perfetto", argv[i]);
+		} else if (!strcmp(argv[i], "-o") && i + 1 < argc && export) {
+			out = argv[++i];
+		} else if (!file && argv[i][0] != '-') {
+			file = argv[i];
+		} else {
+			return usage_error("unexpected argument '%s'", argv[i]);
+		}
 	}
-	if (ptemu_trace_read(argv[2], &t, err, sizeof(err))) {
+	if (!file)
+		return usage_error("%s", "trace dump|stats|export takes a trace file");
+	if (export && !out)
+		return usage_error("%s", "trace export needs -o OUT");
+	if (ptemu_trace_read(file, &t, err, sizeof(err))) {
 		fprintf(stderr, "ptemu: %s\n", err);
 		return EXIT_USAGE;
 	}
+	if (export) {
+		int rc = export_perfetto(&t, out);
+
+		ptemu_trace_free(&t);
+		return rc;
+	}
+	const struct ptemu_arch *arch = ptemu_arch_find(t.h.arch);
+	uint64_t last_pc = 0;
+
 	printf("trace %s: format %u, ptemu %s, unicorn %u.%u, capstone %u.%u, build %016" PRIx64 "\n",
-	       argv[2], t.h.format_version, t.h.ptemu_version, t.h.unicorn_version >> 8,
+	       file, t.h.format_version, t.h.ptemu_version, t.h.unicorn_version >> 8,
 	       t.h.unicorn_version & 0xff, t.h.capstone_version >> 8, t.h.capstone_version & 0xff,
 	       t.h.build_id);
 	printf("run: %s %s image %016" PRIx64 ", %u process(es) x %u vCPU(s), seed %" PRIu64
@@ -1225,6 +1332,10 @@ static int cmd_trace(int argc, char **argv)
 		for (size_t k = 0; k < t.nevents && k < limit; k++) {
 			printf("%8zu thread %-3d ", k, (int)((t.events[k].kind >> 8) & 0xff) - 1);
 			print_event(stdout, &t.events[k]);
+			if ((t.events[k].kind & 0xff) == PTEMU_EV_FAULT)
+				last_pc = t.events[k].b;
+			if (disasm && (t.events[k].kind & 0xff) == PTEMU_EV_INSN)
+				print_insn(stdout, arch, &t.events[k], last_pc);
 			printf("\n");
 		}
 	}

@@ -87,6 +87,12 @@ const char *ptemu_trace_event_name(uint64_t kind)
 		return "call_rcu";
 	case PTEMU_EV_GP_END:
 		return "grace-period";
+	case PTEMU_EV_FAULT:
+		return "fault";
+	case PTEMU_EV_INSN:
+		return "insn";
+	case PTEMU_EV_SYSCALL:
+		return "syscall";
 	default:
 		return (kind & 0xff) >= 16 && (kind & 0xff) < 22 ? checker[(kind & 0xff) - 16] : "?";
 	}

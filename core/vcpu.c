@@ -665,6 +665,22 @@ static void vcpu_wild_access(struct vcpu *v, uint64_t pc, unsigned ret)
 		 v->fault_va, ret & VM_FAULT_OOM ? "out of memory" : "no mapping allows it", pc, insn);
 }
 
+/* A fault's event and its instruction's bytes, for traces (dump --disasm). */
+static void fold_fault(struct vcpu *v, uint64_t pc)
+{
+	uint64_t who = (uint64_t)(ptemu_current()->sched_id + 1) << 8;
+	uint8_t bytes[16] = { 0 };
+	uint64_t lo, hi;
+
+	ptemu_sched_fold(v->run->m, PTEMU_EV_FAULT | who, v->fault_va << 2 | v->fault_flags, pc);
+	if (copy_from_user(v->proc->mm, bytes, pc, sizeof(bytes)))
+		copy_from_user(v->proc->mm, bytes, pc, 4);
+	check_op_end("fault");
+	memcpy(&lo, bytes, 8);
+	memcpy(&hi, bytes + 8, 8);
+	ptemu_sched_fold(v->run->m, PTEMU_EV_INSN | who, lo, hi);
+}
+
 static void vcpu_loop(struct vcpu *v)
 {
 	struct run *r = v->run;
@@ -689,6 +705,8 @@ static void vcpu_loop(struct vcpu *v)
 		ptemu_tlb_leave_guest(&v->tlb);
 		if (v->fault) {
 			pc = reg_read(v, isa->reg_pc);
+			if (v->deterministic)
+				fold_fault(v, pc);
 			v->activity_arg = v->fault_va;
 			__atomic_store_n(&v->activity, ACT_FAULT, __ATOMIC_RELAXED);
 			note_progress(v);
@@ -708,6 +726,9 @@ static void vcpu_loop(struct vcpu *v)
 			reg_write(v, isa->reg_pc, pc);
 			v->activity_arg = reg_read(v, isa->reg_sysno);
 			__atomic_store_n(&v->activity, ACT_SYSCALL, __ATOMIC_RELAXED);
+			if (v->deterministic)
+				ptemu_sched_fold(r->m, PTEMU_EV_SYSCALL | (uint64_t)(ptemu_current()->sched_id + 1) << 8,
+						 v->activity_arg, pc);
 			if (!do_syscall(v))
 				return;
 			continue;

@@ -179,3 +179,26 @@ TEST(Trace, MinimizeGivesAShorterTraceWithTheSameKind)
 		ptemu_trace_free(&after);
 	}
 }
+
+TEST(Trace, DumpDisassemblesFaultsAndExportIsChromeTraceJson)
+{
+	for (const char *arch : {"arm64", "s390"}) {
+		std::string path = record(arch, ""), out, json = path + ".json";
+		EXPECT_EQ(run_cli("trace dump " + path + " --disasm", &out), 0);
+		size_t insn = out.find(" insn ");
+		ASSERT_NE(insn, std::string::npos) << "no fault recorded";
+		// The disassembly of a store on either ISA follows the bytes.
+		std::string line = out.substr(insn, out.find('\n', insn) - insn);
+		EXPECT_TRUE(line.find(": st") != std::string::npos || line.find(": str") != std::string::npos ||
+			    line.find(": mv") != std::string::npos || line.find(": l") != std::string::npos)
+			<< line;
+		EXPECT_EQ(run_cli("trace export --format perfetto " + path + " -o " + json, &out), 0) << out;
+		std::vector<uint8_t> j = slurp(json);
+		std::string text(j.begin(), j.end());
+		EXPECT_EQ(text.rfind("{\"displayTimeUnit\"", 0), 0u);
+		EXPECT_NE(text.find("\"name\":\"running\""), std::string::npos);
+		EXPECT_NE(text.find("\"name\":\"fault\""), std::string::npos);
+		EXPECT_EQ(text.substr(text.size() - 3), "]}\n");
+		EXPECT_EQ(run_cli("trace export --format svg " + path + " -o " + json, &out), 2);
+	}
+}

@@ -34,6 +34,10 @@ typedef void (*ptemu_sched_event_fn)(void *ctx, uint64_t kind, uint64_t a, uint6
 
 /* Event kinds of the scheduler itself; the checker's start at 16. */
 enum { PTEMU_EV_SWITCH = 1, PTEMU_EV_CALL_RCU = 2, PTEMU_EV_GP_END = 3 };
+/* Guest events of vCPU threads: a fault (a: va << 2 | FAULT_FLAG_*, b: pc) followed by the
+ * faulting instruction's first 16 bytes (a, b in guest memory order), and a syscall
+ * (a: number, b: pc). */
+enum { PTEMU_EV_FAULT = 22, PTEMU_EV_INSN = 23, PTEMU_EV_SYSCALL = 24 };
 /* A switch event's a: from << 16 | to (0xffff: nobody yet); b: the step. */
 
 struct ptemu_sched_config {
