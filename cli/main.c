@@ -72,6 +72,8 @@ static const char usage_text[] =
 	"  --workers W             worker threads, 1..32 (default 3)\n"
 	"  --tables T              PMD ranges in play, 1..4096 (default 8)\n"
 	"  --inject NAME           remove one protocol step (see 'ptemu list injections')\n"
+	"  --deterministic, --sched random|pct, --pct-depth D   as for run; the stress is then\n"
+	"                          bounded by --ops N per worker (default 2000), not by time\n"
 	"  --fail-fast             stop a model's run at its first violation\n"
 	"  --memory MIB            simulated physical memory in MiB (default 256)\n"
 	"  --json FILE|-           also write a JSON report ('-' for stdout; the summary then\n"
@@ -385,6 +387,10 @@ static int cmd_stress(int argc, char **argv)
 		COMMON_LONGOPTS,
 		{ "workers", required_argument, NULL, OPT_WORKERS },
 		{ "tables", required_argument, NULL, OPT_TABLES },
+		{ "deterministic", no_argument, NULL, OPT_DETERMINISTIC },
+		{ "sched", required_argument, NULL, OPT_SCHED },
+		{ "pct-depth", required_argument, NULL, OPT_PCT_DEPTH },
+		{ "ops", required_argument, NULL, OPT_OPS },
 		{ 0 },
 	};
 	struct common_opts co = { .arch_list = "all", .seconds = 2, .seed = 1, .memory = 256 };
@@ -411,6 +417,25 @@ static int cmd_stress(int argc, char **argv)
 				return usage_error("--tables: '%s' is not in 1..4096", optarg);
 			o.cfg.tables = (unsigned)v;
 			break;
+		case OPT_DETERMINISTIC:
+			o.cfg.deterministic = true;
+			break;
+		case OPT_SCHED:
+			if (strcmp(optarg, "random") && strcmp(optarg, "pct"))
+				return usage_error("--sched: '%s' is not one of: random, pct", optarg);
+			o.cfg.sched.strategy = strcmp(optarg, "pct") ? PTEMU_SCHED_RANDOM : PTEMU_SCHED_PCT;
+			o.cfg.deterministic = true;
+			break;
+		case OPT_PCT_DEPTH:
+			if (!parse_u64(optarg, 1, 16, &v))
+				return usage_error("--pct-depth: '%s' is not in 1..16", optarg);
+			o.cfg.sched.pct_depth = (unsigned)v;
+			o.cfg.deterministic = true;
+			break;
+		case OPT_OPS:
+			if (!parse_u64(optarg, 1, UINT64_MAX, &o.cfg.max_ops))
+				return usage_error("--ops: '%s' is not a positive number", optarg);
+			break;
 		case OPT_HELP:
 			fputs(usage_text, stdout);
 			return EXIT_CLEAN;
@@ -423,6 +448,14 @@ static int cmd_stress(int argc, char **argv)
 	o.cfg.seed = co.seed;
 	o.cfg.seconds = co.seconds;
 	o.inject = co.inject;
+	if (o.cfg.deterministic) {
+		o.cfg.sched.seed = co.seed;
+		o.cfg.sched.max_steps = 10000000;
+		if (!o.cfg.sched.pct_depth)
+			o.cfg.sched.pct_depth = 3;
+		if (!o.cfg.max_ops)
+			o.cfg.max_ops = 2000;	/* a deterministic stress is bounded by operations */
+	}
 	if (parse_arches(co.arch_list, &o, false) || check_injection(&o, co.inject))
 		return EXIT_USAGE;
 	if (co.json) {
@@ -465,6 +498,8 @@ static int cmd_stress(int argc, char **argv)
 			ptemu_stat_get(&m->stats, PTEMU_STAT_pmd_recheck_retries),
 			ptemu_stat_get(&m->stats, PTEMU_STAT_detach_with_reader),
 			ptemu_stat_get(&m->stats, PTEMU_STAT_tables_rcu_freed), nviol);
+		if (o.cfg.deterministic)
+			fprintf(summary, "          steps=%" PRIu64 " digest=%016" PRIx64 "\n", r.steps, r.digest);
 		if (nviol) {
 			print_violation_kinds(summary, m);
 			if (status == EXIT_CLEAN)
@@ -687,9 +722,14 @@ static int cmd_run(int argc, char **argv)
 			cfg.sched.on_event = ptemu_trace_append;
 			cfg.sched.event_ctx = &trace;
 		}
-		fprintf(stderr, "ptemu: %s: %s, %u process%s x %u vCPU%s, %.1f s...\n", a->name,
-			cfg.workload, cfg.procs, cfg.procs == 1 ? "" : "es", cfg.vcpus,
-			cfg.vcpus == 1 ? "" : "s", cfg.seconds);
+		if (deterministic)
+			fprintf(stderr, "ptemu: %s: %s, %u process%s x %u vCPU%s, %" PRIu64 " steps (deterministic)...\n",
+				a->name, cfg.workload, cfg.procs, cfg.procs == 1 ? "" : "es", cfg.vcpus,
+				cfg.vcpus == 1 ? "" : "s", cfg.sched.max_steps);
+		else
+			fprintf(stderr, "ptemu: %s: %s, %u process%s x %u vCPU%s, %.1f s...\n", a->name,
+				cfg.workload, cfg.procs, cfg.procs == 1 ? "" : "es", cfg.vcpus,
+				cfg.vcpus == 1 ? "" : "s", cfg.seconds);
 		enum ptemu_run_error e = ptemu_run(&cfg, &m, &r);
 
 		if (e == PTEMU_RUN_BAD_INPUT) {

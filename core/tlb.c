@@ -196,6 +196,7 @@ void ptemu_tlb_apply_requests(struct ptemu_tlb *t)
 	bool any = false;
 	uint64_t gen;
 
+	ptemu_sched_point();	/* the acknowledgement side of a shootdown */
 	__atomic_store_n(&t->kick, 0, __ATOMIC_SEQ_CST);
 	pthread_mutex_lock(&t->lock);
 	gen = __atomic_load_n(&t->req_gen, __ATOMIC_SEQ_CST);
