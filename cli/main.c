@@ -354,6 +354,33 @@ static void json_close(FILE *json)
 		fclose(json);
 }
 
+/* --deterministic, --sched, --pct-depth: shared by run and stress. 0: handled; 1: not
+ * one of these; EXIT_USAGE: bad value (message printed). */
+static int sched_option(int c, const char *arg, struct ptemu_sched_config *sc, bool *deterministic)
+{
+	uint64_t v;
+
+	switch (c) {
+	case OPT_DETERMINISTIC:
+		*deterministic = true;
+		return 0;
+	case OPT_SCHED:
+		if (strcmp(arg, "random") && strcmp(arg, "pct"))
+			return usage_error("--sched: '%s' is not one of: random, pct", arg);
+		sc->strategy = strcmp(arg, "pct") ? PTEMU_SCHED_RANDOM : PTEMU_SCHED_PCT;
+		*deterministic = true;
+		return 0;
+	case OPT_PCT_DEPTH:
+		if (!parse_u64(arg, 1, 16, &v))
+			return usage_error("--pct-depth: '%s' is not in 1..16", arg);
+		sc->pct_depth = (unsigned)v;
+		*deterministic = true;
+		return 0;
+	default:
+		return 1;
+	}
+}
+
 static int check_injection(const struct stress_opts *o, enum ptemu_injection inj)
 {
 	for (unsigned i = 0; i < o->narches; i++) {
@@ -402,6 +429,8 @@ static int cmd_stress(int argc, char **argv)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		rc = common_option(c, optarg, &co);
+		if (rc == 1)
+			rc = sched_option(c, optarg, &o.cfg.sched, &o.cfg.deterministic);
 		if (rc == 0)
 			continue;
 		if (rc != 1)
@@ -416,21 +445,6 @@ static int cmd_stress(int argc, char **argv)
 			if (!parse_u64(optarg, 1, 4096, &v))
 				return usage_error("--tables: '%s' is not in 1..4096", optarg);
 			o.cfg.tables = (unsigned)v;
-			break;
-		case OPT_DETERMINISTIC:
-			o.cfg.deterministic = true;
-			break;
-		case OPT_SCHED:
-			if (strcmp(optarg, "random") && strcmp(optarg, "pct"))
-				return usage_error("--sched: '%s' is not one of: random, pct", optarg);
-			o.cfg.sched.strategy = strcmp(optarg, "pct") ? PTEMU_SCHED_RANDOM : PTEMU_SCHED_PCT;
-			o.cfg.deterministic = true;
-			break;
-		case OPT_PCT_DEPTH:
-			if (!parse_u64(optarg, 1, 16, &v))
-				return usage_error("--pct-depth: '%s' is not in 1..16", optarg);
-			o.cfg.sched.pct_depth = (unsigned)v;
-			o.cfg.deterministic = true;
 			break;
 		case OPT_OPS:
 			if (!parse_u64(optarg, 1, UINT64_MAX, &o.cfg.max_ops))
@@ -598,6 +612,8 @@ static int cmd_run(int argc, char **argv)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		rc = common_option(c, optarg, &co);
+		if (rc == 1)
+			rc = sched_option(c, optarg, &sched, &deterministic);
 		if (rc == 0)
 			continue;
 		if (rc != 1)
@@ -637,27 +653,6 @@ static int cmd_run(int argc, char **argv)
 			if (!parse_seconds(optarg, &exit_after))
 				return usage_error("--exit-after: '%s' is not a number in 0.1..3600", optarg);
 			break;
-		case OPT_DETERMINISTIC:
-			deterministic = true;
-			break;
-		case OPT_SCHED:
-			if (!strcmp(optarg, "random"))
-				sched.strategy = PTEMU_SCHED_RANDOM;
-			else if (!strcmp(optarg, "pct"))
-				sched.strategy = PTEMU_SCHED_PCT;
-			else
-				return usage_error("--sched: '%s' is not one of: random, pct", optarg);
-			deterministic = true;
-			break;
-		case OPT_PCT_DEPTH: {
-			uint64_t d;
-
-			if (!parse_u64(optarg, 1, 16, &d))
-				return usage_error("--pct-depth: '%s' is not in 1..16", optarg);
-			sched.pct_depth = (unsigned)d;
-			deterministic = true;
-			break;
-		}
 		case OPT_STEPS:
 			if (!parse_u64(optarg, 1000, 1000000000000ull, &sched.max_steps))
 				return usage_error("--steps: '%s' is not in 1000..10^12", optarg);
