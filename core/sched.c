@@ -16,8 +16,11 @@
 
 #define SCHED_MAX_THREADS 64
 #define SCHED_MAX_CHANGE_POINTS 16
-/* Random walk: the chance of a switch at a scheduling point is 1 in this. */
+/* Random walk: the chance of a switch at a scheduling point is 1 in this; guest blocks,
+ * which come every few instructions, switch more rarely (a handoff costs two host
+ * context switches). */
 #define SCHED_SWITCH_ODDS 8
+#define SCHED_BLOCK_SWITCH_ODDS 128
 
 struct sthread {
 	struct ptemu_thread *t;
@@ -178,7 +181,7 @@ static void report_deadlock_locked(struct ptemu_sched *s)
 }
 
 /* The thread that runs next, or -1 when none can (mu held). */
-static int pick_locked(struct ptemu_sched *s, int me, bool force_switch)
+static int pick_locked(struct ptemu_sched *s, int me, bool force_switch, uint64_t odds)
 {
 	int candidates[SCHED_MAX_THREADS], nc = 0;
 
@@ -211,7 +214,7 @@ static int pick_locked(struct ptemu_sched *s, int me, bool force_switch)
 				best = candidates[k];
 		return best;
 	}
-	if (!force_switch && me >= 0 && runnable(s, me) && next_rand(&s->rng) % SCHED_SWITCH_ODDS)
+	if (!force_switch && me >= 0 && runnable(s, me) && next_rand(&s->rng) % odds)
 		return me;
 	return candidates[next_rand(&s->rng) % (uint64_t)nc];
 }
@@ -225,7 +228,7 @@ static bool only_rcu_thread_left(const struct ptemu_sched *s)
 	return true;
 }
 
-static void schedule(struct ptemu_sched *s, int me, bool force_switch)
+static void schedule(struct ptemu_sched *s, int me, bool force_switch, uint64_t odds)
 {
 	int next;
 
@@ -239,7 +242,7 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch)
 	for (unsigned c = 0; c < s->nchange; c++)
 		if (s->change[c] == s->steps)
 			s->th[me].prio = s->cfg.pct_depth - 1 - c;	/* PCT: demote */
-	next = pick_locked(s, me, force_switch);
+	next = pick_locked(s, me, force_switch, odds);
 	if (next < 0 && only_rcu_thread_left(s)) {
 		/* Idle: the RCU thread waits for work; the next thread to come takes the baton. */
 		s->current = -1;
@@ -263,7 +266,16 @@ void ptemu_sched_point(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, false);
+		schedule(s, me, false, SCHED_SWITCH_ODDS);
+}
+
+void ptemu_sched_point_guest(void)
+{
+	int me;
+	struct ptemu_sched *s = sched_of_current(&me);
+
+	if (s)
+		schedule(s, me, false, SCHED_BLOCK_SWITCH_ODDS);
 }
 
 void ptemu_sched_yield(void)
@@ -272,7 +284,7 @@ void ptemu_sched_yield(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, true);
+		schedule(s, me, true, SCHED_SWITCH_ODDS);
 }
 
 void ptemu_sched_block(const void *token, const char *what)
@@ -286,7 +298,7 @@ void ptemu_sched_block(const void *token, const char *what)
 	s->th[me].blocked_on = token;
 	s->th[me].blocked_what = what;
 	pthread_mutex_unlock(&s->mu);
-	schedule(s, me, true);
+	schedule(s, me, true, SCHED_SWITCH_ODDS);
 }
 
 void ptemu_sched_wake(const void *token)
@@ -349,7 +361,7 @@ void ptemu_sched_detach(struct ptemu_thread *t)
 	 * of it, so the count the run reports is frozen here. */
 	if (only_rcu_thread_left(s))
 		s->final_steps = s->steps;
-	next = pick_locked(s, me, true);
+	next = pick_locked(s, me, true, SCHED_SWITCH_ODDS);
 	if (next >= 0) {
 		s->current = next;
 		fold_locked(s, PTEMU_EV_SWITCH, ((uint64_t)(me & 0xffff) << 16) | (uint64_t)next, s->steps);
@@ -369,7 +381,7 @@ void ptemu_sched_start(struct ptemu_machine *m)
 		return;
 	pthread_mutex_lock(&s->mu);
 	s->started = true;
-	first = pick_locked(s, -1, false);
+	first = pick_locked(s, -1, false, SCHED_SWITCH_ODDS);
 	s->current = first;
 	if (first >= 0) {
 		fold_locked(s, PTEMU_EV_SWITCH, (0xffffull << 16) | (uint64_t)first, s->steps);

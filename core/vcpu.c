@@ -345,7 +345,7 @@ static void block_hook(uc_engine *uc, uint64_t address, uint32_t size, void *use
 	note_progress(v);
 	v->block_bytes += size;
 	if (v->deterministic)
-		ptemu_sched_point();
+		ptemu_sched_point_guest();
 	if (__atomic_load_n(&v->tlb.kick, __ATOMIC_ACQUIRE)) {
 		ptemu_tlb_apply_requests(&v->tlb);
 		/* Leave the run so that chained blocks look their pages up again. */

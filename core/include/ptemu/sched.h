@@ -60,6 +60,8 @@ void ptemu_sched_destroy(struct ptemu_machine *m);
 
 /* A scheduling point of the calling thread. */
 void ptemu_sched_point(void);
+/* The same at a guest block, where a switch is made more rarely. */
+void ptemu_sched_point_guest(void);
 /* Let another thread run (a spin-wait's iteration): always switches if anyone can. */
 void ptemu_sched_yield(void);
 /* The calling thread waits for `token` (a lock, a folio, ...): it is not picked again until
