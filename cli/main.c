@@ -1268,6 +1268,10 @@ static int export_perfetto(const struct ptemu_trace *t, const char *out)
 			fprintf(f, ",{\"name\":\"syscall %" PRIu64 "\",\"ph\":\"i\",\"s\":\"t\",\"pid\":1,\"tid\":%d,\"ts\":%" PRIu64 "}",
 				e->a, who, now);
 			break;
+		case PTEMU_EV_SHOOTDOWN:
+			fprintf(f, ",{\"name\":\"shootdown\",\"ph\":\"i\",\"s\":\"t\",\"pid\":1,\"tid\":%d,\"ts\":%" PRIu64
+				   ",\"args\":{\"start\":\"%#" PRIx64 "\",\"end\":\"%#" PRIx64 "\"}}", who, now, e->a, e->b);
+			break;
 		case PTEMU_EV_GP_END:
 			fprintf(f, ",{\"name\":\"grace period: %" PRIu64 " callbacks\",\"ph\":\"i\",\"s\":\"t\",\"pid\":1,\"tid\":0,\"ts\":%" PRIu64 "}",
 				e->a, now);

@@ -93,6 +93,8 @@ const char *ptemu_trace_event_name(uint64_t kind)
 		return "insn";
 	case PTEMU_EV_SYSCALL:
 		return "syscall";
+	case PTEMU_EV_SHOOTDOWN:
+		return "shootdown";
 	default:
 		return (kind & 0xff) >= 16 && (kind & 0xff) < 22 ? checker[(kind & 0xff) - 16] : "?";
 	}

@@ -198,6 +198,7 @@ TEST(Trace, DumpDisassemblesFaultsAndExportIsChromeTraceJson)
 		EXPECT_EQ(text.rfind("{\"displayTimeUnit\"", 0), 0u);
 		EXPECT_NE(text.find("\"name\":\"running\""), std::string::npos);
 		EXPECT_NE(text.find("\"name\":\"fault\""), std::string::npos);
+		EXPECT_NE(text.find("\"name\":\"shootdown\""), std::string::npos);
 		EXPECT_EQ(text.substr(text.size() - 3), "]}\n");
 		EXPECT_EQ(run_cli("trace export --format svg " + path + " -o " + json, &out), 2);
 	}

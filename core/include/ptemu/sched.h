@@ -38,6 +38,8 @@ enum { PTEMU_EV_SWITCH = 1, PTEMU_EV_CALL_RCU = 2, PTEMU_EV_GP_END = 3 };
  * faulting instruction's first 16 bytes (a, b in guest memory order), and a syscall
  * (a: number, b: pc). */
 enum { PTEMU_EV_FAULT = 22, PTEMU_EV_INSN = 23, PTEMU_EV_SYSCALL = 24 };
+/* A TLB shootdown sent (a: start, b: end). */
+enum { PTEMU_EV_SHOOTDOWN = 25 };
 /* A switch event's a: from << 16 | to (0xffff: nobody yet); b: the step. */
 
 struct ptemu_sched_config {
