@@ -34,6 +34,25 @@ static unsigned wait_bucket(const struct page *folio)
 	return (unsigned)(((uintptr_t)folio >> 6) % WAIT_BUCKETS);
 }
 
+/* The one held-lock entry that stands for all of a thread's folio locks. */
+static const int folio_lock_class_token;
+
+static void folio_lock_acquired(void)
+{
+	struct ptemu_thread *t = ptemu_current();
+
+	if (t && t->folios_held++ == 0)
+		ptemu_lock_acquired(&folio_lock_class_token, LOCK_CLASS_FOLIO, true);
+}
+
+static void folio_lock_released(void)
+{
+	struct ptemu_thread *t = ptemu_current();
+
+	if (t && --t->folios_held == 0)
+		ptemu_lock_released(&folio_lock_class_token);
+}
+
 static bool test_and_set_locked(struct page *folio)
 {
 	return __atomic_fetch_or(&folio->flags, 1u << PG_locked, __ATOMIC_ACQUIRE) & (1u << PG_locked);
@@ -44,7 +63,8 @@ void folio_lock(struct page *folio)
 	unsigned b = wait_bucket(folio);
 
 	ptemu_sched_point();
-	ptemu_lock_acquire_check(folio, LOCK_CLASS_FOLIO, true, false);
+	/* Another folio lock may be held already (same class): only a trylock may nest. */
+	ptemu_lock_acquire_check(&folio_lock_class_token, LOCK_CLASS_FOLIO, true, false);
 	if (ptemu_sched_scheduled()) {
 		while (test_and_set_locked(folio))
 			ptemu_sched_block(folio, "a folio lock");
@@ -54,14 +74,14 @@ void folio_lock(struct page *folio)
 			pthread_cond_wait(&wait_table[b].cond, &wait_table[b].lock);
 		pthread_mutex_unlock(&wait_table[b].lock);
 	}
-	ptemu_lock_acquired(folio, LOCK_CLASS_FOLIO, true);
+	folio_lock_acquired();
 }
 
 bool folio_trylock(struct page *folio)
 {
 	if (test_and_set_locked(folio))
 		return false;
-	ptemu_lock_acquired(folio, LOCK_CLASS_FOLIO, true);
+	folio_lock_acquired();
 	return true;
 }
 
@@ -69,7 +89,7 @@ void folio_unlock(struct page *folio)
 {
 	unsigned b = wait_bucket(folio);
 
-	ptemu_lock_released(folio);
+	folio_lock_released();
 	pthread_mutex_lock(&wait_table[b].lock);
 	ClearPageFlag(folio, PG_locked);
 	pthread_cond_broadcast(&wait_table[b].cond);
@@ -254,7 +274,7 @@ struct page *filemap_get_folio_locked(struct ptemu_file *f, uint64_t index, int 
 		SetPageFlag(folio, PG_uptodate);
 		/* Locked before anyone can find it, as __filemap_add_folio does. */
 		test_and_set_locked(folio);
-		ptemu_lock_acquired(folio, LOCK_CLASS_FOLIO, true);
+		folio_lock_acquired();
 		folio_get(folio);	/* the caller's reference; the first is the cache's */
 		spin_lock(&f->i_pages_lock);
 		if (!f->i_pages[index]) {

@@ -7,6 +7,7 @@
 
 #include <ptemu/check.h>
 #include <ptemu/file.h>
+#include <ptemu/khugepaged.h>
 #include <ptemu/machine.h>
 #include <ptemu/mm.h>
 #include <ptemu/pgtable.h>
@@ -561,6 +562,47 @@ int do_mprotect(struct mm_struct *mm, uint64_t start, uint64_t len, unsigned pro
 	return err;
 }
 
+/* MADV_COLLAPSE of file and shmem ranges: collapse_file for every whole PMD range, with
+ * mmap_lock dropped around it as madvise_collapse does. Later faults map the huge folio by
+ * PMD (the retract left the pmds none). Anonymous collapse is not modelled: -EINVAL. */
+static int madvise_collapse(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	const struct ptemu_arch *a = mm->machine->arch;
+	uint64_t hsize = 1ull << a->pmd_leaf_shift, nr = hsize >> a->page_shift;
+	int err = 0;
+
+	if (!a->pmd_leaf_shift)
+		return -EINVAL;
+	for (uint64_t h = (start + hsize - 1) & ~(hsize - 1); h + hsize <= end; h += hsize) {
+		struct ptemu_file *f = NULL;
+		uint64_t pgoff = 0;
+
+		down_read(&mm->mmap_lock);
+		struct vm_area_struct *vma = vma_lookup(mm, h);
+
+		if (vma && vma->vm_file && vma->vm_end >= h + hsize) {
+			f = vma->vm_file;
+			pgoff = vma->vm_pgoff + ((h - vma->vm_start) >> a->page_shift);
+			ptemu_file_get(f);
+		}
+		up_read(&mm->mmap_lock);
+		if (!f || pgoff % nr) {
+			err = -EINVAL;
+			if (f)
+				ptemu_file_put(f);
+			continue;
+		}
+		enum scan_result r = collapse_file(f, pgoff);
+
+		ptemu_file_put(f);
+		if (r == SCAN_SUCCEED || r == SCAN_PTE_MAPPED_HUGEPAGE)
+			continue;
+		err = r == SCAN_ALLOC_HUGE_PAGE_FAIL ? -ENOMEM :
+		      r == SCAN_PAGE_LOCK || r == SCAN_PAGE_COUNT ? -EAGAIN : -EINVAL;
+	}
+	return err;
+}
+
 int do_madvise(struct mm_struct *mm, uint64_t start, uint64_t len, int advice)
 {
 	uint64_t end;
@@ -604,6 +646,8 @@ int do_madvise(struct mm_struct *mm, uint64_t start, uint64_t len, int advice)
 		}
 		up_write(&mm->mmap_lock);
 		return err;
+	case PTEMU_MADV_COLLAPSE:
+		return madvise_collapse(mm, start, end);
 	default:
 		return -EINVAL;
 	}

@@ -4,6 +4,7 @@
 
 #include <ptemu/fault.h>
 #include <ptemu/file.h>
+#include <ptemu/khugepaged.h>
 #include <ptemu/uaccess.h>
 
 #include "../workloads/include/ptemu_abi.h"
@@ -313,6 +314,65 @@ TEST_P(MmFault, HugePageCacheFolioIsMappedByPmdWhenThePmdIsNone)
 	ASSERT_EQ(do_munmap(s.mm, b, 2 * s.pmd()), 0);
 	EXPECT_EQ(folio->refcount, (int32_t)nr);
 	EXPECT_EQ(get_mm_counter(s.mm, MM_SHMEMPAGES), 0);
+	ptemu_file_put(f);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+// MADV_COLLAPSE of a shmem range mapped by PTEs in two processes: collapse_file puts one
+// huge folio in the page cache, retract_page_tables detaches the (empty) tables in both
+// mms without mmap_lock and frees them by RCU; the data survives and later faults map it
+// by PMD.
+TEST_P(MmFault, CollapseRetractsTablesInEveryProcessAndKeepsTheData)
+{
+	Space s(GetParam());
+	mm_struct *other = mm_alloc(s.m);
+	ptemu_file *f = ptemu_file_create(s.m, 7, true, 2 * s.pmd(), 2 * s.pmd());
+	unsigned rw = PTEMU_PROT_READ | PTEMU_PROT_WRITE;
+	int64_t a = do_mmap(s.mm, 0, 2 * s.pmd(), rw, PTEMU_MAP_SHARED, f, 0);
+	int64_t b = do_mmap(other, 0, 2 * s.pmd(), rw, PTEMU_MAP_SHARED, f, 0);
+	ASSERT_GT(a, 0);
+	ASSERT_GT(b, 0);
+	uint64_t nr = s.pmd() / s.page();
+	for (uint64_t i = 0; i < nr; i += 3)  // a third of the pages: the rest are holes
+		s.write64(a + i * s.page() + 8, 0xc0ffee00 + i);
+	uint64_t v;
+	ASSERT_EQ(copy_from_user(other, &v, b + 3 * s.page() + 8, 8), 0);  // the other maps one
+	EXPECT_EQ(v, 0xc0ffee03u);
+	uint64_t t1, t2;
+	pmd_kind(pmdp_get_lockless(mm_find_pmd(s.mm, a)), &t1);
+	pmd_kind(pmdp_get_lockless(mm_find_pmd(other, b)), &t2);
+
+	ASSERT_EQ(do_madvise(s.mm, a, s.pmd(), PTEMU_MADV_COLLAPSE), 0) << s.describe();
+	EXPECT_EQ(s.stat(PTEMU_STAT_collapses), 1u);
+	EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 2u);  // both processes, no mmap_lock taken
+	EXPECT_TRUE(pmd_none(pmdp_get_lockless(mm_find_pmd(s.mm, a))));
+	EXPECT_TRUE(pmd_none(pmdp_get_lockless(mm_find_pmd(other, b))));
+	EXPECT_EQ(get_mm_counter(s.mm, MM_SHMEMPAGES), 0);
+	// Handed to RCU: pending, or already freed if the grace period was quick.
+	ptemu_table_state st = check_table_state(s.m, t1);
+	EXPECT_TRUE(st == TABLE_RCU_PENDING || st == TABLE_FREE) << ptemu_table_state_name(st);
+	page *head = f->i_pages[0];
+	ASSERT_NE(head, nullptr);
+	EXPECT_EQ(folio_order(head), s.arch()->pmd_leaf_shift - s.arch()->page_shift);
+	for (uint64_t i = 0; i < nr; i++)
+		ASSERT_EQ(f->i_pages[i], head);
+	// Data: written pages kept, holes zero; the next fault maps the huge folio by PMD.
+	for (uint64_t i = 0; i < nr; i += 1) {
+		uint64_t want = i % 3 == 0 ? 0xc0ffee00 + i : 0;
+		ASSERT_EQ(s.read64(a + i * s.page() + 8), want) << i;
+	}
+	EXPECT_TRUE(pmd_trans_huge(pmdp_get_lockless(mm_find_pmd(s.mm, a))));
+	ASSERT_EQ(copy_from_user(other, &v, b + 6 * s.page() + 8, 8), 0);
+	EXPECT_EQ(v, 0xc0ffee06u);
+	EXPECT_TRUE(pmd_trans_huge(pmdp_get_lockless(mm_find_pmd(other, b))));
+	EXPECT_EQ(get_mm_counter(s.mm, MM_SHMEMPAGES), (int64_t)nr);
+	mm_audit_counters(s.mm);
+	mm_audit_counters(other);
+	rcu_barrier();
+	EXPECT_EQ(check_table_state(s.m, t2), TABLE_FREE);
+	// A second collapse of the same range finds the huge folio.
+	EXPECT_EQ(collapse_file(f, 0), SCAN_PTE_MAPPED_HUGEPAGE);
+	mm_destroy(other);
 	ptemu_file_put(f);
 	EXPECT_EQ(s.violations(), 0u) << s.describe();
 }

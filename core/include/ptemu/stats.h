@@ -26,6 +26,9 @@ extern "C" {
 	X(pmd_install_races)      /* pmd_install found the pmd populated and freed its table */ \
 	X(tlb_range_flushes)                                                                  \
 	X(faults)                 /* user faults handled */                                   \
+	X(collapses)              /* collapse_file committed a huge folio */                  \
+	X(retracts)               /* retract_page_tables detached a table */                  \
+	X(retract_skips)          /* a VMA retract_page_tables passed over */                 \
 	X(fault_retries)          /* a fault found its table gone and let the access retry */ \
 	X(hw_walks)
 

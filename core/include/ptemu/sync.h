@@ -107,6 +107,9 @@ struct ptemu_thread {
 	struct ptemu_held_map maps[PTEMU_MAX_MAPS];
 	struct ptemu_thread *prev;	/* the registration this one stacks on, if any */
 	int sched_id;		/* index in the deterministic scheduler, -1 when not scheduled */
+	/* Folio locks held: counted, with one held-lock entry for the class, as lockdep does
+	 * not track them one by one either (collapse_file holds hundreds). */
+	int folios_held;
 };
 
 /* Registers the calling thread with a machine and with RCU; every thread that touches the
