@@ -834,7 +834,7 @@ static int cmd_bench(int argc, char **argv)
 		struct ptemu_run_config cfg = {
 			.arch = a, .workload = "shmem-stress", .procs = 1, .vcpus = 1,
 			.seconds = co.seconds, .seed = co.seed, .phys_bytes = co.memory << 20,
-			.time_fills = true,
+			.time_fills = true, .no_collapse = true,	/* bare Unicorn has no collapse */
 		};
 		struct ptemu_run_result r;
 		struct ptemu_bench_bare_result bare;

@@ -581,7 +581,8 @@ static bool do_syscall(struct vcpu *v)
 		ret = a[0] == PTEMU_PARAM_seed ? (int64_t)r->cfg->seed :
 		      a[0] == PTEMU_PARAM_pmd_size ? (int64_t)ptemu_pmd_size(r->m->arch) :
 		      a[0] == PTEMU_PARAM_page_size ? (int64_t)ptemu_page_size(r->m->arch) :
-		      a[0] == PTEMU_PARAM_ops ? (int64_t)r->cfg->ops : -PTEMU_EINVAL;
+		      a[0] == PTEMU_PARAM_ops ? (int64_t)r->cfg->ops :
+		      a[0] == PTEMU_PARAM_collapse ? (int64_t)!r->cfg->no_collapse : -PTEMU_EINVAL;
 		break;
 	default:
 		ret = -PTEMU_ENOSYS;
@@ -1068,6 +1069,15 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		for (unsigned vi = 0; vi < r->procs[pi].nvcpus; vi++)
 			if (r->procs[pi].vcpus[vi].started)
 				pthread_join(r->procs[pi].vcpus[vi].thread, NULL);
+	/* Callbacks still queued (retracted tables) check the vCPUs' walk caches: let them
+	 * run while those exist. The scheduler's RCU thread drains its own. */
+	if (r->m->sched) {
+		res->digest = ptemu_sched_digest(r->m);
+		res->steps = ptemu_sched_steps(r->m);
+		ptemu_sched_destroy(r->m);
+	} else {
+		rcu_barrier();
+	}
 	for (unsigned pi = 0; pi < r->nprocs; pi++) {
 		struct process *p = &r->procs[pi];
 
@@ -1095,11 +1105,6 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		}
 		res->exit_codes[pi] = p->exit_code;
 		pthread_mutex_destroy(&p->fd_lock);
-	}
-	if (r->m->sched) {
-		res->digest = ptemu_sched_digest(r->m);
-		res->steps = ptemu_sched_steps(r->m);
-		ptemu_sched_destroy(r->m);
 	}
 	r->m->tlb = (struct ptemu_tlb_ops){ 0 };
 	for (unsigned i = 0; i < r->nobjects; i++)

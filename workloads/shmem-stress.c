@@ -1,6 +1,7 @@
 /* shmem-stress (the default workload): writers and readers over PMD-sized shmem extents
  * shared by every process, with khugepaged collapsing them underneath, plus reads of a
- * read-only file mapping.
+ * read-only file mapping. Writer 0 asks for MADV_COLLAPSE of one extent (in turn) and of
+ * the file every COLLAPSE_EVERY operations, so collapse and retraction race every access.
  *
  * Oracle: the shmem object (key 1, 4 PMD extents) is striped: page idx belongs to writer
  * idx % W. A writer checks each own page exactly before and after writing the next round
@@ -14,6 +15,7 @@
 #define CTRL_KEY 3
 #define EXTENTS 4
 #define THP_POLL 64	/* ops between thp_mapped samples */
+#define COLLAPSE_EVERY 256	/* writer 0's ops between MADV_COLLAPSE requests */
 
 int guest_main(long vcpu, long nvcpus, long proc, long nprocs);
 
@@ -26,7 +28,10 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 	void *base;
 	long fd, r;
 
+	long collapse;
+
 	wctx_init(&c, "shmem-stress", vcpu, nvcpus, proc, nprocs, CTRL_KEY);
+	collapse = sys_param(PTEMU_PARAM_collapse) == 1;
 	c.extra_name = "thp_seen";
 
 	len = EXTENTS * c.pmd;
@@ -61,6 +66,13 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 		off = (unsigned long)rng_below(&c.rng, (u32)(flen / 8)) * 8;
 		check_u64(&c, &file[off / 8], ptemu_file_word(FILE_KEY, off), ld64_plain(&file[off / 8]));
 
+		if (collapse && proc == 0 && vcpu == 0 && c.ops % COLLAPSE_EVERY == 0) {
+			/* -EAGAIN (a page busy) and the like are normal: the data must survive. */
+			uptr ext = (uptr)base + (c.ops / COLLAPSE_EVERY % EXTENTS) * c.pmd;
+
+			sys_madvise((void *)ext, c.pmd, PTEMU_MADV_COLLAPSE);
+			sys_madvise((void *)file, flen, PTEMU_MADV_COLLAPSE);
+		}
 		if (c.ops % THP_POLL == 0) {
 			uptr ext = (uptr)base + rng_below(&c.rng, EXTENTS) * c.pmd;
 

@@ -52,6 +52,7 @@ enum ptemu_param {
 	PTEMU_PARAM_pmd_size = 1,	/* bytes mapped by one PMD of the model (THP size) */
 	PTEMU_PARAM_page_size = 2,	/* base page size of the model */
 	PTEMU_PARAM_ops = 3,		/* the --ops bound, 0 if none */
+	PTEMU_PARAM_collapse = 4,	/* 1: the workload may ask for MADV_COLLAPSE (0 in benchmarks) */
 };
 
 /* PTEMU_SYS_report kinds. */

@@ -32,6 +32,7 @@ struct ptemu_run_config {
 	FILE *log;			/* guest write() output; NULL: discarded */
 	double watchdog_seconds;	/* no progress for this long is a hang; 0: 10 s */
 	bool time_fills;		/* measure the logical-miss path (benchmarks) */
+	bool no_collapse;		/* guests are told not to ask for MADV_COLLAPSE */
 	/* > 0: the last process exits (exit_group, as if killed) this many seconds into the
 	 * run, so that exit_mmap races the others' faults on the shared objects. */
 	double exit_after;
