@@ -5,6 +5,7 @@
 
 #include <ptemu/check.h>
 #include <ptemu/file.h>
+#include <ptemu/inject.h>
 #include <ptemu/khugepaged.h>
 #include <ptemu/machine.h>
 #include <ptemu/mm.h>
@@ -97,7 +98,10 @@ void retract_page_tables(struct ptemu_file *f, uint64_t pgoff)
 		spin_unlock(pml);
 		if (retracted) {
 			mm_inc_pgtables(mm, -(int64_t)a->pte_table_bytes);
-			pte_free_defer(mm, table);
+			if (ptemu_injected(m, INJECT_FREE_IMMEDIATELY))
+				pte_free(mm, table);	/* the bug pte_free_defer exists to prevent */
+			else
+				pte_free_defer(mm, table);
 			ptemu_stat_add(&m->stats, PTEMU_STAT_retracts, 1);
 		} else {
 			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
