@@ -120,4 +120,21 @@ TEST_P(Collapse, RetractSkipsCowedPrivateAndUnalignedMappings)
 	EXPECT_EQ(s.violations(), 0u) << s.describe();
 }
 
+TEST_P(Collapse, RetractSkipsAnExitingMm)
+{
+	Shmem s(GetParam());
+	mm_struct *dying = mm_alloc(s.m);
+	int64_t d = do_mmap(dying, 0, s.pmd, PTEMU_PROT_READ, PTEMU_MAP_SHARED, s.f, 0);
+	ASSERT_GT(d, 0);
+	uint64_t v;
+	ASSERT_EQ(copy_from_user(dying, &v, d, 8), 0);  // it has a PTE table there
+	__atomic_store_n(&dying->mm_users, 0, __ATOMIC_RELEASE);  // hpage_collapse_test_exit
+	EXPECT_EQ(collapse_file(s.f, 0), SCAN_SUCCEED) << s.describe();
+	EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 1u);
+	EXPECT_EQ(s.stat(PTEMU_STAT_retract_skips), 1u);
+	EXPECT_FALSE(pmd_none(pmdp_get_lockless(mm_find_pmd(dying, d))));  // left for its exit
+	mm_destroy(dying);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, Collapse, testing::ValuesIn(kModels), ModelName);
