@@ -79,7 +79,8 @@ static const char usage_text[] =
 	"  --json FILE|-           also write a JSON report ('-' for stdout; the summary then\n"
 	"                          goes to stderr)\n"
 	"\n"
-	"exit status: 0 clean, 1 violations found, 2 bad usage, 3 internal error\n";
+	"exit status: 0 clean, 1 violations found, 2 bad usage or input file, 3 internal or guest\n"
+	"error (a wild guest access, a guest that does not stop)\n";
 
 static int usage_error(const char *fmt, const char *arg)
 {
