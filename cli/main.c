@@ -62,6 +62,9 @@ static const char usage_text[] =
 	"  --pct-depth D           PCT's depth, 1..16 (default 3)\n"
 	"  --steps N               deterministic run length in scheduler steps (default 200000)\n"
 	"  --record FILE           write a trace of the run (deterministic; one --arch)\n"
+	"  --protocol P            lockless (v6.6, default) or legacy (retraction under\n"
+	"                          mmap_write_trylock, as before v6.6)\n"
+	"  --reclaim-empty-tables  MADV_DONTNEED frees PTE tables its zap left empty (6.14)\n"
 	"  --seed N, --inject NAME, --fail-fast, --memory MIB, --json FILE|-  as for stress\n"
 	"  --quiet                 do not print the guests' output (stderr otherwise)\n"
 	"\n"
@@ -225,7 +228,8 @@ static void json_run_head(FILE *f, const struct ptemu_machine *m, const char *wo
 {
 	fprintf(f, "{\"arch\":\"%s\",\"workload\":", m->arch->name);
 	json_string(f, workload);
-	fprintf(f, ",\"seed\":%" PRIu64 ",\"protocol\":\"lockless\",\"inject\":", seed);
+	fprintf(f, ",\"seed\":%" PRIu64 ",\"protocol\":\"%s\",\"reclaim_empty_tables\":%s,\"inject\":",
+		seed, ptemu_protocol_name(m->protocol), m->features.reclaim_empty_tables ? "true" : "false");
 	json_string(f, injection_name(inj));
 	fprintf(f, ",\"result\":\"%s\",\"stats\":{", check_violation_count(m) ? "violation" : "clean");
 }
@@ -283,7 +287,7 @@ static void print_violation_kinds(FILE *out, const struct ptemu_machine *m)
 enum { OPT_ARCH = 256, OPT_SECONDS, OPT_SEED, OPT_INJECT, OPT_FAIL_FAST, OPT_MEMORY, OPT_JSON,
        OPT_WORKERS, OPT_TABLES, OPT_WORKLOAD, OPT_IMAGE, OPT_PROCS, OPT_VCPUS, OPT_OPS,
        OPT_QUIET, OPT_WATCHDOG, OPT_EXIT_AFTER, OPT_DETERMINISTIC, OPT_SCHED, OPT_PCT_DEPTH,
-       OPT_STEPS, OPT_RECORD, OPT_FORCE, OPT_LIMIT, OPT_HELP };
+       OPT_STEPS, OPT_RECORD, OPT_FORCE, OPT_LIMIT, OPT_PROTOCOL, OPT_RECLAIM, OPT_HELP };
 
 #define COMMON_LONGOPTS                                                   \
 	{ "arch", required_argument, NULL, OPT_ARCH },                    \
@@ -557,7 +561,7 @@ static void finish_trace(struct ptemu_trace *trace, const struct ptemu_arch *a,
 	trace->h.procs = cfg->procs;
 	trace->h.vcpus = cfg->vcpus;
 	trace->h.seed = cfg->seed;
-	trace->h.inject = cfg->inject;
+	trace->h.inject = ptemu_trace_pack_config(cfg->inject, cfg->protocol, cfg->features);
 	trace->h.strategy = cfg->sched.strategy;
 	trace->h.pct_depth = cfg->sched.pct_depth;
 	trace->h.max_steps = cfg->sched.max_steps;
@@ -594,9 +598,13 @@ static int cmd_run(int argc, char **argv)
 		{ "pct-depth", required_argument, NULL, OPT_PCT_DEPTH },
 		{ "steps", required_argument, NULL, OPT_STEPS },
 		{ "record", required_argument, NULL, OPT_RECORD },
+		{ "protocol", required_argument, NULL, OPT_PROTOCOL },
+		{ "reclaim-empty-tables", no_argument, NULL, OPT_RECLAIM },
 		{ 0 },
 	};
 	struct common_opts co = { .arch_list = "all", .seconds = 3, .seed = 1, .memory = 256 };
+	enum ptemu_protocol protocol = PTEMU_PROTOCOL_LOCKLESS;
+	struct ptemu_features features = { 0 };
 	struct stress_opts arches = { 0 };
 	const char *workload = "shmem-stress", *image = NULL;
 	uint64_t procs = 2, vcpus = 1, ops = 0;
@@ -630,6 +638,14 @@ static int cmd_run(int argc, char **argv)
 			break;
 		case OPT_IMAGE:
 			image = optarg;
+			break;
+		case OPT_PROTOCOL:
+			if (ptemu_protocol_from_name(optarg) < 0)
+				return usage_error("--protocol: '%s' is not lockless or legacy", optarg);
+			protocol = (enum ptemu_protocol)ptemu_protocol_from_name(optarg);
+			break;
+		case OPT_RECLAIM:
+			features.reclaim_empty_tables = true;
 			break;
 		case OPT_PROCS:
 			if (!parse_u64(optarg, 1, 16, &procs))
@@ -700,6 +716,8 @@ static int cmd_run(int argc, char **argv)
 			.ops = ops,
 			.seed = co.seed,
 			.inject = co.inject,
+			.protocol = protocol,
+			.features = features,
 			.check_mode = co.fail_fast ? PTEMU_CHECK_FAIL_FAST : PTEMU_CHECK_CONTINUE,
 			.phys_bytes = co.memory << 20,
 			.log = quiet ? NULL : stderr,
@@ -980,7 +998,8 @@ static struct ptemu_run_config trace_run_config(const struct ptemu_trace *t, con
 	struct ptemu_run_config cfg = {
 		.arch = a, .image_path = path, .workload = t->h.workload, .procs = t->h.procs,
 		.vcpus = t->h.vcpus, .seconds = 3600, .seed = t->h.seed,
-		.inject = (enum ptemu_injection)t->h.inject, .phys_bytes = t->h.phys_bytes,
+		.inject = ptemu_trace_injection(&t->h), .protocol = ptemu_trace_protocol(&t->h),
+		.features = ptemu_trace_features(&t->h), .phys_bytes = t->h.phys_bytes,
 		.deterministic = true,
 		.sched = { .seed = t->h.seed, .strategy = (enum ptemu_sched_strategy)t->h.strategy,
 			   .pct_depth = t->h.pct_depth, .max_steps = steps, .forced = d, .nforced = nd },
@@ -1348,9 +1367,13 @@ static int cmd_trace(int argc, char **argv)
 	       t.h.unicorn_version & 0xff, t.h.capstone_version >> 8, t.h.capstone_version & 0xff,
 	       t.h.build_id);
 	printf("run: %s %s image %016" PRIx64 ", %u process(es) x %u vCPU(s), seed %" PRIu64
-	       ", inject %s, sched %s depth %u, %" PRIu64 " steps max, %" PRIu64 " MiB\n",
+	       ", inject %s, protocol %s%s, sched %s depth %u, %" PRIu64 " steps max, %" PRIu64
+	       " MiB\n",
 	       t.h.arch, t.h.workload, t.h.image_hash, t.h.procs, t.h.vcpus, t.h.seed,
-	       injection_name((enum ptemu_injection)t.h.inject), t.h.strategy ? "pct" : "random",
+	       injection_name(ptemu_trace_injection(&t.h)),
+	       ptemu_protocol_name(ptemu_trace_protocol(&t.h)),
+	       ptemu_trace_features(&t.h).reclaim_empty_tables ? ", reclaim-empty-tables" : "",
+	       t.h.strategy ? "pct" : "random",
 	       t.h.pct_depth, t.h.max_steps, t.h.phys_bytes >> 20);
 	printf("outcome: %" PRIu64 " steps, digest %016" PRIx64 ", %" PRIu64 " violation(s)", t.steps,
 	       t.digest, t.violations);

@@ -1,6 +1,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <ptemu/machine.h>
 #include <ptemu/phys.h>
@@ -29,6 +30,20 @@ struct ptemu_machine *ptemu_current_machine(void)
 	return t->machine;
 }
 
+const char *ptemu_protocol_name(enum ptemu_protocol p)
+{
+	return p == PTEMU_PROTOCOL_LEGACY ? "legacy" : "lockless";
+}
+
+int ptemu_protocol_from_name(const char *name)
+{
+	if (!strcmp(name, "lockless"))
+		return PTEMU_PROTOCOL_LOCKLESS;
+	if (!strcmp(name, "legacy"))
+		return PTEMU_PROTOCOL_LEGACY;
+	return -1;
+}
+
 struct ptemu_machine *ptemu_machine_create(const struct ptemu_machine_config *cfg, char *err,
 					   size_t errlen)
 {
@@ -49,6 +64,8 @@ struct ptemu_machine *ptemu_machine_create(const struct ptemu_machine_config *cf
 	}
 	m->arch = cfg->arch;
 	m->inject = cfg->inject;
+	m->protocol = cfg->protocol;
+	m->features = cfg->features;
 	m->phys = phys_create(m, cfg->phys_bytes ? cfg->phys_bytes : PTEMU_DEFAULT_PHYS_BYTES, err,
 			      errlen);
 	if (!m->phys) {

@@ -31,6 +31,27 @@ static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n)
 	return h;
 }
 
+uint32_t ptemu_trace_pack_config(enum ptemu_injection inj, enum ptemu_protocol p,
+				 struct ptemu_features f)
+{
+	return (uint32_t)inj | (uint32_t)p << 8 | (uint32_t)f.reclaim_empty_tables << 16;
+}
+
+enum ptemu_injection ptemu_trace_injection(const struct ptemu_trace_header *h)
+{
+	return (enum ptemu_injection)(h->inject & 0xff);
+}
+
+enum ptemu_protocol ptemu_trace_protocol(const struct ptemu_trace_header *h)
+{
+	return (enum ptemu_protocol)(h->inject >> 8 & 0xf);
+}
+
+struct ptemu_features ptemu_trace_features(const struct ptemu_trace_header *h)
+{
+	return (struct ptemu_features){ .reclaim_empty_tables = h->inject >> 16 & 1 };
+}
+
 uint64_t ptemu_build_id(void)
 {
 	static const char id[] = PTEMU_VERSION_STRING " " __DATE__ " " __TIME__;
@@ -258,7 +279,9 @@ int ptemu_trace_parse(const uint8_t *data, size_t size, struct ptemu_trace *t, c
 	h->pct_depth = (uint32_t)get(&i, 4);
 	h->max_steps = get(&i, 8);
 	h->phys_bytes = get(&i, 8);
-	if (!h->procs || h->procs > 16 || !h->vcpus || h->vcpus > 16 || h->inject >= INJECT_COUNT ||
+	if (!h->procs || h->procs > 16 || !h->vcpus || h->vcpus > 16 ||
+	    ptemu_trace_injection(h) >= INJECT_COUNT || ptemu_trace_protocol(h) > PTEMU_PROTOCOL_LEGACY ||
+	    (h->inject & ~0x1ffffu) || (h->inject & 0xf000u) ||
 	    h->strategy > PTEMU_SCHED_PCT || !h->pct_depth || h->pct_depth > 16 || !h->max_steps) {
 		snprintf(err, errlen, "corrupted trace: configuration out of range");
 		return -1;

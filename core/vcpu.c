@@ -891,6 +891,8 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		.phys_bytes = cfg->phys_bytes,
 		.check_mode = cfg->check_mode,
 		.inject = cfg->inject,
+		.protocol = cfg->protocol,
+		.features = cfg->features,
 	};
 	char err[256];
 	enum ptemu_run_error status;

@@ -21,11 +21,29 @@ struct mm_struct;
 
 #define PTEMU_DEFAULT_PHYS_BYTES (256ull << 20)
 
+/* Which retraction protocol khugepaged follows (kernel-spec 3.3, 3.5). */
+enum ptemu_protocol {
+	PTEMU_PROTOCOL_LOCKLESS,	/* v6.6: i_mmap read lock only, pte_free_defer */
+	PTEMU_PROTOCOL_LEGACY,		/* before v6.6: mmap_write_trylock + i_mmap write lock */
+};
+
+const char *ptemu_protocol_name(enum ptemu_protocol p);
+/* -1 for an unknown name. */
+int ptemu_protocol_from_name(const char *name);
+
+/* Optional behaviours beyond v6.6. */
+struct ptemu_features {
+	/* Linux 6.14: MADV_DONTNEED frees a PTE table its zap left empty. */
+	bool reclaim_empty_tables;
+};
+
 struct ptemu_machine_config {
 	const struct ptemu_arch *arch;
 	uint64_t phys_bytes;		/* 0: PTEMU_DEFAULT_PHYS_BYTES */
 	enum ptemu_check_mode check_mode;
 	enum ptemu_injection inject;
+	enum ptemu_protocol protocol;
+	struct ptemu_features features;
 };
 
 /* TLB invalidation, provided by the vCPU layer; without vCPUs nothing is cached and the
@@ -55,6 +73,8 @@ struct ptemu_machine {
 	struct ptemu_tlb_ops tlb;
 	struct ptemu_test_hooks test_hooks;
 	enum ptemu_injection inject;
+	enum ptemu_protocol protocol;
+	struct ptemu_features features;
 	struct ptemu_sched *sched;	/* deterministic mode, NULL when free-running */
 };
 

@@ -8,6 +8,7 @@
 
 #include <ptemu/check.h>
 #include <ptemu/inject.h>
+#include <ptemu/machine.h>
 #include <ptemu/sched.h>
 
 #ifdef __cplusplus
@@ -27,6 +28,8 @@ struct ptemu_run_config {
 	uint64_t ops;			/* passed to the guest; 0: none */
 	uint64_t seed;
 	enum ptemu_injection inject;
+	enum ptemu_protocol protocol;
+	struct ptemu_features features;
 	enum ptemu_check_mode check_mode;
 	uint64_t phys_bytes;		/* 0: the default */
 	FILE *log;			/* guest write() output; NULL: discarded */

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <ptemu/machine.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -30,7 +32,7 @@ struct ptemu_trace_header {
 	uint64_t image_hash;
 	uint32_t procs, vcpus;
 	uint64_t seed;
-	uint32_t inject;
+	uint32_t inject;		/* ptemu_trace_pack_config: injection, protocol, features */
 	uint32_t strategy, pct_depth;
 	uint64_t max_steps;
 	uint64_t phys_bytes;
@@ -45,6 +47,14 @@ struct ptemu_trace {
 	uint32_t first_kind;		/* VIOLATION_KIND_COUNT when clean */
 	uint64_t first_event;
 };
+
+/* The header's configuration word: bits 0-7 the injection, 8-11 the protocol, 16 reclaim-
+ * empty-tables (traces of earlier builds hold the injection alone, and read the same). */
+uint32_t ptemu_trace_pack_config(enum ptemu_injection inj, enum ptemu_protocol p,
+				 struct ptemu_features f);
+enum ptemu_injection ptemu_trace_injection(const struct ptemu_trace_header *h);
+enum ptemu_protocol ptemu_trace_protocol(const struct ptemu_trace_header *h);
+struct ptemu_features ptemu_trace_features(const struct ptemu_trace_header *h);
 
 /* Appends an event (the scheduler's on_event callback, ctx = the trace). */
 void ptemu_trace_append(void *trace, uint64_t kind, uint64_t a, uint64_t b);
