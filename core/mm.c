@@ -235,6 +235,8 @@ void zap_page_range_single(struct vm_area_struct *vma, uint64_t start, uint64_t 
 	const struct ptemu_arch *a = mm->machine->arch;
 	uint64_t pmd_size = ptemu_pmd_size(a);
 	struct zap_batch b = { 0 };
+	/* A huge pmd is cleared whole, so its whole range is flushed (tlb_flush_pmd_range). */
+	uint64_t flush_start = start, flush_end = end;
 
 	for (uint64_t addr = start; addr < end;) {
 		uint64_t next = (addr & ~(pmd_size - 1)) + pmd_size;
@@ -249,11 +251,17 @@ void zap_page_range_single(struct vm_area_struct *vma, uint64_t start, uint64_t 
 		switch (pmd_kind(pmdp_get_lockless(pmd), NULL)) {
 		case PTEMU_ENTRY_LEAF:
 			zap_huge_pmd(vma, pmd, addr, &b);
+			if ((addr & ~(pmd_size - 1)) < flush_start)
+				flush_start = addr & ~(pmd_size - 1);
+			if ((addr & ~(pmd_size - 1)) + pmd_size > flush_end)
+				flush_end = (addr & ~(pmd_size - 1)) + pmd_size;
 			break;
 		case PTEMU_ENTRY_TABLE:
 			/* A failed map means the table was retracted: look at the pmd again. */
-			if (!zap_pte_range(vma, pmd, addr, next, &b))
+			if (!zap_pte_range(vma, pmd, addr, next, &b)) {
+				ptemu_note_map_failed_after_table(mm->machine);
 				continue;
+			}
 			break;
 		default:
 			break;
@@ -261,7 +269,7 @@ void zap_page_range_single(struct vm_area_struct *vma, uint64_t start, uint64_t 
 		addr = next;
 	}
 	if (b.n)
-		flush_tlb_range(mm, start, end, false);
+		flush_tlb_range(mm, flush_start, flush_end, false);
 	for (size_t i = 0; i < b.n; i++)
 		folio_put(b.pages[i]);
 	free(b.pages);
@@ -503,8 +511,10 @@ static void change_protection(struct vm_area_struct *vma)
 		}
 		pte_t *pte = pte_offset_map_lock(mm, pmd, addr, &ptl);
 
-		if (!pte)
+		if (!pte) {
+			ptemu_note_map_failed_after_table(m);
 			continue;	/* -EAGAIN in the kernel: redo this pmd */
+		}
 		pte_t *first = pte;
 
 		for (; addr < next; addr += ptemu_page_size(a), pte++) {
