@@ -204,6 +204,25 @@ void phys_free_pages(struct ptemu_phys *phys, uint64_t pfn, unsigned order)
 	pthread_mutex_unlock(&phys->lock);
 }
 
+void phys_split_pages(struct ptemu_phys *phys, uint64_t pfn, unsigned order)
+{
+	struct page *head = &phys->pages[pfn];
+
+	if (!PageFlag(head, PG_head) || head->order != order) {
+		fprintf(stderr, "ptemu: phys_split_pages(pfn %" PRIu64 ", order %u) of a block not "
+			"allocated with that order\n", pfn, order);
+		abort();
+	}
+	for (uint64_t i = 0; i < (1ull << order); i++) {
+		phys->pages[pfn + i].order = 0;
+		SetPageFlag(&phys->pages[pfn + i], PG_head);
+	}
+	pthread_mutex_lock(&phys->lock);
+	phys->allocs[order]--;
+	phys->allocs[0] += 1ull << order;
+	pthread_mutex_unlock(&phys->lock);
+}
+
 struct page *pfn_to_page(const struct ptemu_phys *phys, uint64_t pfn)
 {
 	return &phys->pages[pfn];

@@ -28,8 +28,42 @@ static void unmap_mapping_range(struct ptemu_file *f, uint64_t first, uint64_t l
 	up_read(&f->i_mmap_rwsem);
 }
 
-/* Drops pages [first, last] from the cache. A huge folio only partly inside keeps its
- * place and has the part zeroed (truncate_inode_partial_folio without the split). */
+/* split_folio of a locked huge page-cache folio (the caller's reference held): unmap it
+ * everywhere (for file pages the kernel's split of a PMD mapping is a zap), then, when
+ * only the cache and the caller hold it, make each page an order-0 folio of its own in the
+ * cache. A faulter holding a reference while it waits for the lock makes it fail, as
+ * can_split_folio does. */
+static bool split_folio(struct ptemu_file *f, struct page *folio)
+{
+	uint64_t nr = 1ull << folio->order, start = folio->index;
+	uint64_t pfn = folio_pfn(folio);
+	uint32_t keep = folio->flags & (1u << PG_uptodate | 1u << PG_dirty | 1u << PG_swapbacked);
+
+	unmap_mapping_range(f, start, start + nr - 1);
+	if (__atomic_load_n(&folio->refcount, __ATOMIC_ACQUIRE) != (int32_t)nr + 1 ||
+	    __atomic_load_n(&folio->mapcount, __ATOMIC_ACQUIRE))
+		return false;
+	spin_lock(&f->i_pages_lock);
+	phys_split_pages(folio->phys, pfn, folio->order);
+	for (uint64_t i = 0; i < nr; i++) {
+		struct page *p = pfn_to_page(folio->phys, pfn + i);
+
+		if (i) {
+			p->refcount = 1;	/* the cache's */
+			__atomic_fetch_or(&p->flags, keep, __ATOMIC_RELEASE);
+		}
+		p->mapping = f;
+		p->index = start + i;
+		f->i_pages[start + i] = p;
+	}
+	folio->refcount = 2;	/* the cache's and the caller's */
+	spin_unlock(&f->i_pages_lock);
+	return true;
+}
+
+/* Drops pages [first, last] from the cache. A huge folio only partly inside is split
+ * (truncate_inode_partial_folio), and its pages inside dropped; when it cannot be split,
+ * it keeps its place and has the part zeroed. */
 static void truncate_inode_pages_range(struct ptemu_file *f, uint64_t first, uint64_t last)
 {
 	const struct ptemu_arch *a = f->machine->arch;
@@ -46,7 +80,11 @@ static void truncate_inode_pages_range(struct ptemu_file *f, uint64_t first, uin
 		uint64_t start = folio->index, end = folio->index + nr - 1;
 
 		if (folio->mapping != f) {
-			/* Someone else removed it while we waited for the lock. */
+			/* Removed or replaced (a collapse committed) while we waited for the
+			 * lock: look at the index again, as shmem_undo_range rescans. */
+			folio_unlock(folio);
+			folio_put(folio);
+			continue;
 		} else if (start >= first && end <= last) {
 			spin_lock(&f->i_pages_lock);
 			for (uint64_t i = start; i <= end; i++)
@@ -55,6 +93,12 @@ static void truncate_inode_pages_range(struct ptemu_file *f, uint64_t first, uin
 			folio->mapping = NULL;
 			for (uint64_t i = 0; i < nr; i++)
 				folio_put(folio);	/* the cache's references */
+		} else if (split_folio(f, folio)) {
+			/* Now order 0: the loop drops the pages inside one by one. */
+			folio_unlock(folio);
+			folio_put(folio);
+			index = start > first ? start : first;
+			continue;
 		} else {
 			uint64_t lo = first > start ? first : start;
 			uint64_t hi = last < end ? last : end;

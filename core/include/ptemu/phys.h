@@ -72,7 +72,7 @@ struct ptemu_phys_stats {
 	uint64_t pages_free;
 	uint64_t pages_allocated;
 	uint64_t table_pages;		/* pages currently holding page tables */
-	uint64_t allocs[17];		/* successful allocations by order */
+	uint64_t allocs[17];		/* allocations by order (a split block counts as its pages) */
 	uint64_t frees[17];
 	uint64_t alloc_failures;
 };
@@ -88,6 +88,9 @@ void phys_destroy(struct ptemu_phys *phys);
  * The block is zeroed and its head page has refcount 1. */
 uint64_t phys_alloc_pages(struct ptemu_phys *phys, unsigned order);
 void phys_free_pages(struct ptemu_phys *phys, uint64_t pfn, unsigned order);
+/* split_page: an allocated 2^order block becomes 2^order order-0 blocks, each freed on its
+ * own later. Every page keeps its refcount, flags and fields; only head-ness changes. */
+void phys_split_pages(struct ptemu_phys *phys, uint64_t pfn, unsigned order);
 
 struct page *pfn_to_page(const struct ptemu_phys *phys, uint64_t pfn);
 uint64_t page_to_pfn(const struct page *page);
