@@ -29,6 +29,10 @@ struct sthread {
 	const void *blocked_on;
 	const char *blocked_what;
 	uint64_t prio;
+	/* In a spin-wait (its last scheduling point was a yield): PCT passes over it while
+	 * anyone else can run, or two spinners waiting for a third would only ever hand the
+	 * baton to each other. */
+	bool spinning;
 };
 
 struct pending_rcu {
@@ -209,9 +213,12 @@ static int pick_locked(struct ptemu_sched *s, int me, bool force_switch, uint64_
 	if (s->cfg.strategy == PTEMU_SCHED_PCT) {
 		int best = candidates[0];
 
-		for (int k = 1; k < nc; k++)
-			if (s->th[candidates[k]].prio > s->th[best].prio)
+		for (int k = 1; k < nc; k++) {
+			const struct sthread *c = &s->th[candidates[k]], *b = &s->th[best];
+
+			if (c->spinning != b->spinning ? b->spinning : c->prio > b->prio)
 				best = candidates[k];
+		}
 		return best;
 	}
 	if (!force_switch && me >= 0 && runnable(s, me) && next_rand(&s->rng) % odds)
@@ -239,6 +246,7 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch, uint64_t 
 			pthread_cond_wait(&s->th[me].cv, &s->mu);
 	}
 	s->steps++;
+	s->th[me].spinning = force_switch && !s->th[me].blocked_on;
 	for (unsigned c = 0; c < s->nchange; c++)
 		if (s->change[c] == s->steps)
 			s->th[me].prio = s->cfg.pct_depth - 1 - c;	/* PCT: demote */
