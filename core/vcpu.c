@@ -268,6 +268,10 @@ static uint64_t vcpu_read_entry(const struct ptemu_walk_ctx *ctx, unsigned level
 			ptemu_walk_cache_insert(&v->tlb, v->walk_va, t);
 			v->walk_table = t;
 			check_walk_enter(m, t);
+			/* A walk is not atomic: another CPU may detach the table before we read
+			 * the PTE from it. */
+			if (v->deterministic)
+				ptemu_sched_point();
 		}
 	}
 	return e;
