@@ -1,6 +1,9 @@
 // collapse_file's rollbacks and retract_page_tables' skips (kernel-spec 3.2, 3.3).
 #include "fixture.h"
 
+#include <utility>
+#include <vector>
+
 #include <ptemu/file.h>
 #include <ptemu/khugepaged.h>
 #include <ptemu/uaccess.h>
@@ -134,6 +137,84 @@ TEST_P(Collapse, RetractSkipsAnExitingMm)
 	EXPECT_EQ(s.stat(PTEMU_STAT_retract_skips), 1u);
 	EXPECT_FALSE(pmd_none(pmdp_get_lockless(mm_find_pmd(dying, d))));  // left for its exit
 	mm_destroy(dying);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+// truncate_inode_partial_folio: a punch inside a collapsed folio splits it (when only the
+// cache holds it), so the range refaults by PTEs and can be collapsed, and retracted, again.
+TEST_P(Collapse, PunchInsideACollapsedFolioSplitsItAndTheRangeCollapsesAgain)
+{
+	Shmem s(GetParam());
+	ASSERT_EQ(collapse_file(s.f, 0), SCAN_SUCCEED) << s.describe();
+	EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 1u);
+	EXPECT_EQ(s.read64(s.addr + 8 * s.page), 0xabc008u);
+	ASSERT_TRUE(pmd_trans_huge(pmdp_get_lockless(mm_find_pmd(s.mm, s.addr))));
+
+	ASSERT_EQ(shmem_punch_hole(s.f, 4 * s.page, s.page), 0);
+	EXPECT_EQ(s.f->i_pages[4], nullptr);
+	for (uint64_t i = 0; i < s.nr; i++) {
+		if (i != 4) {
+			ASSERT_NE(s.f->i_pages[i], nullptr) << i;
+			ASSERT_EQ(folio_order(s.f->i_pages[i]), 0u) << i;
+			ASSERT_EQ(s.f->i_pages[i]->index, i);
+		}
+	}
+	EXPECT_TRUE(pmd_none(pmdp_get_lockless(mm_find_pmd(s.mm, s.addr))));
+	for (uint64_t i = 0; i < s.nr; i++)
+		ASSERT_EQ(s.read64(s.addr + i * s.page), i % 2 || i == 4 ? 0 : 0xabc000 + i) << i;
+	EXPECT_EQ(pmd_kind(pmdp_get_lockless(mm_find_pmd(s.mm, s.addr)), NULL), PTEMU_ENTRY_TABLE);
+	mm_audit_counters(s.mm);
+
+	ASSERT_EQ(collapse_file(s.f, 0), SCAN_SUCCEED) << s.describe();
+	EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 2u);
+	EXPECT_EQ(s.read64(s.addr + 6 * s.page), 0xabc006u);
+	EXPECT_EQ(s.read64(s.addr + 4 * s.page), 0u);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+// can_split_folio: another reference (a faulter waiting for the lock, a pin) keeps the
+// folio whole; the punched part is zeroed in place.
+TEST_P(Collapse, PunchInsideAPinnedCollapsedFolioZeroesItInPlace)
+{
+	Shmem s(GetParam());
+	ASSERT_EQ(collapse_file(s.f, 0), SCAN_SUCCEED) << s.describe();
+	page *pinned = filemap_get_folio(s.f, 0);
+	ASSERT_NE(pinned, nullptr);
+	ASSERT_EQ(shmem_punch_hole(s.f, 4 * s.page, s.page), 0);
+	EXPECT_EQ(s.f->i_pages[4], pinned);
+	EXPECT_EQ(folio_order(pinned), s.arch()->pmd_leaf_shift - s.arch()->page_shift);
+	folio_put(pinned);
+	for (uint64_t i = 0; i < s.nr; i++)
+		ASSERT_EQ(s.read64(s.addr + i * s.page), i % 2 || i == 4 ? 0 : 0xabc000 + i) << i;
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+namespace {
+struct FlushLog {
+	std::vector<std::pair<uint64_t, uint64_t>> ranges;
+	static void record(void *ctx, mm_struct *, uint64_t start, uint64_t end, bool)
+	{
+		static_cast<FlushLog *>(ctx)->ranges.emplace_back(start, end);
+	}
+};
+} // namespace
+
+// zap_huge_pmd clears the whole pmd even for a one-page zap, so the whole PMD range must
+// be flushed (tlb_flush_pmd_range): other pages' translations would outlive a later split.
+TEST_P(Collapse, PartialZapOfAHugePmdFlushesTheWholePmdRange)
+{
+	Shmem s(GetParam());
+	ASSERT_EQ(collapse_file(s.f, 0), SCAN_SUCCEED) << s.describe();
+	EXPECT_EQ(s.read64(s.addr), 0xabc000u);
+	ASSERT_TRUE(pmd_trans_huge(pmdp_get_lockless(mm_find_pmd(s.mm, s.addr))));
+	FlushLog log;
+	s.m->tlb.flush_range = FlushLog::record;
+	s.m->tlb.ctx = &log;
+	ASSERT_EQ(do_madvise(s.mm, s.addr + 3 * s.page, s.page, PTEMU_MADV_DONTNEED), 0);
+	s.m->tlb.flush_range = nullptr;
+	ASSERT_EQ(log.ranges.size(), 1u);
+	EXPECT_LE(log.ranges[0].first, (uint64_t)s.addr);
+	EXPECT_GE(log.ranges[0].second, s.addr + s.pmd);
 	EXPECT_EQ(s.violations(), 0u) << s.describe();
 }
 

@@ -1,6 +1,9 @@
 /* truncate-race: one shmem object (key 64, 2 PMD extents) that writer 0 (proc 0, vcpu 0)
  * hole-punches and truncates while every other writer writes and verifies its own pages
- * of the same PMD extents (truncation racing collapse and faults).
+ * of the same PMD extents (truncation racing collapse and faults). The last writer asks for
+ * MADV_COLLAPSE of an extent (in turn) every COLLAPSE_EVERY operations; a punch inside a
+ * collapsed extent splits its huge folio, so the extent is PTE-mapped again and the next
+ * collapse retracts its tables again, while the truncator's unmapping walks them.
  *
  * Layout: the last TAIL pages belong to writer 0 (ftruncate down past them and back up,
  * or punch a sub-range); the pages before are striped, idx % W. Oracle for writer 0: an
@@ -14,6 +17,7 @@
 #define CTRL_KEY 65
 #define EXTENTS 2
 #define MAXPUNCH 8
+#define COLLAPSE_EVERY 64	/* the collapser's ops between MADV_COLLAPSE requests */
 
 int guest_main(long vcpu, long nvcpus, long proc, long nprocs);
 
@@ -89,7 +93,7 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 	struct wctx c;
 	struct stripe s;
 	struct trunc t;
-	long r;
+	long r, collapser;
 
 	wctx_init(&c, "truncate-race", vcpu, nvcpus, proc, nprocs, CTRL_KEY);
 	c.extra_name = "truncations";
@@ -106,6 +110,7 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 	t.gen = 0;
 	stripe_init(&c, &s, (void *)t.base, t.nstripe);
 	t.exp = c.slot == 0 ? anon_map(round_up(t.npages * sizeof(u32), c.page)) : NULL;
+	collapser = sys_param(PTEMU_PARAM_collapse) == 1 && c.W > 1 && c.slot == c.W - 1;
 
 	while (wctx_more(&c)) {
 		u32 q, owner;
@@ -114,6 +119,12 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 			truncator_op(&c, &t);
 		else
 			stripe_step(&c, &s);
+		if (collapser && c.ops % COLLAPSE_EVERY == 0) {
+			/* -EAGAIN (a page busy) and the like are normal: the data must survive. */
+			uptr ext = t.base + (c.ops / COLLAPSE_EVERY % EXTENTS) * c.pmd;
+
+			sys_madvise((void *)ext, c.pmd, PTEMU_MADV_COLLAPSE);
+		}
 
 		/* A random striped page (never the tail: it may be beyond EOF right now). */
 		q = rng_below(&c.rng, t.nstripe);
