@@ -235,7 +235,7 @@ static bool only_rcu_thread_left(const struct ptemu_sched *s)
 	return true;
 }
 
-static void schedule(struct ptemu_sched *s, int me, bool force_switch, uint64_t odds)
+static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spinning, uint64_t odds)
 {
 	int next;
 
@@ -246,7 +246,7 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch, uint64_t 
 			pthread_cond_wait(&s->th[me].cv, &s->mu);
 	}
 	s->steps++;
-	s->th[me].spinning = force_switch && !s->th[me].blocked_on;
+	s->th[me].spinning = spinning;
 	for (unsigned c = 0; c < s->nchange; c++)
 		if (s->change[c] == s->steps)
 			s->th[me].prio = s->cfg.pct_depth - 1 - c;	/* PCT: demote */
@@ -274,7 +274,7 @@ void ptemu_sched_point(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, false, SCHED_SWITCH_ODDS);
+		schedule(s, me, false, false, SCHED_SWITCH_ODDS);
 }
 
 void ptemu_sched_point_guest(void)
@@ -283,7 +283,7 @@ void ptemu_sched_point_guest(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, false, SCHED_BLOCK_SWITCH_ODDS);
+		schedule(s, me, false, false, SCHED_BLOCK_SWITCH_ODDS);
 }
 
 void ptemu_sched_yield(void)
@@ -292,7 +292,16 @@ void ptemu_sched_yield(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, true, SCHED_SWITCH_ODDS);
+		schedule(s, me, true, false, SCHED_SWITCH_ODDS);
+}
+
+void ptemu_sched_spin_wait(void)
+{
+	int me;
+	struct ptemu_sched *s = sched_of_current(&me);
+
+	if (s)
+		schedule(s, me, true, true, SCHED_SWITCH_ODDS);
 }
 
 void ptemu_sched_block(const void *token, const char *what)
@@ -306,7 +315,7 @@ void ptemu_sched_block(const void *token, const char *what)
 	s->th[me].blocked_on = token;
 	s->th[me].blocked_what = what;
 	pthread_mutex_unlock(&s->mu);
-	schedule(s, me, true, SCHED_SWITCH_ODDS);
+	schedule(s, me, true, false, SCHED_SWITCH_ODDS);
 }
 
 void ptemu_sched_wake(const void *token)

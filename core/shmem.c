@@ -40,10 +40,13 @@ static bool split_folio(struct ptemu_file *f, struct page *folio)
 	uint32_t keep = folio->flags & (1u << PG_uptodate | 1u << PG_dirty | 1u << PG_swapbacked);
 
 	unmap_mapping_range(f, start, start + nr - 1);
-	if (__atomic_load_n(&folio->refcount, __ATOMIC_ACQUIRE) != (int32_t)nr + 1 ||
-	    __atomic_load_n(&folio->mapcount, __ATOMIC_ACQUIRE))
-		return false;
+	/* Under the cache lock, as folio_ref_freeze: a lookup takes its reference there. */
 	spin_lock(&f->i_pages_lock);
+	if (__atomic_load_n(&folio->refcount, __ATOMIC_ACQUIRE) != (int32_t)nr + 1 ||
+	    __atomic_load_n(&folio->mapcount, __ATOMIC_ACQUIRE)) {
+		spin_unlock(&f->i_pages_lock);
+		return false;
+	}
 	phys_split_pages(folio->phys, pfn, folio->order);
 	for (uint64_t i = 0; i < nr; i++) {
 		struct page *p = pfn_to_page(folio->phys, pfn + i);

@@ -285,7 +285,7 @@ void ptemu_tlb_shootdown(struct ptemu_tlb **targets, unsigned n, struct ptemu_tl
 					    __atomic_load_n(&self->req_gen, __ATOMIC_SEQ_CST))
 				ptemu_tlb_apply_requests(self);
 			if (ptemu_sched_scheduled())
-				ptemu_sched_yield();	/* the target must run to acknowledge */
+				ptemu_sched_spin_wait();	/* the target must run to acknowledge */
 			else
 				sched_yield();
 		}

@@ -64,8 +64,12 @@ void ptemu_sched_destroy(struct ptemu_machine *m);
 void ptemu_sched_point(void);
 /* The same at a guest block, where a switch is made more rarely. */
 void ptemu_sched_point_guest(void);
-/* Let another thread run (a spin-wait's iteration): always switches if anyone can. */
+/* Let another thread run: always switches if anyone can. */
 void ptemu_sched_yield(void);
+/* The same in a spin-wait for another thread's progress (a shootdown's acknowledgement):
+ * PCT then passes over the caller while anyone else can run, or two spinners waiting for
+ * a third would only ever hand the baton to each other. */
+void ptemu_sched_spin_wait(void);
 /* The calling thread waits for `token` (a lock, a folio, ...): it is not picked again until
  * ptemu_sched_wake(token). Returns at once when not deterministic. */
 void ptemu_sched_block(const void *token, const char *what);
