@@ -89,6 +89,11 @@ static void truncate_inode_pages_range(struct ptemu_file *f, uint64_t first, uin
 			folio_put(folio);
 			continue;
 		} else if (start >= first && end <= last) {
+			/* truncate_cleanup_folio: unmapped under its lock before it leaves the
+			 * cache, or a mapping made since the caller's unmap would outlive it (and
+			 * a collapse could commit over the hole and retract a non-empty table). */
+			if (__atomic_load_n(&folio->mapcount, __ATOMIC_ACQUIRE))
+				unmap_mapping_range(f, start, end);
 			spin_lock(&f->i_pages_lock);
 			for (uint64_t i = start; i <= end; i++)
 				f->i_pages[i] = NULL;
