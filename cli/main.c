@@ -21,7 +21,7 @@
 #include <ptemu/loader.h>
 #include <ptemu/sync.h>
 
-enum { EXIT_CLEAN = 0, EXIT_VIOLATIONS = 1, EXIT_USAGE = 2, EXIT_INTERNAL = 3 };
+#include "cli.h"
 
 static const char usage_text[] =
 	"usage: ptemu <command> [options]\n"
@@ -40,6 +40,8 @@ static const char usage_text[] =
 	"                          its first violation's kind\n"
 	"  trace dump FILE [--limit N] [--disasm] | trace stats FILE\n"
 	"  trace export --format perfetto FILE -o OUT   Chrome trace-event JSON\n"
+	"  campaign [options]      deterministic runs over seeds, models, injections and\n"
+	"                          protocols in worker processes: a table of what they found\n"
 	"  list arches|workloads|injections|violations\n"
 	"  help                    this text\n"
 	"  version\n"
@@ -82,22 +84,10 @@ static const char usage_text[] =
 	"  --json FILE|-           also write a JSON report ('-' for stdout; the summary then\n"
 	"                          goes to stderr)\n"
 	"\n"
+	CAMPAIGN_USAGE
+	"\n"
 	"exit status: 0 clean, 1 violations found, 2 bad usage or input file, 3 internal or guest\n"
 	"error (a wild guest access, a guest that does not stop)\n";
-
-static int usage_error(const char *fmt, const char *arg)
-{
-	fprintf(stderr, "ptemu: ");
-	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\nTry 'ptemu help'.\n");
-	return EXIT_USAGE;
-}
-
-static void print_arch_names(FILE *f)
-{
-	for (const struct ptemu_arch *const *a = ptemu_arch_all(); *a; a++)
-		fprintf(f, "%s%s", a == ptemu_arch_all() ? "" : ", ", (*a)->name);
-}
 
 static int cmd_list(int argc, char **argv)
 {
@@ -132,19 +122,6 @@ static int cmd_list(int argc, char **argv)
 	}
 	fprintf(stderr, "ptemu: list what? one of: arches, workloads, injections, violations\n");
 	return EXIT_USAGE;
-}
-
-static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || end == s || *end || s[0] == '-' || v < lo || v > hi)
-		return false;
-	*out = v;
-	return true;
 }
 
 static bool parse_seconds(const char *s, double *out)
@@ -212,14 +189,6 @@ static int parse_arches(const char *list, struct stress_opts *o, bool need_isa)
 			o->arches[o->narches++] = a;
 	}
 	return o->narches ? 0 : -1;
-}
-
-static const char *injection_name(enum ptemu_injection inj)
-{
-	for (const struct ptemu_injection_info *i = ptemu_injections(); i->name; i++)
-		if (i->id == inj)
-			return i->name;
-	return "none";
 }
 
 /* The head of a run's JSON object, up to the opening of "stats". */
@@ -536,16 +505,6 @@ static int cmd_stress(int argc, char **argv)
 	return status;
 }
 
-static bool known_workload(const char *name)
-{
-	char names[] = PTEMU_WORKLOAD_NAMES;
-
-	for (char *save, *w = strtok_r(names, ",", &save); w; w = strtok_r(NULL, ",", &save))
-		if (!strcmp(w, name))
-			return true;
-	return false;
-}
-
 /* The header and outcome of a trace recorded by a run (its events are already in). */
 static void finish_trace(struct ptemu_trace *trace, const struct ptemu_arch *a,
 			 const struct ptemu_run_config *cfg, const struct ptemu_run_result *r,
@@ -571,14 +530,6 @@ static void finish_trace(struct ptemu_trace *trace, const struct ptemu_arch *a,
 	trace->violations = check_violation_count(m);
 	trace->first_kind = nv ? v[0].kind : VIOLATION_KIND_COUNT;
 	trace->first_event = nv ? v[0].event : 0;
-}
-
-/* Where this build put a workload's image for a model (PTEMU_WORKLOAD_DIR overrides). */
-static void workload_image_path(const struct ptemu_arch *a, const char *workload, char *buf, size_t n)
-{
-	const char *dir = getenv("PTEMU_WORKLOAD_DIR");
-
-	snprintf(buf, n, "%s/%s/%s.elf", dir ? dir : PTEMU_WORKLOAD_DIR, a->isa.workload_dir, workload);
 }
 
 static int cmd_run(int argc, char **argv)
@@ -1434,5 +1385,7 @@ int main(int argc, char **argv)
 		return cmd_trace(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "minimize"))
 		return cmd_minimize(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "campaign"))
+		return cmd_campaign(argc - 1, argv + 1);
 	return usage_error("unknown command '%s'", argv[1]);
 }
