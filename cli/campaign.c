@@ -36,7 +36,7 @@ static const enum ptemu_stat coverage_stats[] = {
  * Names rather than pointers, so that merged files fill it the same way. */
 struct row {
 	char arch[32], inject[32], protocol[16], workload[64], sched[8];
-	bool reclaim;
+	bool reclaim, khugepaged;
 	uint64_t procs, vcpus, pct_depth, steps, seed_base, seeds;
 	uint64_t runs, clean, errors, steps_run, digest_sum;
 	uint64_t kinds[VIOLATION_KIND_COUNT];
@@ -122,6 +122,7 @@ static _Noreturn void run_one(const struct row *row, uint32_t config, uint64_t s
 		.inject = ptemu_injection_from_name(row->inject),
 		.protocol = (enum ptemu_protocol)ptemu_protocol_from_name(row->protocol),
 		.features = { .reclaim_empty_tables = row->reclaim },
+		.khugepaged = row->khugepaged,
 		/* Not fail-fast: a trace does not record the check mode and replays without
 		 * it, so only such a run replays as it was recorded. */
 		.check_mode = PTEMU_CHECK_CONTINUE,
@@ -342,7 +343,8 @@ static void print_table(FILE *f, const struct row *rows, unsigned n)
 		char proto[32], first[24] = "-";
 		bool any = false;
 
-		snprintf(proto, sizeof(proto), "%s%s", r->protocol, r->reclaim ? "+reclaim" : "");
+		snprintf(proto, sizeof(proto), "%s%s%s", r->protocol, r->reclaim ? "+reclaim" : "",
+			 r->khugepaged ? "+khugepaged" : "");
 		if (r->nfailing)
 			snprintf(first, sizeof(first), "%" PRIu64, r->failing[0]);
 		fprintf(f, "%-9s %-23s %-16s %6" PRIu64 " %6" PRIu64 " %6" PRIu64 " %10s  ", r->arch,
@@ -364,14 +366,15 @@ static void print_table(FILE *f, const struct row *rows, unsigned n)
 		 * tells the protocol and reclaim apart where they are not the defaults. */
 		char trace[160];
 
-		snprintf(trace, sizeof(trace), "fail-%s-%s%s%s%s-%" PRIu64 ".trc", r->arch, r->inject,
+		snprintf(trace, sizeof(trace), "fail-%s-%s%s%s%s%s-%" PRIu64 ".trc", r->arch, r->inject,
 			 strcmp(r->protocol, "lockless") ? "-" : "", strcmp(r->protocol, "lockless") ? r->protocol : "",
-			 r->reclaim ? "-reclaim" : "", r->failing[0]);
+			 r->reclaim ? "-reclaim" : "", r->khugepaged ? "-khugepaged" : "", r->failing[0]);
 		fprintf(f, "  reproduce: ptemu run --arch %s --workload %s --procs %" PRIu64 " --vcpus %" PRIu64
 			   " --sched %s --pct-depth %" PRIu64 " --steps %" PRIu64 " --seed %" PRIu64
-			   " --inject %s --protocol %s%s --record %s\n",
+			   " --inject %s --protocol %s%s%s --record %s\n",
 			r->arch, r->workload, r->procs, r->vcpus, r->sched, r->pct_depth, r->steps,
-			r->failing[0], r->inject, r->protocol, r->reclaim ? " --reclaim-empty-tables" : "", trace);
+			r->failing[0], r->inject, r->protocol, r->reclaim ? " --reclaim-empty-tables" : "",
+			r->khugepaged ? " --khugepaged on" : "", trace);
 		fprintf(f, "  replay:    ptemu replay %s\n", trace);
 	}
 	fflush(f);
@@ -386,11 +389,12 @@ static void print_json(FILE *f, const struct row *rows, unsigned n, const char *
 		const struct row *r = &rows[i];
 
 		fprintf(f, "%s\n{\"arch\":\"%s\",\"inject\":\"%s\",\"protocol\":\"%s\",\"reclaim_empty_tables\":%s,"
-			   "\"workload\":\"%s\",\"procs\":%" PRIu64 ",\"vcpus\":%" PRIu64 ",\"sched\":\"%s\","
+			   "\"khugepaged\":%s,\"workload\":\"%s\",\"procs\":%" PRIu64 ",\"vcpus\":%" PRIu64 ",\"sched\":\"%s\","
 			   "\"pct_depth\":%" PRIu64 ",\"steps\":%" PRIu64 ",\"seed_base\":%" PRIu64
 			   ",\"seeds\":%" PRIu64 ",\"runs\":%" PRIu64 ",\"clean\":%" PRIu64 ",\"errors\":%" PRIu64
 			   ",\"violations_by_kind\":{",
-			i ? "," : "", r->arch, r->inject, r->protocol, r->reclaim ? "true" : "false", r->workload,
+			i ? "," : "", r->arch, r->inject, r->protocol, r->reclaim ? "true" : "false",
+			r->khugepaged ? "true" : "false", r->workload,
 			r->procs, r->vcpus, r->sched, r->pct_depth, r->steps, r->seed_base, r->seeds, r->runs,
 			r->clean, r->errors);
 		for (int k = 0; k < VIOLATION_KIND_COUNT; k++)
@@ -500,6 +504,7 @@ static bool read_row(struct reader *r, struct row *w)
 		  lit(r, ",\"protocol\":") && str(r, w->protocol, sizeof(w->protocol)) &&
 		  lit(r, ",\"reclaim_empty_tables\":") &&
 		  ((w->reclaim = lit(r, "true")) || lit(r, "false")) &&
+		  lit(r, ",\"khugepaged\":") && ((w->khugepaged = lit(r, "true")) || lit(r, "false")) &&
 		  lit(r, ",\"workload\":") && str(r, w->workload, sizeof(w->workload)) &&
 		  lit(r, ",\"procs\":") && num(r, &w->procs, 10) &&
 		  lit(r, ",\"vcpus\":") && num(r, &w->vcpus, 10) &&
@@ -567,6 +572,7 @@ static bool same_config(const struct row *a, const struct row *b)
 {
 	return !strcmp(a->arch, b->arch) && !strcmp(a->inject, b->inject) &&
 	       !strcmp(a->protocol, b->protocol) && a->reclaim == b->reclaim &&
+	       a->khugepaged == b->khugepaged &&
 	       !strcmp(a->workload, b->workload) && a->procs == b->procs && a->vcpus == b->vcpus &&
 	       !strcmp(a->sched, b->sched) && a->pct_depth == b->pct_depth && a->steps == b->steps &&
 	       a->seed_base == b->seed_base && a->seeds == b->seeds;
@@ -725,7 +731,8 @@ static void print_missing(const struct row *r, const struct shard_file *files, u
 			if (same_config(r, &files[f].rows[i]))
 				present[files[f].shard] = true;
 	fprintf(stderr, "ptemu: campaign merge: %s %s %s%s (%s, seeds %" PRIu64 "..%" PRIu64
-			"): missing shard", r->arch, r->inject, r->protocol, r->reclaim ? "+reclaim" : "",
+			"): missing shard", r->arch, r->inject, r->protocol,
+		r->reclaim ? "+reclaim" : (r->khugepaged ? "+khugepaged" : ""),
 		r->workload, r->seed_base, r->seed_base + (r->seeds - 1));
 	for (uint64_t s = 1; s <= n; s++) {
 		if (present[s])
@@ -941,7 +948,7 @@ int cmd_campaign(int argc, char **argv)
 {
 	enum { OPT_ARCH = 256, OPT_SEEDS, OPT_SEED_BASE, OPT_WORKLOAD, OPT_INJECT, OPT_PROTOCOL,
 	       OPT_RECLAIM, OPT_PROCS, OPT_VCPUS, OPT_STEPS, OPT_SCHED, OPT_PCT_DEPTH, OPT_JSON,
-	       OPT_SHARD, OPT_QUIET, OPT_HELP };
+	       OPT_SHARD, OPT_QUIET, OPT_KHUGEPAGED, OPT_HELP };
 	static const struct option longopts[] = {
 		{ "arch", required_argument, NULL, OPT_ARCH },
 		{ "seeds", required_argument, NULL, OPT_SEEDS },
@@ -950,6 +957,7 @@ int cmd_campaign(int argc, char **argv)
 		{ "inject", required_argument, NULL, OPT_INJECT },
 		{ "protocol", required_argument, NULL, OPT_PROTOCOL },
 		{ "reclaim-empty-tables", no_argument, NULL, OPT_RECLAIM },
+		{ "khugepaged", required_argument, NULL, OPT_KHUGEPAGED },
 		{ "procs", required_argument, NULL, OPT_PROCS },
 		{ "vcpus", required_argument, NULL, OPT_VCPUS },
 		{ "steps", required_argument, NULL, OPT_STEPS },
@@ -1005,6 +1013,11 @@ int cmd_campaign(int argc, char **argv)
 			break;
 		case OPT_RECLAIM:
 			base.reclaim = true;
+			break;
+		case OPT_KHUGEPAGED:
+			if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+				return usage_error("--khugepaged: '%s' is not on or off", optarg);
+			base.khugepaged = !strcmp(optarg, "on");
 			break;
 		case OPT_PROCS:
 			if (!parse_u64(optarg, 1, 16, &base.procs))

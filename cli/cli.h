@@ -32,6 +32,7 @@ void workload_image_path(const struct ptemu_arch *a, const char *workload, char 
 	"  --protocol P[,P]        lockless, legacy (default lockless); a configuration is\n"   \
 	"                          one arch x injection x protocol\n"                           \
 	"  --reclaim-empty-tables  as for run, in every configuration\n"                        \
+	"  --khugepaged on|off     as for run (default tunables), in every configuration\n"    \
 	"  --workload W, --procs P, --vcpus V, --steps S, --sched pct|random, --pct-depth D\n"  \
 	"                          as for run (defaults: shmem-stress, 2, 2, 200000, pct, 3)\n" \
 	"  -j J                    worker processes, one run each (default: online CPUs)\n"     \

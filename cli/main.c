@@ -67,6 +67,13 @@ static const char usage_text[] =
 	"  --protocol P            lockless (v6.6, default) or legacy (retraction under\n"
 	"                          mmap_write_trylock, as before v6.6)\n"
 	"  --reclaim-empty-tables  MADV_DONTNEED frees PTE tables its zap left empty (6.14)\n"
+	"  --khugepaged on|off     run the khugepaged thread (default off): it scans the mms\n"
+	"                          that asked for MADV_HUGEPAGE and collapses their file and\n"
+	"                          shmem ranges\n"
+	"  --scan-sleep-ms MS      khugepaged's sleep between passes (default 10; when\n"
+	"                          deterministic, 100 scheduler steps per ms)\n"
+	"  --pages-to-scan N       pages per pass (default 8 PMD ranges)\n"
+	"  --max-ptes-none N       holes a range may have (default HPAGE_PMD_NR - 1)\n"
 	"  --seed N, --inject NAME, --fail-fast, --memory MIB, --json FILE|-  as for stress\n"
 	"  --quiet                 do not print the guests' output (stderr otherwise)\n"
 	"\n"
@@ -256,7 +263,8 @@ static void print_violation_kinds(FILE *out, const struct ptemu_machine *m)
 enum { OPT_ARCH = 256, OPT_SECONDS, OPT_SEED, OPT_INJECT, OPT_FAIL_FAST, OPT_MEMORY, OPT_JSON,
        OPT_WORKERS, OPT_TABLES, OPT_WORKLOAD, OPT_IMAGE, OPT_PROCS, OPT_VCPUS, OPT_OPS,
        OPT_QUIET, OPT_WATCHDOG, OPT_EXIT_AFTER, OPT_DETERMINISTIC, OPT_SCHED, OPT_PCT_DEPTH,
-       OPT_STEPS, OPT_RECORD, OPT_FORCE, OPT_LIMIT, OPT_PROTOCOL, OPT_RECLAIM, OPT_HELP };
+       OPT_STEPS, OPT_RECORD, OPT_FORCE, OPT_LIMIT, OPT_PROTOCOL, OPT_RECLAIM, OPT_KHUGEPAGED, OPT_SCAN_SLEEP, OPT_PAGES_TO_SCAN,
+       OPT_MAX_PTES_NONE, OPT_HELP };
 
 #define COMMON_LONGOPTS                                                   \
 	{ "arch", required_argument, NULL, OPT_ARCH },                    \
@@ -520,7 +528,7 @@ static void finish_trace(struct ptemu_trace *trace, const struct ptemu_arch *a,
 	trace->h.procs = cfg->procs;
 	trace->h.vcpus = cfg->vcpus;
 	trace->h.seed = cfg->seed;
-	trace->h.inject = ptemu_trace_pack_config(cfg->inject, cfg->protocol, cfg->features);
+	trace->h.inject = ptemu_trace_pack_config(cfg);
 	trace->h.strategy = cfg->sched.strategy;
 	trace->h.pct_depth = cfg->sched.pct_depth;
 	trace->h.max_steps = cfg->sched.max_steps;
@@ -551,8 +559,14 @@ static int cmd_run(int argc, char **argv)
 		{ "record", required_argument, NULL, OPT_RECORD },
 		{ "protocol", required_argument, NULL, OPT_PROTOCOL },
 		{ "reclaim-empty-tables", no_argument, NULL, OPT_RECLAIM },
+		{ "khugepaged", required_argument, NULL, OPT_KHUGEPAGED },
+		{ "scan-sleep-ms", required_argument, NULL, OPT_SCAN_SLEEP },
+		{ "pages-to-scan", required_argument, NULL, OPT_PAGES_TO_SCAN },
+		{ "max-ptes-none", required_argument, NULL, OPT_MAX_PTES_NONE },
 		{ 0 },
 	};
+	bool khugepaged = false, tuned = false;
+	uint64_t scan_sleep_ms = 10, pages_to_scan = 0, max_ptes_none = 0;
 	struct common_opts co = { .arch_list = "all", .seconds = 3, .seed = 1, .memory = 256 };
 	enum ptemu_protocol protocol = PTEMU_PROTOCOL_LOCKLESS;
 	struct ptemu_features features = { 0 };
@@ -597,6 +611,26 @@ static int cmd_run(int argc, char **argv)
 			break;
 		case OPT_RECLAIM:
 			features.reclaim_empty_tables = true;
+			break;
+		case OPT_KHUGEPAGED:
+			if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+				return usage_error("--khugepaged: '%s' is not on or off", optarg);
+			khugepaged = !strcmp(optarg, "on");
+			break;
+		case OPT_SCAN_SLEEP:
+			if (!parse_u64(optarg, 0, 60000, &scan_sleep_ms))
+				return usage_error("--scan-sleep-ms: '%s' is not in 0..60000", optarg);
+			tuned = true;
+			break;
+		case OPT_PAGES_TO_SCAN:
+			if (!parse_u64(optarg, 1, 1u << 30, &pages_to_scan))
+				return usage_error("--pages-to-scan: '%s' is not in 1..2^30", optarg);
+			tuned = true;
+			break;
+		case OPT_MAX_PTES_NONE:
+			if (!parse_u64(optarg, 0, 1u << 20, &max_ptes_none))
+				return usage_error("--max-ptes-none: '%s' is not in 0..2^20", optarg);
+			tuned = true;
 			break;
 		case OPT_PROCS:
 			if (!parse_u64(optarg, 1, 16, &procs))
@@ -644,6 +678,10 @@ static int cmd_run(int argc, char **argv)
 	sched.seed = co.seed;
 	if (record && (!strcmp(co.arch_list, "all") || strchr(co.arch_list, ',')))
 		return usage_error("%s", "--record records one run: give one --arch");
+	if (record && tuned)
+		return usage_error("%s", "a trace records khugepaged with its default tunables only");
+	if (tuned && !khugepaged)
+		return usage_error("%s", "khugepaged tunables need --khugepaged on");
 	if (ptemu_check_unicorn(err, sizeof(err))) {
 		fprintf(stderr, "ptemu: %s\n", err);
 		return EXIT_INTERNAL;
@@ -669,6 +707,10 @@ static int cmd_run(int argc, char **argv)
 			.inject = co.inject,
 			.protocol = protocol,
 			.features = features,
+			.khugepaged = khugepaged,
+			.scan_sleep_ms = (double)scan_sleep_ms,
+			.pages_to_scan = pages_to_scan,
+			.max_ptes_none = (unsigned)max_ptes_none,
 			.check_mode = co.fail_fast ? PTEMU_CHECK_FAIL_FAST : PTEMU_CHECK_CONTINUE,
 			.phys_bytes = co.memory << 20,
 			.log = quiet ? NULL : stderr,
@@ -949,12 +991,13 @@ static struct ptemu_run_config trace_run_config(const struct ptemu_trace *t, con
 	struct ptemu_run_config cfg = {
 		.arch = a, .image_path = path, .workload = t->h.workload, .procs = t->h.procs,
 		.vcpus = t->h.vcpus, .seconds = 3600, .seed = t->h.seed,
-		.inject = ptemu_trace_injection(&t->h), .protocol = ptemu_trace_protocol(&t->h),
-		.features = ptemu_trace_features(&t->h), .phys_bytes = t->h.phys_bytes,
+		.phys_bytes = t->h.phys_bytes,
 		.deterministic = true,
 		.sched = { .seed = t->h.seed, .strategy = (enum ptemu_sched_strategy)t->h.strategy,
 			   .pct_depth = t->h.pct_depth, .max_steps = steps, .forced = d, .nforced = nd },
 	};
+
+	ptemu_trace_apply_config(&t->h, &cfg);
 	return cfg;
 }
 
@@ -1317,13 +1360,17 @@ static int cmd_trace(int argc, char **argv)
 	       file, t.h.format_version, t.h.ptemu_version, t.h.unicorn_version >> 8,
 	       t.h.unicorn_version & 0xff, t.h.capstone_version >> 8, t.h.capstone_version & 0xff,
 	       t.h.build_id);
+	struct ptemu_run_config rc = { 0 };
+
+	ptemu_trace_apply_config(&t.h, &rc);
 	printf("run: %s %s image %016" PRIx64 ", %u process(es) x %u vCPU(s), seed %" PRIu64
-	       ", inject %s, protocol %s%s, sched %s depth %u, %" PRIu64 " steps max, %" PRIu64
+	       ", inject %s, protocol %s%s%s%s, sched %s depth %u, %" PRIu64 " steps max, %" PRIu64
 	       " MiB\n",
 	       t.h.arch, t.h.workload, t.h.image_hash, t.h.procs, t.h.vcpus, t.h.seed,
-	       injection_name(ptemu_trace_injection(&t.h)),
-	       ptemu_protocol_name(ptemu_trace_protocol(&t.h)),
-	       ptemu_trace_features(&t.h).reclaim_empty_tables ? ", reclaim-empty-tables" : "",
+	       injection_name(rc.inject), ptemu_protocol_name(rc.protocol),
+	       rc.features.reclaim_empty_tables ? ", reclaim-empty-tables" : "",
+	       rc.khugepaged ? ", khugepaged" : "",
+	       rc.check_mode == PTEMU_CHECK_FAIL_FAST ? ", fail-fast" : "",
 	       t.h.strategy ? "pct" : "random",
 	       t.h.pct_depth, t.h.max_steps, t.h.phys_bytes >> 20);
 	printf("outcome: %" PRIu64 " steps, digest %016" PRIx64 ", %" PRIu64 " violation(s)", t.steps,

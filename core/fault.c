@@ -146,6 +146,18 @@ static unsigned do_set_pmd(struct vm_fault *vmf, struct page *folio, unsigned fl
 	return ret;
 }
 
+int set_huge_pmd(struct vm_area_struct *vma, uint64_t haddr, pmd_t *pmd, struct page *folio)
+{
+	struct vm_fault vmf = {
+		.vma = vma, .mm = vma->vm_mm, .m = vma->vm_mm->machine, .address = haddr, .pmd = pmd,
+	};
+	struct ptemu_file *f = folio->mapping;
+
+	if (!folio_fits_pmd(&vmf, folio))
+		return -1;
+	return do_set_pmd(&vmf, folio, vma_leaf_flags(&vmf, (vma->vm_flags & VM_SHARED) && f->shmem)) ? -1 : 0;
+}
+
 /* finish_fault with the folio locked: by PMD when it fits and the pmd is none, else one
  * PTE; pte_offset_map_lock returning NULL means the table vanished: retry. */
 static unsigned finish_fault(struct vm_fault *vmf, struct page *folio, uint64_t index)

@@ -237,7 +237,7 @@ static void fill_new_folio(struct ptemu_file *f, struct page *folio)
 	}
 }
 
-struct page *filemap_get_folio_locked(struct ptemu_file *f, uint64_t index, int *err)
+static struct page *get_folio_locked(struct ptemu_file *f, uint64_t index, int *err, bool wait)
 {
 	struct ptemu_machine *m = f->machine;
 
@@ -249,7 +249,13 @@ struct page *filemap_get_folio_locked(struct ptemu_file *f, uint64_t index, int 
 		struct page *folio = filemap_get_folio(f, index);
 
 		if (folio) {
-			folio_lock(folio);
+			if (!wait && !folio_trylock(folio)) {
+				folio_put(folio);
+				*err = -EAGAIN;
+				return NULL;
+			}
+			if (wait)
+				folio_lock(folio);
 			/* Truncated or replaced (collapse) while we slept on the lock. */
 			if (folio->mapping == f && folio->index <= index &&
 			    index < folio->index + (1ull << folio->order))
@@ -288,6 +294,16 @@ struct page *filemap_get_folio_locked(struct ptemu_file *f, uint64_t index, int 
 		folio_put(folio);
 		folio_put(folio);
 	}
+}
+
+struct page *filemap_get_folio_locked(struct ptemu_file *f, uint64_t index, int *err)
+{
+	return get_folio_locked(f, index, err, true);
+}
+
+struct page *filemap_get_folio_trylocked(struct ptemu_file *f, uint64_t index, int *err)
+{
+	return get_folio_locked(f, index, err, false);
 }
 
 /* ---- i_mmap ---------------------------------------------------------------------------- */

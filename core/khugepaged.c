@@ -1,9 +1,13 @@
-/* collapse_file and the lockless retract_page_tables of v6.6 (kernel-spec 3.2, 3.3). */
+/* collapse_file, retract_page_tables (v6.6's lockless one and v6.5's under mmap_lock),
+ * collapse_pte_mapped_thp and the khugepaged thread (kernel-spec 3.2 to 3.5). */
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <ptemu/check.h>
+#include <ptemu/fault.h>
 #include <ptemu/file.h>
 #include <ptemu/inject.h>
 #include <ptemu/khugepaged.h>
@@ -11,6 +15,7 @@
 #include <ptemu/mm.h>
 #include <ptemu/pgtable.h>
 #include <ptemu/phys.h>
+#include <ptemu/sched.h>
 
 #include "internal.h"
 
@@ -18,10 +23,11 @@ const char *scan_result_name(enum scan_result r)
 {
 	static const char *const names[] = {
 		"SCAN_FAIL", "SCAN_SUCCEED", "SCAN_PMD_NULL", "SCAN_PMD_NONE", "SCAN_PMD_MAPPED",
-		"SCAN_PTE_MAPPED_HUGEPAGE", "SCAN_PAGE_LOCK", "SCAN_PAGE_COUNT", "SCAN_PAGE_COMPOUND",
-		"SCAN_TRUNCATED", "SCAN_ALLOC_HUGE_PAGE_FAIL",
+		"SCAN_EXCEED_NONE_PTE", "SCAN_PTE_NON_PRESENT", "SCAN_PTE_MAPPED_HUGEPAGE",
+		"SCAN_PAGE_NULL", "SCAN_PAGE_LOCK", "SCAN_PAGE_COUNT", "SCAN_PAGE_COMPOUND",
+		"SCAN_VMA_CHECK", "SCAN_TRUNCATED", "SCAN_ALLOC_HUGE_PAGE_FAIL", "SCAN_PAGE_FILLED",
 	};
-	return r <= SCAN_ALLOC_HUGE_PAGE_FAIL ? names[r] : "?";
+	return r <= SCAN_PAGE_FILLED ? names[r] : "?";
 }
 
 static unsigned hpage_order(const struct ptemu_arch *a)
@@ -58,11 +64,36 @@ static uint64_t vma_address(const struct vm_area_struct *vma, uint64_t pgoff)
 	return addr < vma->vm_end ? addr : 0;
 }
 
-void retract_page_tables(struct ptemu_file *f, uint64_t pgoff)
+/* A table retraction detached leaves the mm. v6.6 frees it after a grace period, for
+ * lockless walkers still inside; v6.5 freed it at once, its locks (mmap_lock and i_mmap
+ * for write) having excluded every software walker and the flush the hardware ones. */
+static void free_retracted_table(struct mm_struct *mm, uint64_t table, bool deferred)
+{
+	struct ptemu_machine *m = mm->machine;
+
+	mm_inc_pgtables(mm, -(int64_t)m->arch->pte_table_bytes);
+	if (deferred && !ptemu_injected(m, INJECT_FREE_IMMEDIATELY))
+		pte_free_defer(mm, table);
+	else
+		pte_free(mm, table);
+	ptemu_stat_add(&m->stats, PTEMU_STAT_retracts, 1);
+}
+
+/* The per-VMA reasons any retraction passes a VMA over (kernel-spec 3.3). */
+static bool retract_skips_vma(struct vm_area_struct *vma, uint64_t addr, pmd_t **pmd)
+{
+	struct mm_struct *mm = vma->vm_mm;
+	uint64_t hsize = 1ull << mm->machine->arch->pmd_leaf_shift;
+
+	/* Written-to private mappings hold anon pages and would split again. */
+	return !addr || __atomic_load_n(&vma->anon_vma, __ATOMIC_RELAXED) || (addr & (hsize - 1)) ||
+	       vma->vm_end < addr + hsize || find_pmd_or_thp_or_none(mm, addr, pmd) != SCAN_SUCCEED ||
+	       !__atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE);
+}
+
+static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 {
 	struct ptemu_machine *m = f->machine;
-	const struct ptemu_arch *a = m->arch;
-	uint64_t hsize = 1ull << a->pmd_leaf_shift;
 
 	down_read(&f->i_mmap_rwsem);
 	for (size_t i = 0; i < f->nr_i_mmap; i++) {
@@ -73,11 +104,7 @@ void retract_page_tables(struct ptemu_file *f, uint64_t pgoff)
 		pmd_t *pmd, pmdval;
 		bool retracted = false;
 
-		/* Written-to private mappings hold anon pages and would split again. */
-		if (!addr || __atomic_load_n(&vma->anon_vma, __ATOMIC_RELAXED) || (addr & (hsize - 1)) ||
-		    vma->vm_end < addr + hsize ||
-		    find_pmd_or_thp_or_none(mm, addr, &pmd) != SCAN_SUCCEED ||
-		    !__atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE)) {
+		if (retract_skips_vma(vma, addr, &pmd)) {
 			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
 			continue;
 		}
@@ -96,18 +123,89 @@ void retract_page_tables(struct ptemu_file *f, uint64_t pgoff)
 				spin_unlock(ptl);
 		}
 		spin_unlock(pml);
-		if (retracted) {
-			mm_inc_pgtables(mm, -(int64_t)a->pte_table_bytes);
-			if (ptemu_injected(m, INJECT_FREE_IMMEDIATELY))
-				pte_free(mm, table);	/* the bug pte_free_defer exists to prevent */
-			else
-				pte_free_defer(mm, table);
-			ptemu_stat_add(&m->stats, PTEMU_STAT_retracts, 1);
-		} else {
+		if (retracted)
+			free_retracted_table(mm, table, true);
+		else
 			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
-		}
 	}
 	up_read(&f->i_mmap_rwsem);
+}
+
+/* khugepaged_add_pte_mapped_thp: remembered for the mm's next khugepaged visit. */
+static void khugepaged_add_pte_mapped_thp(struct mm_struct *mm, uint64_t addr)
+{
+	spin_lock(&mm->page_table_lock);
+	bool known = false;
+
+	for (unsigned i = 0; i < mm->nr_pte_mapped_thp; i++)
+		known |= mm->pte_mapped_thp[i] == addr;
+	if (!known && mm->nr_pte_mapped_thp < MAX_PTE_MAPPED_THP)
+		mm->pte_mapped_thp[mm->nr_pte_mapped_thp++] = addr;
+	spin_unlock(&mm->page_table_lock);
+}
+
+/* collapse_and_free_pmd (v6.5): mmap_lock and i_mmap held for write. */
+static void collapse_and_free_pmd(struct mm_struct *mm, uint64_t addr, pmd_t *pmd)
+{
+	struct ptemu_spinlock *pml = pmd_lock(mm, pmd);
+	uint64_t table;
+	pmd_t old = pmdp_collapse_flush(mm, addr, pmd);
+
+	spin_unlock(pml);
+	pmd_kind(old, &table);
+	free_retracted_table(mm, table, false);
+}
+
+static enum scan_result retract_page_tables_legacy(struct ptemu_file *f, uint64_t pgoff,
+						   struct mm_struct *target_mm, uint64_t target_addr,
+						   struct page *hpage)
+{
+	struct ptemu_machine *m = f->machine;
+	enum scan_result result = SCAN_SUCCEED;
+
+	down_write(&f->i_mmap_rwsem);
+	for (size_t i = 0; i < f->nr_i_mmap; i++) {
+		struct vm_area_struct *vma = f->i_mmap[i];
+		struct mm_struct *mm = vma->vm_mm;
+		uint64_t addr = vma_address(vma, pgoff);
+		bool is_target = mm == target_mm && addr == target_addr;
+		pmd_t *pmd;
+
+		if (retract_skips_vma(vma, addr, &pmd)) {
+			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
+			continue;
+		}
+		if (!down_write_trylock(&mm->mmap_lock)) {
+			/* The mm is busy (a fault, an madvise): try again later. */
+			if (is_target)
+				result = SCAN_PTE_MAPPED_HUGEPAGE;
+			else
+				khugepaged_add_pte_mapped_thp(mm, addr);
+			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
+			continue;
+		}
+		if (retract_skips_vma(vma, addr, &pmd)) {
+			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
+		} else {
+			collapse_and_free_pmd(mm, addr, pmd);
+			if (is_target && set_huge_pmd(vma, addr, pmd, hpage))
+				result = SCAN_FAIL;
+		}
+		up_write(&mm->mmap_lock);
+	}
+	up_write(&f->i_mmap_rwsem);
+	return result;
+}
+
+/* kernel-spec 3.3 (v6.6) or the v6.5 retract of 3.5, by the machine's protocol. hpage: the
+ * new folio, locked, for the legacy protocol's install in the caller's own mm. */
+static enum scan_result retract_page_tables(struct ptemu_file *f, uint64_t pgoff, struct mm_struct *target_mm,
+					    uint64_t target_addr, struct page *hpage)
+{
+	if (f->machine->protocol == PTEMU_PROTOCOL_LEGACY)
+		return retract_page_tables_legacy(f, pgoff, target_mm, target_addr, hpage);
+	retract_page_tables_lockless(f, pgoff);
+	return SCAN_SUCCEED;
 }
 
 /* try_to_unmap of one page-cache page: clear every PTE mapping it, in every mm. The TLB
@@ -163,7 +261,25 @@ static void try_to_unmap_flush(struct ptemu_file *f, uint64_t start, uint64_t nr
 	up_read(&f->i_mmap_rwsem);
 }
 
-enum scan_result collapse_file(struct ptemu_file *f, uint64_t start)
+/* Rollback: the page cache still holds the old pages; unmapped PTEs refault. */
+static enum scan_result collapse_rollback(struct page **pages, uint64_t nr, struct page *hpage,
+					  enum scan_result result)
+{
+	for (uint64_t i = 0; i < nr; i++) {
+		if (pages[i]) {
+			folio_unlock(pages[i]);
+			folio_put(pages[i]);
+		}
+	}
+	hpage->mapping = NULL;
+	folio_unlock(hpage);
+	folio_put(hpage);
+	free(pages);
+	return result;
+}
+
+enum scan_result collapse_file(struct mm_struct *mm, uint64_t addr, struct ptemu_file *f,
+			       uint64_t start, const struct collapse_control *cc)
 {
 	struct ptemu_machine *m = f->machine;
 	const struct ptemu_arch *a = m->arch;
@@ -199,12 +315,27 @@ enum scan_result collapse_file(struct ptemu_file *f, uint64_t start)
 	for (uint64_t i = 0; i < nr && result == SCAN_SUCCEED; i++) {
 		struct page *folio = filemap_get_folio(f, start + i);
 
+		if (!folio && f->shmem) {
+			nr_none++;	/* a hole: zero-filled */
+			continue;
+		}
 		if (!folio) {
-			/* A shmem hole is zero-filled; a regular file must be read in first. */
-			if (f->shmem)
-				nr_none++;
-			else
-				result = SCAN_FAIL;
+			/* A file page not cached: read it in, as the synchronous readahead. */
+			int err = 0;
+
+			folio = filemap_get_folio_trylocked(f, start + i, &err);
+			if (!folio) {
+				result = err == -EAGAIN ? SCAN_PAGE_LOCK : SCAN_FAIL;
+				continue;
+			}
+			if (folio->order) {
+				result = SCAN_PAGE_COMPOUND;
+				folio_unlock(folio);
+				folio_put(folio);
+				continue;
+			}
+			pages[i] = folio;
+			locked++;
 			continue;
 		}
 		if (folio->order) {
@@ -235,20 +366,8 @@ enum scan_result collapse_file(struct ptemu_file *f, uint64_t start)
 			if (pages[i] && __atomic_load_n(&pages[i]->refcount, __ATOMIC_ACQUIRE) != 2)
 				result = SCAN_PAGE_COUNT;	/* the cache's and ours, nothing else */
 	}
-	if (result != SCAN_SUCCEED) {
-		/* Rollback: the page cache still holds the old pages; unmapped PTEs refault. */
-		for (uint64_t i = 0; i < nr; i++) {
-			if (pages[i]) {
-				folio_unlock(pages[i]);
-				folio_put(pages[i]);
-			}
-		}
-		hpage->mapping = NULL;
-		folio_unlock(hpage);
-		folio_put(hpage);
-		free(pages);
-		return result;
-	}
+	if (result != SCAN_SUCCEED)
+		return collapse_rollback(pages, nr, hpage, result);
 	uint8_t *dst = phys_to_virt(m->phys, hpfn << a->page_shift);
 
 	for (uint64_t i = 0; i < nr; i++) {
@@ -261,31 +380,23 @@ enum scan_result collapse_file(struct ptemu_file *f, uint64_t start)
 	spin_lock(&f->i_pages_lock);
 	for (uint64_t i = 0; i < nr; i++)
 		if (f->i_pages[start + i] != pages[i])
-			result = SCAN_FAIL;
+			result = SCAN_PAGE_FILLED;
 	if (result == SCAN_SUCCEED)
 		for (uint64_t i = 0; i < nr; i++)
 			f->i_pages[start + i] = hpage;
 	spin_unlock(&f->i_pages_lock);
-	if (result != SCAN_SUCCEED) {
-		for (uint64_t i = 0; i < nr; i++) {
-			if (pages[i]) {
-				folio_unlock(pages[i]);
-				folio_put(pages[i]);
-			}
-		}
-		hpage->mapping = NULL;
-		folio_unlock(hpage);
-		folio_put(hpage);
-		free(pages);
-		return result;
-	}
+	if (result != SCAN_SUCCEED)
+		return collapse_rollback(pages, nr, hpage, result);
 	__atomic_fetch_add(&hpage->refcount, (int32_t)nr, __ATOMIC_RELEASE);	/* the cache's */
 	SetPageFlag(hpage, PG_uptodate);
 	if (f->shmem)
 		SetPageFlag(hpage, PG_dirty);
 
-	retract_page_tables(f, start);
+	result = retract_page_tables(f, start, mm, addr, hpage);
 	ptemu_stat_add(&m->stats, PTEMU_STAT_collapses, 1);
+	/* MADV_COLLAPSE then maps it in its own mm (collapse_pte_mapped_thp, install_pmd). */
+	if (cc && !cc->is_khugepaged && result == SCAN_SUCCEED && m->protocol != PTEMU_PROTOCOL_LEGACY)
+		result = SCAN_PTE_MAPPED_HUGEPAGE;
 
 	folio_unlock(hpage);
 	folio_put(hpage);	/* ours */
@@ -298,5 +409,469 @@ enum scan_result collapse_file(struct ptemu_file *f, uint64_t start)
 		folio_put(pages[i]);	/* ours: freed */
 	}
 	free(pages);
-	return SCAN_SUCCEED;
+	return result;
+}
+
+enum scan_result hpage_collapse_scan_file(struct mm_struct *mm, uint64_t addr, struct ptemu_file *f,
+					  uint64_t start, const struct collapse_control *cc)
+{
+	const struct ptemu_arch *a = f->machine->arch;
+	unsigned order = hpage_order(a);
+	uint64_t nr = 1ull << order, present = 0;
+	enum scan_result result = SCAN_SUCCEED;
+
+	if (!a->pmd_leaf_shift || start % nr || start + nr > f->max_pages)
+		return SCAN_TRUNCATED;
+	spin_lock(&f->i_pages_lock);
+	for (uint64_t i = 0; i < nr && result == SCAN_SUCCEED; i++) {
+		struct page *folio = f->i_pages[start + i];
+
+		if (!folio)
+			continue;
+		if (folio->order)
+			result = folio->order == order && folio->index == start ? SCAN_PTE_MAPPED_HUGEPAGE
+										: SCAN_PAGE_COMPOUND;
+		else if (__atomic_load_n(&folio->refcount, __ATOMIC_RELAXED) !=
+			 1 + __atomic_load_n(&folio->mapcount, __ATOMIC_RELAXED))
+			result = SCAN_PAGE_COUNT;	/* someone else holds it right now */
+		present++;
+	}
+	spin_unlock(&f->i_pages_lock);
+	if (result == SCAN_SUCCEED && cc && cc->is_khugepaged && present < nr - cc->max_ptes_none)
+		result = SCAN_EXCEED_NONE_PTE;
+	if (result == SCAN_SUCCEED) {
+		ptemu_stat_add(&f->machine->stats, PTEMU_STAT_collapse_attempts, 1);
+		result = collapse_file(mm, addr, f, start, cc);
+	}
+	return result;
+}
+
+enum scan_result collapse_pte_mapped_thp(struct mm_struct *mm, uint64_t addr, bool install_pmd)
+{
+	struct ptemu_machine *m = mm->machine;
+	const struct ptemu_arch *a = m->arch;
+	bool legacy = m->protocol == PTEMU_PROTOCOL_LEGACY;
+	uint64_t hsize = 1ull << a->pmd_leaf_shift, haddr = addr & ~(hsize - 1);
+	uint64_t psize = ptemu_page_size(a), nr = hsize / psize, nr_ptes = 0, table = 0;
+	struct vm_area_struct *vma = vma_lookup(mm, haddr);
+	struct ptemu_spinlock *ptl, *pml;
+	enum scan_result result;
+	pte_t *start_pte;
+	pmd_t *pmd, pmdval;
+
+	/* First, in case the tables are being torn down. */
+	if (!a->pmd_leaf_shift || !vma || !vma->vm_file || haddr < vma->vm_start ||
+	    haddr + hsize > vma->vm_end)
+		return SCAN_VMA_CHECK;
+	result = find_pmd_or_thp_or_none(mm, haddr, &pmd);
+	if (result == SCAN_PMD_MAPPED)
+		return result;
+	uint64_t index = vma->vm_pgoff + ((haddr - vma->vm_start) >> a->page_shift);
+
+	if ((vma->vm_flags & VM_NOHUGEPAGE) || index % nr)
+		return SCAN_VMA_CHECK;
+	struct ptemu_file *f = vma->vm_file;
+	struct page *folio = filemap_get_folio(f, index);
+
+	if (!folio)
+		return SCAN_PAGE_NULL;
+	folio_lock(folio);
+	if (folio->order != hpage_order(a) || folio->index != index || folio->mapping != f) {
+		result = SCAN_PAGE_COMPOUND;
+		goto drop_folio;
+	}
+	/* Stable now: the folio lock keeps collapse_file and truncation off the range. */
+	result = find_pmd_or_thp_or_none(mm, haddr, &pmd);
+	if (result == SCAN_PMD_NONE)
+		goto maybe_install_pmd;
+	if (result != SCAN_SUCCEED)
+		goto drop_folio;
+	if (legacy)
+		down_write(&f->i_mmap_rwsem);
+
+	/* Step 1: every entry is none or maps its own page of the folio. */
+	start_pte = pte_offset_map_lock(mm, pmd, haddr, &ptl);
+	if (!start_pte) {
+		/* Only a reclaim of the (then empty) table can get here first. */
+		ptemu_note_map_failed_after_table(m);
+		result = SCAN_FAIL;
+		goto unlock_i_mmap;
+	}
+	for (uint64_t i = 0; i < nr && result == SCAN_SUCCEED; i++) {
+		pte_t v = ptep_get(start_pte + i);
+
+		if (a->pte_none(v.val))
+			continue;
+		if (!a->pte_present(v.val))
+			result = SCAN_PTE_NON_PRESENT;
+		else if (a->pte_leaf(v.val).pfn != folio_pfn(folio) + i)
+			result = SCAN_FAIL;	/* a COWed copy, say */
+	}
+	pte_unmap_unlock(start_pte, ptl);
+	if (result != SCAN_SUCCEED)
+		goto unlock_i_mmap;
+
+	/* Step 2: clear them; their flush is pmdp_collapse_flush's. */
+	start_pte = __pte_offset_map(pmd, haddr, &pmdval);
+	if (!start_pte) {
+		ptemu_note_map_failed_after_table(m);
+		result = SCAN_FAIL;
+		goto abort;
+	}
+	pmd_kind(pmdval, &table);
+	ptl = pte_lockptr(mm, &pmdval);
+	spin_lock(ptl);
+	for (uint64_t i = 0; i < nr && result == SCAN_SUCCEED; i++) {
+		pte_t v = ptep_get(start_pte + i);
+
+		if (a->pte_none(v.val))
+			continue;
+		if (!a->pte_present(v.val)) {
+			result = SCAN_PTE_NON_PRESENT;
+		} else if (a->pte_leaf(v.val).pfn != folio_pfn(folio) + i) {
+			result = SCAN_FAIL;
+		} else {
+			ptep_get_and_clear(mm, haddr + i * psize, start_pte + i);
+			__atomic_fetch_sub(&folio->mapcount, 1, __ATOMIC_RELAXED);
+			nr_ptes++;
+		}
+	}
+	spin_unlock(ptl);
+	pte_unmap(start_pte);
+	/* Step 3: the mappings' references and counters. */
+	__atomic_fetch_sub(&folio->refcount, (int32_t)nr_ptes, __ATOMIC_RELEASE);
+	add_mm_counter(mm, f->shmem ? MM_SHMEMPAGES : MM_FILEPAGES, -(int64_t)nr_ptes);
+	if (result != SCAN_SUCCEED)
+		goto abort;
+
+	/* Step 4: remove the (empty) table, if it is still the one we emptied (6.12's
+	 * re-check: with empty-table reclaim the pmd may have changed). */
+	pml = pmd_lock(mm, pmd);
+	pmdval = pmdp_get_lockless(pmd);
+	uint64_t now_table = 0;
+
+	if (pmd_kind(pmdval, &now_table) != PTEMU_ENTRY_TABLE || now_table != table) {
+		spin_unlock(pml);
+		result = SCAN_FAIL;
+		goto abort;
+	}
+	ptl = pte_lockptr(mm, &pmdval);
+	if (ptl != pml && !legacy)
+		spin_lock_nested(ptl);
+	pmdp_collapse_flush(mm, haddr, pmd);
+	if (ptl != pml && !legacy)
+		spin_unlock(ptl);
+	spin_unlock(pml);
+	free_retracted_table(mm, table, !legacy);
+	if (legacy)
+		up_write(&f->i_mmap_rwsem);
+
+maybe_install_pmd:
+	/* Step 5. */
+	if (install_pmd)
+		result = set_huge_pmd(vma, haddr, pmd, folio) ? SCAN_FAIL : SCAN_SUCCEED;
+	else
+		result = SCAN_SUCCEED;
+	goto drop_folio;
+
+abort:
+	if (nr_ptes)
+		flush_tlb_range(mm, haddr, haddr + hsize, false);
+unlock_i_mmap:
+	if (legacy)
+		up_write(&f->i_mmap_rwsem);
+drop_folio:
+	folio_unlock(folio);
+	folio_put(folio);
+	return result;
+}
+
+/* ---- the khugepaged thread ------------------------------------------------------------ */
+
+struct ptemu_khugepaged {
+	struct ptemu_machine *m;
+	struct khugepaged_tunables t;
+	pthread_t thread;
+	/* khugepaged_mm_lock: the slots. Never held across a scheduling point. */
+	pthread_mutex_t lock;
+	struct mm_struct **slots;	/* each holds an mmgrab */
+	size_t nslots, cap;
+	size_t cursor;			/* the slot being scanned */
+	uint64_t address;		/* where its scan goes on */
+	int stop;			/* atomic: free-running stop request */
+};
+
+static bool khugepaged_should_stop(struct ptemu_khugepaged *k)
+{
+	if (__atomic_load_n(&k->stop, __ATOMIC_ACQUIRE))
+		return true;
+	return k->t.should_stop && k->t.should_stop(k->t.ctx);
+}
+
+/* khugepaged_collapse_pte_mapped_thps (v6.5): what retract could not take, now. */
+static void khugepaged_collapse_pte_mapped_thps(struct mm_struct *mm)
+{
+	uint64_t addrs[MAX_PTE_MAPPED_THP];
+	unsigned n;
+
+	if (!__atomic_load_n(&mm->nr_pte_mapped_thp, __ATOMIC_RELAXED) ||
+	    !down_write_trylock(&mm->mmap_lock))
+		return;
+	spin_lock(&mm->page_table_lock);
+	n = mm->nr_pte_mapped_thp;
+	memcpy(addrs, mm->pte_mapped_thp, n * sizeof(addrs[0]));
+	mm->nr_pte_mapped_thp = 0;
+	spin_unlock(&mm->page_table_lock);
+	for (unsigned i = 0; i < n && __atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE); i++)
+		collapse_pte_mapped_thp(mm, addrs[i], false);
+	up_write(&mm->mmap_lock);
+}
+
+/* khugepaged_scan_mm_slot: the next eligible PMD ranges of one mm, from *addr, within the
+ * budget. True when the mm is done for this pass. */
+static bool khugepaged_scan_mm_slot(struct ptemu_khugepaged *k, struct mm_struct *mm, uint64_t *addr,
+				    uint64_t *budget)
+{
+	const struct ptemu_arch *a = k->m->arch;
+	uint64_t hsize = 1ull << a->pmd_leaf_shift, nr = hsize >> a->page_shift;
+	const struct collapse_control cc = { .is_khugepaged = true, .max_ptes_none = k->t.max_ptes_none };
+	bool legacy = k->m->protocol == PTEMU_PROTOCOL_LEGACY;
+
+	if (legacy)
+		khugepaged_collapse_pte_mapped_thps(mm);
+	while (!khugepaged_should_stop(k)) {
+		struct ptemu_file *f = NULL;
+		uint64_t h = 0, pgoff = 0;
+
+		if (!down_read_trylock(&mm->mmap_lock)) {
+			*budget -= *budget > 0;	/* busy: counts as progress, as in the kernel */
+			return true;
+		}
+		if (!__atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE)) {
+			up_read(&mm->mmap_lock);
+			return true;
+		}
+		for (size_t i = 0; i < mm->nr_vmas && !f; i++) {
+			struct vm_area_struct *vma = mm->vmas[i];
+			uint64_t from = *addr > vma->vm_start ? *addr : vma->vm_start;
+
+			h = (from + hsize - 1) & ~(hsize - 1);
+			if (vma->vm_end <= *addr || !(vma->vm_flags & VM_HUGEPAGE) ||
+			    (vma->vm_flags & VM_NOHUGEPAGE) || !vma->vm_file || h + hsize > vma->vm_end)
+				continue;
+			pgoff = vma->vm_pgoff + ((h - vma->vm_start) >> a->page_shift);
+			if (pgoff % nr)
+				continue;
+			f = vma->vm_file;
+			ptemu_file_get(f);
+		}
+		up_read(&mm->mmap_lock);
+		if (!f)
+			return true;
+		/* With a file reference and no mmap_lock, as khugepaged does. */
+		enum scan_result r = hpage_collapse_scan_file(mm, h, f, pgoff, &cc);
+
+		if (r == SCAN_PTE_MAPPED_HUGEPAGE) {
+			if (legacy) {
+				khugepaged_add_pte_mapped_thp(mm, h);
+			} else {
+				down_read(&mm->mmap_lock);
+				if (__atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE))
+					collapse_pte_mapped_thp(mm, h, false);
+				up_read(&mm->mmap_lock);
+			}
+		}
+		ptemu_file_put(f);
+		*addr = h + hsize;
+		*budget = *budget > nr ? *budget - nr : 0;
+		if (!*budget)
+			return false;
+	}
+	return false;
+}
+
+/* khugepaged_do_scan: one wake-up's worth of pages_to_scan, slot after slot. */
+static void khugepaged_do_scan(struct ptemu_khugepaged *k)
+{
+	uint64_t budget = k->t.pages_to_scan;
+
+	while (budget && !khugepaged_should_stop(k)) {
+		pthread_mutex_lock(&k->lock);
+		if (!k->nslots) {
+			pthread_mutex_unlock(&k->lock);
+			return;
+		}
+		if (k->cursor >= k->nslots) {
+			/* A pass ends here, and so does this wake-up: the list's locks may all
+			 * be taken, and only a sleep lets their holders run. */
+			k->cursor = 0;
+			k->address = 0;
+			ptemu_stat_add(&k->m->stats, PTEMU_STAT_khugepaged_full_scans, 1);
+			pthread_mutex_unlock(&k->lock);
+			return;
+		}
+		struct mm_struct *mm = k->slots[k->cursor];
+		uint64_t addr = k->address;
+
+		mmgrab(mm);
+		pthread_mutex_unlock(&k->lock);
+		bool done = khugepaged_scan_mm_slot(k, mm, &addr, &budget);
+
+		pthread_mutex_lock(&k->lock);
+		/* Unless its exit removed it meanwhile (that moved the cursor already). */
+		if (k->cursor < k->nslots && k->slots[k->cursor] == mm) {
+			k->address = done ? 0 : addr;
+			k->cursor += done;
+		}
+		pthread_mutex_unlock(&k->lock);
+		mmdrop(mm);
+	}
+}
+
+/* Deterministic sleeps are counted in scheduler steps, the run's only clock there. */
+static void khugepaged_sleep(struct ptemu_khugepaged *k)
+{
+	if (ptemu_sched_scheduled()) {
+		uint64_t until = ptemu_sched_steps(k->m) + k->t.scan_sleep_steps;
+
+		while (ptemu_sched_steps(k->m) < until && !khugepaged_should_stop(k))
+			ptemu_sched_yield();
+		return;
+	}
+	for (double left = k->t.scan_sleep_ms; left > 0 && !khugepaged_should_stop(k); left -= 1) {
+		struct timespec ts = { 0, (long)((left < 1 ? left : 1) * 1e6) };
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void *khugepaged_main(void *arg)
+{
+	struct ptemu_khugepaged *k = arg;
+
+	ptemu_thread_register(k->m, "khugepaged");
+	while (!khugepaged_should_stop(k)) {
+		khugepaged_do_scan(k);
+		khugepaged_sleep(k);
+	}
+	ptemu_thread_unregister();
+	return NULL;
+}
+
+int khugepaged_start(struct ptemu_machine *m, const struct khugepaged_tunables *t)
+{
+	const struct ptemu_arch *a = m->arch;
+	struct ptemu_khugepaged *k = calloc(1, sizeof(*k));
+	uint64_t nr = a->pmd_leaf_shift ? 1ull << hpage_order(a) : 1;
+
+	if (!k || !a->pmd_leaf_shift) {
+		free(k);
+		return -1;
+	}
+	k->m = m;
+	k->t = *t;
+	if (!k->t.pages_to_scan)
+		k->t.pages_to_scan = 8 * nr;
+	if (!k->t.max_ptes_none || k->t.max_ptes_none >= nr)
+		k->t.max_ptes_none = (unsigned)nr - 1;
+	pthread_mutex_init(&k->lock, NULL);
+	m->khugepaged = k;
+	if (pthread_create(&k->thread, NULL, khugepaged_main, k)) {
+		m->khugepaged = NULL;
+		pthread_mutex_destroy(&k->lock);
+		free(k);
+		return -1;
+	}
+	return 0;
+}
+
+void khugepaged_stop(struct ptemu_machine *m)
+{
+	struct ptemu_khugepaged *k = m->khugepaged;
+
+	if (!k)
+		return;
+	__atomic_store_n(&k->stop, 1, __ATOMIC_RELEASE);
+	pthread_join(k->thread, NULL);
+	m->khugepaged = NULL;
+	for (size_t i = 0; i < k->nslots; i++)
+		mmdrop(k->slots[i]);
+	pthread_mutex_destroy(&k->lock);
+	free(k->slots);
+	free(k);
+}
+
+void khugepaged_enter_vma(struct vm_area_struct *vma)
+{
+	struct mm_struct *mm = vma->vm_mm;
+	struct ptemu_khugepaged *k = mm->machine->khugepaged;
+
+	if (!k || !(vma->vm_flags & VM_HUGEPAGE) || !vma->vm_file)
+		return;
+	pthread_mutex_lock(&k->lock);
+	bool known = false;
+
+	for (size_t i = 0; i < k->nslots; i++)
+		known |= k->slots[i] == mm;
+	if (!known && k->nslots == k->cap) {
+		size_t cap = k->cap ? 2 * k->cap : 8;
+		struct mm_struct **s = realloc(k->slots, cap * sizeof(*s));
+
+		if (s) {
+			k->slots = s;
+			k->cap = cap;
+		}
+	}
+	if (!known && k->nslots < k->cap) {
+		mmgrab(mm);
+		k->slots[k->nslots++] = mm;
+	}
+	pthread_mutex_unlock(&k->lock);
+}
+
+void khugepaged_exit(struct mm_struct *mm)
+{
+	struct ptemu_khugepaged *k = mm->machine->khugepaged;
+	bool found = false;
+
+	if (!k)
+		return;
+	pthread_mutex_lock(&k->lock);
+	for (size_t i = 0; i < k->nslots && !found; i++) {
+		if (k->slots[i] != mm)
+			continue;
+		found = true;
+		memmove(&k->slots[i], &k->slots[i + 1], (k->nslots - i - 1) * sizeof(k->slots[0]));
+		k->nslots--;
+		if (i < k->cursor)
+			k->cursor--;
+		else if (i == k->cursor)
+			k->address = 0;
+	}
+	pthread_mutex_unlock(&k->lock);
+	if (found)
+		mmdrop(mm);	/* the slot's; a scan in progress holds its own */
+}
+
+int khugepaged_wait_full_scan(struct ptemu_machine *m)
+{
+	struct ptemu_khugepaged *k = m->khugepaged;
+
+	if (!k)
+		return -ENOSYS;
+	/* Two passes completed from now: the second began after this call. */
+	uint64_t target = ptemu_stat_get(&m->stats, PTEMU_STAT_khugepaged_full_scans) + 2;
+
+	while (ptemu_stat_get(&m->stats, PTEMU_STAT_khugepaged_full_scans) < target) {
+		if (khugepaged_should_stop(k) || ptemu_should_stop(m))
+			return -EINTR;
+		if (ptemu_sched_scheduled()) {
+			ptemu_sched_yield();
+		} else {
+			struct timespec ts = { 0, 1000 * 1000 };
+
+			nanosleep(&ts, NULL);
+		}
+	}
+	return 0;
 }

@@ -38,6 +38,7 @@ struct mm_struct *mm_alloc(struct ptemu_machine *m)
 	INIT_LIST_HEAD(&mm->context.pgtable_list);
 	mm->pgtables_bytes = a->table_bytes[0];
 	mm->mm_users = 1;
+	mm->mm_count = 1;	/* mm_users' */
 	/* mmap hands out addresses top-down below the top of a 32-bit-safe window. */
 	mm->mmap_base = 0x10000000ull;
 	mm->mmap_top = a->va_bits > 32 ? 1ull << (a->va_bits - 1) : 0xa0000000ull;
@@ -572,45 +573,76 @@ int do_mprotect(struct mm_struct *mm, uint64_t start, uint64_t len, unsigned pro
 	return err;
 }
 
-/* MADV_COLLAPSE of file and shmem ranges: collapse_file for every whole PMD range, with
- * mmap_lock dropped around it as madvise_collapse does. Later faults map the huge folio by
- * PMD (the retract left the pmds none). Anonymous collapse is not modelled: -EINVAL. */
+/* madvise_collapse (kernel-spec 3.5): collapse_file for every whole PMD range, with
+ * mmap_lock dropped around it, then the PMD installed in this mm by
+ * collapse_pte_mapped_thp (under mmap_read_lock; the legacy protocol took mmap_write_lock).
+ * Anonymous collapse is not modelled: -EINVAL. */
 static int madvise_collapse(struct mm_struct *mm, uint64_t start, uint64_t end)
 {
 	const struct ptemu_arch *a = mm->machine->arch;
+	bool legacy = mm->machine->protocol == PTEMU_PROTOCOL_LEGACY;
 	uint64_t hsize = 1ull << a->pmd_leaf_shift, nr = hsize >> a->page_shift;
-	int err = 0;
+	const struct collapse_control cc = { .is_khugepaged = false };
+	enum scan_result last_fail = SCAN_SUCCEED;
 
 	if (!a->pmd_leaf_shift)
 		return -EINVAL;
 	for (uint64_t h = (start + hsize - 1) & ~(hsize - 1); h + hsize <= end; h += hsize) {
 		struct ptemu_file *f = NULL;
 		uint64_t pgoff = 0;
+		enum scan_result r;
 
+		/* hugepage_vma_revalidate */
 		down_read(&mm->mmap_lock);
 		struct vm_area_struct *vma = vma_lookup(mm, h);
 
-		if (vma && vma->vm_file && vma->vm_end >= h + hsize) {
+		if (vma && vma->vm_file && vma->vm_end >= h + hsize && !(vma->vm_flags & VM_NOHUGEPAGE) &&
+		    __atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE)) {
 			f = vma->vm_file;
 			pgoff = vma->vm_pgoff + ((h - vma->vm_start) >> a->page_shift);
 			ptemu_file_get(f);
 		}
 		up_read(&mm->mmap_lock);
 		if (!f || pgoff % nr) {
-			err = -EINVAL;
-			if (f)
-				ptemu_file_put(f);
-			continue;
+			r = SCAN_VMA_CHECK;
+		} else {
+			r = hpage_collapse_scan_file(mm, h, f, pgoff, &cc);
+			if (r == SCAN_PTE_MAPPED_HUGEPAGE) {
+				if (legacy)
+					down_write(&mm->mmap_lock);
+				else
+					down_read(&mm->mmap_lock);
+				r = collapse_pte_mapped_thp(mm, h, true);
+				if (legacy)
+					up_write(&mm->mmap_lock);
+				else
+					up_read(&mm->mmap_lock);
+			}
 		}
-		enum scan_result r = collapse_file(f, pgoff);
-
-		ptemu_file_put(f);
-		if (r == SCAN_SUCCEED || r == SCAN_PTE_MAPPED_HUGEPAGE)
+		if (f)
+			ptemu_file_put(f);
+		if (r == SCAN_SUCCEED || r == SCAN_PMD_MAPPED)
 			continue;
-		err = r == SCAN_ALLOC_HUGE_PAGE_FAIL ? -ENOMEM :
-		      r == SCAN_PAGE_LOCK || r == SCAN_PAGE_COUNT ? -EAGAIN : -EINVAL;
+		last_fail = r;
+		/* The failures after which the next range is still worth a try. */
+		if (r != SCAN_PMD_NULL && r != SCAN_PTE_NON_PRESENT && r != SCAN_PAGE_NULL &&
+		    r != SCAN_PAGE_COUNT && r != SCAN_PAGE_LOCK && r != SCAN_PAGE_COMPOUND)
+			break;
 	}
-	return err;
+	switch (last_fail) {
+	case SCAN_SUCCEED:
+		return 0;
+	case SCAN_ALLOC_HUGE_PAGE_FAIL:
+		return -ENOMEM;
+	case SCAN_EXCEED_NONE_PTE:
+		return -EBUSY;
+	case SCAN_PAGE_COUNT:
+	case SCAN_PAGE_LOCK:
+	case SCAN_PAGE_FILLED:
+		return -EAGAIN;
+	default:
+		return -EINVAL;
+	}
 }
 
 int do_madvise(struct mm_struct *mm, uint64_t start, uint64_t len, int advice)
@@ -653,6 +685,7 @@ int do_madvise(struct mm_struct *mm, uint64_t start, uint64_t len, int advice)
 
 			v->vm_flags &= ~(VM_HUGEPAGE | VM_NOHUGEPAGE);
 			v->vm_flags |= advice == PTEMU_MADV_HUGEPAGE ? VM_HUGEPAGE : VM_NOHUGEPAGE;
+			khugepaged_enter_vma(v);
 		}
 		up_write(&mm->mmap_lock);
 		return err;
@@ -711,6 +744,7 @@ void mm_destroy(struct mm_struct *mm)
 
 	/* khugepaged's hpage_collapse_test_exit sees this before anything is torn down. */
 	__atomic_store_n(&mm->mm_users, 0, __ATOMIC_RELEASE);
+	khugepaged_exit(mm);
 	down_write(&mm->mmap_lock);
 	for (size_t i = 0; i < mm->nr_vmas; i++) {
 		struct vm_area_struct *vma = mm->vmas[i];
@@ -724,10 +758,24 @@ void mm_destroy(struct mm_struct *mm)
 	free_level(mm, mm->pgd_pa, 0);
 	for (size_t i = 0; i < mm->nr_vmas; i++)
 		vma_free(mm->vmas[i]);
-	up_write(&mm->mmap_lock);
+	mm->nr_vmas = 0;	/* a khugepaged still holding the struct finds nothing */
 	if (m->arch->mm_destroy_context)
 		m->arch->mm_destroy_context(mm);
 	ptemu_upper_table_free(m, mm->pgd_pa, 0);
+	mm->pgd_pa = 0;
+	up_write(&mm->mmap_lock);
+	mmdrop(mm);
+}
+
+void mmgrab(struct mm_struct *mm)
+{
+	__atomic_fetch_add(&mm->mm_count, 1, __ATOMIC_RELAXED);
+}
+
+void mmdrop(struct mm_struct *mm)
+{
+	if (__atomic_sub_fetch(&mm->mm_count, 1, __ATOMIC_ACQ_REL))
+		return;
 	ptemu_rwsem_destroy(&mm->mmap_lock);
 	free(mm->vmas);
 	free(mm);

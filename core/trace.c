@@ -31,10 +31,14 @@ static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n)
 	return h;
 }
 
-uint32_t ptemu_trace_pack_config(enum ptemu_injection inj, enum ptemu_protocol p,
-				 struct ptemu_features f)
+enum { CONFIG_RECLAIM = 1u << 16, CONFIG_KHUGEPAGED = 1u << 17, CONFIG_FAIL_FAST = 1u << 18 };
+
+uint32_t ptemu_trace_pack_config(const struct ptemu_run_config *cfg)
 {
-	return (uint32_t)inj | (uint32_t)p << 8 | (uint32_t)f.reclaim_empty_tables << 16;
+	return (uint32_t)cfg->inject | (uint32_t)cfg->protocol << 8 |
+	       (cfg->features.reclaim_empty_tables ? CONFIG_RECLAIM : 0) |
+	       (cfg->khugepaged ? CONFIG_KHUGEPAGED : 0) |
+	       (cfg->check_mode == PTEMU_CHECK_FAIL_FAST ? CONFIG_FAIL_FAST : 0);
 }
 
 enum ptemu_injection ptemu_trace_injection(const struct ptemu_trace_header *h)
@@ -42,14 +46,13 @@ enum ptemu_injection ptemu_trace_injection(const struct ptemu_trace_header *h)
 	return (enum ptemu_injection)(h->inject & 0xff);
 }
 
-enum ptemu_protocol ptemu_trace_protocol(const struct ptemu_trace_header *h)
+void ptemu_trace_apply_config(const struct ptemu_trace_header *h, struct ptemu_run_config *cfg)
 {
-	return (enum ptemu_protocol)(h->inject >> 8 & 0xf);
-}
-
-struct ptemu_features ptemu_trace_features(const struct ptemu_trace_header *h)
-{
-	return (struct ptemu_features){ .reclaim_empty_tables = h->inject >> 16 & 1 };
+	cfg->inject = ptemu_trace_injection(h);
+	cfg->protocol = (enum ptemu_protocol)(h->inject >> 8 & 0xf);
+	cfg->features.reclaim_empty_tables = h->inject & CONFIG_RECLAIM;
+	cfg->khugepaged = h->inject & CONFIG_KHUGEPAGED;
+	cfg->check_mode = h->inject & CONFIG_FAIL_FAST ? PTEMU_CHECK_FAIL_FAST : PTEMU_CHECK_CONTINUE;
 }
 
 uint64_t ptemu_build_id(void)
@@ -280,8 +283,8 @@ int ptemu_trace_parse(const uint8_t *data, size_t size, struct ptemu_trace *t, c
 	h->max_steps = get(&i, 8);
 	h->phys_bytes = get(&i, 8);
 	if (!h->procs || h->procs > 16 || !h->vcpus || h->vcpus > 16 ||
-	    ptemu_trace_injection(h) >= INJECT_COUNT || ptemu_trace_protocol(h) > PTEMU_PROTOCOL_LEGACY ||
-	    (h->inject & ~0x1ffffu) || (h->inject & 0xf000u) ||
+	    ptemu_trace_injection(h) >= INJECT_COUNT || (h->inject >> 8 & 0xf) > PTEMU_PROTOCOL_LEGACY ||
+	    (h->inject & ~0x7ffffu) || (h->inject & 0xf000u) ||
 	    h->strategy > PTEMU_SCHED_PCT || !h->pct_depth || h->pct_depth > 16 || !h->max_steps) {
 		snprintf(err, errlen, "corrupted trace: configuration out of range");
 		return -1;

@@ -17,6 +17,7 @@
 
 #include <ptemu/check.h>
 #include <ptemu/fault.h>
+#include <ptemu/khugepaged.h>
 #include <ptemu/file.h>
 #include <ptemu/loader.h>
 #include <ptemu/machine.h>
@@ -571,7 +572,7 @@ static bool do_syscall(struct vcpu *v)
 			     p->index, v->index, a[1], a[3], a[2]);
 		break;
 	case PTEMU_SYS_wait_khugepaged:
-		ret = -PTEMU_ENOSYS;	/* no khugepaged in this run */
+		ret = khugepaged_wait_full_scan(r->m);
 		break;
 	case PTEMU_SYS_should_stop:
 		v->polls++;
@@ -842,6 +843,22 @@ static int load_image(struct run *r, struct process *p)
 	return 0;
 }
 
+/* khugepaged's end: every vCPU gone, or the run's bound reached (in steps when
+ * deterministic, so that the thread's last step does not depend on wall-clock time). */
+static bool khugepaged_run_over(void *ctx)
+{
+	struct run *r = ctx;
+	bool any = false;
+
+	for (unsigned p = 0; p < r->nprocs; p++)
+		any |= __atomic_load_n(&r->procs[p].alive, __ATOMIC_ACQUIRE) > 0;
+	if (!any)
+		return true;
+	if (r->cfg->deterministic)
+		return ptemu_sched_steps(r->m) >= r->cfg->sched.max_steps;
+	return __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) || now() >= r->deadline;
+}
+
 static uint64_t run_progress(struct run *r)
 {
 	uint64_t sum = 0;
@@ -1016,6 +1033,21 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 			ptemu_sched_wait_threads(r->m, 1 + ++nstarted);
 		}
 	}
+	if (cfg->khugepaged && r->error == PTEMU_RUN_OK) {
+		struct khugepaged_tunables t = {
+			.scan_sleep_ms = cfg->scan_sleep_ms > 0 ? cfg->scan_sleep_ms : 10,
+			.pages_to_scan = cfg->pages_to_scan,
+			.max_ptes_none = cfg->max_ptes_none,
+			.should_stop = khugepaged_run_over,
+			.ctx = r,
+		};
+
+		t.scan_sleep_steps = (uint64_t)(t.scan_sleep_ms * 100);
+		if (khugepaged_start(r->m, &t))
+			run_fail(r, PTEMU_RUN_INTERNAL, "cannot start the khugepaged thread");
+		else
+			ptemu_sched_wait_threads(r->m, 1 + ++nstarted);
+	}
 	ptemu_sched_start(r->m);
 	double watchdog = cfg->watchdog_seconds > 0 ? cfg->watchdog_seconds : 10.0;
 	double last_change = now(), ending = 0;
@@ -1070,6 +1102,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 
 		nanosleep(&ts, NULL);
 	}
+	khugepaged_stop(r->m);
 	/* Every thread first: an exiting process still checks the others' TLBs. */
 	for (unsigned pi = 0; pi < r->nprocs; pi++)
 		for (unsigned vi = 0; vi < r->procs[pi].nvcpus; vi++)

@@ -1,6 +1,11 @@
 // collapse_file's rollbacks and retract_page_tables' skips (kernel-spec 3.2, 3.3).
 #include "fixture.h"
 
+#include <errno.h>
+
+#include <future>
+#include <thread>
+
 #include <utility>
 #include <vector>
 
@@ -67,7 +72,7 @@ TEST_P(Collapse, BusyPageLockRollsBackWithCacheAndDataUnchanged)
 	page *busy = filemap_get_folio(s.f, 4);
 	ASSERT_NE(busy, nullptr);
 	folio_lock(busy);
-	EXPECT_EQ(collapse_file(s.f, 0), SCAN_PAGE_LOCK);
+	EXPECT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_PAGE_LOCK);
 	folio_unlock(busy);
 	folio_put(busy);
 	s.expect_cache_small();
@@ -81,7 +86,7 @@ TEST_P(Collapse, ExtraReferenceRollsBackAfterUnmapAndPtesRefault)
 	Shmem s(GetParam());
 	page *pinned = filemap_get_folio(s.f, 6);  // like a GUP pin
 	ASSERT_NE(pinned, nullptr);
-	EXPECT_EQ(collapse_file(s.f, 0), SCAN_PAGE_COUNT);
+	EXPECT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_PAGE_COUNT);
 	folio_put(pinned);
 	s.expect_cache_small();
 	EXPECT_EQ(get_mm_counter(s.mm, MM_SHMEMPAGES), 0);  // try_to_unmap removed every PTE
@@ -93,9 +98,9 @@ TEST_P(Collapse, ExtraReferenceRollsBackAfterUnmapAndPtesRefault)
 TEST_P(Collapse, TruncatedOrEmptyRangeIsRefused)
 {
 	Shmem s(GetParam());
-	EXPECT_EQ(collapse_file(s.f, 2 * s.nr), SCAN_TRUNCATED);  // beyond EOF
-	EXPECT_EQ(collapse_file(s.f, s.nr), SCAN_TRUNCATED);      // all holes
-	EXPECT_EQ(collapse_file(s.f, 1), SCAN_TRUNCATED);         // not aligned
+	EXPECT_EQ(collapse_file(nullptr, 0, s.f, 2 * s.nr, nullptr), SCAN_TRUNCATED);  // beyond EOF
+	EXPECT_EQ(collapse_file(nullptr, 0, s.f, s.nr, nullptr), SCAN_TRUNCATED);      // all holes
+	EXPECT_EQ(collapse_file(nullptr, 0, s.f, 1, nullptr), SCAN_TRUNCATED);         // not aligned
 	EXPECT_EQ(s.violations(), 0u) << s.describe();
 }
 
@@ -113,7 +118,7 @@ TEST_P(Collapse, RetractSkipsCowedPrivateAndUnalignedMappings)
 	EXPECT_EQ(s.read64(priv + 2 * s.page), 0xabc002u);
 	uint64_t v;
 	ASSERT_EQ(copy_from_user(s.mm, &v, skew, 8), 0);
-	EXPECT_EQ(collapse_file(s.f, 0), SCAN_SUCCEED) << s.describe();
+	EXPECT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
 	EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 1u);       // the shared, aligned one
 	EXPECT_EQ(s.stat(PTEMU_STAT_retract_skips), 2u);  // private+COW, and the skewed one
 	EXPECT_FALSE(pmd_none(pmdp_get_lockless(mm_find_pmd(s.mm, priv))));
@@ -132,7 +137,7 @@ TEST_P(Collapse, RetractSkipsAnExitingMm)
 	uint64_t v;
 	ASSERT_EQ(copy_from_user(dying, &v, d, 8), 0);  // it has a PTE table there
 	__atomic_store_n(&dying->mm_users, 0, __ATOMIC_RELEASE);  // hpage_collapse_test_exit
-	EXPECT_EQ(collapse_file(s.f, 0), SCAN_SUCCEED) << s.describe();
+	EXPECT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
 	EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 1u);
 	EXPECT_EQ(s.stat(PTEMU_STAT_retract_skips), 1u);
 	EXPECT_FALSE(pmd_none(pmdp_get_lockless(mm_find_pmd(dying, d))));  // left for its exit
@@ -145,7 +150,7 @@ TEST_P(Collapse, RetractSkipsAnExitingMm)
 TEST_P(Collapse, PunchInsideACollapsedFolioSplitsItAndTheRangeCollapsesAgain)
 {
 	Shmem s(GetParam());
-	ASSERT_EQ(collapse_file(s.f, 0), SCAN_SUCCEED) << s.describe();
+	ASSERT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
 	EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 1u);
 	EXPECT_EQ(s.read64(s.addr + 8 * s.page), 0xabc008u);
 	ASSERT_TRUE(pmd_trans_huge(pmdp_get_lockless(mm_find_pmd(s.mm, s.addr))));
@@ -165,7 +170,7 @@ TEST_P(Collapse, PunchInsideACollapsedFolioSplitsItAndTheRangeCollapsesAgain)
 	EXPECT_EQ(pmd_kind(pmdp_get_lockless(mm_find_pmd(s.mm, s.addr)), NULL), PTEMU_ENTRY_TABLE);
 	mm_audit_counters(s.mm);
 
-	ASSERT_EQ(collapse_file(s.f, 0), SCAN_SUCCEED) << s.describe();
+	ASSERT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
 	EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 2u);
 	EXPECT_EQ(s.read64(s.addr + 6 * s.page), 0xabc006u);
 	EXPECT_EQ(s.read64(s.addr + 4 * s.page), 0u);
@@ -177,7 +182,7 @@ TEST_P(Collapse, PunchInsideACollapsedFolioSplitsItAndTheRangeCollapsesAgain)
 TEST_P(Collapse, PunchInsideAPinnedCollapsedFolioZeroesItInPlace)
 {
 	Shmem s(GetParam());
-	ASSERT_EQ(collapse_file(s.f, 0), SCAN_SUCCEED) << s.describe();
+	ASSERT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
 	page *pinned = filemap_get_folio(s.f, 0);
 	ASSERT_NE(pinned, nullptr);
 	ASSERT_EQ(shmem_punch_hole(s.f, 4 * s.page, s.page), 0);
@@ -204,7 +209,7 @@ struct FlushLog {
 TEST_P(Collapse, PartialZapOfAHugePmdFlushesTheWholePmdRange)
 {
 	Shmem s(GetParam());
-	ASSERT_EQ(collapse_file(s.f, 0), SCAN_SUCCEED) << s.describe();
+	ASSERT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
 	EXPECT_EQ(s.read64(s.addr), 0xabc000u);
 	ASSERT_TRUE(pmd_trans_huge(pmdp_get_lockless(mm_find_pmd(s.mm, s.addr))));
 	FlushLog log;
@@ -215,6 +220,176 @@ TEST_P(Collapse, PartialZapOfAHugePmdFlushesTheWholePmdRange)
 	ASSERT_EQ(log.ranges.size(), 1u);
 	EXPECT_LE(log.ranges[0].first, (uint64_t)s.addr);
 	EXPECT_GE(log.ranges[0].second, s.addr + s.pmd);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+namespace {
+// An mm holding a PTE-mapped copy of the huge folio: its retraction was skipped because it
+// looked exiting, then it faulted the range back in through the old, empty table.
+int64_t pte_mapped_thp(Shmem &s, mm_struct *other)
+{
+	int64_t b = do_mmap(other, 0, s.pmd, PTEMU_PROT_READ, PTEMU_MAP_SHARED, s.f, 0);
+	EXPECT_GT(b, 0);
+	uint64_t v;
+	EXPECT_EQ(copy_from_user(other, &v, b, 8), 0);  // a PTE table there
+	__atomic_store_n(&other->mm_users, 0, __ATOMIC_RELEASE);
+	EXPECT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
+	__atomic_store_n(&other->mm_users, 1, __ATOMIC_RELEASE);
+	for (uint64_t i = 0; i < s.nr; i += 5)
+		EXPECT_EQ(copy_from_user(other, &v, b + i * s.page, 8), 0);
+	EXPECT_EQ(pmd_kind(pmdp_get_lockless(mm_find_pmd(other, b)), nullptr), PTEMU_ENTRY_TABLE);
+	return b;
+}
+} // namespace
+
+// kernel-spec 3.4: the PTEs of the THP are cleared, the table retracted and freed by RCU,
+// the counters and references follow; with install_pmd the range is then PMD-mapped.
+TEST_P(Collapse, CollapsePteMappedThpRetractsTheTableAndInstallsThePmd)
+{
+	for (bool install : {false, true}) {
+		Shmem s(GetParam());
+		mm_struct *other = mm_alloc(s.m);
+		int64_t b = pte_mapped_thp(s, other);
+		uint64_t mapped = (s.nr + 4) / 5;
+		EXPECT_EQ(get_mm_counter(other, MM_SHMEMPAGES), (int64_t)mapped);
+		page *head = s.f->i_pages[0];
+		int32_t refs = head->refcount;
+		uint64_t retracts = s.stat(PTEMU_STAT_retracts);
+
+		down_read(&other->mmap_lock);
+		EXPECT_EQ(collapse_pte_mapped_thp(other, b + 3 * s.page, install), SCAN_SUCCEED);
+		up_read(&other->mmap_lock);
+		EXPECT_EQ(s.stat(PTEMU_STAT_retracts), retracts + 1);
+		pmd_t p = pmdp_get_lockless(mm_find_pmd(other, b));
+		EXPECT_EQ(install ? pmd_trans_huge(p) : pmd_none(p), true);
+		EXPECT_EQ(get_mm_counter(other, MM_SHMEMPAGES), install ? (int64_t)s.nr : 0);
+		EXPECT_EQ(head->refcount, refs - (int32_t)mapped + (install ? 1 : 0));
+		mm_audit_counters(other);
+		uint64_t v;
+		ASSERT_EQ(copy_from_user(other, &v, b + 8 * s.page, 8), 0);
+		EXPECT_EQ(v, 0xabc008u);
+		EXPECT_TRUE(pmd_trans_huge(pmdp_get_lockless(mm_find_pmd(other, b))));
+		// Already PMD-mapped now.
+		down_read(&other->mmap_lock);
+		EXPECT_EQ(collapse_pte_mapped_thp(other, b, true), SCAN_PMD_MAPPED);
+		up_read(&other->mmap_lock);
+		mm_destroy(other);
+		EXPECT_EQ(s.violations(), 0u) << s.describe();
+	}
+}
+
+TEST_P(Collapse, CollapsePteMappedThpRefusesWhatItCannotTake)
+{
+	Shmem s(GetParam());
+	down_read(&s.mm->mmap_lock);
+	EXPECT_EQ(collapse_pte_mapped_thp(s.mm, 0x1000, false), SCAN_VMA_CHECK);  // no VMA
+	EXPECT_EQ(collapse_pte_mapped_thp(s.mm, s.addr, false), SCAN_PAGE_COMPOUND);  // small pages
+	EXPECT_EQ(collapse_pte_mapped_thp(s.mm, s.addr + s.pmd, false), SCAN_PAGE_NULL);  // nothing cached
+	up_read(&s.mm->mmap_lock);
+	// A private mapping with a COWed page in the range: not the folio's page.
+	int64_t priv = do_mmap(s.mm, 0, s.pmd, PTEMU_PROT_READ | PTEMU_PROT_WRITE, PTEMU_MAP_PRIVATE, s.f, 0);
+	ASSERT_GT(priv, 0);
+	s.write64(priv + 2 * s.page, 5);
+	ASSERT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
+	down_read(&s.mm->mmap_lock);
+	EXPECT_EQ(collapse_pte_mapped_thp(s.mm, priv, false), SCAN_FAIL);
+	up_read(&s.mm->mmap_lock);
+	EXPECT_EQ(s.read64(priv + 2 * s.page), 5u);
+	mm_audit_counters(s.mm);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+// madvise_collapse's errno mapping (kernel-spec 3.5).
+TEST_P(Collapse, MadviseCollapseErrnos)
+{
+	Shmem s(GetParam());
+	int64_t anon = do_mmap(s.mm, 0, 2 * s.pmd, PTEMU_PROT_READ | PTEMU_PROT_WRITE,
+			       PTEMU_MAP_PRIVATE | PTEMU_MAP_ANONYMOUS, nullptr, 0);
+	ASSERT_GT(anon, 0);
+	uint64_t aligned = ((uint64_t)anon + s.pmd - 1) & ~(s.pmd - 1);
+	EXPECT_EQ(do_madvise(s.mm, aligned, s.pmd, PTEMU_MADV_COLLAPSE), -EINVAL);  // anonymous
+	page *pinned = filemap_get_folio(s.f, 4);
+	EXPECT_EQ(do_madvise(s.mm, s.addr, s.pmd, PTEMU_MADV_COLLAPSE), -EAGAIN);  // SCAN_PAGE_COUNT
+	folio_put(pinned);
+	EXPECT_EQ(do_madvise(s.mm, s.addr, 2 * s.pmd, PTEMU_MADV_COLLAPSE), -EINVAL);  // 2nd: all holes
+	EXPECT_TRUE(pmd_trans_huge(pmdp_get_lockless(mm_find_pmd(s.mm, s.addr))));  // the 1st went
+	EXPECT_EQ(do_madvise(s.mm, s.addr, s.pmd, PTEMU_MADV_COLLAPSE), 0);  // SCAN_PMD_MAPPED
+	s.expect_data_unchanged();
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+// --protocol legacy (v6.5): retraction under mmap_write_trylock and the i_mmap write lock,
+// tables freed at once; an mm whose mmap_lock is taken keeps its table and is queued.
+TEST_P(Collapse, LegacyRetractTakesMmapLockFreesAtOnceAndQueuesBusyMms)
+{
+	Shmem s(GetParam());
+	s.m->protocol = PTEMU_PROTOCOL_LEGACY;
+	mm_struct *busy = mm_alloc(s.m);
+	int64_t b = do_mmap(busy, 0, s.pmd, PTEMU_PROT_READ, PTEMU_MAP_SHARED, s.f, 0);
+	ASSERT_GT(b, 0);
+	uint64_t v;
+	ASSERT_EQ(copy_from_user(busy, &v, b, 8), 0);
+	{
+		// A fault in progress there: another thread holds its mmap_lock.
+		std::promise<void> held, done;
+		std::thread faulter([&] {
+			ptemu_thread_register(s.m, "faulter");
+			down_read(&busy->mmap_lock);
+			held.set_value();
+			done.get_future().wait();
+			up_read(&busy->mmap_lock);
+			ptemu_thread_unregister();
+		});
+		held.get_future().wait();
+		EXPECT_EQ(do_madvise(s.mm, s.addr, s.pmd, PTEMU_MADV_COLLAPSE), 0) << s.describe();
+		done.set_value();
+		faulter.join();
+	}
+	EXPECT_TRUE(pmd_trans_huge(pmdp_get_lockless(mm_find_pmd(s.mm, s.addr))));  // installed
+	EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 1u);
+	EXPECT_EQ(s.stat(PTEMU_STAT_tables_freed_deferred), 0u);  // pte_free, not deferred
+	EXPECT_EQ(pmd_kind(pmdp_get_lockless(mm_find_pmd(busy, b)), nullptr), PTEMU_ENTRY_TABLE);
+	ASSERT_EQ(busy->nr_pte_mapped_thp, 1u);
+	EXPECT_EQ(busy->pte_mapped_thp[0], (uint64_t)b);
+	// What khugepaged_collapse_pte_mapped_thps does with it, under mmap_write_lock.
+	ASSERT_EQ(copy_from_user(busy, &v, b + 2 * s.page, 8), 0);
+	down_write(&busy->mmap_lock);
+	EXPECT_EQ(collapse_pte_mapped_thp(busy, b, false), SCAN_SUCCEED);
+	up_write(&busy->mmap_lock);
+	EXPECT_TRUE(pmd_none(pmdp_get_lockless(mm_find_pmd(busy, b))));
+	EXPECT_EQ(s.stat(PTEMU_STAT_tables_freed_deferred), 0u);
+	mm_audit_counters(busy);
+	mm_destroy(busy);
+	s.expect_data_unchanged();
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+namespace {
+bool never(void *) { return false; }
+} // namespace
+
+// The khugepaged thread finds the mm that asked for MADV_HUGEPAGE and collapses its range;
+// an exiting mm leaves its slot while the thread runs.
+TEST_P(Collapse, KhugepagedThreadCollapsesAnAdvisedRangeAndSurvivesExit)
+{
+	Shmem s(GetParam());
+	khugepaged_tunables t{};
+	t.scan_sleep_ms = 1;
+	t.should_stop = never;
+	ASSERT_EQ(khugepaged_start(s.m, &t), 0);
+	mm_struct *other = mm_alloc(s.m);
+	int64_t b = do_mmap(other, 0, s.pmd, PTEMU_PROT_READ, PTEMU_MAP_SHARED, s.f, 0);
+	ASSERT_EQ(do_madvise(other, b, s.pmd, PTEMU_MADV_HUGEPAGE), 0);
+	ASSERT_EQ(do_madvise(s.mm, s.addr, 2 * s.pmd, PTEMU_MADV_HUGEPAGE), 0);
+	EXPECT_EQ(khugepaged_wait_full_scan(s.m), 0);
+	EXPECT_GE(s.stat(PTEMU_STAT_collapses), 1u);
+	EXPECT_GE(s.stat(PTEMU_STAT_khugepaged_full_scans), 2u);
+	exit_mmap(other);  // its slot goes; the thread goes on
+	EXPECT_EQ(khugepaged_wait_full_scan(s.m), 0);
+	khugepaged_stop(s.m);
+	ASSERT_NE(s.f->i_pages[0], nullptr);
+	EXPECT_EQ(folio_order(s.f->i_pages[0]), s.arch()->pmd_leaf_shift - s.arch()->page_shift);
+	s.expect_data_unchanged();
 	EXPECT_EQ(s.violations(), 0u) << s.describe();
 }
 

@@ -345,9 +345,12 @@ TEST_P(MmFault, CollapseRetractsTablesInEveryProcessAndKeepsTheData)
 	ASSERT_EQ(do_madvise(s.mm, a, s.pmd(), PTEMU_MADV_COLLAPSE), 0) << s.describe();
 	EXPECT_EQ(s.stat(PTEMU_STAT_collapses), 1u);
 	EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 2u);  // both processes, no mmap_lock taken
-	EXPECT_TRUE(pmd_none(pmdp_get_lockless(mm_find_pmd(s.mm, a))));
+	// MADV_COLLAPSE maps the new folio by PMD in its own mm (collapse_pte_mapped_thp with
+	// install_pmd); the other mm refaults it.
+	EXPECT_TRUE(pmd_trans_huge(pmdp_get_lockless(mm_find_pmd(s.mm, a))));
 	EXPECT_TRUE(pmd_none(pmdp_get_lockless(mm_find_pmd(other, b))));
-	EXPECT_EQ(get_mm_counter(s.mm, MM_SHMEMPAGES), 0);
+	EXPECT_EQ(get_mm_counter(s.mm, MM_SHMEMPAGES), (int64_t)nr);
+	EXPECT_EQ(get_mm_counter(other, MM_SHMEMPAGES), 0);
 	// Handed to RCU: pending, or already freed if the grace period was quick.
 	ptemu_table_state st = check_table_state(s.m, t1);
 	EXPECT_TRUE(st == TABLE_RCU_PENDING || st == TABLE_FREE) << ptemu_table_state_name(st);
@@ -371,7 +374,7 @@ TEST_P(MmFault, CollapseRetractsTablesInEveryProcessAndKeepsTheData)
 	rcu_barrier();
 	EXPECT_EQ(check_table_state(s.m, t2), TABLE_FREE);
 	// A second collapse of the same range finds the huge folio.
-	EXPECT_EQ(collapse_file(f, 0), SCAN_PTE_MAPPED_HUGEPAGE);
+	EXPECT_EQ(collapse_file(nullptr, 0, f, 0, nullptr), SCAN_PTE_MAPPED_HUGEPAGE);
 	mm_destroy(other);
 	ptemu_file_put(f);
 	EXPECT_EQ(s.violations(), 0u) << s.describe();

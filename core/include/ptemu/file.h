@@ -44,6 +44,9 @@ uint64_t ptemu_file_size(const struct ptemu_file *f);
  * absent, with a reference for the caller; NULL beyond EOF (*err = -EFAULT for SIGBUS) or
  * on OOM (*err = -ENOMEM). May sleep: never call under RCU or a spinlock. */
 struct page *filemap_get_folio_locked(struct ptemu_file *f, uint64_t index, int *err);
+/* The same without sleeping on a folio someone else holds locked (-EAGAIN): for callers
+ * that already hold folio locks. */
+struct page *filemap_get_folio_trylocked(struct ptemu_file *f, uint64_t index, int *err);
 /* The folio at index without locking (a reference taken), or NULL. */
 struct page *filemap_get_folio(struct ptemu_file *f, uint64_t index);
 

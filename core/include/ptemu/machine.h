@@ -17,6 +17,7 @@ extern "C" {
 #endif
 
 struct ptemu_phys;
+struct ptemu_khugepaged;
 struct mm_struct;
 
 #define PTEMU_DEFAULT_PHYS_BYTES (256ull << 20)
@@ -76,6 +77,7 @@ struct ptemu_machine {
 	enum ptemu_protocol protocol;
 	struct ptemu_features features;
 	struct ptemu_sched *sched;	/* deterministic mode, NULL when free-running */
+	struct ptemu_khugepaged *khugepaged;	/* NULL unless the khugepaged thread runs */
 };
 
 /* NULL with a message in err on a bad configuration. */

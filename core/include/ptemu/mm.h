@@ -42,6 +42,8 @@ struct mm_context {
 	uint64_t pte_frag;	/* next never-used fragment, 0 when none */
 };
 
+#define MAX_PTE_MAPPED_THP 8
+
 struct mm_struct {
 	struct ptemu_machine *machine;
 	int id;
@@ -50,6 +52,7 @@ struct mm_struct {
 	struct ptemu_spinlock page_table_lock;
 	int64_t pgtables_bytes;		/* atomic: attached tables at every level */
 	int mm_users;			/* atomic: 0 once exiting */
+	int mm_count;			/* atomic: references to the struct itself (mmgrab) */
 	struct mm_context context;
 	int64_t rss[NR_MM_COUNTERS];	/* atomic */
 	/* VMAs sorted by address; changed under mmap_lock held for write. */
@@ -57,7 +60,15 @@ struct mm_struct {
 	size_t nr_vmas, cap_vmas;
 	uint64_t mmap_base;		/* lowest address mmap hands out */
 	uint64_t mmap_top;		/* mmap searches down from here */
+	/* Legacy protocol: addresses whose retraction found mmap_lock taken, for khugepaged's
+	 * next visit (khugepaged_add_pte_mapped_thp), under page_table_lock. */
+	uint64_t pte_mapped_thp[MAX_PTE_MAPPED_THP];
+	unsigned nr_pte_mapped_thp;
 };
+
+/* The struct stays until the last mmdrop (khugepaged holds one while it scans an mm). */
+void mmgrab(struct mm_struct *mm);
+void mmdrop(struct mm_struct *mm);
 
 /* NULL on OOM. */
 struct mm_struct *mm_alloc(struct ptemu_machine *m);

@@ -31,6 +31,11 @@ struct ptemu_run_config {
 	enum ptemu_protocol protocol;
 	struct ptemu_features features;
 	enum ptemu_check_mode check_mode;
+	/* The khugepaged thread (kernel-spec 3.5) and its tunables; 0 fields: defaults. */
+	bool khugepaged;
+	double scan_sleep_ms;		/* deterministic: 100 scheduler steps per ms */
+	uint64_t pages_to_scan;
+	unsigned max_ptes_none;
 	uint64_t phys_bytes;		/* 0: the default */
 	FILE *log;			/* guest write() output; NULL: discarded */
 	double watchdog_seconds;	/* no progress for this long is a hang; 0: 10 s */

@@ -29,6 +29,8 @@ extern "C" {
 	X(collapses)              /* collapse_file committed a huge folio */                  \
 	X(retracts)               /* retract_page_tables detached a table */                  \
 	X(retract_skips)          /* a VMA retract_page_tables passed over */                 \
+	X(collapse_attempts)      /* collapse_file calls (khugepaged and MADV_COLLAPSE) */   \
+	X(khugepaged_full_scans)  /* passes of the khugepaged thread over every mm slot */   \
 	X(fault_retries)          /* a fault found its table gone and let the access retry */ \
 	X(hw_walks)
 

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include <ptemu/machine.h>
+#include <ptemu/run.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -49,12 +50,12 @@ struct ptemu_trace {
 };
 
 /* The header's configuration word: bits 0-7 the injection, 8-11 the protocol, 16 reclaim-
- * empty-tables (traces of earlier builds hold the injection alone, and read the same). */
-uint32_t ptemu_trace_pack_config(enum ptemu_injection inj, enum ptemu_protocol p,
-				 struct ptemu_features f);
+ * empty-tables, 17 the khugepaged thread (default tunables), 18 fail-fast checking. Traces
+ * of earlier builds hold the injection alone, and read the same. */
+uint32_t ptemu_trace_pack_config(const struct ptemu_run_config *cfg);
+/* Sets the fields of cfg that the configuration word holds. */
+void ptemu_trace_apply_config(const struct ptemu_trace_header *h, struct ptemu_run_config *cfg);
 enum ptemu_injection ptemu_trace_injection(const struct ptemu_trace_header *h);
-enum ptemu_protocol ptemu_trace_protocol(const struct ptemu_trace_header *h);
-struct ptemu_features ptemu_trace_features(const struct ptemu_trace_header *h);
 
 /* Appends an event (the scheduler's on_event callback, ctx = the trace). */
 void ptemu_trace_append(void *trace, uint64_t kind, uint64_t a, uint64_t b);
