@@ -33,6 +33,11 @@ static const char usage_text[] =
 	"  bench overhead [--arch A[,B]] [--seconds S] [--json FILE|-]\n"
 	"                          shmem-stress through ptemu and on bare Unicorn with an\n"
 	"                          identity TLB fill: throughput ratio and logical-miss cost\n"
+	"  bench latency [--arch A[,B]] [--seconds S] [--seed N] [--procs P] [--vcpus V]\n"
+	"                [--json FILE|-]\n"
+	"                          shmem-stress with khugepaged and MADV_COLLAPSE, free-running,\n"
+	"                          under the lockless and the legacy protocol: fault latency\n"
+	"                          p50/p99/max, retraction success rate, and their ratios\n"
 	"  replay FILE [--force] [--image ELF]\n"
 	"                          re-run a recorded trace under its decisions; report the\n"
 	"                          first divergent event, or the violations reproduced\n"
@@ -808,6 +813,136 @@ static int cmd_run(int argc, char **argv)
 	return status;
 }
 
+/* One protocol's free-running run under collapse load, for bench latency. */
+struct latency_row {
+	struct ptemu_run_result r;
+	uint64_t retracts, skips, collapses, attempts, faults;
+	double rate;	/* retracts / (retracts + skips) */
+};
+
+static int latency_run(const struct ptemu_arch *a, const struct common_opts *co, enum ptemu_protocol p,
+		       unsigned procs, unsigned vcpus, struct latency_row *row)
+{
+	char path[4096];
+	struct ptemu_run_config cfg = {
+		.arch = a, .workload = "shmem-stress", .procs = procs, .vcpus = vcpus,
+		.seconds = co->seconds, .seed = co->seed, .phys_bytes = co->memory << 20,
+		.protocol = p, .khugepaged = true, .scan_sleep_ms = 1, .time_faults = true,
+	};
+	struct ptemu_machine *m;
+
+	workload_image_path(a, "shmem-stress", path, sizeof(path));
+	cfg.image_path = path;
+	fprintf(stderr, "ptemu: %s: shmem-stress %ux%u with khugepaged, %s, %.1f s...\n", a->name, procs,
+		vcpus, ptemu_protocol_name(p), co->seconds);
+	enum ptemu_run_error e = ptemu_run(&cfg, &m, &row->r);
+
+	if (e != PTEMU_RUN_OK || check_violation_count(m)) {
+		fprintf(stderr, "ptemu: %s %s: %s\n", a->name, ptemu_protocol_name(p),
+			e != PTEMU_RUN_OK ? row->r.message : "violations: the measurement is void");
+		if (m && !row->r.hung)
+			ptemu_machine_destroy(m);
+		return e != PTEMU_RUN_OK ? EXIT_INTERNAL : EXIT_VIOLATIONS;
+	}
+	row->retracts = ptemu_stat_get(&m->stats, PTEMU_STAT_retracts);
+	row->skips = ptemu_stat_get(&m->stats, PTEMU_STAT_retract_skips);
+	row->collapses = ptemu_stat_get(&m->stats, PTEMU_STAT_collapses);
+	row->attempts = ptemu_stat_get(&m->stats, PTEMU_STAT_collapse_attempts);
+	row->faults = ptemu_stat_get(&m->stats, PTEMU_STAT_faults);
+	row->rate = row->retracts + row->skips ? (double)row->retracts / (double)(row->retracts + row->skips) : 0;
+	ptemu_machine_destroy(m);
+	return EXIT_CLEAN;
+}
+
+/* bench latency: the same seed and collapse load (khugepaged and the guests' MADV_COLLAPSE)
+ * under the lockless and the legacy protocol. */
+static int cmd_bench_latency(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		COMMON_LONGOPTS,
+		{ "procs", required_argument, NULL, OPT_PROCS },
+		{ "vcpus", required_argument, NULL, OPT_VCPUS },
+		{ 0 },
+	};
+	struct common_opts co = { .arch_list = "all", .seconds = 5, .seed = 1, .memory = 256 };
+	struct stress_opts arches = { 0 };
+	uint64_t procs = 2, vcpus = 2;
+	FILE *json = NULL, *summary = stdout;
+	int c, rc;
+
+	optind = 2;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		rc = common_option(c, optarg, &co);
+		if (rc == 0)
+			continue;
+		if (rc != 1)
+			return rc;
+		if (c == OPT_PROCS && parse_u64(optarg, 1, 16, &procs))
+			continue;
+		if (c == OPT_VCPUS && parse_u64(optarg, 1, 16, &vcpus))
+			continue;
+		if (c == OPT_PROCS || c == OPT_VCPUS)
+			return usage_error("'%s' is not in 1..16", optarg);
+		if (c == OPT_HELP) {
+			fputs(usage_text, stdout);
+			return EXIT_CLEAN;
+		}
+		return usage_error("%s", "bad option for 'bench latency'");
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (parse_arches(co.arch_list, &arches, true))
+		return EXIT_USAGE;
+	if (co.json) {
+		if (!(json = open_json(co.json, &summary)))
+			return EXIT_USAGE;
+		fprintf(json, "{\"latency\":[");
+	}
+	fprintf(summary, "%-9s %-9s %9s %9s %9s %10s %9s %9s %9s %8s\n", "arch", "protocol", "faults",
+		"p50 ns", "p99 ns", "max ns", "collapses", "retracts", "skipped", "success");
+	for (unsigned i = 0; i < arches.narches; i++) {
+		const struct ptemu_arch *a = arches.arches[i];
+		struct latency_row rows[2];
+
+		for (int p = 0; p < 2; p++) {
+			rc = latency_run(a, &co, p ? PTEMU_PROTOCOL_LEGACY : PTEMU_PROTOCOL_LOCKLESS,
+					 (unsigned)procs, (unsigned)vcpus, &rows[p]);
+			if (rc != EXIT_CLEAN) {
+				json_close(json);
+				return rc;
+			}
+			fprintf(summary, "%-9s %-9s %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %10" PRIu64 " %9" PRIu64
+				" %9" PRIu64 " %9" PRIu64 " %7.1f%%\n", a->name,
+				ptemu_protocol_name(p ? PTEMU_PROTOCOL_LEGACY : PTEMU_PROTOCOL_LOCKLESS),
+				rows[p].r.faults_timed, rows[p].r.fault_p50_ns, rows[p].r.fault_p99_ns,
+				rows[p].r.fault_max_ns, rows[p].collapses, rows[p].retracts, rows[p].skips,
+				100 * rows[p].rate);
+		}
+		double r50 = (double)rows[0].r.fault_p50_ns / (double)(rows[1].r.fault_p50_ns ? rows[1].r.fault_p50_ns : 1);
+		double r99 = (double)rows[0].r.fault_p99_ns / (double)(rows[1].r.fault_p99_ns ? rows[1].r.fault_p99_ns : 1);
+		double rmax = (double)rows[0].r.fault_max_ns / (double)(rows[1].r.fault_max_ns ? rows[1].r.fault_max_ns : 1);
+
+		fprintf(summary, "%-9s lockless/legacy: p50 %.2f, p99 %.2f, max %.2f, retraction success "
+			"%.1f%% vs %.1f%%\n", a->name, r50, r99, rmax, 100 * rows[0].rate, 100 * rows[1].rate);
+		fflush(summary);
+		if (json) {
+			fprintf(json, "%s{\"arch\":\"%s\",\"seconds\":%.1f,\"seed\":%" PRIu64, i ? "," : "",
+				a->name, co.seconds, co.seed);
+			for (int p = 0; p < 2; p++)
+				fprintf(json, ",\"%s\":{\"faults\":%" PRIu64 ",\"p50_ns\":%" PRIu64
+					",\"p99_ns\":%" PRIu64 ",\"max_ns\":%" PRIu64 ",\"collapses\":%" PRIu64
+					",\"collapse_attempts\":%" PRIu64 ",\"retracts\":%" PRIu64
+					",\"retract_skips\":%" PRIu64 ",\"retraction_success\":%.4f}",
+					p ? "legacy" : "lockless", rows[p].r.faults_timed, rows[p].r.fault_p50_ns,
+					rows[p].r.fault_p99_ns, rows[p].r.fault_max_ns, rows[p].collapses,
+					rows[p].attempts, rows[p].retracts, rows[p].skips, rows[p].rate);
+			fprintf(json, ",\"ratio_p50\":%.3f,\"ratio_p99\":%.3f,\"ratio_max\":%.3f}", r50, r99, rmax);
+		}
+	}
+	json_close(json);
+	return EXIT_CLEAN;
+}
+
 static int cmd_bench(int argc, char **argv)
 {
 	static const struct option longopts[] = { COMMON_LONGOPTS, { 0 } };
@@ -816,8 +951,10 @@ static int cmd_bench(int argc, char **argv)
 	FILE *json = NULL, *summary = stdout;
 	int c, rc;
 
+	if (argc >= 2 && !strcmp(argv[1], "latency"))
+		return cmd_bench_latency(argc, argv);
 	if (argc < 2 || strcmp(argv[1], "overhead")) {
-		fprintf(stderr, "ptemu: bench what? 'overhead' (latency comes with khugepaged)\n");
+		fprintf(stderr, "ptemu: bench what? 'overhead' or 'latency'\n");
 		return EXIT_USAGE;
 	}
 	optind = 2;

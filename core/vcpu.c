@@ -68,6 +68,9 @@ struct vcpu {
 	bool deterministic;
 	/* Counters, owner-written; read by the watchdog. */
 	uint64_t blocks, block_bytes, fills, syscalls, progress, polls, miss_ns, misses_timed;
+	/* cfg->time_faults: each fault's handling time, for percentiles. */
+	uint32_t *fault_ns;
+	size_t nfault_ns, cap_fault_ns;
 	/* What the vCPU is doing, for the watchdog's report. */
 	int activity;		/* enum vcpu_activity, atomic */
 	uint64_t activity_arg;	/* syscall number or fault address */
@@ -343,6 +346,22 @@ static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 	v->fault_flags = acc == PTEMU_ACCESS_WRITE ? FAULT_FLAG_WRITE :
 			 acc == PTEMU_ACCESS_FETCH ? FAULT_FLAG_INSTRUCTION : 0;
 	return false;
+}
+
+static void note_fault_time(struct vcpu *v, double seconds)
+{
+	if (v->nfault_ns == v->cap_fault_ns) {
+		size_t cap = v->cap_fault_ns ? 2 * v->cap_fault_ns : 4096;
+		uint32_t *p = realloc(v->fault_ns, cap * sizeof(*p));
+
+		if (!p)
+			return;	/* a sample less: the percentiles stay meaningful */
+		v->fault_ns = p;
+		v->cap_fault_ns = cap;
+	}
+	double ns = seconds * 1e9;
+
+	v->fault_ns[v->nfault_ns++] = ns > 4e9 ? UINT32_MAX : (uint32_t)ns;
 }
 
 static void block_hook(uc_engine *uc, uint64_t address, uint32_t size, void *user)
@@ -719,8 +738,11 @@ static void vcpu_loop(struct vcpu *v)
 			v->activity_arg = v->fault_va;
 			__atomic_store_n(&v->activity, ACT_FAULT, __ATOMIC_RELAXED);
 			note_progress(v);
+			double t0 = v->run->cfg->time_faults ? now() : 0;
 			unsigned ret = ptemu_user_fault(v->proc->mm, v->fault_va, v->fault_flags);
 
+			if (v->run->cfg->time_faults)
+				note_fault_time(v, now() - t0);
 			check_op_end("fault");
 			if (ret & VM_FAULT_ERROR) {
 				vcpu_wild_access(v, pc, ret);
@@ -841,6 +863,43 @@ static int load_image(struct run *r, struct process *p)
 			return -1;
 	}
 	return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Every vCPU's fault times merged: p50, p99, max. */
+static void fault_percentiles(struct run *r, struct ptemu_run_result *res)
+{
+	size_t n = 0, k = 0;
+
+	for (unsigned p = 0; p < r->nprocs; p++)
+		for (unsigned i = 0; i < r->procs[p].nvcpus; i++)
+			n += r->procs[p].vcpus[i].nfault_ns;
+	uint32_t *all = n ? malloc(n * sizeof(*all)) : NULL;
+
+	for (unsigned p = 0; p < r->nprocs; p++)
+		for (unsigned i = 0; i < r->procs[p].nvcpus; i++) {
+			struct vcpu *v = &r->procs[p].vcpus[i];
+
+			if (all)
+				memcpy(all + k, v->fault_ns, v->nfault_ns * sizeof(*all));
+			k += v->nfault_ns;
+			free(v->fault_ns);
+			v->fault_ns = NULL;
+		}
+	if (!all)
+		return;
+	qsort(all, n, sizeof(*all), cmp_u32);
+	res->faults_timed = n;
+	res->fault_p50_ns = all[n / 2];
+	res->fault_p99_ns = all[n * 99 / 100];
+	res->fault_max_ns = all[n - 1];
+	free(all);
 }
 
 /* khugepaged's end: every vCPU gone, or the run's bound reached (in steps when
@@ -1117,6 +1176,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 	} else {
 		rcu_barrier();
 	}
+	fault_percentiles(r, res);
 	for (unsigned pi = 0; pi < r->nprocs; pi++) {
 		struct process *p = &r->procs[pi];
 

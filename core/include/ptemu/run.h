@@ -40,6 +40,7 @@ struct ptemu_run_config {
 	FILE *log;			/* guest write() output; NULL: discarded */
 	double watchdog_seconds;	/* no progress for this long is a hang; 0: 10 s */
 	bool time_fills;		/* measure the logical-miss path (benchmarks) */
+	bool time_faults;		/* measure each fault's handling (bench latency) */
 	bool no_collapse;		/* guests are told not to ask for MADV_COLLAPSE */
 	/* > 0: the last process exits (exit_group, as if killed) this many seconds into the
 	 * run, so that exit_mmap races the others' faults on the shared objects. */
@@ -71,6 +72,7 @@ struct ptemu_run_result {
 	uint64_t polls;			/* should_stop calls: the guest's ops / 16 */
 	uint64_t miss_ns;		/* time in successful logical misses, when time_fills */
 	uint64_t misses_timed;
+	uint64_t faults_timed, fault_p50_ns, fault_p99_ns, fault_max_ns;	/* when time_faults */
 	int exit_codes[16];		/* per process */
 	/* The watchdog found vCPU threads that cannot be stopped: the machine is still in
 	 * use by them, so the caller must report and exit without freeing it. */
