@@ -930,7 +930,7 @@ static uint64_t run_progress(struct run *r)
 
 /* The hang report: what every vCPU was doing and which locks it held. The records are
  * read racily on purpose: the threads are stuck, or this is only a snapshot. */
-static void report_hang(struct run *r, double seconds)
+static void report_hang(struct run *r, const char *why)
 {
 	static const char *const what[] = { "starting", "in guest mode", "in syscall",
 					    "in a fault", "exited" };
@@ -957,7 +957,7 @@ static void report_hang(struct run *r, double seconds)
 			}
 		}
 	}
-	ptemu_report(r->m, VIOLATION_HANG, 0, "no vCPU made progress for %.0f s: %s", seconds, buf);
+	ptemu_report(r->m, VIOLATION_HANG, 0, "%s: %s", why, buf);
 	if (r->cfg->log)
 		fprintf(r->cfg->log, "ptemu: hang: %s\n", buf);
 }
@@ -1143,8 +1143,26 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 			run_fail(r, PTEMU_RUN_GUEST_ERROR, "deadlock (see the hang violation)");
 			ending = t;
 		}
+		/* Deterministic runs end by steps: guests that never reach should_stop (a
+		 * vCPU faulting forever at one instruction, say) are a livelock. */
+		if (!ending && cfg->deterministic &&
+		    ptemu_sched_steps(r->m) > 4 * cfg->sched.max_steps + 1000000) {
+			char why[128];
+
+			snprintf(why, sizeof(why), "livelock: %" PRIu64 " steps and the guests have not "
+				 "stopped (bound %" PRIu64 ")", ptemu_sched_steps(r->m), cfg->sched.max_steps);
+			report_hang(r, why);
+			run_fail(r, PTEMU_RUN_GUEST_ERROR, "%s", why);
+			for (unsigned pi = 0; pi < r->nprocs; pi++)
+				for (unsigned vi = 0; vi < r->procs[pi].nvcpus; vi++)
+					__atomic_store_n(&r->procs[pi].vcpus[vi].terminate, 1, __ATOMIC_RELEASE);
+			ending = t;
+		}
 		if (!ending && t - last_change >= watchdog) {
-			report_hang(r, t - last_change);
+			char why[64];
+
+			snprintf(why, sizeof(why), "no vCPU made progress for %.0f s", t - last_change);
+			report_hang(r, why);
 			run_fail(r, PTEMU_RUN_GUEST_ERROR, "hang: no progress for %.0f s", t - last_change);
 			ending = t;
 		}
