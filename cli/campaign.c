@@ -1078,14 +1078,18 @@ int cmd_campaign(int argc, char **argv)
 	if ((rc = parse_list("--inject", inject_list, lookup_injection, injections, INJECT_COUNT, &ninjections)) ||
 	    (rc = parse_list("--protocol", protocol_list, lookup_protocol, protocols, 2, &nprotocols)))
 		return rc;
-	for (unsigned a = 0; a < narches; a++) {
-		for (unsigned i = 0; i < ninjections; i++) {
-			const struct ptemu_arch *arch = ptemu_arch_all()[arches[a]];
+	/* A model without an injection's path is left out of that configuration; only an
+	 * injection no listed model offers is an error. */
+	for (unsigned i = 0; i < ninjections; i++) {
+		unsigned offered = 0;
 
-			if (ptemu_injection_applies((enum ptemu_injection)injections[i], arch))
-				continue;
-			fprintf(stderr, "ptemu: injection %s not offered by model %s ('ptemu list injections')\n",
-				injection_name((enum ptemu_injection)injections[i]), arch->name);
+		for (unsigned a = 0; a < narches; a++)
+			offered += ptemu_injection_applies((enum ptemu_injection)injections[i],
+							   ptemu_arch_all()[arches[a]]);
+		if (!offered) {
+			fprintf(stderr, "ptemu: injection %s not offered by %s ('ptemu list injections')\n",
+				injection_name((enum ptemu_injection)injections[i]),
+				narches == 1 ? ptemu_arch_all()[arches[0]]->name : "any of the models given");
 			return EXIT_USAGE;
 		}
 	}
@@ -1100,6 +1104,13 @@ int cmd_campaign(int argc, char **argv)
 		return EXIT_INTERNAL;
 	for (unsigned a = 0; a < narches; a++) {
 		for (unsigned i = 0; i < ninjections; i++) {
+			if (!ptemu_injection_applies((enum ptemu_injection)injections[i],
+						     ptemu_arch_all()[arches[a]])) {
+				fprintf(stderr, "ptemu: campaign: %s does not apply to %s: left out\n",
+					injection_name((enum ptemu_injection)injections[i]),
+					ptemu_arch_all()[arches[a]]->name);
+				continue;
+			}
 			for (unsigned p = 0; p < nprotocols; p++) {
 				struct row *r = &c.rows[c.nrows++];
 

@@ -212,7 +212,7 @@ TEST(Campaign, BadArgumentsExitTwoWithAMessage)
 	EXPECT_EQ(campaign(ok + "--inject bogus", &out), 2);
 	EXPECT_NE(out.find("unknown injection 'bogus'"), std::string::npos) << out;
 	EXPECT_EQ(campaign(ok + "--inject s390-reuse-pending-half", &out), 2);
-	EXPECT_NE(out.find("not offered by model arm64"), std::string::npos) << out;
+	EXPECT_NE(out.find("not offered by arm64"), std::string::npos) << out;
 	EXPECT_EQ(campaign(ok + "--protocol lockless,sloppy", &out), 2);
 	EXPECT_NE(out.find("'sloppy' is not lockless or legacy"), std::string::npos) << out;
 	EXPECT_EQ(campaign("--arch arm64 --seeds 0", &out), 2);
