@@ -12,6 +12,7 @@
 #include <ptemu/mm.h>
 #include <ptemu/pgtable.h>
 #include <ptemu/phys.h>
+#include <ptemu/sched.h>
 
 struct vm_fault {
 	struct vm_area_struct *vma;
@@ -277,6 +278,7 @@ static unsigned handle_pte_fault(struct vm_fault *vmf)
 	if (pmd_none(pmdval)) {
 		vmf->pte = NULL;
 	} else {
+		ptemu_sched_point_window();	/* the pmd seen, the table not yet mapped */
 		vmf->pte = pte_offset_map_nolock(vmf->mm, vmf->pmd, vmf->address, &vmf->ptl);
 		if (!vmf->pte) {
 			/* Retracted (or turned huge) between our read and the map: retry. */
@@ -285,6 +287,7 @@ static unsigned handle_pte_fault(struct vm_fault *vmf)
 			ptemu_stat_add(&vmf->m->stats, PTEMU_STAT_fault_retries, 1);
 			return 0;
 		}
+		ptemu_sched_point_window();	/* mapped without the lock */
 		vmf->orig_pte = ptep_get(vmf->pte);
 		if (a->pte_none(vmf->orig_pte.val)) {
 			if (!ptemu_injected(vmf->m, INJECT_SKIP_PTE_UNMAP))

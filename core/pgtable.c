@@ -328,6 +328,7 @@ pte_t *pte_offset_map_lock(struct mm_struct *mm, pmd_t *pmdp, uint64_t addr,
 		ptl = pte_lockptr(mm, &pmdval);
 		if (m->test_hooks.map_before_lock)
 			m->test_hooks.map_before_lock(m->test_hooks.ctx, mm, pmdp);
+		ptemu_sched_point_window();	/* mapped, not yet locked: a retract may come */
 		spin_lock(ptl);
 		if (ptemu_injected(m, INJECT_NO_PMD_RECHECK) ||
 		    pmd_same(pmdval, pmdp_get_lockless(pmdp))) {

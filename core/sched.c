@@ -21,6 +21,10 @@
  * context switches). */
 #define SCHED_SWITCH_ODDS 8
 #define SCHED_BLOCK_SWITCH_ODDS 128
+/* Window points (ptemu_sched_point_window): a random walk switches 1 in this there, and
+ * PCT preempts 1 in SCHED_WINDOW_ODDS_PCT on top of its change points. */
+#define SCHED_WINDOW_SWITCH_ODDS 2
+#define SCHED_WINDOW_ODDS_PCT 64
 
 struct sthread {
 	struct ptemu_thread *t;
@@ -33,6 +37,9 @@ struct sthread {
 	 * anyone else can run, or two spinners waiting for a third would only ever hand the
 	 * baton to each other. */
 	bool spinning;
+	/* Preempted at a window point: below everyone until it next runs, then back. */
+	bool sunk;
+	uint64_t sunk_prio;
 };
 
 struct pending_rcu {
@@ -235,7 +242,8 @@ static bool only_rcu_thread_left(const struct ptemu_sched *s)
 	return true;
 }
 
-static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spinning, uint64_t odds)
+static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spinning, uint64_t odds,
+		     bool window)
 {
 	int next;
 
@@ -250,7 +258,18 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spin
 	for (unsigned c = 0; c < s->nchange; c++)
 		if (s->change[c] == s->steps)
 			s->th[me].prio = s->cfg.pct_depth - 1 - c;	/* PCT: demote */
+	if (window && s->cfg.strategy == PTEMU_SCHED_PCT && !s->cfg.forced &&
+	    next_rand(&s->rng) % SCHED_WINDOW_ODDS_PCT == 0) {
+		s->th[me].sunk_prio = s->th[me].prio;
+		s->th[me].sunk = true;
+		s->th[me].prio = 0;
+		force_switch = true;
+	}
 	next = pick_locked(s, me, force_switch, odds);
+	if (next >= 0 && s->th[next].sunk) {
+		s->th[next].prio = s->th[next].sunk_prio;
+		s->th[next].sunk = false;
+	}
 	if (next < 0 && only_rcu_thread_left(s)) {
 		/* Idle: the RCU thread waits for work; the next thread to come takes the baton. */
 		s->current = -1;
@@ -274,7 +293,16 @@ void ptemu_sched_point(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, false, false, SCHED_SWITCH_ODDS);
+		schedule(s, me, false, false, SCHED_SWITCH_ODDS, false);
+}
+
+void ptemu_sched_point_window(void)
+{
+	int me;
+	struct ptemu_sched *s = sched_of_current(&me);
+
+	if (s)
+		schedule(s, me, false, false, SCHED_WINDOW_SWITCH_ODDS, true);
 }
 
 void ptemu_sched_point_guest(void)
@@ -283,7 +311,7 @@ void ptemu_sched_point_guest(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, false, false, SCHED_BLOCK_SWITCH_ODDS);
+		schedule(s, me, false, false, SCHED_BLOCK_SWITCH_ODDS, false);
 }
 
 void ptemu_sched_yield(void)
@@ -292,7 +320,7 @@ void ptemu_sched_yield(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, true, false, SCHED_SWITCH_ODDS);
+		schedule(s, me, true, false, SCHED_SWITCH_ODDS, false);
 }
 
 void ptemu_sched_spin_wait(void)
@@ -301,7 +329,7 @@ void ptemu_sched_spin_wait(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, true, true, SCHED_SWITCH_ODDS);
+		schedule(s, me, true, true, SCHED_SWITCH_ODDS, false);
 }
 
 void ptemu_sched_block(const void *token, const char *what)
@@ -315,7 +343,7 @@ void ptemu_sched_block(const void *token, const char *what)
 	s->th[me].blocked_on = token;
 	s->th[me].blocked_what = what;
 	pthread_mutex_unlock(&s->mu);
-	schedule(s, me, true, false, SCHED_SWITCH_ODDS);
+	schedule(s, me, true, false, SCHED_SWITCH_ODDS, false);
 }
 
 void ptemu_sched_wake(const void *token)

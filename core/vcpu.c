@@ -259,6 +259,8 @@ static uint64_t vcpu_read_entry(const struct ptemu_walk_ctx *ctx, unsigned level
 		if (!v->walk_table) {
 			v->walk_table = v->walk_cached;
 			check_walk_enter(m, v->walk_cached);
+			if (v->deterministic)
+				ptemu_sched_point_window();	/* as below, from the walk cache */
 		}
 		return a->mk_table(level, v->walk_cached);
 	}
@@ -275,7 +277,7 @@ static uint64_t vcpu_read_entry(const struct ptemu_walk_ctx *ctx, unsigned level
 			/* A walk is not atomic: another CPU may detach the table before we read
 			 * the PTE from it. */
 			if (v->deterministic)
-				ptemu_sched_point();
+				ptemu_sched_point_window();
 		}
 	}
 	return e;

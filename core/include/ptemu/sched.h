@@ -62,6 +62,10 @@ void ptemu_sched_destroy(struct ptemu_machine *m);
 
 /* A scheduling point of the calling thread. */
 void ptemu_sched_point(void);
+/* The same inside a window of the protocol (a walk between its pmd and PTE reads, a map
+ * before its lock or unmap), where the races the checker watches happen: switches are
+ * likelier there, and PCT adds preemptions there beyond its change points. */
+void ptemu_sched_point_window(void);
 /* The same at a guest block, where a switch is made more rarely. */
 void ptemu_sched_point_guest(void);
 /* Let another thread run: always switches if anyone can. */
