@@ -64,19 +64,10 @@ static uint64_t vma_address(const struct vm_area_struct *vma, uint64_t pgoff)
 	return addr < vma->vm_end ? addr : 0;
 }
 
-/* A table retraction detached leaves the mm. v6.6 frees it after a grace period, for
- * lockless walkers still inside; v6.5 freed it at once, its locks (mmap_lock and i_mmap
- * for write) having excluded every software walker and the flush the hardware ones. */
 static void free_retracted_table(struct mm_struct *mm, uint64_t table, bool deferred)
 {
-	struct ptemu_machine *m = mm->machine;
-
-	mm_inc_pgtables(mm, -(int64_t)m->arch->pte_table_bytes);
-	if (deferred && !ptemu_injected(m, INJECT_FREE_IMMEDIATELY))
-		pte_free_defer(mm, table);
-	else
-		pte_free(mm, table);
-	ptemu_stat_add(&m->stats, PTEMU_STAT_retracts, 1);
+	free_detached_pte_table(mm, table, deferred);
+	ptemu_stat_add(&mm->machine->stats, PTEMU_STAT_retracts, 1);
 }
 
 /* The per-VMA reasons any retraction passes a VMA over (kernel-spec 3.3). */

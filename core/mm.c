@@ -12,6 +12,7 @@
 #include <ptemu/mm.h>
 #include <ptemu/pgtable.h>
 #include <ptemu/phys.h>
+#include <ptemu/sched.h>
 
 #include "../workloads/include/ptemu_abi.h"
 #include "internal.h"
@@ -177,9 +178,10 @@ static struct page *pte_folio(const struct ptemu_machine *m, uint64_t pte, uint6
 	return page_folio(pfn_to_page(m->phys, *pfn));
 }
 
-/* Returns false when the table went away under us: the caller redoes the pmd. */
+/* Returns false when the table went away under us: the caller redoes the pmd. *tablep: the
+ * table that was zapped. */
 static bool zap_pte_range(struct vm_area_struct *vma, pmd_t *pmd, uint64_t addr, uint64_t end,
-			  struct zap_batch *b)
+			  struct zap_batch *b, uint64_t *tablep)
 {
 	struct mm_struct *mm = vma->vm_mm;
 	struct ptemu_machine *m = mm->machine;
@@ -190,6 +192,7 @@ static bool zap_pte_range(struct vm_area_struct *vma, pmd_t *pmd, uint64_t addr,
 
 	if (!pte)
 		return false;
+	*tablep = ptemu_slot_pa(m, first) & ~(uint64_t)(a->pte_table_bytes - 1);
 	for (; addr < end; addr += ptemu_page_size(a), pte++) {
 		pte_t v = ptep_get(pte);
 		uint64_t pfn;
@@ -230,12 +233,62 @@ static void zap_huge_pmd(struct vm_area_struct *vma, pmd_t *pmd, uint64_t addr, 
 	spin_unlock(pml);
 }
 
-void zap_page_range_single(struct vm_area_struct *vma, uint64_t start, uint64_t end)
+/* Linux 6.14's try_to_free_pte (mm/pt_reclaim.c) on v6.6 primitives: a table that a
+ * MADV_DONTNEED zap left with every entry none is detached as retract detaches one (pmd
+ * lock, then ptl nested; pmdp_collapse_flush, which drops walk caches too) and freed by RCU.
+ * A fault that mapped the table before the clear is kept out of it only by its pmd_same
+ * re-check under the ptl (pte_offset_map_lock): no folio lock orders it against the zap. */
+static void reclaim_empty_table(struct mm_struct *mm, pmd_t *pmd, uint64_t addr, uint64_t table)
+{
+	struct ptemu_machine *m = mm->machine;
+	const struct ptemu_arch *a = m->arch;
+	unsigned n = a->pte_table_bytes / a->entry_bytes;
+	struct ptemu_spinlock *pml = pmd_lock(mm, pmd), *ptl;
+	pmd_t pmdval = pmdp_get_lockless(pmd);
+	bool empty = true;
+	uint64_t cur;
+	pte_t *pte;
+
+	/* Still the table we zapped: not retracted, not replaced after a refault. */
+	if (pmd_kind(pmdval, &cur) != PTEMU_ENTRY_TABLE || cur != table) {
+		spin_unlock(pml);
+		return;
+	}
+	ptl = pte_lockptr(mm, &pmdval);
+	if (ptl != pml)
+		spin_lock_nested(ptl);
+	/* Under both locks, so that no entry can be filled between the check and the clear. */
+	pte = pte_offset_map(pmd, addr & ~(ptemu_pmd_size(a) - 1));
+	for (unsigned i = 0; pte && empty && i < n; i++)
+		empty = a->pte_none(ptep_get(pte + i).val);
+	if (pte)
+		pte_unmap(pte);
+	if (empty)
+		pmdp_collapse_flush(mm, addr, pmd);
+	if (ptl != pml)
+		spin_unlock(ptl);
+	spin_unlock(pml);
+	if (!empty)
+		return;
+	free_detached_pte_table(mm, table, true);
+	ptemu_stat_add(&m->stats, PTEMU_STAT_tables_reclaimed, 1);
+}
+
+/* A table a zap went through, to be reclaimed if the zap left it empty. */
+struct zap_table {
+	pmd_t *pmd;
+	uint64_t addr, table;
+};
+
+/* reclaim_pt: MADV_DONTNEED with reclaim_empty_tables (6.14's zap_details.reclaim_pt). */
+static void zap_range(struct vm_area_struct *vma, uint64_t start, uint64_t end, bool reclaim_pt)
 {
 	struct mm_struct *mm = vma->vm_mm;
 	const struct ptemu_arch *a = mm->machine->arch;
-	uint64_t pmd_size = ptemu_pmd_size(a);
+	uint64_t pmd_size = ptemu_pmd_size(a), table;
 	struct zap_batch b = { 0 };
+	struct zap_table *tables = NULL;
+	size_t ntables = 0;
 	/* A huge pmd is cleared whole, so its whole range is flushed (tlb_flush_pmd_range). */
 	uint64_t flush_start = start, flush_end = end;
 
@@ -258,10 +311,19 @@ void zap_page_range_single(struct vm_area_struct *vma, uint64_t start, uint64_t 
 				flush_end = (addr & ~(pmd_size - 1)) + pmd_size;
 			break;
 		case PTEMU_ENTRY_TABLE:
+			ptemu_sched_point_window();	/* the pmd seen, the table not yet mapped */
 			/* A failed map means the table was retracted: look at the pmd again. */
-			if (!zap_pte_range(vma, pmd, addr, next, &b)) {
+			if (!zap_pte_range(vma, pmd, addr, next, &b, &table)) {
 				ptemu_note_map_failed_after_table(mm->machine);
 				continue;
+			}
+			if (reclaim_pt) {
+				struct zap_table *t = realloc(tables, (ntables + 1) * sizeof(*t));
+
+				if (!t)
+					ptemu_bug("out of host memory for a zap");
+				tables = t;
+				tables[ntables++] = (struct zap_table){ pmd, addr, table };
 			}
 			break;
 		default:
@@ -274,6 +336,17 @@ void zap_page_range_single(struct vm_area_struct *vma, uint64_t start, uint64_t 
 	for (size_t i = 0; i < b.n; i++)
 		folio_put(b.pages[i]);
 	free(b.pages);
+	/* After the flush and the page frees. (6.14 clears the pmd inside the zap and frees
+	 * the table through the mmu_gather after the flush; the detach is under both locks
+	 * either way.) */
+	for (size_t i = 0; i < ntables; i++)
+		reclaim_empty_table(mm, tables[i].pmd, tables[i].addr, tables[i].table);
+	free(tables);
+}
+
+void zap_page_range_single(struct vm_area_struct *vma, uint64_t start, uint64_t end)
+{
+	zap_range(vma, start, end, false);
 }
 
 /* free_pgtables for [start, end) after its VMAs are gone: a PTE table goes when no VMA is
@@ -670,7 +743,8 @@ int do_madvise(struct mm_struct *mm, uint64_t start, uint64_t len, int advice)
 				a = mm->vmas[i]->vm_start;
 				continue;
 			}
-			zap_page_range_single(v, a, v->vm_end < end ? v->vm_end : end);
+			zap_range(v, a, v->vm_end < end ? v->vm_end : end,
+				  mm->machine->features.reclaim_empty_tables);
 			a = v->vm_end;
 		}
 		up_read(&mm->mmap_lock);

@@ -487,6 +487,15 @@ void pte_free_defer(struct mm_struct *mm, uint64_t table_pa)
 	m->arch->pte_free_defer(mm, table_pa);
 }
 
+void free_detached_pte_table(struct mm_struct *mm, uint64_t table_pa, bool deferred)
+{
+	mm_inc_pgtables(mm, -(int64_t)mm->machine->arch->pte_table_bytes);
+	if (deferred && !ptemu_injected(mm->machine, INJECT_FREE_IMMEDIATELY))
+		pte_free_defer(mm, table_pa);
+	else
+		pte_free(mm, table_pa);	/* under free-immediately: the bug pte_free_defer prevents */
+}
+
 void flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end, bool freed_tables)
 {
 	struct ptemu_machine *m = mm->machine;

@@ -1,16 +1,20 @@
 /* dontneed-race: MADV_DONTNEED on a private anonymous PMD (must read back zeros) and on a
- * shared shmem PMD (key 48: must keep its data; only the mappings go), racing faults.
+ * shared shmem PMD (key 48: must keep its data; only the mappings go), racing faults; and
+ * on the whole of a PMD of anonymous memory that all vCPUs of a process share and only
+ * read, so that the zap leaves its PTE table empty while the other vCPUs fault in it
+ * (--reclaim-empty-tables frees such a table).
  *
  * Oracle, anon: every page holds pat(slot, page, word) at three words, except the pages
  * just dropped, which read 0 until rewritten. Shmem: striped as in shmem-stress; after a
  * DONTNEED of any range, own pages in it hold their round exactly, others' exact tags and
- * rounds that never go backwards.
+ * rounds that never go backwards. Shared zero PMD: never written, every read is 0.
  */
 #include "lib/work.h"
 
 #define SHM_KEY 48
 #define CTRL_KEY 49
 #define MAXRANGE 16	/* pages per DONTNEED */
+#define ZERO_READS 8	/* reads of the shared zero PMD per op */
 
 int guest_main(long vcpu, long nvcpus, long proc, long nprocs);
 
@@ -49,7 +53,7 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 {
 	struct wctx c;
 	struct stripe s;
-	uptr anon;
+	uptr anon, zero;
 	void *sh;
 	u32 npages;
 	long r;
@@ -69,6 +73,18 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 	if (sys_failed(r))
 		die("madvise(MADV_HUGEPAGE) on shmem", r);
 	stripe_init(&c, &s, sh, npages);
+
+	/* The process's shared zero PMD: vCPU 0 maps it and publishes the address in the
+	 * control page; the others wait for it. */
+	if (proc >= CTRL_SLOTS)
+		die("dontneed-race supports at most 64 processes", proc);
+	if (vcpu == 0) {
+		zero = (uptr)anon_map(c.pmd);
+		stw_rel(&c.ctrl->slot[proc], zero);
+	} else {
+		while ((zero = ldw_acq(&c.ctrl->slot[proc])) == 0)
+			sys_yield();
+	}
 
 	while (wctx_more(&c)) {
 		u32 n = 1 + rng_below(&c.rng, npages < MAXRANGE ? npages : MAXRANGE);
@@ -99,6 +115,19 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 			die("madvise(MADV_DONTNEED) on shmem", r);
 		for (u32 pg = a; pg < a + n; pg++)
 			stripe_check(&c, &s, pg);
+
+		/* Shared zero PMD: fault pages in by reading them, then drop it whole. */
+		for (int i = 0; i < ZERO_READS; i++) {
+			volatile unsigned long *w =
+				(volatile unsigned long *)(zero + (uptr)rng_below(&c.rng, npages) * c.page);
+			unsigned long v = *w;
+
+			if (unlikely(v != 0))
+				mismatch(&c, w, 0, v);
+		}
+		r = sys_madvise((void *)zero, c.pmd, PTEMU_MADV_DONTNEED);
+		if (sys_failed(r))
+			die("madvise(MADV_DONTNEED) on the zero PMD", r);
 	}
 	return wctx_finish(&c);
 }

@@ -98,6 +98,10 @@ pte_t *pte_alloc_map_lock(struct mm_struct *mm, pmd_t *pmdp, uint64_t addr,
 uint64_t pte_alloc_one(struct mm_struct *mm);
 void pte_free(struct mm_struct *mm, uint64_t table_pa);
 void pte_free_defer(struct mm_struct *mm, uint64_t table_pa);
+/* A PTE table a retract or reclaim detached (pmdp_collapse_flush done) leaves the mm's
+ * count and is freed: by RCU when deferred (v6.6), else at once (the v6.5 retract, whose
+ * locks kept every software walker out). */
+void free_detached_pte_table(struct mm_struct *mm, uint64_t table_pa, bool deferred);
 
 /* Clear a pmd that points at a table and invalidate TLBs and walk caches for its range
  * (the model's retract_flush). Caller holds pmd lock and, when distinct, the ptl. */

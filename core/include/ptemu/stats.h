@@ -31,6 +31,7 @@ extern "C" {
 	X(retract_skips)          /* a VMA retract_page_tables passed over */                 \
 	X(collapse_attempts)      /* collapse_file calls (khugepaged and MADV_COLLAPSE) */   \
 	X(khugepaged_full_scans)  /* passes of the khugepaged thread over every mm slot */   \
+	X(tables_reclaimed)       /* MADV_DONTNEED detached a table its zap left empty (6.14) */ \
 	X(fault_retries)          /* a fault found its table gone and let the access retry */ \
 	X(hw_walks)
 

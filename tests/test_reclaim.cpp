@@ -1,0 +1,335 @@
+// --reclaim-empty-tables: MADV_DONTNEED frees a PTE table its zap left empty (Linux 6.14's
+// try_to_free_pte on v6.6 primitives). A fault that mapped the table before the clear is
+// then kept out of it by pte_offset_map_lock's pmd_same re-check alone.
+#include "fixture.h"
+
+#include <string>
+#include <thread>
+
+#include <ptemu/fault.h>
+#include <ptemu/file.h>
+#include <ptemu/run.h>
+#include <ptemu/uaccess.h>
+
+#include "../workloads/include/ptemu_abi.h"
+
+using namespace ptemu_test;
+
+namespace {
+
+class Reclaim : public testing::TestWithParam<const char *> {};
+
+struct Space : MachineHolder {
+	explicit Space(const char *arch, bool reclaim = true, enum ptemu_injection inject = INJECT_NONE)
+	    : MachineHolder(arch, inject)
+	{
+		if (!m)
+			return;
+		m->features.reclaim_empty_tables = reclaim;
+		mm = mm_alloc(m);
+	}
+	~Space()
+	{
+		if (mm)
+			mm_destroy(mm);
+	}
+	uint64_t page() const { return ptemu_page_size(m->arch); }
+	uint64_t pmd_size() const { return ptemu_pmd_size(m->arch); }
+	int64_t map_anon(uint64_t len, uint64_t at = 0)
+	{
+		return do_mmap(mm, at, len, PTEMU_PROT_READ | PTEMU_PROT_WRITE,
+			       PTEMU_MAP_PRIVATE | PTEMU_MAP_ANONYMOUS | (at ? PTEMU_MAP_FIXED : 0), nullptr, 0);
+	}
+	uint64_t read64(uint64_t a)
+	{
+		uint64_t v = ~0ull;
+		EXPECT_EQ(copy_from_user(mm, &v, a, 8), 0) << std::hex << a;
+		return v;
+	}
+	void write64(uint64_t a, uint64_t v) { EXPECT_EQ(copy_to_user(mm, a, &v, 8), 0) << std::hex << a; }
+	int dontneed(uint64_t a, uint64_t len) { return do_madvise(mm, a, len, PTEMU_MADV_DONTNEED); }
+	// The table the pmd of `a` points at, 0 when it is not a table.
+	uint64_t table_at(uint64_t a)
+	{
+		pmd_t *pmd = mm_find_pmd(mm, a);
+		uint64_t t = 0;
+		if (!pmd || pmd_kind(pmdp_get_lockless(pmd), &t) != PTEMU_ENTRY_TABLE)
+			return 0;
+		return t;
+	}
+	mm_struct *mm = nullptr;
+};
+
+} // namespace
+
+TEST_P(Reclaim, DontneedOfAWholePmdFreesTheEmptyTableAndFaultsGetAFreshOne)
+{
+	Space s(GetParam());
+	int64_t a = s.map_anon(s.pmd_size());
+	ASSERT_GT(a, 0);
+	ASSERT_EQ(a % s.pmd_size(), 0);
+	for (uint64_t off = 0; off < s.pmd_size(); off += 16 * s.page())
+		s.write64(a + off, 0x5500 + off);
+	uint64_t table = s.table_at(a);
+	ASSERT_NE(table, 0u);
+	int64_t pt = mm_pgtables_bytes(s.mm);
+
+	ASSERT_EQ(s.dontneed(a, s.pmd_size()), 0);
+	EXPECT_TRUE(pmd_none(pmdp_get_lockless(mm_find_pmd(s.mm, a))));
+	EXPECT_EQ(s.stat(PTEMU_STAT_tables_reclaimed), 1u);
+	EXPECT_EQ(s.stat(PTEMU_STAT_tables_freed_deferred), 1u);
+	ptemu_table_state st = check_table_state(s.m, table);
+	EXPECT_TRUE(st == TABLE_RCU_PENDING || st == TABLE_FREE) << ptemu_table_state_name(st);
+	EXPECT_EQ(pt - mm_pgtables_bytes(s.mm), (int64_t)s.arch()->pte_table_bytes);
+	EXPECT_EQ(get_mm_counter(s.mm, MM_ANONPAGES), 0);
+	mm_audit_counters(s.mm);
+	rcu_barrier();
+	// The only table in the mm: on s390 its page-mate half is free too.
+	EXPECT_EQ(check_table_state(s.m, table), TABLE_FREE);
+
+	// A later fault installs a new table and reads zeroes.
+	EXPECT_EQ(s.read64(a + 16 * s.page()), 0u);
+	EXPECT_NE(s.table_at(a), 0u);
+	EXPECT_EQ(mm_pgtables_bytes(s.mm), pt);
+	EXPECT_EQ(get_mm_counter(s.mm, MM_ANONPAGES), 1);
+	// munmap frees tables through free_pgtables, not through reclaim.
+	ASSERT_EQ(do_munmap(s.mm, a, s.pmd_size()), 0);
+	EXPECT_EQ(s.stat(PTEMU_STAT_tables_reclaimed), 1u);
+	mm_audit_counters(s.mm);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+TEST_P(Reclaim, WithoutTheFeatureTheEmptyTableStays)
+{
+	Space s(GetParam(), false);
+	int64_t a = s.map_anon(s.pmd_size());
+	ASSERT_GT(a, 0);
+	s.write64(a, 1);
+	s.write64(a + s.pmd_size() - 8, 2);
+	uint64_t table = s.table_at(a);
+	ASSERT_NE(table, 0u);
+	ASSERT_EQ(s.dontneed(a, s.pmd_size()), 0);
+	EXPECT_EQ(s.table_at(a), table);
+	EXPECT_EQ(check_table_state(s.m, table), TABLE_ATTACHED);
+	EXPECT_EQ(s.stat(PTEMU_STAT_tables_reclaimed), 0u);
+	EXPECT_EQ(get_mm_counter(s.mm, MM_ANONPAGES), 0);
+	EXPECT_EQ(s.read64(a), 0u);
+	mm_audit_counters(s.mm);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+TEST_P(Reclaim, PartialDontneedLeavesTheNonEmptyTable)
+{
+	Space s(GetParam());
+	int64_t a = s.map_anon(s.pmd_size());
+	ASSERT_GT(a, 0);
+	for (uint64_t i = 0; i < 8; i++)
+		s.write64(a + i * s.page(), 0x700 + i);
+	uint64_t table = s.table_at(a);
+	ASSERT_EQ(s.dontneed(a, 4 * s.page()), 0);
+	EXPECT_EQ(s.table_at(a), table);
+	EXPECT_EQ(check_table_state(s.m, table), TABLE_ATTACHED);
+	EXPECT_EQ(s.stat(PTEMU_STAT_tables_reclaimed), 0u);
+	EXPECT_EQ(get_mm_counter(s.mm, MM_ANONPAGES), 4);
+	for (uint64_t i = 0; i < 8; i++)
+		EXPECT_EQ(s.read64(a + i * s.page()), i < 4 ? 0 : 0x700 + i) << i;
+	mm_audit_counters(s.mm);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+// Two VMAs in one PMD range: dropping all of the first leaves the second's page mapped, so
+// the table stays; dropping the second then empties it, and it goes (entry by entry, not by
+// how much of the range a DONTNEED covered).
+TEST_P(Reclaim, TableWithAnotherPageStillMappedIsNotFreed)
+{
+	Space s(GetParam());
+	int64_t base = s.map_anon(2 * s.pmd_size());
+	ASSERT_GT(base, 0);
+	uint64_t lo = (uint64_t)base + s.pmd_size() - (uint64_t)base % s.pmd_size();
+	ASSERT_EQ(do_munmap(s.mm, base, 2 * s.pmd_size()), 0);
+	int64_t a = s.map_anon(4 * s.page(), lo);
+	int64_t b = s.map_anon(4 * s.page(), lo + 8 * s.page());
+	ASSERT_EQ(a, (int64_t)lo);
+	ASSERT_EQ(b, (int64_t)(lo + 8 * s.page()));
+	for (uint64_t i = 0; i < 4; i++)
+		s.write64(a + i * s.page(), 0xa0 + i);
+	s.write64(b + 2 * s.page(), 0xb2);
+	uint64_t table = s.table_at(lo);
+	ASSERT_NE(table, 0u);
+
+	ASSERT_EQ(s.dontneed(a, 4 * s.page()), 0);
+	EXPECT_EQ(s.table_at(lo), table);
+	EXPECT_EQ(s.stat(PTEMU_STAT_tables_reclaimed), 0u);
+	EXPECT_EQ(s.read64(b + 2 * s.page()), 0xb2u);
+
+	ASSERT_EQ(s.dontneed(b, 4 * s.page()), 0);
+	EXPECT_EQ(s.table_at(lo), 0u);
+	EXPECT_EQ(s.stat(PTEMU_STAT_tables_reclaimed), 1u);
+	EXPECT_EQ(s.read64(a), 0u);
+	EXPECT_EQ(s.read64(b + 2 * s.page()), 0u);
+	mm_audit_counters(s.mm);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+// Shared (shmem) mappings lose only their table: the data stays in the page cache.
+TEST_P(Reclaim, ShmemTableIsReclaimedAndTheDataSurvives)
+{
+	Space s(GetParam());
+	ptemu_file *f = ptemu_file_create(s.m, 3, true, s.pmd_size(), s.pmd_size());
+	int64_t a = do_mmap(s.mm, 0, s.pmd_size(), PTEMU_PROT_READ | PTEMU_PROT_WRITE,
+			    PTEMU_MAP_SHARED, f, 0);
+	ASSERT_GT(a, 0);
+	s.write64(a + 3 * s.page(), 33);
+	s.write64(a + 9 * s.page(), 99);
+	ASSERT_EQ(s.dontneed(a, s.pmd_size()), 0);
+	EXPECT_EQ(s.table_at(a), 0u);
+	EXPECT_EQ(s.stat(PTEMU_STAT_tables_reclaimed), 1u);
+	EXPECT_EQ(get_mm_counter(s.mm, MM_SHMEMPAGES), 0);
+	EXPECT_EQ(s.read64(a + 3 * s.page()), 33u);
+	EXPECT_EQ(s.read64(a + 9 * s.page()), 99u);
+	mm_audit_counters(s.mm);
+	ptemu_file_put(f);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+namespace {
+
+// A fault on a none PTE of a populated table; between its map and its lock of the table
+// (map_before_lock), another thread DONTNEEDs the whole PMD, which empties and reclaims the
+// table. The other thread is needed: the faulting one holds RCU, where mmap_lock may not be
+// taken.
+struct RaceCtx {
+	Space *s;
+	int64_t a;
+	ptemu_thread *faulter = nullptr;
+	int fired = 0;  // the faulting thread's passes (the DONTNEED's zap passes here too)
+	uint64_t table = 0;
+	uint64_t state_after_reclaim = 0;  // the table's state once the DONTNEED returned
+};
+
+unsigned fault_racing_reclaim(Space &s, RaceCtx &ctx)
+{
+	for (uint64_t i = 0; i < 4; i++)
+		s.write64(ctx.a + i * s.page(), 0xc0 + i);
+	ctx.table = s.table_at(ctx.a);
+	ctx.faulter = ptemu_current();
+	s.m->test_hooks.ctx = &ctx;
+	s.m->test_hooks.map_before_lock = [](void *c, mm_struct *, void *) {
+		auto *x = static_cast<RaceCtx *>(c);
+		if (ptemu_current() != x->faulter || x->fired++)
+			return;
+		std::thread t([x] {
+			ptemu_thread_register(x->s->m, "madvise");
+			EXPECT_EQ(x->s->dontneed(x->a, x->s->pmd_size()), 0);
+			ptemu_thread_unregister();
+		});
+		t.join();
+		// The faulting thread still holds the table mapped inside RCU.
+		x->state_after_reclaim = check_table_state(x->s->m, x->table);
+	};
+	unsigned ret = ptemu_user_fault(s.mm, ctx.a + 7 * s.page(), FAULT_FLAG_WRITE);
+	s.m->test_hooks.map_before_lock = nullptr;
+	return ret;
+}
+
+} // namespace
+
+TEST_P(Reclaim, FaultThatMappedTheTableBeforeReclaimSeesThePmdChangeAndRetries)
+{
+	Space s(GetParam());
+	RaceCtx ctx{&s, s.map_anon(s.pmd_size())};
+	ASSERT_GT(ctx.a, 0);
+	unsigned ret = fault_racing_reclaim(s, ctx);
+	EXPECT_EQ(ctx.fired, 1);  // the retry pass found the pmd none: no second lock attempt
+	EXPECT_EQ(ret, VM_FAULT_NOPAGE);  // nothing installed: the access retries
+	EXPECT_EQ(s.stat(PTEMU_STAT_tables_reclaimed), 1u);
+	EXPECT_EQ(ctx.state_after_reclaim, (uint64_t)TABLE_RCU_PENDING);
+	EXPECT_EQ(s.stat(PTEMU_STAT_pmd_recheck_retries), 1u);
+	EXPECT_EQ(s.stat(PTEMU_STAT_pte_map_failures), 1u);
+	EXPECT_EQ(s.stat(PTEMU_STAT_detach_with_reader), 1u);
+	EXPECT_GE(s.stat(PTEMU_STAT_fault_retries), 1u);
+	EXPECT_EQ(get_mm_counter(s.mm, MM_ANONPAGES), 0);
+	// Before any new table can take its page.
+	rcu_barrier();
+	EXPECT_EQ(check_table_state(s.m, ctx.table), TABLE_FREE);
+	// The retried access allocates a fresh table; the dropped pages read zero.
+	s.write64(ctx.a + 7 * s.page(), 77);
+	EXPECT_EQ(s.read64(ctx.a + 7 * s.page()), 77u);
+	EXPECT_EQ(s.read64(ctx.a), 0u);
+	EXPECT_EQ(get_mm_counter(s.mm, MM_ANONPAGES), 2);
+	mm_audit_counters(s.mm);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+TEST_P(Reclaim, WithoutThePmdRecheckTheFaultWritesIntoTheReclaimedTable)
+{
+	Space s(GetParam(), true, INJECT_NO_PMD_RECHECK);
+	RaceCtx ctx{&s, s.map_anon(s.pmd_size())};
+	ASSERT_GT(ctx.a, 0);
+	fault_racing_reclaim(s, ctx);
+	EXPECT_EQ(ctx.fired, 1);
+	EXPECT_EQ(s.stat(PTEMU_STAT_tables_reclaimed), 1u);
+	EXPECT_EQ(s.stat(PTEMU_STAT_pmd_recheck_retries), 0u);
+	EXPECT_GE(s.count(VIOLATION_PTE_IN_DETACHED_TABLE), 1u) << s.describe();
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, Reclaim, testing::ValuesIn(kModels), ModelName);
+
+// The guest side: dontneed-race's shared zero PMD is read by both vCPUs of a process and
+// dropped whole, so one vCPU's fault races the other's reclaim. Deterministic random walk
+// (PCT rarely preempts a faulter in its one-step window between map and lock).
+namespace {
+
+class ReclaimGuest : public testing::TestWithParam<const char *> {};
+
+struct DontneedRace {
+	DontneedRace(const char *arch, ptemu_injection inject)
+	{
+		const ptemu_arch *a = ptemu_arch_find(arch);
+		path = std::string(PTEMU_WORKLOAD_DIR) + "/" + a->isa.workload_dir + "/dontneed-race.elf";
+		cfg.arch = a;
+		cfg.image_path = path.c_str();
+		cfg.workload = "dontneed-race";
+		cfg.procs = 2;
+		cfg.vcpus = 2;
+		cfg.seconds = 60;
+		cfg.seed = 1;
+		cfg.inject = inject;
+		cfg.features.reclaim_empty_tables = true;
+		cfg.phys_bytes = 128ull << 20;
+		cfg.deterministic = true;
+		cfg.sched.seed = 1;
+		cfg.sched.strategy = PTEMU_SCHED_RANDOM;
+		cfg.sched.max_steps = 200000;
+		error = ptemu_run(&cfg, &m, &res);
+	}
+	~DontneedRace() { ptemu_machine_destroy(m); }
+	uint64_t stat(ptemu_stat s) const { return m ? ptemu_stat_get(&m->stats, s) : 0; }
+
+	std::string path;
+	ptemu_run_config cfg{};
+	ptemu_machine *m = nullptr;
+	ptemu_run_result res{};
+	ptemu_run_error error;
+};
+
+} // namespace
+
+TEST_P(ReclaimGuest, FaultsRacingReclaimRetryAndTheRunIsClean)
+{
+	DontneedRace r(GetParam(), INJECT_NONE);
+	ASSERT_EQ(r.error, PTEMU_RUN_OK) << r.res.message;
+	EXPECT_EQ(check_violation_count(r.m), 0u);
+	EXPECT_GT(r.stat(PTEMU_STAT_tables_reclaimed), 0u);
+	EXPECT_GT(r.stat(PTEMU_STAT_pmd_recheck_retries), 0u);  // the race did happen
+	EXPECT_EQ(phys_stats(r.m->phys).pages_allocated, 0u);
+}
+
+TEST_P(ReclaimGuest, WithoutThePmdRecheckAFaultWritesIntoAReclaimedTable)
+{
+	DontneedRace r(GetParam(), INJECT_NO_PMD_RECHECK);
+	ASSERT_NE(r.m, nullptr) << r.res.message;
+	EXPECT_GT(check_kind_count(r.m, VIOLATION_PTE_IN_DETACHED_TABLE), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Guests, ReclaimGuest, testing::Values("arm64", "s390"), ModelName);
