@@ -22,22 +22,13 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 	struct wctx c;
 	const volatile u64 *file;
 	unsigned long flen;
-	long fd, r, collapser;
+	long collapser;
 
 	wctx_init(&c, "file-thp", vcpu, nvcpus, proc, nprocs, CTRL_KEY);
 	c.extra_name = "thp_seen";
 	collapser = sys_param(PTEMU_PARAM_collapse) == 1 && c.slot == c.W - 1;
 	flen = EXTENTS * c.pmd;
-	fd = sys_file_open(FILE_KEY, flen);
-	if (sys_failed(fd))
-		die("file_open", fd);
-	r = sys_mmap(NULL, flen, PTEMU_PROT_READ, PTEMU_MAP_PRIVATE, fd, 0);
-	if (sys_failed(r))
-		die("mmap file", r);
-	file = (const volatile u64 *)r;
-	r = sys_madvise((void *)file, flen, PTEMU_MADV_HUGEPAGE);
-	if (sys_failed(r))
-		die("madvise(MADV_HUGEPAGE) on the file", r);
+	file = file_map_huge(FILE_KEY, flen);
 
 	while (wctx_more(&c)) {
 		unsigned long off = (unsigned long)rng_below(&c.rng, (u32)(flen / 8)) * 8;

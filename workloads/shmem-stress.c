@@ -26,9 +26,7 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 	unsigned long len, flen;
 	const volatile u64 *file;
 	void *base;
-	long fd, r;
-
-	long collapse;
+	long r, collapse;
 
 	wctx_init(&c, "shmem-stress", vcpu, nvcpus, proc, nprocs, CTRL_KEY);
 	collapse = sys_param(PTEMU_PARAM_collapse) == 1;
@@ -42,16 +40,7 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 	stripe_init(&c, &s, base, (u32)(len / c.page));
 
 	flen = c.pmd;
-	fd = sys_file_open(FILE_KEY, flen);
-	if (sys_failed(fd))
-		die("file_open", fd);
-	r = sys_mmap(NULL, flen, PTEMU_PROT_READ, PTEMU_MAP_PRIVATE, fd, 0);
-	if (sys_failed(r))
-		die("mmap file", r);
-	file = (const volatile u64 *)r;
-	r = sys_madvise((void *)file, flen, PTEMU_MADV_HUGEPAGE);
-	if (sys_failed(r))
-		die("madvise(MADV_HUGEPAGE) on file", r);
+	file = file_map_huge(FILE_KEY, flen);
 
 	while (wctx_more(&c)) {
 		u32 idx;

@@ -24,6 +24,20 @@ void *shm_map(long key, unsigned long size, long *fd)
 	return (void *)r;
 }
 
+const volatile u64 *file_map_huge(long key, unsigned long size)
+{
+	long fd = sys_file_open(key, size), r;
+
+	if (sys_failed(fd))
+		die("file_open", fd);
+	r = sys_mmap(NULL, size, PTEMU_PROT_READ, PTEMU_MAP_PRIVATE, fd, 0);
+	if (sys_failed(r))
+		die("mmap file", r);
+	if (sys_failed(sys_madvise((void *)r, size, PTEMU_MADV_HUGEPAGE)))
+		die("madvise(MADV_HUGEPAGE) on the file", -1);
+	return (const volatile u64 *)r;
+}
+
 void wctx_init(struct wctx *c, const char *name, long vcpu, long nvcpus, long proc, long nprocs,
 	       long ctrl_key)
 {
