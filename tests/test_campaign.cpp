@@ -168,8 +168,8 @@ TEST(Campaign, InjectedBugGivesItsSmallestFailingSeedAndReproducingCommands)
 {
 	std::string dir = scratch_dir(), out;
 
-	ASSERT_EQ(campaign("--arch s390 --inject s390-reuse-pending-half --seeds 4 --steps 100000 -j 2 "
-			   "--quiet --json " + dir + "inj.json", &out), 1) << out;
+	ASSERT_EQ(campaign("--arch s390 --inject s390-reuse-pending-half --khugepaged on --seeds 3 "
+			   "--steps 200000 -j 2 --quiet --json " + dir + "inj.json", &out), 1) << out;
 	std::string json = slurp(dir + "inj.json");
 	std::string first = field(json, "first_failing_seed");
 
@@ -191,7 +191,8 @@ TEST(Campaign, InjectedBugGivesItsSmallestFailingSeedAndReproducingCommands)
 	std::string record = table_line(out, "reproduce: ptemu ");
 	std::string replay = table_line(out, "replay:    ptemu ");
 	ASSERT_NE(record.find("--seed " + first + " "), std::string::npos) << out;
-	EXPECT_NE(record.find("--record fail-s390-s390-reuse-pending-half-" + first + ".trc"), std::string::npos)
+	EXPECT_NE(record.find("--record fail-s390-s390-reuse-pending-half-khugepaged-" + first + ".trc"),
+		  std::string::npos)
 		<< record;
 	ASSERT_FALSE(replay.empty()) << out;
 
