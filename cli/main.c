@@ -756,11 +756,12 @@ static int cmd_run(int argc, char **argv)
 		fprintf(summary,
 			"%-9s %-9s %s instructions=%" PRIu64 " tlb_fills=%" PRIu64 " faults=%" PRIu64
 			" fault_retries=%" PRIu64 " syscalls=%" PRIu64 " shootdowns=%" PRIu64
-			" violations=%" PRIu64,
+			" collapses=%" PRIu64 " retracts=%" PRIu64 " violations=%" PRIu64,
 			a->name, e != PTEMU_RUN_OK ? "ERROR" : nviol ? "VIOLATION" : "clean", cfg.workload,
 			r.instructions, r.tlb_fills, m ? ptemu_stat_get(&m->stats, PTEMU_STAT_faults) : 0,
 			m ? ptemu_stat_get(&m->stats, PTEMU_STAT_fault_retries) : 0, r.syscalls,
-			r.shootdowns, nviol);
+			r.shootdowns, m ? ptemu_stat_get(&m->stats, PTEMU_STAT_collapses) : 0,
+			m ? ptemu_stat_get(&m->stats, PTEMU_STAT_retracts) : 0, nviol);
 		if (deterministic)
 			fprintf(summary, " steps=%" PRIu64 " digest=%016" PRIx64, r.steps, r.digest);
 		fputc('\n', summary);
