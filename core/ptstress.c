@@ -283,7 +283,7 @@ int ptemu_pt_stress(struct ptemu_machine *m, const struct ptemu_pt_stress_config
 	phys_free_pages(m->phys, s.data_pfn, 0);
 	if (cfg->deterministic) {
 		/* The scheduler's RCU thread drains the callbacks left. */
-		ptemu_sched_destroy(m);
+		ptemu_sched_destroy(m, NULL, NULL);
 	}
 	rcu_barrier();
 	check_leaks(m, 0);

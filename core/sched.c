@@ -404,7 +404,7 @@ void ptemu_sched_detach(struct ptemu_thread *t)
 	s->steps++;
 	/* The last thread of the run is gone: what the RCU thread does after is not part
 	 * of it, so the count the run reports is frozen here. */
-	if (only_rcu_thread_left(s))
+	if (me != 0 && only_rcu_thread_left(s))
 		s->final_steps = s->steps;
 	next = pick_locked(s, me, true, SCHED_SWITCH_ODDS);
 	if (next >= 0) {
@@ -614,7 +614,7 @@ int ptemu_sched_create(struct ptemu_machine *m, const struct ptemu_sched_config 
 	return 0;
 }
 
-void ptemu_sched_destroy(struct ptemu_machine *m)
+void ptemu_sched_destroy(struct ptemu_machine *m, uint64_t *digest, uint64_t *steps)
 {
 	struct ptemu_sched *s = m->sched;
 
@@ -631,6 +631,12 @@ void ptemu_sched_destroy(struct ptemu_machine *m)
 	}
 	pthread_mutex_unlock(&s->mu);
 	pthread_join(s->rcu_thread, NULL);
+	/* Only now: the RCU thread may have run callbacks (and folded their events) after
+	 * every other thread had gone. The step count stays the one frozen then. */
+	if (digest)
+		*digest = s->digest;
+	if (steps)
+		*steps = s->final_steps ? s->final_steps : s->steps;
 	m->sched = NULL;
 	for (int i = 0; i < s->n; i++)
 		pthread_cond_destroy(&s->th[i].cv);

@@ -1181,18 +1181,17 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 
 		nanosleep(&ts, NULL);
 	}
-	khugepaged_stop(r->m);
-	/* Every thread first: an exiting process still checks the others' TLBs. */
+	/* Every thread first: an exiting process still checks the others' TLBs, and leaves
+	 * its khugepaged slot. */
 	for (unsigned pi = 0; pi < r->nprocs; pi++)
 		for (unsigned vi = 0; vi < r->procs[pi].nvcpus; vi++)
 			if (r->procs[pi].vcpus[vi].started)
 				pthread_join(r->procs[pi].vcpus[vi].thread, NULL);
+	khugepaged_stop(r->m);
 	/* Callbacks still queued (retracted tables) check the vCPUs' walk caches: let them
 	 * run while those exist. The scheduler's RCU thread drains its own. */
 	if (r->m->sched) {
-		res->digest = ptemu_sched_digest(r->m);
-		res->steps = ptemu_sched_steps(r->m);
-		ptemu_sched_destroy(r->m);
+		ptemu_sched_destroy(r->m, &res->digest, &res->steps);
 	} else {
 		rcu_barrier();
 	}

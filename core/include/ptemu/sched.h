@@ -57,8 +57,10 @@ struct ptemu_sched_config {
 
 /* Attaches a scheduler to the machine; threads registered from now on are scheduled. */
 int ptemu_sched_create(struct ptemu_machine *m, const struct ptemu_sched_config *cfg);
-/* Stops the RCU thread and detaches. Every other scheduled thread must have exited. */
-void ptemu_sched_destroy(struct ptemu_machine *m);
+/* Stops the RCU thread and detaches. Every other scheduled thread must have exited. The
+ * final digest and step count (with the RCU thread's last callbacks) go to the non-NULL
+ * out parameters. */
+void ptemu_sched_destroy(struct ptemu_machine *m, uint64_t *digest, uint64_t *steps);
 
 /* A scheduling point of the calling thread. */
 void ptemu_sched_point(void);
