@@ -878,12 +878,12 @@ static int cmd_bench_latency(int argc, char **argv)
 			continue;
 		if (rc != 1)
 			return rc;
-		if (c == OPT_PROCS && parse_u64(optarg, 1, 16, &procs))
-			continue;
-		if (c == OPT_VCPUS && parse_u64(optarg, 1, 16, &vcpus))
-			continue;
+		if (c == OPT_PROCS && !parse_u64(optarg, 1, 16, &procs))
+			return usage_error("--procs: '%s' is not in 1..16", optarg);
+		if (c == OPT_VCPUS && !parse_u64(optarg, 1, 16, &vcpus))
+			return usage_error("--vcpus: '%s' is not in 1..16", optarg);
 		if (c == OPT_PROCS || c == OPT_VCPUS)
-			return usage_error("'%s' is not in 1..16", optarg);
+			continue;
 		if (c == OPT_HELP) {
 			fputs(usage_text, stdout);
 			return EXIT_CLEAN;

@@ -35,6 +35,13 @@ static unsigned hpage_order(const struct ptemu_arch *a)
 	return a->pmd_leaf_shift - a->page_shift;
 }
 
+/* A large folio found in the range: the huge folio of this very range, or another. */
+static enum scan_result compound_result(const struct page *folio, unsigned order, uint64_t start)
+{
+	return folio->order == order && folio->index == start ? SCAN_PTE_MAPPED_HUGEPAGE
+							      : SCAN_PAGE_COMPOUND;
+}
+
 static enum scan_result find_pmd_or_thp_or_none(struct mm_struct *mm, uint64_t addr, pmd_t **pmdp)
 {
 	*pmdp = mm_find_pmd(mm, addr);
@@ -320,7 +327,7 @@ enum scan_result collapse_file(struct mm_struct *mm, uint64_t addr, struct ptemu
 				continue;
 			}
 			if (folio->order) {
-				result = SCAN_PAGE_COMPOUND;
+				result = compound_result(folio, order, start);
 				folio_unlock(folio);
 				folio_put(folio);
 				continue;
@@ -330,8 +337,7 @@ enum scan_result collapse_file(struct mm_struct *mm, uint64_t addr, struct ptemu
 			continue;
 		}
 		if (folio->order) {
-			result = folio->order == order && folio->index == start ? SCAN_PTE_MAPPED_HUGEPAGE
-										: SCAN_PAGE_COMPOUND;
+			result = compound_result(folio, order, start);
 			folio_put(folio);
 		} else if (!folio_trylock(folio)) {
 			result = SCAN_PAGE_LOCK;
@@ -420,8 +426,7 @@ enum scan_result hpage_collapse_scan_file(struct mm_struct *mm, uint64_t addr, s
 		if (!folio)
 			continue;
 		if (folio->order)
-			result = folio->order == order && folio->index == start ? SCAN_PTE_MAPPED_HUGEPAGE
-										: SCAN_PAGE_COMPOUND;
+			result = compound_result(folio, order, start);
 		else if (__atomic_load_n(&folio->refcount, __ATOMIC_RELAXED) !=
 			 1 + __atomic_load_n(&folio->mapcount, __ATOMIC_RELAXED))
 			result = SCAN_PAGE_COUNT;	/* someone else holds it right now */
@@ -435,6 +440,16 @@ enum scan_result hpage_collapse_scan_file(struct mm_struct *mm, uint64_t addr, s
 		result = collapse_file(mm, addr, f, start, cc);
 	}
 	return result;
+}
+
+/* collapse_pte_mapped_thp's test of one entry: none, or subpage i of the folio. */
+static enum scan_result thp_pte_check(const struct ptemu_arch *a, pte_t v, uint64_t pfn)
+{
+	if (a->pte_none(v.val))
+		return SCAN_SUCCEED;
+	if (!a->pte_present(v.val))
+		return SCAN_PTE_NON_PRESENT;
+	return a->pte_leaf(v.val).pfn == pfn ? SCAN_SUCCEED : SCAN_FAIL;	/* a COWed copy, say */
 }
 
 enum scan_result collapse_pte_mapped_thp(struct mm_struct *mm, uint64_t addr, bool install_pmd)
@@ -488,16 +503,8 @@ enum scan_result collapse_pte_mapped_thp(struct mm_struct *mm, uint64_t addr, bo
 		result = SCAN_FAIL;
 		goto unlock_i_mmap;
 	}
-	for (uint64_t i = 0; i < nr && result == SCAN_SUCCEED; i++) {
-		pte_t v = ptep_get(start_pte + i);
-
-		if (a->pte_none(v.val))
-			continue;
-		if (!a->pte_present(v.val))
-			result = SCAN_PTE_NON_PRESENT;
-		else if (a->pte_leaf(v.val).pfn != folio_pfn(folio) + i)
-			result = SCAN_FAIL;	/* a COWed copy, say */
-	}
+	for (uint64_t i = 0; i < nr && result == SCAN_SUCCEED; i++)
+		result = thp_pte_check(a, ptep_get(start_pte + i), folio_pfn(folio) + i);
 	pte_unmap_unlock(start_pte, ptl);
 	if (result != SCAN_SUCCEED)
 		goto unlock_i_mmap;
@@ -515,13 +522,9 @@ enum scan_result collapse_pte_mapped_thp(struct mm_struct *mm, uint64_t addr, bo
 	for (uint64_t i = 0; i < nr && result == SCAN_SUCCEED; i++) {
 		pte_t v = ptep_get(start_pte + i);
 
-		if (a->pte_none(v.val))
-			continue;
-		if (!a->pte_present(v.val)) {
-			result = SCAN_PTE_NON_PRESENT;
-		} else if (a->pte_leaf(v.val).pfn != folio_pfn(folio) + i) {
-			result = SCAN_FAIL;
-		} else {
+		/* Rechecked: an entry may have been swapped or migrated since step 1. */
+		result = thp_pte_check(a, v, folio_pfn(folio) + i);
+		if (result == SCAN_SUCCEED && !a->pte_none(v.val)) {
 			ptep_get_and_clear(mm, haddr + i * psize, start_pte + i);
 			__atomic_fetch_sub(&folio->mapcount, 1, __ATOMIC_RELAXED);
 			nr_ptes++;
