@@ -206,9 +206,50 @@ static enum scan_result retract_page_tables(struct ptemu_file *f, uint64_t pgoff
 	return SCAN_SUCCEED;
 }
 
+/* What try_to_unmap cleared, for the one flush before the copy: like the kernel's
+ * tlbflush_unmap_batch, it names the address spaces at the time of the clear, not
+ * those mapping the file at the time of the flush. A process may exit in between, its
+ * VMAs leaving i_mmap while its vCPUs' TLBs still hold the cleared translations. */
+struct unmap_batch {
+	struct unmap_range {
+		struct mm_struct *mm;	/* holds an mmgrab until the flush */
+		uint64_t start, end;
+	} *r;
+	size_t n, cap;
+};
+
+/* One range per mm and PMD block (a collapse unmaps within one block of each VMA). */
+static void unmap_batch_add(struct unmap_batch *b, struct mm_struct *mm, uint64_t addr,
+			    uint64_t psize)
+{
+	uint64_t block = ~(ptemu_pmd_size(mm->machine->arch) - 1);
+
+	for (size_t i = 0; i < b->n; i++) {
+		struct unmap_range *r = &b->r[i];
+
+		if (r->mm == mm && (r->start & block) == (addr & block)) {
+			r->start = addr < r->start ? addr : r->start;
+			r->end = addr + psize > r->end ? addr + psize : r->end;
+			return;
+		}
+	}
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? 2 * b->cap : 8;
+		struct unmap_range *n = realloc(b->r, cap * sizeof(*n));
+
+		if (!n)
+			ptemu_bug("out of host memory for an unmap batch");
+		b->r = n;
+		b->cap = cap;
+	}
+	mmgrab(mm);
+	b->r[b->n++] = (struct unmap_range){ mm, addr, addr + psize };
+}
+
 /* try_to_unmap of one page-cache page: clear every PTE mapping it, in every mm. The TLB
- * flush is the caller's, once, before the contents are copied. */
-static void try_to_unmap(struct ptemu_file *f, struct page *page, uint64_t index)
+ * flush is try_to_unmap_flush's, once, before the contents are copied. */
+static void try_to_unmap(struct ptemu_file *f, struct page *page, uint64_t index,
+			 struct unmap_batch *batch)
 {
 	const struct ptemu_arch *a = f->machine->arch;
 	uint64_t pfn = page_to_pfn(page);
@@ -231,6 +272,7 @@ static void try_to_unmap(struct ptemu_file *f, struct page *page, uint64_t index
 
 		if (a->pte_present(v.val) && a->pte_leaf(v.val).pfn == pfn) {
 			ptep_get_and_clear(mm, addr, pte);
+			unmap_batch_add(batch, mm, addr, ptemu_page_size(a));
 			add_mm_counter(mm, f->shmem ? MM_SHMEMPAGES : MM_FILEPAGES, -1);
 			__atomic_fetch_sub(&page->mapcount, 1, __ATOMIC_RELAXED);
 			__atomic_fetch_sub(&page->refcount, 1, __ATOMIC_RELAXED);	/* the mapping's */
@@ -240,23 +282,15 @@ static void try_to_unmap(struct ptemu_file *f, struct page *page, uint64_t index
 	up_read(&f->i_mmap_rwsem);
 }
 
-/* try_to_unmap_flush: every mm mapping the range drops its translations. */
-static void try_to_unmap_flush(struct ptemu_file *f, uint64_t start, uint64_t nr)
+/* try_to_unmap_flush: every translation the batch cleared is gone from every TLB. */
+static void try_to_unmap_flush(struct unmap_batch *b)
 {
-	unsigned shift = f->machine->arch->page_shift;
-
-	down_read(&f->i_mmap_rwsem);
-	for (size_t i = 0; i < f->nr_i_mmap; i++) {
-		struct vm_area_struct *vma = f->i_mmap[i];
-		uint64_t lo = start > vma->vm_pgoff ? start : vma->vm_pgoff;
-		uint64_t vend = vma->vm_pgoff + ((vma->vm_end - vma->vm_start) >> shift);
-		uint64_t hi = start + nr < vend ? start + nr : vend;
-
-		if (lo < hi)
-			flush_tlb_range(vma->vm_mm, vma->vm_start + ((lo - vma->vm_pgoff) << shift),
-					vma->vm_start + ((hi - vma->vm_pgoff) << shift), false);
+	for (size_t i = 0; i < b->n; i++) {
+		flush_tlb_range(b->r[i].mm, b->r[i].start, b->r[i].end, false);
+		mmdrop(b->r[i].mm);
 	}
-	up_read(&f->i_mmap_rwsem);
+	free(b->r);
+	*b = (struct unmap_batch){ 0 };
 }
 
 /* Rollback: the page cache still holds the old pages; unmapped PTEs refault. */
@@ -354,11 +388,13 @@ enum scan_result collapse_file(struct mm_struct *mm, uint64_t addr, struct ptemu
 	if (result == SCAN_SUCCEED && nr_none == nr)
 		result = SCAN_TRUNCATED;	/* nothing to collapse */
 	if (result == SCAN_SUCCEED) {
+		struct unmap_batch batch = { 0 };
+
 		for (uint64_t i = 0; i < nr; i++)
 			if (pages[i] && __atomic_load_n(&pages[i]->mapcount, __ATOMIC_RELAXED))
-				try_to_unmap(f, pages[i], start + i);
+				try_to_unmap(f, pages[i], start + i, &batch);
 		/* Completed before the copy: no CPU may write an old page after it. */
-		try_to_unmap_flush(f, start, nr);
+		try_to_unmap_flush(&batch);
 		for (uint64_t i = 0; i < nr; i++)
 			if (pages[i] && __atomic_load_n(&pages[i]->refcount, __ATOMIC_ACQUIRE) != 2)
 				result = SCAN_PAGE_COUNT;	/* the cache's and ours, nothing else */
