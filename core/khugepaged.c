@@ -393,6 +393,8 @@ enum scan_result collapse_file(struct mm_struct *mm, uint64_t addr, struct ptemu
 		for (uint64_t i = 0; i < nr; i++)
 			if (pages[i] && __atomic_load_n(&pages[i]->mapcount, __ATOMIC_RELAXED))
 				try_to_unmap(f, pages[i], start + i, &batch);
+		if (m->test_hooks.collapse_before_flush)
+			m->test_hooks.collapse_before_flush(m->test_hooks.ctx, f);
 		/* Completed before the copy: no CPU may write an old page after it. */
 		try_to_unmap_flush(&batch);
 		for (uint64_t i = 0; i < nr; i++)

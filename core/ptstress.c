@@ -245,7 +245,8 @@ int ptemu_pt_stress(struct ptemu_machine *m, const struct ptemu_pt_stress_config
 	}
 	/* Deterministic: the scheduler explores the windows; no timing help. */
 	if (!m->test_hooks.map_before_lock && !cfg->deterministic)
-		m->test_hooks = (struct ptemu_test_hooks){ widen_map_lock_window, &window_calls };
+		m->test_hooks = (struct ptemu_test_hooks){ .map_before_lock = widen_map_lock_window,
+							   .ctx = &window_calls };
 	if (cfg->deterministic) {
 		if (ptemu_sched_create(m, &cfg->sched)) {
 			errno = EAGAIN;

@@ -197,9 +197,11 @@ TEST_P(Collapse, PunchInsideAPinnedCollapsedFolioZeroesItInPlace)
 namespace {
 struct FlushLog {
 	std::vector<std::pair<uint64_t, uint64_t>> ranges;
-	static void record(void *ctx, mm_struct *, uint64_t start, uint64_t end, bool)
+	std::vector<mm_struct *> mms;
+	static void record(void *ctx, mm_struct *mm, uint64_t start, uint64_t end, bool)
 	{
 		static_cast<FlushLog *>(ctx)->ranges.emplace_back(start, end);
+		static_cast<FlushLog *>(ctx)->mms.push_back(mm);
 	}
 };
 } // namespace
@@ -220,6 +222,45 @@ TEST_P(Collapse, PartialZapOfAHugePmdFlushesTheWholePmdRange)
 	ASSERT_EQ(log.ranges.size(), 1u);
 	EXPECT_LE(log.ranges[0].first, (uint64_t)s.addr);
 	EXPECT_GE(log.ranges[0].second, s.addr + s.pmd);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+// try_to_unmap_flush flushes what try_to_unmap cleared (the kernel's tlbflush_unmap_batch):
+// a process whose exit takes its VMA out of i_mmap between the two still has its cleared
+// translations flushed before the old page is freed.
+TEST_P(Collapse, UnmapFlushReachesAnMmThatLeftIMmapAfterItsPtesWereCleared)
+{
+	Shmem s(GetParam());
+	mm_struct *dying = mm_alloc(s.m);
+	int64_t d = do_mmap(dying, 0, s.pmd, PTEMU_PROT_READ, PTEMU_MAP_SHARED, s.f, 0);
+	ASSERT_GT(d, 0);
+	uint64_t v;
+	ASSERT_EQ(copy_from_user(dying, &v, d, 8), 0);  // page 0 mapped there
+	struct Ctx {
+		FlushLog log;
+		vm_area_struct *vma;
+		bool unlinked = false;
+	} ctx;
+	ctx.vma = vma_lookup(dying, d);
+	s.m->tlb.flush_range = FlushLog::record;
+	s.m->tlb.ctx = &ctx.log;
+	s.m->test_hooks.ctx = &ctx;
+	s.m->test_hooks.collapse_before_flush = [](void *c, ptemu_file *) {
+		Ctx *x = static_cast<Ctx *>(c);
+
+		unlink_file_vma(x->vma);  // exit_mmap's first step
+		x->unlinked = true;
+	};
+	EXPECT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
+	s.m->test_hooks.collapse_before_flush = nullptr;
+	s.m->tlb.flush_range = nullptr;
+	ASSERT_TRUE(ctx.unlinked);
+	bool flushed = false;
+	for (size_t i = 0; i < ctx.log.mms.size(); i++)
+		flushed |= ctx.log.mms[i] == dying && ctx.log.ranges[i].first <= (uint64_t)d &&
+			   ctx.log.ranges[i].second > (uint64_t)d;
+	EXPECT_TRUE(flushed) << "the dying mm's cleared PTE at " << d << " was never flushed";
+	mm_destroy(dying);
 	EXPECT_EQ(s.violations(), 0u) << s.describe();
 }
 

@@ -19,6 +19,7 @@ extern "C" {
 struct ptemu_phys;
 struct ptemu_khugepaged;
 struct mm_struct;
+struct ptemu_file;
 
 #define PTEMU_DEFAULT_PHYS_BYTES (256ull << 20)
 
@@ -63,6 +64,8 @@ struct ptemu_tlb_ops {
 struct ptemu_test_hooks {
 	/* In __pte_offset_map_lock, between the map and taking the ptl. */
 	void (*map_before_lock)(void *ctx, struct mm_struct *mm, void *pmdp);
+	/* In collapse_file, between try_to_unmap and try_to_unmap_flush. */
+	void (*collapse_before_flush)(void *ctx, struct ptemu_file *f);
 	void *ctx;
 };
 
