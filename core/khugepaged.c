@@ -403,6 +403,9 @@ enum scan_result collapse_file(struct mm_struct *mm, uint64_t addr, struct ptemu
 	}
 	if (result != SCAN_SUCCEED)
 		return collapse_rollback(pages, nr, hpage, result);
+	/* The copy is the long part of a collapse: other CPUs run meanwhile, and may walk
+	 * into the tables emptied above just before the retract detaches them. */
+	ptemu_sched_long_window_begin();
 	uint8_t *dst = phys_to_virt(m->phys, hpfn << a->page_shift);
 
 	for (uint64_t i = 0; i < nr; i++) {
@@ -420,14 +423,17 @@ enum scan_result collapse_file(struct mm_struct *mm, uint64_t addr, struct ptemu
 		for (uint64_t i = 0; i < nr; i++)
 			f->i_pages[start + i] = hpage;
 	spin_unlock(&f->i_pages_lock);
-	if (result != SCAN_SUCCEED)
+	if (result != SCAN_SUCCEED) {
+		ptemu_sched_long_window_end();
 		return collapse_rollback(pages, nr, hpage, result);
+	}
 	__atomic_fetch_add(&hpage->refcount, (int32_t)nr, __ATOMIC_RELEASE);	/* the cache's */
 	SetPageFlag(hpage, PG_uptodate);
 	if (f->shmem)
 		SetPageFlag(hpage, PG_dirty);
 
 	result = retract_page_tables(f, start, mm, addr, hpage);
+	ptemu_sched_long_window_end();
 	ptemu_stat_add(&m->stats, PTEMU_STAT_collapses, 1);
 	/* MADV_COLLAPSE then maps it in its own mm (collapse_pte_mapped_thp, install_pmd). */
 	if (cc && !cc->is_khugepaged && result == SCAN_SUCCEED && m->protocol != PTEMU_PROTOCOL_LEGACY)

@@ -22,9 +22,12 @@
 #define SCHED_SWITCH_ODDS 8
 #define SCHED_BLOCK_SWITCH_ODDS 128
 /* Window points (ptemu_sched_point_window): a random walk switches 1 in this there, and
- * PCT preempts 1 in SCHED_WINDOW_ODDS_PCT on top of its change points. */
+ * PCT preempts 1 in SCHED_WINDOW_ODDS_PCT on top of its change points; 1 in
+ * SCHED_LONG_WINDOW_ODDS_PCT at the start of a long window and at any window point while
+ * another thread is inside one. */
 #define SCHED_WINDOW_SWITCH_ODDS 2
 #define SCHED_WINDOW_ODDS_PCT 64
+#define SCHED_LONG_WINDOW_ODDS_PCT 2
 
 struct sthread {
 	struct ptemu_thread *t;
@@ -37,9 +40,13 @@ struct sthread {
 	 * anyone else can run, or two spinners waiting for a third would only ever hand the
 	 * baton to each other. */
 	bool spinning;
-	/* Preempted at a window point: below everyone until it next runs, then back. */
+	/* Preempted at a window point: below everyone until it next runs, then back. Among
+	 * the sunk, the one preempted first runs first: a thread preempted inside another's
+	 * window stays there while the first goes on through it. */
 	bool sunk;
 	uint64_t sunk_prio;
+	uint64_t sunk_seq;
+	bool in_long_window;	/* between ptemu_sched_long_window_begin and _end */
 };
 
 struct pending_rcu {
@@ -57,6 +64,8 @@ struct ptemu_sched {
 	int n;
 	uint64_t rng;
 	uint64_t steps;
+	uint64_t sinks;			/* window preemptions so far (sunk_seq) */
+	unsigned long_windows;		/* threads inside a long window */
 	uint64_t change[SCHED_MAX_CHANGE_POINTS];
 	unsigned nchange;
 	uint64_t digest;
@@ -223,7 +232,9 @@ static int pick_locked(struct ptemu_sched *s, int me, bool force_switch, uint64_
 		for (int k = 1; k < nc; k++) {
 			const struct sthread *c = &s->th[candidates[k]], *b = &s->th[best];
 
-			if (c->spinning != b->spinning ? b->spinning : c->prio > b->prio)
+			if (c->spinning != b->spinning ? b->spinning :
+			    c->prio != b->prio	   ? c->prio > b->prio :
+						     c->sunk && b->sunk && c->sunk_seq < b->sunk_seq)
 				best = candidates[k];
 		}
 		return best;
@@ -242,9 +253,23 @@ static bool only_rcu_thread_left(const struct ptemu_sched *s)
 	return true;
 }
 
-static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spinning, uint64_t odds,
-		     bool window)
+enum point_kind { POINT_PLAIN, POINT_WINDOW, POINT_LONG_WINDOW };
+
+/* PCT's odds of preempting at a point: a window point inside another thread's long window
+ * is as likely a preemption as the long window's own start. */
+static uint64_t pct_window_odds_locked(const struct ptemu_sched *s, int me, enum point_kind kind)
 {
+	if (kind == POINT_PLAIN)
+		return 0;
+	if (kind == POINT_LONG_WINDOW || s->long_windows > (s->th[me].in_long_window ? 1u : 0u))
+		return SCHED_LONG_WINDOW_ODDS_PCT;
+	return SCHED_WINDOW_ODDS_PCT;
+}
+
+static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spinning, uint64_t odds,
+		     enum point_kind kind)
+{
+	uint64_t pct_window_odds;
 	int next;
 
 	pthread_mutex_lock(&s->mu);
@@ -255,13 +280,15 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spin
 	}
 	s->steps++;
 	s->th[me].spinning = spinning;
+	pct_window_odds = pct_window_odds_locked(s, me, kind);
 	for (unsigned c = 0; c < s->nchange; c++)
 		if (s->change[c] == s->steps)
 			s->th[me].prio = s->cfg.pct_depth - 1 - c;	/* PCT: demote */
-	if (window && s->cfg.strategy == PTEMU_SCHED_PCT && !s->cfg.forced &&
-	    next_rand(&s->rng) % SCHED_WINDOW_ODDS_PCT == 0) {
+	if (pct_window_odds && s->cfg.strategy == PTEMU_SCHED_PCT && !s->cfg.forced &&
+	    next_rand(&s->rng) % pct_window_odds == 0) {
 		s->th[me].sunk_prio = s->th[me].prio;
 		s->th[me].sunk = true;
+		s->th[me].sunk_seq = s->sinks++;
 		s->th[me].prio = 0;
 		force_switch = true;
 	}
@@ -293,7 +320,7 @@ void ptemu_sched_point(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, false, false, SCHED_SWITCH_ODDS, false);
+		schedule(s, me, false, false, SCHED_SWITCH_ODDS, POINT_PLAIN);
 }
 
 void ptemu_sched_point_window(void)
@@ -302,7 +329,36 @@ void ptemu_sched_point_window(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, false, false, SCHED_WINDOW_SWITCH_ODDS, true);
+		schedule(s, me, false, false, SCHED_WINDOW_SWITCH_ODDS, POINT_WINDOW);
+}
+
+void ptemu_sched_long_window_begin(void)
+{
+	int me;
+	struct ptemu_sched *s = sched_of_current(&me);
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->th[me].in_long_window = true;
+	s->long_windows++;
+	pthread_mutex_unlock(&s->mu);
+	schedule(s, me, false, false, SCHED_WINDOW_SWITCH_ODDS, POINT_LONG_WINDOW);
+}
+
+void ptemu_sched_long_window_end(void)
+{
+	int me;
+	struct ptemu_sched *s = sched_of_current(&me);
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	if (s->th[me].in_long_window) {
+		s->th[me].in_long_window = false;
+		s->long_windows--;
+	}
+	pthread_mutex_unlock(&s->mu);
 }
 
 void ptemu_sched_point_guest(void)
@@ -311,7 +367,7 @@ void ptemu_sched_point_guest(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, false, false, SCHED_BLOCK_SWITCH_ODDS, false);
+		schedule(s, me, false, false, SCHED_BLOCK_SWITCH_ODDS, POINT_PLAIN);
 }
 
 void ptemu_sched_yield(void)
@@ -320,7 +376,7 @@ void ptemu_sched_yield(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, true, false, SCHED_SWITCH_ODDS, false);
+		schedule(s, me, true, false, SCHED_SWITCH_ODDS, POINT_PLAIN);
 }
 
 void ptemu_sched_spin_wait(void)
@@ -329,7 +385,7 @@ void ptemu_sched_spin_wait(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, true, true, SCHED_SWITCH_ODDS, false);
+		schedule(s, me, true, true, SCHED_SWITCH_ODDS, POINT_PLAIN);
 }
 
 void ptemu_sched_block(const void *token, const char *what)
@@ -343,7 +399,7 @@ void ptemu_sched_block(const void *token, const char *what)
 	s->th[me].blocked_on = token;
 	s->th[me].blocked_what = what;
 	pthread_mutex_unlock(&s->mu);
-	schedule(s, me, true, false, SCHED_SWITCH_ODDS, false);
+	schedule(s, me, true, false, SCHED_SWITCH_ODDS, POINT_PLAIN);
 }
 
 void ptemu_sched_wake(const void *token)

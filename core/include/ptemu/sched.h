@@ -68,6 +68,12 @@ void ptemu_sched_point(void);
  * before its lock or unmap), where the races the checker watches happen: switches are
  * likelier there, and PCT adds preemptions there beyond its change points. */
 void ptemu_sched_point_window(void);
+/* A long window of the protocol: a collapse from its copy (after the unmap) to its
+ * retract. A real machine runs other CPUs meanwhile, through many of their short windows,
+ * so PCT preempts at its start and at other threads' window points inside it far more
+ * often than elsewhere. Begin is a scheduling point; end is not. */
+void ptemu_sched_long_window_begin(void);
+void ptemu_sched_long_window_end(void);
 /* The same at a guest block, where a switch is made more rarely. */
 void ptemu_sched_point_guest(void);
 /* Let another thread run: always switches if anyone can. */
