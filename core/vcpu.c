@@ -568,8 +568,10 @@ static bool do_syscall(struct vcpu *v)
 		ret = v->index;
 		break;
 	case PTEMU_SYS_yield:
+		/* A guest yields while it waits for another's progress: two such waiters must
+		 * not hand the baton only to each other. */
 		if (v->deterministic)
-			ptemu_sched_yield();
+			ptemu_sched_spin_wait();
 		else
 			sched_yield();
 		break;
