@@ -278,16 +278,19 @@ static unsigned handle_pte_fault(struct vm_fault *vmf)
 	if (pmd_none(pmdval)) {
 		vmf->pte = NULL;
 	} else {
-		ptemu_sched_point_window();	/* the pmd seen, the table not yet mapped */
+		uint64_t table = 0;
+		bool was_table = pmd_kind(pmdval, &table) == PTEMU_ENTRY_TABLE;
+
+		ptemu_sched_point_window(table);	/* the pmd seen, the table not yet mapped */
 		vmf->pte = pte_offset_map_nolock(vmf->mm, vmf->pmd, vmf->address, &vmf->ptl);
 		if (!vmf->pte) {
 			/* Retracted (or turned huge) between our read and the map: retry. */
-			if (pmd_kind(pmdval, NULL) == PTEMU_ENTRY_TABLE)
+			if (was_table)
 				ptemu_note_map_failed_after_table(vmf->m);
 			ptemu_stat_add(&vmf->m->stats, PTEMU_STAT_fault_retries, 1);
 			return 0;
 		}
-		ptemu_sched_point_window();	/* mapped without the lock */
+		ptemu_sched_point_window(table);	/* mapped without the lock */
 		vmf->orig_pte = ptep_get(vmf->pte);
 		if (a->pte_none(vmf->orig_pte.val)) {
 			if (!ptemu_injected(vmf->m, INJECT_SKIP_PTE_UNMAP))

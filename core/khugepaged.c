@@ -114,6 +114,9 @@ static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 			if (ptl != pml)
 				spin_lock_nested(ptl);
 			if (!__atomic_load_n(&vma->anon_vma, __ATOMIC_RELAXED)) {
+				/* Both locks held, the table about to go: lockless walkers and
+				 * mappers waiting for the ptl run meanwhile. */
+				ptemu_sched_long_window_point();
 				pmdp_collapse_flush(mm, addr, pmd);
 				retracted = true;
 			}
@@ -293,6 +296,29 @@ static void try_to_unmap_flush(struct unmap_batch *b)
 	*b = (struct unmap_batch){ 0 };
 }
 
+/* Under a deterministic scheduler: the collapse's copy to its retract is a long window on
+ * the PTE tables that map the range now, the ones the retract will detach. */
+static void long_window_begin(struct ptemu_file *f, uint64_t start)
+{
+	uint64_t tables[32];
+	unsigned n = 0;
+
+	if (!ptemu_sched_scheduled())
+		return;
+	down_read(&f->i_mmap_rwsem);
+	for (size_t i = 0; i < f->nr_i_mmap && n < sizeof(tables) / sizeof(tables[0]); i++) {
+		struct vm_area_struct *vma = f->i_mmap[i];
+		uint64_t addr = vma_address(vma, start);
+		pmd_t *pmd;
+
+		if (addr && find_pmd_or_thp_or_none(vma->vm_mm, addr, &pmd) == SCAN_SUCCEED &&
+		    pmd_kind(pmdp_get_lockless(pmd), &tables[n]) == PTEMU_ENTRY_TABLE)
+			n++;
+	}
+	up_read(&f->i_mmap_rwsem);
+	ptemu_sched_long_window_begin(tables, n);
+}
+
 /* Rollback: the page cache still holds the old pages; unmapped PTEs refault. */
 static enum scan_result collapse_rollback(struct page **pages, uint64_t nr, struct page *hpage,
 					  enum scan_result result)
@@ -405,7 +431,7 @@ enum scan_result collapse_file(struct mm_struct *mm, uint64_t addr, struct ptemu
 		return collapse_rollback(pages, nr, hpage, result);
 	/* The copy is the long part of a collapse: other CPUs run meanwhile, and may walk
 	 * into the tables emptied above just before the retract detaches them. */
-	ptemu_sched_long_window_begin();
+	long_window_begin(f, start);
 	uint8_t *dst = phys_to_virt(m->phys, hpfn << a->page_shift);
 
 	for (uint64_t i = 0; i < nr; i++) {

@@ -302,7 +302,7 @@ static void zap_range(struct vm_area_struct *vma, uint64_t start, uint64_t end, 
 			addr = next;
 			continue;
 		}
-		switch (pmd_kind(pmdp_get_lockless(pmd), NULL)) {
+		switch (pmd_kind(pmdp_get_lockless(pmd), &table)) {
 		case PTEMU_ENTRY_LEAF:
 			zap_huge_pmd(vma, pmd, addr, &b);
 			if ((addr & ~(pmd_size - 1)) < flush_start)
@@ -311,7 +311,7 @@ static void zap_range(struct vm_area_struct *vma, uint64_t start, uint64_t end, 
 				flush_end = (addr & ~(pmd_size - 1)) + pmd_size;
 			break;
 		case PTEMU_ENTRY_TABLE:
-			ptemu_sched_point_window();	/* the pmd seen, the table not yet mapped */
+			ptemu_sched_point_window(table);	/* the pmd seen, the table not yet mapped */
 			/* A failed map means the table was retracted: look at the pmd again. */
 			if (!zap_pte_range(vma, pmd, addr, next, &b, &table)) {
 				ptemu_note_map_failed_after_table(mm->machine);

@@ -313,6 +313,7 @@ pte_t *pte_offset_map_lock(struct mm_struct *mm, pmd_t *pmdp, uint64_t addr,
 	struct ptemu_machine *m = mm->machine;
 	bool retried = false;
 	struct ptemu_spinlock *ptl;
+	uint64_t table;
 	pmd_t pmdval;
 	pte_t *pte;
 
@@ -328,7 +329,8 @@ pte_t *pte_offset_map_lock(struct mm_struct *mm, pmd_t *pmdp, uint64_t addr,
 		ptl = pte_lockptr(mm, &pmdval);
 		if (m->test_hooks.map_before_lock)
 			m->test_hooks.map_before_lock(m->test_hooks.ctx, mm, pmdp);
-		ptemu_sched_point_window();	/* mapped, not yet locked: a retract may come */
+		pmd_kind(pmdval, &table);
+		ptemu_sched_point_window(table);	/* mapped, not yet locked: a retract may come */
 		spin_lock(ptl);
 		if (ptemu_injected(m, INJECT_NO_PMD_RECHECK) ||
 		    pmd_same(pmdval, pmdp_get_lockless(pmdp))) {

@@ -23,11 +23,13 @@
 #define SCHED_BLOCK_SWITCH_ODDS 128
 /* Window points (ptemu_sched_point_window): a random walk switches 1 in this there, and
  * PCT preempts 1 in SCHED_WINDOW_ODDS_PCT on top of its change points; 1 in
- * SCHED_LONG_WINDOW_ODDS_PCT at the start of a long window and at any window point while
- * another thread is inside one. */
+ * SCHED_LONG_WINDOW_ODDS_PCT at the start of a long window and at a window point on a
+ * table that another thread's long window is about to change. */
 #define SCHED_WINDOW_SWITCH_ODDS 2
 #define SCHED_WINDOW_ODDS_PCT 64
 #define SCHED_LONG_WINDOW_ODDS_PCT 2
+/* Tables a long window names; more are not looked at. */
+#define SCHED_LONG_WINDOW_TABLES 32
 
 struct sthread {
 	struct ptemu_thread *t;
@@ -47,6 +49,8 @@ struct sthread {
 	uint64_t sunk_prio;
 	uint64_t sunk_seq;
 	bool in_long_window;	/* between ptemu_sched_long_window_begin and _end */
+	uint64_t lw_tables[SCHED_LONG_WINDOW_TABLES];	/* what that window changes */
+	unsigned lw_ntables;
 };
 
 struct pending_rcu {
@@ -255,19 +259,33 @@ static bool only_rcu_thread_left(const struct ptemu_sched *s)
 
 enum point_kind { POINT_PLAIN, POINT_WINDOW, POINT_LONG_WINDOW };
 
-/* PCT's odds of preempting at a point: a window point inside another thread's long window
- * is as likely a preemption as the long window's own start. */
-static uint64_t pct_window_odds_locked(const struct ptemu_sched *s, int me, enum point_kind kind)
+static bool in_others_long_window_locked(const struct ptemu_sched *s, int me, uint64_t table)
+{
+	if (s->long_windows <= (s->th[me].in_long_window ? 1u : 0u))
+		return false;
+	for (int i = 0; i < s->n; i++) {
+		if (i == me || !s->th[i].in_long_window)
+			continue;
+		for (unsigned k = 0; k < s->th[i].lw_ntables; k++)
+			if (s->th[i].lw_tables[k] == table)
+				return true;
+	}
+	return false;
+}
+
+/* PCT's odds of preempting at a point: 0 for none. */
+static uint64_t pct_window_odds_locked(const struct ptemu_sched *s, int me, enum point_kind kind,
+				       uint64_t table)
 {
 	if (kind == POINT_PLAIN)
 		return 0;
-	if (kind == POINT_LONG_WINDOW || s->long_windows > (s->th[me].in_long_window ? 1u : 0u))
+	if (kind == POINT_LONG_WINDOW || in_others_long_window_locked(s, me, table))
 		return SCHED_LONG_WINDOW_ODDS_PCT;
 	return SCHED_WINDOW_ODDS_PCT;
 }
 
 static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spinning, uint64_t odds,
-		     enum point_kind kind)
+		     enum point_kind kind, uint64_t table)
 {
 	uint64_t pct_window_odds;
 	int next;
@@ -280,7 +298,7 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spin
 	}
 	s->steps++;
 	s->th[me].spinning = spinning;
-	pct_window_odds = pct_window_odds_locked(s, me, kind);
+	pct_window_odds = pct_window_odds_locked(s, me, kind, table);
 	for (unsigned c = 0; c < s->nchange; c++)
 		if (s->change[c] == s->steps)
 			s->th[me].prio = s->cfg.pct_depth - 1 - c;	/* PCT: demote */
@@ -320,19 +338,19 @@ void ptemu_sched_point(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, false, false, SCHED_SWITCH_ODDS, POINT_PLAIN);
+		schedule(s, me, false, false, SCHED_SWITCH_ODDS, POINT_PLAIN, 0);
 }
 
-void ptemu_sched_point_window(void)
+void ptemu_sched_point_window(uint64_t table_pa)
 {
 	int me;
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, false, false, SCHED_WINDOW_SWITCH_ODDS, POINT_WINDOW);
+		schedule(s, me, false, false, SCHED_WINDOW_SWITCH_ODDS, POINT_WINDOW, table_pa);
 }
 
-void ptemu_sched_long_window_begin(void)
+void ptemu_sched_long_window_begin(const uint64_t *tables, unsigned n)
 {
 	int me;
 	struct ptemu_sched *s = sched_of_current(&me);
@@ -341,9 +359,21 @@ void ptemu_sched_long_window_begin(void)
 		return;
 	pthread_mutex_lock(&s->mu);
 	s->th[me].in_long_window = true;
+	s->th[me].lw_ntables = n < SCHED_LONG_WINDOW_TABLES ? n : SCHED_LONG_WINDOW_TABLES;
+	memcpy(s->th[me].lw_tables, tables, s->th[me].lw_ntables * sizeof(*tables));
 	s->long_windows++;
 	pthread_mutex_unlock(&s->mu);
-	schedule(s, me, false, false, SCHED_WINDOW_SWITCH_ODDS, POINT_LONG_WINDOW);
+	schedule(s, me, false, false, SCHED_WINDOW_SWITCH_ODDS, POINT_LONG_WINDOW, 0);
+}
+
+void ptemu_sched_long_window_point(void)
+{
+	int me;
+	struct ptemu_sched *s = sched_of_current(&me);
+
+	if (s)
+		schedule(s, me, false, false, SCHED_WINDOW_SWITCH_ODDS,
+			 s->th[me].in_long_window ? POINT_LONG_WINDOW : POINT_PLAIN, 0);
 }
 
 void ptemu_sched_long_window_end(void)
@@ -367,7 +397,7 @@ void ptemu_sched_point_guest(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, false, false, SCHED_BLOCK_SWITCH_ODDS, POINT_PLAIN);
+		schedule(s, me, false, false, SCHED_BLOCK_SWITCH_ODDS, POINT_PLAIN, 0);
 }
 
 void ptemu_sched_yield(void)
@@ -376,7 +406,7 @@ void ptemu_sched_yield(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, true, false, SCHED_SWITCH_ODDS, POINT_PLAIN);
+		schedule(s, me, true, false, SCHED_SWITCH_ODDS, POINT_PLAIN, 0);
 }
 
 void ptemu_sched_spin_wait(void)
@@ -385,7 +415,7 @@ void ptemu_sched_spin_wait(void)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, true, true, SCHED_SWITCH_ODDS, POINT_PLAIN);
+		schedule(s, me, true, true, SCHED_SWITCH_ODDS, POINT_PLAIN, 0);
 }
 
 void ptemu_sched_block(const void *token, const char *what)
@@ -399,7 +429,7 @@ void ptemu_sched_block(const void *token, const char *what)
 	s->th[me].blocked_on = token;
 	s->th[me].blocked_what = what;
 	pthread_mutex_unlock(&s->mu);
-	schedule(s, me, true, false, SCHED_SWITCH_ODDS, POINT_PLAIN);
+	schedule(s, me, true, false, SCHED_SWITCH_ODDS, POINT_PLAIN, 0);
 }
 
 void ptemu_sched_wake(const void *token)

@@ -260,7 +260,7 @@ static uint64_t vcpu_read_entry(const struct ptemu_walk_ctx *ctx, unsigned level
 			v->walk_table = v->walk_cached;
 			check_walk_enter(m, v->walk_cached);
 			if (v->deterministic)
-				ptemu_sched_point_window();	/* as below, from the walk cache */
+				ptemu_sched_point_window(v->walk_cached);	/* as below, from the walk cache */
 		}
 		return a->mk_table(level, v->walk_cached);
 	}
@@ -277,7 +277,7 @@ static uint64_t vcpu_read_entry(const struct ptemu_walk_ctx *ctx, unsigned level
 			/* A walk is not atomic: another CPU may detach the table before we read
 			 * the PTE from it. */
 			if (v->deterministic)
-				ptemu_sched_point_window();
+				ptemu_sched_point_window(t);
 		}
 	}
 	return e;

@@ -64,16 +64,20 @@ void ptemu_sched_destroy(struct ptemu_machine *m, uint64_t *digest, uint64_t *st
 
 /* A scheduling point of the calling thread. */
 void ptemu_sched_point(void);
-/* The same inside a window of the protocol (a walk between its pmd and PTE reads, a map
- * before its lock or unmap), where the races the checker watches happen: switches are
- * likelier there, and PCT adds preemptions there beyond its change points. */
-void ptemu_sched_point_window(void);
-/* A long window of the protocol: a collapse from its copy (after the unmap) to its
- * retract. A real machine runs other CPUs meanwhile, through many of their short windows,
- * so PCT preempts at its start and at other threads' window points inside it far more
- * often than elsewhere. Begin is a scheduling point; end is not. */
-void ptemu_sched_long_window_begin(void);
+/* The same inside a window of the protocol on a PTE table (a walk between its pmd and PTE
+ * reads, a map before its lock or unmap), where the races the checker watches happen:
+ * switches are likelier there, and PCT adds preemptions there beyond its change points. */
+void ptemu_sched_point_window(uint64_t table_pa);
+/* A long window of the protocol that will change `tables`: a collapse from its copy (after
+ * the unmap) to its retract. On a machine other CPUs run meanwhile, through their own
+ * windows, so PCT preempts at its start, and at other threads' window points on those
+ * tables while it is open, far more often than elsewhere; the first thread preempted goes
+ * on first. Begin is a scheduling point; end is not. */
+void ptemu_sched_long_window_begin(const uint64_t *tables, unsigned n);
 void ptemu_sched_long_window_end(void);
+/* A point of the thread inside its own long window, where it preempts as at its start
+ * (a plain point outside one). */
+void ptemu_sched_long_window_point(void);
 /* The same at a guest block, where a switch is made more rarely. */
 void ptemu_sched_point_guest(void);
 /* Let another thread run: always switches if anyone can. */
