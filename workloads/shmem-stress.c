@@ -1,7 +1,9 @@
 /* shmem-stress (the default workload): writers and readers over PMD-sized shmem extents
  * shared by every process, with khugepaged collapsing them underneath, plus reads of a
  * read-only file mapping. Writer 0 asks for MADV_COLLAPSE of one extent (in turn) and of
- * the file every COLLAPSE_EVERY operations, so collapse and retraction race every access.
+ * the file every COLLAPSE_EVERY operations, so collapse and retraction race every access;
+ * with collapse on, every vCPU also drops the mapping of a random shmem page every
+ * DONTNEED_EVERY operations, a zap that races the retracts without any page lock.
  *
  * Oracle: the shmem object (key 1, 4 PMD extents) is striped: page idx belongs to writer
  * idx % W. A writer checks each own page exactly before and after writing the next round
@@ -15,6 +17,7 @@
 #define CTRL_KEY 3
 #define EXTENTS 4
 #define THP_POLL 64	/* ops between thp_mapped samples */
+#define DONTNEED_EVERY 4	/* with collapse: ops between MADV_DONTNEEDs */
 #define COLLAPSE_EVERY 256	/* writer 0's ops between MADV_COLLAPSE requests */
 
 int guest_main(long vcpu, long nvcpus, long proc, long nprocs);
@@ -50,6 +53,12 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 		stripe_step(&c, &s);
 		idx = rng_below(&c.rng, s.npages);
 		stripe_check(&c, &s, idx);
+		/* Now and then drop a page's mapping (the data stays in the shmem object): a zap
+		 * that walks the tables without taking any page lock, racing the retracts. Not
+		 * a page just touched: a collapse holds those locked, so the touch waits. */
+		if (collapse && c.ops % DONTNEED_EVERY == 0)
+			sys_madvise((char *)base + (uptr)rng_below(&c.rng, s.npages) * c.page, c.page,
+				    PTEMU_MADV_DONTNEED);
 
 		/* One word of the read-only file. */
 		off = (unsigned long)rng_below(&c.rng, (u32)(flen / 8)) * 8;
