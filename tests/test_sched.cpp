@@ -7,7 +7,9 @@
 #include <ptemu/run.h>
 #include <ptemu/sched.h>
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -193,4 +195,66 @@ TEST(DetScheduler, ConstructedDeadlockIsReportedNotHung)
 	EXPECT_NE(msg.find("b waits for ptl"), std::string::npos) << msg;
 	a.detach();
 	b.detach();
+}
+
+// PCT explores a long window (a collapse from its copy to its retract): a window point on
+// a table that another thread's open long window names preempts about 1 time in 2, one on
+// any other table about 1 time in 64. A preemption shows as the owner's entry between the
+// walker's marks around its window point.
+TEST(DetScheduler, WindowPointsOnTheTablesOfALongWindowPreemptFarMoreOften)
+{
+	MachineHolder h("arm64");
+	ptemu_sched_config sc{};
+	sc.seed = 7;
+	sc.strategy = PTEMU_SCHED_PCT;
+	sc.pct_depth = 1;	// no change points: every switch below is a window preemption
+	sc.max_steps = 1000000;
+	ASSERT_EQ(ptemu_sched_create(h.m, &sc), 0);
+	const uint64_t named = 0x5000, other = 0x9000;
+	const int per_table = 256;
+	std::mutex mu;
+	std::string log;
+	std::atomic<bool> done{false};
+	auto put = [&](char c) {
+		std::lock_guard<std::mutex> g(mu);
+		log += c;
+	};
+	std::thread owner([&] {
+		ptemu_thread_register(h.m, "owner");
+		ptemu_sched_long_window_begin(&named, 1);
+		// Spinning: passed over while the walker can run, so it runs only when the
+		// walker is preempted.
+		while (!done.load()) {
+			put('L');
+			ptemu_sched_spin_wait();
+		}
+		ptemu_sched_long_window_end();
+		ptemu_thread_unregister();
+	});
+	ptemu_sched_wait_threads(h.m, 2);
+	std::thread walker([&] {
+		ptemu_thread_register(h.m, "walker");
+		for (int i = 0; i < 2 * per_table; i++) {
+			put(i < per_table ? '<' : '(');
+			ptemu_sched_point_window(i < per_table ? named : other);
+			put('>');
+		}
+		done = true;
+		ptemu_thread_unregister();
+	});
+	ptemu_sched_wait_threads(h.m, 3);
+	ptemu_sched_start(h.m);
+	owner.join();
+	walker.join();
+	ptemu_sched_destroy(h.m, nullptr, nullptr);
+	auto preempted = [&](const char *mark) {
+		int n = 0;
+		for (size_t p = log.find(mark); p != std::string::npos; p = log.find(mark, p + 1))
+			n++;
+		return n;
+	};
+	const int on_named = preempted("<L"), elsewhere = preempted("(L");
+	EXPECT_GT(on_named, per_table / 4) << log;
+	EXPECT_LT(on_named, 3 * per_table / 4) << log;
+	EXPECT_LT(elsewhere, per_table / 16) << log;
 }
