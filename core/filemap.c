@@ -313,15 +313,8 @@ void vma_link_file(struct vm_area_struct *vma)
 	struct ptemu_file *f = vma->vm_file;
 
 	down_write(&f->i_mmap_rwsem);
-	if (f->nr_i_mmap == f->cap_i_mmap) {
-		size_t cap = f->cap_i_mmap ? 2 * f->cap_i_mmap : 8;
-		struct vm_area_struct **n = realloc(f->i_mmap, cap * sizeof(*n));
-
-		if (!n)
-			ptemu_bug("out of host memory for i_mmap");
-		f->i_mmap = n;
-		f->cap_i_mmap = cap;
-	}
+	f->i_mmap = ptemu_array_reserve(f->i_mmap, &f->cap_i_mmap, f->nr_i_mmap, sizeof(*f->i_mmap),
+					8, "i_mmap");
 	f->i_mmap[f->nr_i_mmap++] = vma;
 	up_write(&f->i_mmap_rwsem);
 }

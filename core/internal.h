@@ -3,6 +3,7 @@
 #define PTEMU_CORE_INTERNAL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct ptemu_machine;
@@ -23,6 +24,11 @@ void ptemu_sched_detach(struct ptemu_thread *t);
 
 /* Fatal misuse of the API by a caller (not a protocol violation): message and abort. */
 _Noreturn void ptemu_bug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Room for element n of an array that grows by doubling from `first` elements: returns
+ * the array, reallocated when n == *cap. The host out of memory is fatal (`what`). */
+void *ptemu_array_reserve(void *arr, size_t *cap, size_t n, size_t elem, size_t first,
+			  const char *what);
 
 /* The calling thread's machine; a thread that never registered is a caller bug. */
 struct ptemu_machine *ptemu_current_machine(void);

@@ -236,15 +236,7 @@ static void unmap_batch_add(struct unmap_batch *b, struct mm_struct *mm, uint64_
 			return;
 		}
 	}
-	if (b->n == b->cap) {
-		size_t cap = b->cap ? 2 * b->cap : 8;
-		struct unmap_range *n = realloc(b->r, cap * sizeof(*n));
-
-		if (!n)
-			ptemu_bug("out of host memory for an unmap batch");
-		b->r = n;
-		b->cap = cap;
-	}
+	b->r = ptemu_array_reserve(b->r, &b->cap, b->n, sizeof(*b->r), 8, "an unmap batch");
 	mmgrab(mm);
 	b->r[b->n++] = (struct unmap_range){ mm, addr, addr + psize };
 }

@@ -21,6 +21,20 @@ _Noreturn void ptemu_bug(const char *fmt, ...)
 	abort();
 }
 
+void *ptemu_array_reserve(void *arr, size_t *cap, size_t n, size_t elem, size_t first,
+			  const char *what)
+{
+	if (n < *cap)
+		return arr;
+	size_t want = *cap ? 2 * *cap : first;
+	void *grown = realloc(arr, want * elem);
+
+	if (!grown)
+		ptemu_bug("out of host memory for %s", what);
+	*cap = want;
+	return grown;
+}
+
 struct ptemu_machine *ptemu_current_machine(void)
 {
 	struct ptemu_thread *t = ptemu_current();

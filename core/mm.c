@@ -160,15 +160,7 @@ struct zap_batch {
 
 static void batch_add(struct zap_batch *b, struct page *folio)
 {
-	if (b->n == b->cap) {
-		size_t cap = b->cap ? 2 * b->cap : 64;
-		struct page **p = realloc(b->pages, cap * sizeof(*p));
-
-		if (!p)
-			ptemu_bug("out of host memory for a zap batch");
-		b->pages = p;
-		b->cap = cap;
-	}
+	b->pages = ptemu_array_reserve(b->pages, &b->cap, b->n, sizeof(*b->pages), 64, "a zap batch");
 	b->pages[b->n++] = folio;
 }
 

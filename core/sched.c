@@ -571,15 +571,8 @@ void ptemu_sched_call_rcu(struct ptemu_machine *m, struct ptemu_rcu_head *head)
 	struct ptemu_sched *s = m->sched;
 
 	pthread_mutex_lock(&s->mu);
-	if (s->npending == s->cap_pending) {
-		size_t cap = s->cap_pending ? 2 * s->cap_pending : 64;
-		struct pending_rcu *p = realloc(s->pending, cap * sizeof(*p));
-
-		if (!p)
-			ptemu_bug("out of host memory for RCU callbacks");
-		s->pending = p;
-		s->cap_pending = cap;
-	}
+	s->pending = ptemu_array_reserve(s->pending, &s->cap_pending, s->npending, sizeof(*s->pending),
+					 64, "RCU callbacks");
 	struct pending_rcu *p = &s->pending[s->npending++];
 
 	p->head = head;

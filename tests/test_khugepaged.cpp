@@ -39,6 +39,16 @@ struct Shmem : MachineHolder {
 		ptemu_file_put(f);
 	}
 	void write64(uint64_t a, uint64_t v) { EXPECT_EQ(copy_to_user(mm, a, &v, 8), 0); }
+	// Another mm mapping the file's first PMD, its page 0 read in through a PTE table.
+	int64_t map_in(mm_struct *other)
+	{
+		int64_t b = do_mmap(other, 0, pmd, PTEMU_PROT_READ, PTEMU_MAP_SHARED, f, 0);
+		uint64_t v;
+
+		EXPECT_GT(b, 0);
+		EXPECT_EQ(copy_from_user(other, &v, b, 8), 0);
+		return b;
+	}
 	uint64_t read64(uint64_t a)
 	{
 		uint64_t v = 0;
@@ -132,10 +142,8 @@ TEST_P(Collapse, RetractSkipsAnExitingMm)
 {
 	Shmem s(GetParam());
 	mm_struct *dying = mm_alloc(s.m);
-	int64_t d = do_mmap(dying, 0, s.pmd, PTEMU_PROT_READ, PTEMU_MAP_SHARED, s.f, 0);
+	int64_t d = s.map_in(dying);
 	ASSERT_GT(d, 0);
-	uint64_t v;
-	ASSERT_EQ(copy_from_user(dying, &v, d, 8), 0);  // it has a PTE table there
 	__atomic_store_n(&dying->mm_users, 0, __ATOMIC_RELEASE);  // hpage_collapse_test_exit
 	EXPECT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
 	EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 1u);
@@ -232,10 +240,8 @@ TEST_P(Collapse, UnmapFlushReachesAnMmThatLeftIMmapAfterItsPtesWereCleared)
 {
 	Shmem s(GetParam());
 	mm_struct *dying = mm_alloc(s.m);
-	int64_t d = do_mmap(dying, 0, s.pmd, PTEMU_PROT_READ, PTEMU_MAP_SHARED, s.f, 0);
+	int64_t d = s.map_in(dying);
 	ASSERT_GT(d, 0);
-	uint64_t v;
-	ASSERT_EQ(copy_from_user(dying, &v, d, 8), 0);  // page 0 mapped there
 	struct Ctx {
 		FlushLog log;
 		vm_area_struct *vma;
@@ -269,10 +275,8 @@ namespace {
 // looked exiting, then it faulted the range back in through the old, empty table.
 int64_t pte_mapped_thp(Shmem &s, mm_struct *other)
 {
-	int64_t b = do_mmap(other, 0, s.pmd, PTEMU_PROT_READ, PTEMU_MAP_SHARED, s.f, 0);
-	EXPECT_GT(b, 0);
+	int64_t b = s.map_in(other);
 	uint64_t v;
-	EXPECT_EQ(copy_from_user(other, &v, b, 8), 0);  // a PTE table there
 	__atomic_store_n(&other->mm_users, 0, __ATOMIC_RELEASE);
 	EXPECT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
 	__atomic_store_n(&other->mm_users, 1, __ATOMIC_RELEASE);
@@ -366,10 +370,9 @@ TEST_P(Collapse, LegacyRetractTakesMmapLockFreesAtOnceAndQueuesBusyMms)
 	Shmem s(GetParam());
 	s.m->protocol = PTEMU_PROTOCOL_LEGACY;
 	mm_struct *busy = mm_alloc(s.m);
-	int64_t b = do_mmap(busy, 0, s.pmd, PTEMU_PROT_READ, PTEMU_MAP_SHARED, s.f, 0);
+	int64_t b = s.map_in(busy);
 	ASSERT_GT(b, 0);
 	uint64_t v;
-	ASSERT_EQ(copy_from_user(busy, &v, b, 8), 0);
 	{
 		// A fault in progress there: another thread holds its mmap_lock.
 		std::promise<void> held, done;
