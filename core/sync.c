@@ -160,10 +160,18 @@ void ptemu_lock_released(const void *lock)
 
 /* ---- spinlock ------------------------------------------------------------------- */
 
+/* Atomic: a table page's ptl is initialised again when the page is, and under an injected
+ * early free a stale locker may still be at it. The checker reports that; the host stays
+ * well defined meanwhile. */
 void ptemu_spin_init(struct ptemu_spinlock *l, enum ptemu_lock_class c)
 {
 	__atomic_store_n(&l->locked, 0, __ATOMIC_RELAXED);
-	l->lclass = (uint8_t)c;
+	__atomic_store_n(&l->lclass, (uint8_t)c, __ATOMIC_RELAXED);
+}
+
+static uint8_t spin_class(const struct ptemu_spinlock *l)
+{
+	return __atomic_load_n(&l->lclass, __ATOMIC_RELAXED);
 }
 
 static bool spin_try(struct ptemu_spinlock *l)
@@ -188,10 +196,10 @@ static void spin_acquire(struct ptemu_spinlock *l, bool nested)
 	unsigned spins = 0;
 
 	ptemu_sched_point();
-	ptemu_lock_acquire_check(l, l->lclass, false, nested);
+	ptemu_lock_acquire_check(l, spin_class(l), false, nested);
 	while (!spin_try(l))
-		wait_for(l, l->lclass, &spins);
-	ptemu_lock_acquired(l, l->lclass, false);
+		wait_for(l, spin_class(l), &spins);
+	ptemu_lock_acquired(l, spin_class(l), false);
 }
 
 void spin_lock(struct ptemu_spinlock *l)
@@ -208,7 +216,7 @@ bool spin_trylock(struct ptemu_spinlock *l)
 {
 	if (!spin_try(l))
 		return false;
-	ptemu_lock_acquired(l, l->lclass, false);
+	ptemu_lock_acquired(l, spin_class(l), false);
 	return true;
 }
 
