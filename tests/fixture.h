@@ -20,6 +20,15 @@ namespace ptemu_test {
 // The models the core tests run against.
 inline const char *const kModels[] = {"arm64", "arm64-39", "s390"};
 
+#ifdef PTEMU_WORKLOAD_DIR
+// The built guest image of a workload for a model.
+inline std::string workload_image(const char *arch, const char *workload)
+{
+	return std::string(PTEMU_WORKLOAD_DIR) + "/" + ptemu_arch_find(arch)->isa.workload_dir + "/" +
+	       workload + ".elf";
+}
+#endif
+
 class MachineHolder {
       public:
 	explicit MachineHolder(const char *arch, enum ptemu_injection inject = INJECT_NONE,

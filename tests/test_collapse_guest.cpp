@@ -23,7 +23,7 @@ struct CollapseRun {
 		    bool reclaim = false, unsigned depth = 3)
 	{
 		const ptemu_arch *a = ptemu_arch_find(arch);
-		path = std::string(PTEMU_WORKLOAD_DIR) + "/" + a->isa.workload_dir + "/" + workload + ".elf";
+		path = workload_image(arch, workload);
 		cfg.arch = a;
 		cfg.image_path = path.c_str();
 		cfg.workload = workload;

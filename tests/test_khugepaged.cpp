@@ -204,12 +204,14 @@ TEST_P(Collapse, PunchInsideAPinnedCollapsedFolioZeroesItInPlace)
 
 namespace {
 struct FlushLog {
-	std::vector<std::pair<uint64_t, uint64_t>> ranges;
-	std::vector<mm_struct *> mms;
+	struct Flush {
+		mm_struct *mm;
+		uint64_t start, end;
+	};
+	std::vector<Flush> flushes;
 	static void record(void *ctx, mm_struct *mm, uint64_t start, uint64_t end, bool)
 	{
-		static_cast<FlushLog *>(ctx)->ranges.emplace_back(start, end);
-		static_cast<FlushLog *>(ctx)->mms.push_back(mm);
+		static_cast<FlushLog *>(ctx)->flushes.push_back({mm, start, end});
 	}
 };
 } // namespace
@@ -227,9 +229,9 @@ TEST_P(Collapse, PartialZapOfAHugePmdFlushesTheWholePmdRange)
 	s.m->tlb.ctx = &log;
 	ASSERT_EQ(do_madvise(s.mm, s.addr + 3 * s.page, s.page, PTEMU_MADV_DONTNEED), 0);
 	s.m->tlb.flush_range = nullptr;
-	ASSERT_EQ(log.ranges.size(), 1u);
-	EXPECT_LE(log.ranges[0].first, (uint64_t)s.addr);
-	EXPECT_GE(log.ranges[0].second, s.addr + s.pmd);
+	ASSERT_EQ(log.flushes.size(), 1u);
+	EXPECT_LE(log.flushes[0].start, (uint64_t)s.addr);
+	EXPECT_GE(log.flushes[0].end, s.addr + s.pmd);
 	EXPECT_EQ(s.violations(), 0u) << s.describe();
 }
 
@@ -262,9 +264,8 @@ TEST_P(Collapse, UnmapFlushReachesAnMmThatLeftIMmapAfterItsPtesWereCleared)
 	s.m->tlb.flush_range = nullptr;
 	ASSERT_TRUE(ctx.unlinked);
 	bool flushed = false;
-	for (size_t i = 0; i < ctx.log.mms.size(); i++)
-		flushed |= ctx.log.mms[i] == dying && ctx.log.ranges[i].first <= (uint64_t)d &&
-			   ctx.log.ranges[i].second > (uint64_t)d;
+	for (const FlushLog::Flush &fl : ctx.log.flushes)
+		flushed |= fl.mm == dying && fl.start <= (uint64_t)d && fl.end > (uint64_t)d;
 	EXPECT_TRUE(flushed) << "the dying mm's cleared PTE at " << d << " was never flushed";
 	mm_destroy(dying);
 	EXPECT_EQ(s.violations(), 0u) << s.describe();

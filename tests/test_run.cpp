@@ -17,19 +17,15 @@
 #error "PTEMU_CLI must name the ptemu program"
 #endif
 
-namespace {
+using ptemu_test::workload_image;
 
-std::string image(const char *arch, const char *workload)
-{
-	const ptemu_arch *a = ptemu_arch_find(arch);
-	return std::string(PTEMU_WORKLOAD_DIR) + "/" + a->isa.workload_dir + "/" + workload + ".elf";
-}
+namespace {
 
 struct GuestRunHolder {
 	GuestRunHolder(const char *arch, const char *workload, unsigned procs, unsigned vcpus, double seconds,
 	    ptemu_injection inject = INJECT_NONE, const char *path = nullptr)
 	{
-		path_ = path ? path : image(arch, workload);
+		path_ = path ? path : workload_image(arch, workload);
 		cfg.arch = ptemu_arch_find(arch);
 		cfg.image_path = path_.c_str();
 		cfg.workload = workload;
@@ -121,7 +117,7 @@ TEST(GuestRun, ProcessExitRacesTheOthersFaults)
 	for (const char *arch : {"arm64", "s390"}) {
 		for (const char *w : {"shmem-stress", "truncate-race"}) {
 			ptemu_run_config cfg{};
-			std::string path = image(arch, w);
+			std::string path = workload_image(arch, w);
 			cfg.arch = ptemu_arch_find(arch);
 			cfg.image_path = path.c_str();
 			cfg.workload = w;
@@ -175,7 +171,7 @@ TEST(GuestRun, MalformedImageIsBadInput)
 
 TEST(GuestRun, ImageOfAnotherIsaIsBadInput)
 {
-	std::string s390 = image("s390", "shmem-stress");
+	std::string s390 = workload_image("s390", "shmem-stress");
 	GuestRunHolder r("arm64", "shmem-stress", 1, 1, 1.0, INJECT_NONE, s390.c_str());
 	EXPECT_EQ(r.error, PTEMU_RUN_BAD_INPUT);
 	EXPECT_NE(std::string(r.res.message).find("machine"), std::string::npos) << r.res.message;

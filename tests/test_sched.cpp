@@ -107,7 +107,7 @@ class DetGuest : public testing::TestWithParam<GuestShape> {};
 ptemu_run_result det_run(const char *arch, const char *workload, uint64_t seed)
 {
 	const ptemu_arch *a = ptemu_arch_find(arch);
-	std::string path = std::string(PTEMU_WORKLOAD_DIR) + "/" + a->isa.workload_dir + "/" + workload + ".elf";
+	std::string path = workload_image(arch, workload);
 	ptemu_run_config cfg{};
 	cfg.arch = a;
 	cfg.image_path = path.c_str();
