@@ -292,7 +292,7 @@ static void try_to_unmap_flush(struct unmap_batch *b)
  * the PTE tables that map the range now, the ones the retract will detach. */
 static void long_window_begin(struct ptemu_file *f, uint64_t start)
 {
-	uint64_t tables[32];
+	uint64_t tables[PTEMU_SCHED_LONG_WINDOW_TABLES];
 	unsigned n = 0;
 
 	if (!ptemu_sched_scheduled())

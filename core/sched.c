@@ -28,8 +28,6 @@
 #define SCHED_WINDOW_SWITCH_ODDS 2
 #define SCHED_WINDOW_ODDS_PCT 64
 #define SCHED_LONG_WINDOW_ODDS_PCT 2
-/* Tables a long window names; more are not looked at. */
-#define SCHED_LONG_WINDOW_TABLES 32
 
 struct sthread {
 	struct ptemu_thread *t;
@@ -49,7 +47,7 @@ struct sthread {
 	uint64_t sunk_prio;
 	uint64_t sunk_seq;
 	bool in_long_window;	/* between ptemu_sched_long_window_begin and _end */
-	uint64_t lw_tables[SCHED_LONG_WINDOW_TABLES];	/* what that window changes */
+	uint64_t lw_tables[PTEMU_SCHED_LONG_WINDOW_TABLES];	/* what that window changes */
 	unsigned lw_ntables;
 };
 
@@ -359,7 +357,7 @@ void ptemu_sched_long_window_begin(const uint64_t *tables, unsigned n)
 		return;
 	pthread_mutex_lock(&s->mu);
 	s->th[me].in_long_window = true;
-	s->th[me].lw_ntables = n < SCHED_LONG_WINDOW_TABLES ? n : SCHED_LONG_WINDOW_TABLES;
+	s->th[me].lw_ntables = n < PTEMU_SCHED_LONG_WINDOW_TABLES ? n : PTEMU_SCHED_LONG_WINDOW_TABLES;
 	memcpy(s->th[me].lw_tables, tables, s->th[me].lw_ntables * sizeof(*tables));
 	s->long_windows++;
 	pthread_mutex_unlock(&s->mu);

@@ -74,6 +74,8 @@ void ptemu_sched_point_window(uint64_t table_pa);
  * tables while it is open, far more often than elsewhere; the first thread preempted goes
  * on first. Begin is a scheduling point; end is not. */
 void ptemu_sched_long_window_begin(const uint64_t *tables, unsigned n);
+/* The tables a long window names; more are not looked at. */
+#define PTEMU_SCHED_LONG_WINDOW_TABLES 32
 void ptemu_sched_long_window_end(void);
 /* A point of the thread inside its own long window, where it preempts as at its start
  * (a plain point outside one). */
