@@ -14,7 +14,7 @@
 #include <ptemu/phys.h>
 #include <ptemu/sched.h>
 
-#include "../workloads/include/ptemu_abi.h"
+#include "workloads/include/ptemu_abi.h"
 #include "internal.h"
 
 static int next_mm_id;

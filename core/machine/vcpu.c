@@ -30,7 +30,7 @@
 #include <ptemu/tlb.h>
 #include <ptemu/uaccess.h>
 
-#include "../workloads/include/ptemu_abi.h"
+#include "workloads/include/ptemu_abi.h"
 #include "internal.h"
 
 #define MAX_PROCS 16

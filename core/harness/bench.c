@@ -13,7 +13,7 @@
 #include <ptemu/bench.h>
 #include <ptemu/loader.h>
 
-#include "../workloads/include/ptemu_abi.h"
+#include "workloads/include/ptemu_abi.h"
 
 #define BARE_BYTES (512ull << 20)
 #define BARE_STACK_TOP (BARE_BYTES - (1ull << 20))

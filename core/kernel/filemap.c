@@ -11,7 +11,7 @@
 #include <ptemu/phys.h>
 #include <ptemu/sched.h>
 
-#include "../workloads/include/ptemu_abi.h"
+#include "workloads/include/ptemu_abi.h"
 #include "internal.h"
 
 /* Waiters for folio locks sleep on a hashed queue, as the kernel's folio_wait_table. */
