@@ -241,6 +241,33 @@ static void unmap_batch_add(struct unmap_batch *b, struct mm_struct *mm, uint64_
 	b->r[b->n++] = (struct unmap_range){ mm, addr, addr + psize };
 }
 
+/* v6.6 page_vma_mapped_walk's map_pte (no PVMW_SYNC): the PTE at addr, mapped and locked
+ * if it is present, else NULL. There is no pmd_same re-check under the ptl: the walk
+ * relies on a detached table being empty, so a present PTE proves the table attached. */
+static pte_t *map_pte(struct mm_struct *mm, pmd_t *pmd, uint64_t addr, struct ptemu_spinlock **ptlp)
+{
+	struct ptemu_machine *m = mm->machine;
+	pmd_t pmdval;
+	uint64_t table = 0;
+	/* pte_offset_map_nolock, keeping the pmd value that names the table for the
+	 * scheduler's window point. */
+	pte_t *pte = __pte_offset_map(pmd, addr, &pmdval);
+
+	if (!pte)
+		return NULL;
+	*ptlp = pte_lockptr(mm, &pmdval);
+	if (!pte_present(ptep_get(pte))) {
+		pte_unmap(pte);
+		return NULL;
+	}
+	if (m->test_hooks.map_before_lock)
+		m->test_hooks.map_before_lock(m->test_hooks.ctx, mm, pmd);
+	pmd_kind(pmdval, &table);
+	ptemu_sched_point_window(table);	/* mapped, not yet locked: a retract may come */
+	spin_lock(*ptlp);
+	return pte;
+}
+
 /* try_to_unmap of one page-cache page: clear every PTE mapping it, in every mm. The TLB
  * flush is try_to_unmap_flush's, once, before the contents are copied. */
 static void try_to_unmap(struct ptemu_file *f, struct page *page, uint64_t index,
@@ -260,10 +287,10 @@ static void try_to_unmap(struct ptemu_file *f, struct page *page, uint64_t index
 
 		if (!addr || find_pmd_or_thp_or_none(mm, addr, &pmd) != SCAN_SUCCEED)
 			continue;
-		pte = pte_offset_map_lock(mm, pmd, addr, &ptl);
+		pte = map_pte(mm, pmd, addr, &ptl);
 		if (!pte)
-			continue;	/* page_vma_mapped_walk: not mapped at this pmd */
-		pte_t v = ptep_get(pte);
+			continue;
+		pte_t v = ptep_get(pte);	/* check_pte, under the ptl */
 
 		if (a->pte_present(v.val) && a->pte_leaf(v.val).pfn == pfn) {
 			ptep_get_and_clear(mm, addr, pte);
