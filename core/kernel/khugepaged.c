@@ -89,6 +89,15 @@ static bool retract_skips_vma(struct vm_area_struct *vma, uint64_t addr, pmd_t *
 	       !__atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE);
 }
 
+/* The test hook before the pmd lock of a table's removal. */
+static void before_retract_lock(struct mm_struct *mm, pmd_t *pmd)
+{
+	struct ptemu_machine *m = mm->machine;
+
+	if (m->test_hooks.before_retract_lock)
+		m->test_hooks.before_retract_lock(m->test_hooks.ctx, mm, pmd);
+}
+
 static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 {
 	struct ptemu_machine *m = f->machine;
@@ -98,7 +107,7 @@ static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 		struct vm_area_struct *vma = f->i_mmap[i];
 		struct mm_struct *mm = vma->vm_mm;
 		struct ptemu_spinlock *pml, *ptl;
-		uint64_t addr = vma_address(vma, pgoff), table;
+		uint64_t addr = vma_address(vma, pgoff), table = 0;
 		pmd_t *pmd, pmdval;
 		bool retracted = false;
 
@@ -106,10 +115,13 @@ static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
 			continue;
 		}
+		before_retract_lock(mm, pmd);
 		pml = pmd_lock(mm, pmd);
 		pmdval = pmdp_get_lockless(pmd);
-		/* Still a table under pml (what 6.14's check_pmd_state re-checks). */
-		if (pmd_kind(pmdval, &table) == PTEMU_ENTRY_TABLE) {
+		/* Still a table under pml (6.14's check_pmd_state): empty-table reclaim may have
+		 * cleared the pmd since the lockless look. v6.6 goes on with whatever is there. */
+		if (pmd_kind(pmdval, &table) == PTEMU_ENTRY_TABLE ||
+		    ptemu_injected(m, INJECT_RETRACT_NO_RECHECK)) {
 			ptl = pte_lockptr(mm, &pmdval);
 			if (ptl != pml)
 				spin_lock_nested(ptl);
@@ -117,7 +129,7 @@ static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 				/* Both locks held, the table about to go: lockless walkers and
 				 * mappers waiting for the ptl run meanwhile. */
 				ptemu_sched_long_window_point();
-				pmdp_collapse_flush(mm, addr, pmd);
+				pmd_kind(pmdp_collapse_flush(mm, addr, pmd), &table);
 				retracted = true;
 			}
 			if (ptl != pml)
@@ -627,21 +639,25 @@ enum scan_result collapse_pte_mapped_thp(struct mm_struct *mm, uint64_t addr, bo
 	if (result != SCAN_SUCCEED)
 		goto abort;
 
-	/* Step 4: remove the (empty) table, if it is still the one we emptied (6.12's
-	 * re-check: with empty-table reclaim the pmd may have changed). */
+	/* Step 4: remove the (empty) table, if it is still the one we emptied (6.13's
+	 * re-check: with empty-table reclaim the pmd may have changed). v6.6 removes
+	 * whatever the pmd holds now, under the ptl of the table step 2 mapped. */
+	before_retract_lock(mm, pmd);
 	pml = pmd_lock(mm, pmd);
-	pmdval = pmdp_get_lockless(pmd);
-	uint64_t now_table = 0;
+	if (!ptemu_injected(m, INJECT_CPMT_NO_RECHECK)) {
+		uint64_t now_table = 0;
 
-	if (pmd_kind(pmdval, &now_table) != PTEMU_ENTRY_TABLE || now_table != table) {
-		spin_unlock(pml);
-		result = SCAN_FAIL;
-		goto abort;
+		pmdval = pmdp_get_lockless(pmd);
+		if (pmd_kind(pmdval, &now_table) != PTEMU_ENTRY_TABLE || now_table != table) {
+			spin_unlock(pml);
+			result = SCAN_FAIL;
+			goto abort;
+		}
 	}
-	ptl = pte_lockptr(mm, &pmdval);
 	if (ptl != pml && !legacy)
 		spin_lock_nested(ptl);
-	pmdp_collapse_flush(mm, haddr, pmd);
+	table = 0;	/* pmd_pgtable of a none pmd: the page of pfn 0 */
+	pmd_kind(pmdp_collapse_flush(mm, haddr, pmd), &table);
 	if (ptl != pml && !legacy)
 		spin_unlock(ptl);
 	spin_unlock(pml);

@@ -67,6 +67,9 @@ struct ptemu_test_hooks {
 	void (*map_before_lock)(void *ctx, struct mm_struct *mm, void *pmdp);
 	/* In collapse_file, between try_to_unmap and try_to_unmap_flush. */
 	void (*collapse_before_flush)(void *ctx, struct ptemu_file *f);
+	/* In retract_page_tables and collapse_pte_mapped_thp: the pmd was seen pointing at a
+	 * table, and the pmd lock is about to be taken to remove it. */
+	void (*before_retract_lock)(void *ctx, struct mm_struct *mm, void *pmdp);
 	void *ctx;
 };
 
