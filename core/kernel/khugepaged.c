@@ -59,6 +59,16 @@ static enum scan_result find_pmd_or_thp_or_none(struct mm_struct *mm, uint64_t a
 	}
 }
 
+/* The table a pmd points at; for a pmd that points at none, the page of pfn 0, as the
+ * kernel's pmd_pgtable gives. */
+static uint64_t pmd_pgtable(pmd_t pmd)
+{
+	uint64_t table = 0;
+
+	pmd_kind(pmd, &table);
+	return table;
+}
+
 /* The address at which a VMA maps file index `pgoff`, or 0 when it does not. */
 static uint64_t vma_address(const struct vm_area_struct *vma, uint64_t pgoff)
 {
@@ -89,13 +99,15 @@ static bool retract_skips_vma(struct vm_area_struct *vma, uint64_t addr, pmd_t *
 	       !__atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE);
 }
 
-/* The test hook before the pmd lock of a table's removal. */
-static void before_retract_lock(struct mm_struct *mm, pmd_t *pmd)
+/* Between the look that found `table` in the pmd and the pmd lock of its removal: where
+ * empty-table reclaim can clear the pmd first (the window of 6.13's and 6.14's re-checks). */
+static void before_retract_lock(struct mm_struct *mm, pmd_t *pmd, uint64_t table)
 {
 	struct ptemu_machine *m = mm->machine;
 
 	if (m->test_hooks.before_retract_lock)
 		m->test_hooks.before_retract_lock(m->test_hooks.ctx, mm, pmd);
+	ptemu_sched_point_window(table);
 }
 
 static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
@@ -115,7 +127,7 @@ static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
 			continue;
 		}
-		before_retract_lock(mm, pmd);
+		before_retract_lock(mm, pmd, pmd_pgtable(pmdp_get_lockless(pmd)));
 		pml = pmd_lock(mm, pmd);
 		pmdval = pmdp_get_lockless(pmd);
 		/* Still a table under pml (6.14's check_pmd_state): empty-table reclaim may have
@@ -129,7 +141,7 @@ static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 				/* Both locks held, the table about to go: lockless walkers and
 				 * mappers waiting for the ptl run meanwhile. */
 				ptemu_sched_long_window_point();
-				pmd_kind(pmdp_collapse_flush(mm, addr, pmd), &table);
+				table = pmd_pgtable(pmdp_collapse_flush(mm, addr, pmd));
 				retracted = true;
 			}
 			if (ptl != pml)
@@ -642,7 +654,7 @@ enum scan_result collapse_pte_mapped_thp(struct mm_struct *mm, uint64_t addr, bo
 	/* Step 4: remove the (empty) table, if it is still the one we emptied (6.13's
 	 * re-check: with empty-table reclaim the pmd may have changed). v6.6 removes
 	 * whatever the pmd holds now, under the ptl of the table step 2 mapped. */
-	before_retract_lock(mm, pmd);
+	before_retract_lock(mm, pmd, table);
 	pml = pmd_lock(mm, pmd);
 	if (!ptemu_injected(m, INJECT_CPMT_NO_RECHECK)) {
 		uint64_t now_table = 0;
@@ -656,8 +668,7 @@ enum scan_result collapse_pte_mapped_thp(struct mm_struct *mm, uint64_t addr, bo
 	}
 	if (ptl != pml && !legacy)
 		spin_lock_nested(ptl);
-	table = 0;	/* pmd_pgtable of a none pmd: the page of pfn 0 */
-	pmd_kind(pmdp_collapse_flush(mm, haddr, pmd), &table);
+	table = pmd_pgtable(pmdp_collapse_flush(mm, haddr, pmd));
 	if (ptl != pml && !legacy)
 		spin_unlock(ptl);
 	spin_unlock(pml);
