@@ -237,7 +237,7 @@ void check_table_detach(struct ptemu_machine *m, uint64_t table_pa)
 		ptemu_stat_add(&m->stats, PTEMU_STAT_walk_raced_detach, 1);
 }
 
-void check_table_defer(struct ptemu_machine *m, uint64_t table_pa)
+enum ptemu_table_state check_table_defer(struct ptemu_machine *m, uint64_t table_pa)
 {
 	const struct ptemu_arch *a = m->arch;
 	struct table_slot *s = slot_of(m, table_pa);
@@ -246,6 +246,13 @@ void check_table_defer(struct ptemu_machine *m, uint64_t table_pa)
 
 	check_event(m);
 	digest_event(m, DIGEST_TABLE, table_pa, TABLE_RCU_PENDING);
+	if (old == TABLE_FREE) {
+		/* Freed already, or never a table: pmd_pgtable of a pmd that no longer points
+		 * to one is the page of pfn 0. */
+		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
+			     "pte_free_defer of table %#" PRIx64 ", which is free", table_pa);
+		return TABLE_FREE;
+	}
 	if (old != TABLE_DETACHED)
 		ptemu_report(m, VIOLATION_PT_FREE_WHILE_MAPPED, table_pa,
 			     "pte_free_defer of table %#" PRIx64 " while %s (not detached)",
@@ -260,6 +267,7 @@ void check_table_defer(struct ptemu_machine *m, uint64_t table_pa)
 			break;
 		}
 	}
+	return (enum ptemu_table_state)old;
 }
 
 enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_pa)

@@ -88,8 +88,9 @@ const struct ptemu_violation *check_violations(const struct ptemu_machine *m, si
 void check_table_alloc(struct ptemu_machine *m, uint64_t table_pa);
 void check_table_attach(struct ptemu_machine *m, uint64_t table_pa);
 void check_table_detach(struct ptemu_machine *m, uint64_t table_pa);
-/* At pte_free_defer: the table must be detached and empty (arch pte_none). */
-void check_table_defer(struct ptemu_machine *m, uint64_t table_pa);
+/* At pte_free_defer: the table must be detached and empty (arch pte_none). Returns the
+ * state it had: TABLE_FREE is a free of no table, which must go no further. */
+enum ptemu_table_state check_table_defer(struct ptemu_machine *m, uint64_t table_pa);
 /* The table's destructor; returns the state it had. */
 enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_pa);
 enum ptemu_table_state check_table_state(const struct ptemu_machine *m, uint64_t table_pa);
