@@ -19,6 +19,7 @@ struct ptemu_machine;
 
 #define PTEMU_VIOLATION_LIST(X)                                     \
 	X(PT_USE_AFTER_FREE, "pt-use-after-free")                   \
+	X(PT_READ_UNPROTECTED, "pt-read-unprotected")               \
 	X(PT_FREE_WHILE_MAPPED, "pt-free-while-mapped")             \
 	X(PTE_IN_DETACHED_TABLE, "pte-in-detached-table")           \
 	X(DETACHED_TABLE_NOT_EMPTY, "detached-table-not-empty")     \
@@ -73,6 +74,8 @@ void check_destroy(struct ptemu_checker *c);
 
 /* Every checked operation takes an event number; violations carry it. */
 uint64_t check_event(struct ptemu_machine *m);
+/* The last event number handed out, without taking one: when a lock was acquired. */
+uint64_t check_event_now(const struct ptemu_machine *m);
 
 void ptemu_report(struct ptemu_machine *m, enum ptemu_violation_kind kind, uint64_t addr,
 		  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
