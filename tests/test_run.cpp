@@ -309,3 +309,13 @@ TEST(Cli, JsonThatCannotBeWrittenExitsThreeNamingTheFile)
 	EXPECT_NE(out.find("/dev/full"), std::string::npos) << out;
 	EXPECT_EQ(run_cli("stress --arch s390 --seconds 0.1 --json - >/dev/full", &out), 3) << out;
 }
+
+// A guest that runs the machine out of memory is told which option gives it more.
+TEST(Cli, MemoryExhaustionNamesTheMemoryOption)
+{
+	std::string out;
+	EXPECT_EQ(run_cli("run --arch s390 --memory 16 --workload dontneed-race --procs 16 --steps 100000 --quiet",
+			  &out),
+		  3) << out;
+	EXPECT_NE(out.find("out of simulated memory; give more --memory"), std::string::npos) << out;
+}
