@@ -108,12 +108,8 @@ static int latency_main(int argc, char **argv)
 
 	if (rc)
 		return rc == CLI_HELP ? EXIT_CLEAN : rc;
-	if (o.json) {
-		if ((rc = out_open(&json, o.json, true)))
-			return rc;
-		summary = summary_stream(&json);
-		fprintf(json.f, "{\"latency\":[");
-	}
+	if ((rc = json_list_begin(&json, o.json, "latency", &summary)))
+		return rc;
 	fprintf(summary, "%-9s %-9s %9s %9s %9s %10s %9s %9s %9s %8s\n", "arch", "protocol", "faults",
 		"p50 ns", "p99 ns", "max ns", "collapses", "retracts", "skipped", "success");
 	for (unsigned i = 0; i < o.narches; i++) {
@@ -166,12 +162,8 @@ static int overhead_main(int argc, char **argv)
 
 	if (rc)
 		return rc == CLI_HELP ? EXIT_CLEAN : rc;
-	if (o.json) {
-		if ((rc = out_open(&json, o.json, true)))
-			return rc;
-		summary = summary_stream(&json);
-		fprintf(json.f, "{\"overhead\":[");
-	}
+	if ((rc = json_list_begin(&json, o.json, "overhead", &summary)))
+		return rc;
 	for (unsigned i = 0; i < o.narches; i++) {
 		const struct ptemu_arch *a = o.arches[i];
 		char path[4096];

@@ -124,6 +124,9 @@ void out_discard(struct out_file *o);
 /* Where the human summary goes: stderr when the JSON goes to stdout. */
 FILE *summary_stream(const struct out_file *json);
 
+/* A command's JSON report, when path is given: opened, {"key":[ written, and the human
+ * summary sent to stderr when the JSON goes to stdout. 0, or EXIT_USAGE (printed). */
+int json_list_begin(struct out_file *json, const char *path, const char *key, FILE **summary);
 /* Ends the {"...":[ list a command opened in its JSON and writes the file: status, or
  * EXIT_INTERNAL when the file could not be written. */
 int json_list_end(struct out_file *json, int status);

@@ -127,6 +127,19 @@ FILE *summary_stream(const struct out_file *json)
 	return json->f == stdout ? stderr : stdout;
 }
 
+int json_list_begin(struct out_file *json, const char *path, const char *key, FILE **summary)
+{
+	int rc;
+
+	if (!path)
+		return 0;
+	if ((rc = out_open(json, path, true)))
+		return rc;
+	*summary = summary_stream(json);
+	fprintf(json->f, "{\"%s\":[", key);
+	return 0;
+}
+
 int json_list_end(struct out_file *json, int status)
 {
 	int rc;

@@ -261,26 +261,25 @@ static int lookup_protocol(const char *name, bool need_guest, int *ids, unsigned
 static int parse_list(const char *opt, const char *list, lookup_fn lookup, bool need_guest, int *ids,
 		      unsigned max, unsigned *n)
 {
-	char name[64];
-
 	*n = 0;
 	for (const char *p = list;;) {
 		size_t len = strcspn(p, ",");
+		char *name = strndup(p, len);
+		int rc;
 
 		if (!len) {
 			fprintf(stderr, "ptemu: --%s: '%s' has an empty name; give names separated by "
 				"commas\n", opt, list);
-			return EXIT_USAGE;
+			rc = EXIT_USAGE;
+		} else if (!name) {
+			fprintf(stderr, "ptemu: out of memory\n");
+			rc = EXIT_INTERNAL;
+		} else {
+			rc = lookup(name, need_guest, ids, max, n);
 		}
-		snprintf(name, sizeof(name), "%.*s", (int)(len < sizeof(name) ? len : sizeof(name) - 1), p);
-		if (len >= sizeof(name))
-			name[sizeof(name) - 2] = '?';	/* unknown to every lookup */
-		int rc = lookup(name, need_guest, ids, max, n);
-
-		if (rc)
+		free(name);
+		if (rc || !p[len])
 			return rc;
-		if (!p[len])
-			return 0;
 		p += len + 1;
 	}
 }

@@ -132,13 +132,9 @@ static int run_main(int argc, char **argv)
 	}
 	if (o.record && (rc = out_open(&record, o.record, false)))
 		return rc;
-	if (o.json) {
-		if ((rc = out_open(&json, o.json, true))) {
-			out_discard(&record);
-			return rc;
-		}
-		summary = summary_stream(&json);
-		fprintf(json.f, "{\"runs\":[");
+	if ((rc = json_list_begin(&json, o.json, "runs", &summary))) {
+		out_discard(&record);
+		return rc;
 	}
 	for (unsigned i = 0; i < o.narches; i++) {
 		const struct ptemu_arch *a = o.arches[i];

@@ -98,12 +98,8 @@ static int stress_main(int argc, char **argv)
 	}
 	if ((rc = check_injection(&o)))
 		return rc;
-	if (o.json) {
-		if ((rc = out_open(&json, o.json, true)))
-			return rc;
-		summary = summary_stream(&json);
-		fprintf(json.f, "{\"runs\":[");
-	}
+	if ((rc = json_list_begin(&json, o.json, "runs", &summary)))
+		return rc;
 	for (unsigned i = 0; i < o.narches; i++) {
 		struct ptemu_machine_config mc = {
 			.arch = o.arches[i],
