@@ -74,6 +74,12 @@ int main(int argc, char **argv)
 		return found->main(argc - 1, argv + 1);
 	if (!known_first)
 		return usage_error("unknown command '%s'", argv[1]);
+	if (argc > 2 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+		for (const struct cli_command *const *c = commands; *c; c++)
+			if (first_word_is((*c)->name, argv[1]))
+				cli_help(stdout, *c, false);
+		return EXIT_CLEAN;
+	}
 	fprintf(stderr, "ptemu: %s what? one of:", argv[1]);
 	for (const struct cli_command *const *c = commands; *c; c++)
 		if (first_word_is((*c)->name, argv[1]) && (*c)->name[first_word((*c)->name)])

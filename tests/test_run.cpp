@@ -319,3 +319,24 @@ TEST(Cli, MemoryExhaustionNamesTheMemoryOption)
 		  3) << out;
 	EXPECT_NE(out.find("out of simulated memory; give more --memory"), std::string::npos) << out;
 }
+
+// Every command's --help is its part of 'ptemu help', from the one option table.
+TEST(Cli, EveryCommandHasItsHelpAndPtemuHelpListsThemAll)
+{
+	std::string all, out;
+	ASSERT_EQ(run_cli("help", &all), 0);
+	for (const char *cmd : {"run", "stress", "bench overhead", "bench latency", "replay", "minimize",
+				"trace dump", "trace stats", "trace export", "campaign", "campaign merge", "list"}) {
+		EXPECT_EQ(run_cli(std::string(cmd) + " --help", &out), 0) << cmd;
+		EXPECT_EQ(out.rfind(std::string("usage: ptemu ") + cmd + " ", 0), 0u) << cmd << ": " << out;
+		EXPECT_NE(all.find(std::string("  ptemu ") + cmd + " "), std::string::npos) << cmd;
+		size_t options = out.find(std::string(cmd) + " options:\n");
+		if (options != std::string::npos) {
+			EXPECT_NE(all.find(out.substr(options)), std::string::npos) << cmd;
+		}
+	}
+	EXPECT_EQ(run_cli("bench --help", &out), 0);
+	EXPECT_NE(out.find("usage: ptemu bench latency"), std::string::npos) << out;
+	EXPECT_EQ(run_cli("bench", &out), 2);
+	EXPECT_NE(out.find("overhead latency"), std::string::npos) << out;
+}
