@@ -129,6 +129,7 @@ struct worker {
 
 struct campaign {
 	sigset_t mask;			/* the signal mask of the workers and of ppoll */
+	struct sigaction old_int, old_term;	/* what the workers get back */
 	int stop_signal;		/* SIGINT or SIGTERM stopped the campaign */
 	struct row *rows;
 	unsigned nrows;
@@ -273,8 +274,8 @@ static int start_run(const struct campaign *c, struct worker *w, uint32_t config
 		return -1;
 	}
 	if (!pid) {
-		signal(SIGINT, SIG_DFL);
-		signal(SIGTERM, SIG_DFL);
+		sigaction(SIGINT, &c->old_int, NULL);
+		sigaction(SIGTERM, &c->old_term, NULL);
 		sigprocmask(SIG_SETMASK, &c->mask, NULL);
 		close(fds[0]);
 		run_one(&c->rows[config], config, seed, fds[1]);
@@ -389,8 +390,13 @@ static int run_all(struct campaign *c)
 	sigaddset(&stops, SIGINT);
 	sigaddset(&stops, SIGTERM);
 	sigprocmask(SIG_BLOCK, &stops, &c->mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	/* A signal ignored when the campaign started (nohup, a background job) stays so. */
+	sigaction(SIGINT, NULL, &c->old_int);
+	sigaction(SIGTERM, NULL, &c->old_term);
+	if (c->old_int.sa_handler != SIG_IGN)
+		sigaction(SIGINT, &sa, NULL);
+	if (c->old_term.sa_handler != SIG_IGN)
+		sigaction(SIGTERM, &sa, NULL);
 	clock_gettime(CLOCK_MONOTONIC, &c->start);
 	c->next_k = c->shard - 1;
 	if (nworkers && (!w || !pfd)) {
