@@ -107,6 +107,7 @@ struct run {
 	unsigned nprocs;
 	double start, deadline;
 	int stop;		/* atomic: the guests should stop */
+	int launched;		/* atomic: every vCPU thread was started */
 	pthread_mutex_t lock;	/* objects, errors, the log */
 	struct object objects[MAX_OBJECTS];
 	unsigned nobjects;
@@ -913,9 +914,10 @@ static bool khugepaged_run_over(void *ctx)
 	struct run *r = ctx;
 	bool any = false;
 
+	/* It starts before the vCPUs: no process alive yet is not the end. */
 	for (unsigned p = 0; p < r->nprocs; p++)
 		any |= __atomic_load_n(&r->procs[p].alive, __ATOMIC_ACQUIRE) > 0;
-	if (!any)
+	if (!any && __atomic_load_n(&r->launched, __ATOMIC_ACQUIRE))
 		return true;
 	if (r->cfg->deterministic)
 		return ptemu_sched_steps(r->m) >= r->cfg->sched.max_steps;
@@ -1114,6 +1116,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 			ptemu_sched_wait_threads(r->m, 1 + ++nstarted);
 		}
 	}
+	__atomic_store_n(&r->launched, 1, __ATOMIC_RELEASE);
 	ptemu_sched_start(r->m);
 	double watchdog = cfg->watchdog_seconds > 0 ? cfg->watchdog_seconds : 10.0;
 	double last_change = now(), ending = 0;
