@@ -465,11 +465,11 @@ TEST_P(Collapse, KhugepagedThreadCollapsesAnAdvisedRangeAndSurvivesExit)
 	int64_t b = do_mmap(other, 0, s.pmd, PTEMU_PROT_READ, PTEMU_MAP_SHARED, s.f, 0);
 	ASSERT_EQ(do_madvise(other, b, s.pmd, PTEMU_MADV_HUGEPAGE), 0);
 	ASSERT_EQ(do_madvise(s.mm, s.addr, 2 * s.pmd, PTEMU_MADV_HUGEPAGE), 0);
-	EXPECT_EQ(khugepaged_wait_full_scan(s.m), 0);
+	EXPECT_EQ(khugepaged_wait_full_scan(s.mm), 0);
 	EXPECT_GE(s.stat(PTEMU_STAT_collapses), 1u);
 	EXPECT_GE(s.stat(PTEMU_STAT_khugepaged_full_scans), 2u);
 	exit_mmap(other);  // its slot goes; the thread goes on
-	EXPECT_EQ(khugepaged_wait_full_scan(s.m), 0);
+	EXPECT_EQ(khugepaged_wait_full_scan(s.mm), 0);
 	khugepaged_stop(s.m);
 	ASSERT_NE(s.f->i_pages[0], nullptr);
 	EXPECT_EQ(folio_order(s.f->i_pages[0]), s.arch()->pmd_leaf_shift - s.arch()->page_shift);
