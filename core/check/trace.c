@@ -362,9 +362,10 @@ int ptemu_trace_parse(const uint8_t *data, size_t size, struct ptemu_trace *t, c
 
 		if (e->kind >> 16 || !strcmp(name, "?") ||
 		    (!strcmp(name, "violation") && e->a >= VIOLATION_KIND_COUNT)) {
+			fail(err, errlen, "corrupted trace: event %zu (kind 0x%llx, a 0x%llx) unknown", k,
+			     (unsigned long long)e->kind, (unsigned long long)e->a);
 			ptemu_trace_free(t);
-			return fail(err, errlen, "corrupted trace: event %zu (kind 0x%llx) unknown", k,
-				    (unsigned long long)e->kind);
+			return -1;
 		}
 	}
 	t->digest = get(&i, 8);

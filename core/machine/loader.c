@@ -162,6 +162,22 @@ static unsigned prot_of(uint64_t p_flags)
 	       (p_flags & PF_X ? PTEMU_PROT_EXEC : 0);
 }
 
+/* Checks a header table (program or section headers, `kind`) of num entries of entsize
+ * bytes at off against the file and the class's entry size. */
+static int check_table(uint64_t off, unsigned entsize, unsigned num, uint64_t size, unsigned min_entsize,
+		       const struct ptemu_elf_image *img, const char *kind, char *err, size_t errlen)
+{
+	if (entsize < min_entsize)
+		return fail(err, errlen, "e_%sentsize %u smaller than an ELF%u %s header (%u)",
+			    kind[0] == 'p' ? "ph" : "sh", entsize, img->elf_class, kind, min_entsize);
+	/* Both factors are 16-bit: the product cannot overflow. */
+	if (off > size || (uint64_t)num * entsize > size - off)
+		return fail(err, errlen,
+			    "truncated %s header table: %u entries of %u bytes at offset 0x%" PRIx64
+			    " but the file has %" PRIu64 " bytes", kind, num, entsize, off, size);
+	return 0;
+}
+
 /* Reads the PT_LOAD headers into img; the indices are the program header numbers, for
  * messages. */
 static int parse_segments(const uint8_t *p, uint64_t size, const struct elf_layout *l,
@@ -172,7 +188,6 @@ static int parse_segments(const uint8_t *p, uint64_t size, const struct elf_layo
 	unsigned phentsize = load(p + l->e_phentsize, 2, be);
 	unsigned phnum = load(p + l->e_phnum, 2, be);
 	uint64_t addr_max = l->word == 4 ? UINT32_MAX : UINT64_MAX;
-	uint64_t table;
 
 	/* PN_XNUM moves the count into section header 0: no static workload needs that. */
 	if (phnum == PN_XNUM)
@@ -180,16 +195,8 @@ static int parse_segments(const uint8_t *p, uint64_t size, const struct elf_layo
 			    "extended program header numbering (PN_XNUM) not supported");
 	if (phnum == 0)
 		return fail(err, errlen, "no loadable segment (no program headers)");
-	if (phentsize < l->phdr_size)
-		return fail(err, errlen, "e_phentsize %u smaller than an ELF%u program header (%u)",
-			    phentsize, img->elf_class, l->phdr_size);
-	/* Both factors are 16-bit: the product cannot overflow. */
-	table = (uint64_t)phnum * phentsize;
-	if (phoff > size || table > size - phoff)
-		return fail(err, errlen,
-			    "truncated program header table: %u entries of %u bytes at offset 0x%"
-			    PRIx64 " but the file has %" PRIu64 " bytes",
-			    phnum, phentsize, phoff, size);
+	if (check_table(phoff, phentsize, phnum, size, l->phdr_size, img, "program", err, errlen))
+		return -1;
 
 	for (unsigned i = 0; i < phnum; i++) {
 		const uint8_t *ph = p + phoff + (uint64_t)i * phentsize;
@@ -285,13 +292,8 @@ static int parse_code(const uint8_t *p, uint64_t size, const struct elf_layout *
 	 * segments serve. */
 	if (!shoff || !shnum)
 		return 0;
-	if (shentsize < l->shdr_size)
-		return fail(err, errlen, "e_shentsize %u smaller than an ELF%u section header (%u)",
-			    shentsize, img->elf_class, l->shdr_size);
-	if (shoff > size || (uint64_t)shnum * shentsize > size - shoff)
-		return fail(err, errlen,
-			    "truncated section header table: %u entries of %u bytes at offset 0x%"
-			    PRIx64 " but the file has %" PRIu64 " bytes", shnum, shentsize, shoff, size);
+	if (check_table(shoff, shentsize, shnum, size, l->shdr_size, img, "section", err, errlen))
+		return -1;
 	img->ncode = 0;
 	for (unsigned i = 0; i < shnum; i++) {
 		const uint8_t *sh = p + shoff + (uint64_t)i * shentsize;
