@@ -111,7 +111,8 @@ TEST_P(CollapseGuest, EachInjectionIsCaughtWithItsKindTheSameWayTwice)
 		{INJECT_FREE_IMMEDIATELY, "shmem-stress", false, 1, 1, 3,
 		 {VIOLATION_PT_USE_AFTER_FREE, VIOLATION_PT_FREE_WHILE_MAPPED}},
 		{INJECT_NO_RCU_READ_LOCK, "shmem-stress", false, 1, 1, 3,
-		 {VIOLATION_PT_USE_AFTER_FREE, VIOLATION_PT_FREE_WHILE_MAPPED}},
+		 {VIOLATION_PT_READ_UNPROTECTED, VIOLATION_PT_USE_AFTER_FREE,
+		  VIOLATION_PT_FREE_WHILE_MAPPED}},
 		{INJECT_SKIP_PTE_UNMAP, "shmem-stress", false, 1, 1, 3,
 		 {VIOLATION_RCU_IMBALANCE, VIOLATION_MAP_UNMAP_IMBALANCE}},
 		// The first seeds that report without ending in a livelock (most failing runs

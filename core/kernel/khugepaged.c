@@ -59,6 +59,16 @@ static enum scan_result find_pmd_or_thp_or_none(struct mm_struct *mm, uint64_t a
 	}
 }
 
+/* The table a pmd points at; for a pmd that points at none, the page of pfn 0, as the
+ * kernel's pmd_pgtable gives. */
+static uint64_t pmd_pgtable(pmd_t pmd)
+{
+	uint64_t table = 0;
+
+	pmd_kind(pmd, &table);
+	return table;
+}
+
 /* The address at which a VMA maps file index `pgoff`, or 0 when it does not. */
 static uint64_t vma_address(const struct vm_area_struct *vma, uint64_t pgoff)
 {
@@ -89,6 +99,17 @@ static bool retract_skips_vma(struct vm_area_struct *vma, uint64_t addr, pmd_t *
 	       !__atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE);
 }
 
+/* Between the look that found `table` in the pmd and the pmd lock of its removal: where
+ * empty-table reclaim can clear the pmd first (the window of 6.13's and 6.14's re-checks). */
+static void before_retract_lock(struct mm_struct *mm, pmd_t *pmd, uint64_t table)
+{
+	struct ptemu_machine *m = mm->machine;
+
+	if (m->test_hooks.before_retract_lock)
+		m->test_hooks.before_retract_lock(m->test_hooks.ctx, mm, pmd);
+	ptemu_sched_point_window(table);
+}
+
 static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 {
 	struct ptemu_machine *m = f->machine;
@@ -98,7 +119,7 @@ static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 		struct vm_area_struct *vma = f->i_mmap[i];
 		struct mm_struct *mm = vma->vm_mm;
 		struct ptemu_spinlock *pml, *ptl;
-		uint64_t addr = vma_address(vma, pgoff), table;
+		uint64_t addr = vma_address(vma, pgoff), table = 0;
 		pmd_t *pmd, pmdval;
 		bool retracted = false;
 
@@ -106,10 +127,13 @@ static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
 			continue;
 		}
+		before_retract_lock(mm, pmd, pmd_pgtable(pmdp_get_lockless(pmd)));
 		pml = pmd_lock(mm, pmd);
 		pmdval = pmdp_get_lockless(pmd);
-		/* Still a table under pml (what 6.14's check_pmd_state re-checks). */
-		if (pmd_kind(pmdval, &table) == PTEMU_ENTRY_TABLE) {
+		/* Still a table under pml (6.14's check_pmd_state): empty-table reclaim may have
+		 * cleared the pmd since the lockless look. v6.6 goes on with whatever is there. */
+		if (pmd_kind(pmdval, &table) == PTEMU_ENTRY_TABLE ||
+		    ptemu_injected(m, INJECT_RETRACT_NO_RECHECK)) {
 			ptl = pte_lockptr(mm, &pmdval);
 			if (ptl != pml)
 				spin_lock_nested(ptl);
@@ -117,7 +141,7 @@ static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 				/* Both locks held, the table about to go: lockless walkers and
 				 * mappers waiting for the ptl run meanwhile. */
 				ptemu_sched_long_window_point();
-				pmdp_collapse_flush(mm, addr, pmd);
+				table = pmd_pgtable(pmdp_collapse_flush(mm, addr, pmd));
 				retracted = true;
 			}
 			if (ptl != pml)
@@ -241,6 +265,33 @@ static void unmap_batch_add(struct unmap_batch *b, struct mm_struct *mm, uint64_
 	b->r[b->n++] = (struct unmap_range){ mm, addr, addr + psize };
 }
 
+/* v6.6 page_vma_mapped_walk's map_pte (no PVMW_SYNC): the PTE at addr, mapped and locked
+ * if it is present, else NULL. There is no pmd_same re-check under the ptl: the walk
+ * relies on a detached table being empty, so a present PTE proves the table attached. */
+static pte_t *map_pte(struct mm_struct *mm, pmd_t *pmd, uint64_t addr, struct ptemu_spinlock **ptlp)
+{
+	struct ptemu_machine *m = mm->machine;
+	pmd_t pmdval;
+	uint64_t table = 0;
+	/* pte_offset_map_nolock, keeping the pmd value that names the table for the
+	 * scheduler's window point. */
+	pte_t *pte = __pte_offset_map(pmd, addr, &pmdval);
+
+	if (!pte)
+		return NULL;
+	*ptlp = pte_lockptr(mm, &pmdval);
+	if (!pte_present(ptep_get(pte))) {
+		pte_unmap(pte);
+		return NULL;
+	}
+	if (m->test_hooks.map_before_lock)
+		m->test_hooks.map_before_lock(m->test_hooks.ctx, mm, pmd);
+	pmd_kind(pmdval, &table);
+	ptemu_sched_point_window(table);	/* mapped, not yet locked: a retract may come */
+	spin_lock(*ptlp);
+	return pte;
+}
+
 /* try_to_unmap of one page-cache page: clear every PTE mapping it, in every mm. The TLB
  * flush is try_to_unmap_flush's, once, before the contents are copied. */
 static void try_to_unmap(struct ptemu_file *f, struct page *page, uint64_t index,
@@ -260,10 +311,10 @@ static void try_to_unmap(struct ptemu_file *f, struct page *page, uint64_t index
 
 		if (!addr || find_pmd_or_thp_or_none(mm, addr, &pmd) != SCAN_SUCCEED)
 			continue;
-		pte = pte_offset_map_lock(mm, pmd, addr, &ptl);
+		pte = map_pte(mm, pmd, addr, &ptl);
 		if (!pte)
-			continue;	/* page_vma_mapped_walk: not mapped at this pmd */
-		pte_t v = ptep_get(pte);
+			continue;
+		pte_t v = ptep_get(pte);	/* check_pte, under the ptl */
 
 		if (a->pte_present(v.val) && a->pte_leaf(v.val).pfn == pfn) {
 			ptep_get_and_clear(mm, addr, pte);
@@ -600,21 +651,24 @@ enum scan_result collapse_pte_mapped_thp(struct mm_struct *mm, uint64_t addr, bo
 	if (result != SCAN_SUCCEED)
 		goto abort;
 
-	/* Step 4: remove the (empty) table, if it is still the one we emptied (6.12's
-	 * re-check: with empty-table reclaim the pmd may have changed). */
+	/* Step 4: remove the (empty) table, if it is still the one we emptied (6.13's
+	 * re-check: with empty-table reclaim the pmd may have changed). v6.6 removes
+	 * whatever the pmd holds now, under the ptl of the table step 2 mapped. */
+	before_retract_lock(mm, pmd, table);
 	pml = pmd_lock(mm, pmd);
-	pmdval = pmdp_get_lockless(pmd);
-	uint64_t now_table = 0;
+	if (!ptemu_injected(m, INJECT_CPMT_NO_RECHECK)) {
+		uint64_t now_table = 0;
 
-	if (pmd_kind(pmdval, &now_table) != PTEMU_ENTRY_TABLE || now_table != table) {
-		spin_unlock(pml);
-		result = SCAN_FAIL;
-		goto abort;
+		pmdval = pmdp_get_lockless(pmd);
+		if (pmd_kind(pmdval, &now_table) != PTEMU_ENTRY_TABLE || now_table != table) {
+			spin_unlock(pml);
+			result = SCAN_FAIL;
+			goto abort;
+		}
 	}
-	ptl = pte_lockptr(mm, &pmdval);
 	if (ptl != pml && !legacy)
 		spin_lock_nested(ptl);
-	pmdp_collapse_flush(mm, haddr, pmd);
+	table = pmd_pgtable(pmdp_collapse_flush(mm, haddr, pmd));
 	if (ptl != pml && !legacy)
 		spin_unlock(ptl);
 	spin_unlock(pml);

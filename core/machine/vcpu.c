@@ -694,7 +694,9 @@ static void vcpu_wild_access(struct vcpu *v, uint64_t pc, unsigned ret)
 		 v->proc->index, v->index, ret & VM_FAULT_SIGBUS ? "bus error" : "segmentation fault",
 		 v->fault_flags & FAULT_FLAG_WRITE ? "writing" :
 		 v->fault_flags & FAULT_FLAG_INSTRUCTION ? "executing" : "reading",
-		 v->fault_va, ret & VM_FAULT_OOM ? "out of memory" : "no mapping allows it", pc, insn);
+		 v->fault_va,
+		 ret & VM_FAULT_OOM ? "out of simulated memory; give more --memory" : "no mapping allows it",
+		 pc, insn);
 }
 
 /* A fault's event and its instruction's bytes, for traces (dump --disasm). */

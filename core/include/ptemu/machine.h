@@ -62,10 +62,14 @@ struct ptemu_tlb_ops {
 
 /* Points where a test may force an interleaving. */
 struct ptemu_test_hooks {
-	/* In __pte_offset_map_lock, between the map and taking the ptl. */
+	/* Between a map and taking its ptl: in __pte_offset_map_lock and in the rmap walk's
+	 * map_pte (try_to_unmap). */
 	void (*map_before_lock)(void *ctx, struct mm_struct *mm, void *pmdp);
 	/* In collapse_file, between try_to_unmap and try_to_unmap_flush. */
 	void (*collapse_before_flush)(void *ctx, struct ptemu_file *f);
+	/* In retract_page_tables and collapse_pte_mapped_thp: the pmd was seen pointing at a
+	 * table, and the pmd lock is about to be taken to remove it. */
+	void (*before_retract_lock)(void *ctx, struct mm_struct *mm, void *pmdp);
 	void *ctx;
 };
 
