@@ -61,7 +61,7 @@ static void print_insn(FILE *f, const struct ptemu_arch *a, const struct ptemu_t
  * scheduler step (1 step = 1 us on the time axis). */
 static void export_perfetto(FILE *f, const struct ptemu_trace *t)
 {
-	char name[160];
+	char name[sizeof("ptemu  ") + sizeof(t->h.arch) + sizeof(t->h.workload)];
 	int running = -1;
 	uint64_t now = 0, last_start = 0;
 

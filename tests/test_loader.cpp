@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <ptemu/arch.h>
@@ -788,4 +790,155 @@ TEST(ElfLoader, LoadsTheBuiltWorkloads)
 	}
 	if (!loaded)
 		GTEST_SKIP() << "no .elf files under " << dir;
+}
+
+namespace {
+
+// An s390x image whose text holds `code` at kText, with the entry at its start.
+ElfBuilder s390_with_code(std::vector<uint8_t> code)
+{
+	ElfBuilder e(true, true);
+	e.machine = EM_S390;
+	e.entry = kText;
+	e.segs.push_back({ PT_LOAD, kText, code.size(), PF_R | PF_X, code });
+	return e;
+}
+
+// Appends a section table of a null section and one SHF_ALLOC|SHF_EXECINSTR section.
+void add_code_section(const ElfBuilder &e, std::vector<uint8_t> &b, uint64_t addr, uint64_t size)
+{
+	size_t shoff = b.size();
+	b.resize(b.size() + 2 * 64);
+	size_t sh = shoff + 64;
+	e.put(b, sh + 4, 4, 1);			// SHT_PROGBITS
+	e.put_word(b, sh + 8, 6);		// SHF_ALLOC | SHF_EXECINSTR
+	e.put_word(b, sh + 16, addr);
+	e.put_word(b, sh + 24, e.phdr(1) + (addr - kText));
+	e.put_word(b, sh + 32, size);
+	e.put_word(b, 40, shoff);
+	e.put(b, 58, 2, 64);
+	e.put(b, 60, 2, 2);
+}
+
+int check_for(const char *arch, const std::vector<uint8_t> &b, std::string *err)
+{
+	ptemu_elf_image img;
+	char buf[512] = "";
+	int rc = ptemu_elf_parse(b.data(), b.size(), 0, 0, &img, buf, sizeof(buf));
+	if (rc == 0)
+		rc = ptemu_elf_check_arch(ptemu_arch_find(arch), &img, buf, sizeof(buf));
+	ptemu_elf_free(&img);
+	*err = buf;
+	return rc;
+}
+
+// What `ptemu run` says of image b: its exit status, and its output in *out.
+int run_image(const char *arch, const std::vector<uint8_t> &b, std::string *out)
+{
+	std::string path = testing::TempDir() + "ptemu-image-" + std::to_string(getpid()) + ".elf";
+	std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char *>(b.data()), (std::streamsize)b.size());
+	std::string cmd = std::string(PTEMU_CLI) + " run --arch " + arch + " --image " + path + " --seconds 1 2>&1";
+	FILE *p = popen(cmd.c_str(), "r");
+	char buf[4096];
+	out->clear();
+	while (p && fgets(buf, sizeof(buf), p))
+		*out += buf;
+	int st = p ? pclose(p) : -1;
+	std::remove(path.c_str());
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+} // namespace
+
+TEST(ElfLoader, ASegmentBeyondTheModelsAddressSpaceIsBadInput)
+{
+	struct Case {
+		const char *arch;
+		bool be;
+		uint16_t machine;
+		unsigned va_bits;
+	};
+	for (const Case &c : { Case{ "arm64", false, EM_AARCH64, 48 }, Case{ "arm64-39", false, EM_AARCH64, 39 },
+			       Case{ "s390", true, EM_S390, 53 } }) {
+		SCOPED_TRACE(c.arch);
+		ElfBuilder e(true, c.be);
+		e.machine = c.machine;
+		e.entry = kText;
+		e.segs.push_back({ PT_LOAD, kText, 64, PF_R | PF_X, std::vector<uint8_t>(64, 0x07) });
+		// Its last byte is the first beyond the space.
+		uint64_t top = 1ull << c.va_bits;
+		e.segs.push_back({ PT_LOAD, top - 0x1000, 0x1001, PF_R | PF_W, {} });
+		std::vector<uint8_t> b = e.build();
+		std::string err, out;
+		ASSERT_EQ(check_for(c.arch, b, &err), -1);
+		char want[160];
+		snprintf(want, sizeof(want), "segment 1 (p_vaddr 0x%llx, p_memsz 0x1001) beyond the %u-bit virtual address space",
+			 (unsigned long long)(top - 0x1000), c.va_bits);
+		EXPECT_NE(err.find(want), std::string::npos) << err;
+		EXPECT_EQ(run_image(c.arch, b, &out), 2) << out;
+		EXPECT_NE(out.find(want), std::string::npos) << out;
+		// One byte less fits.
+		e.segs[1].memsz = 0x1000;
+		EXPECT_EQ(check_for(c.arch, e.build(), &err), 0) << err;
+	}
+}
+
+TEST(ElfLoader, S390xStorageToStorageInstructionsAreRefused)
+{
+	// nopr (2 bytes), ahi (4), then the instruction under test (6 bytes for the SS ones).
+	const std::vector<uint8_t> prefix = { 0x07, 0x07, 0xa7, 0x1a, 0x00, 0x01 };
+	struct Insn {
+		std::vector<uint8_t> bytes;
+		const char *name;
+	};
+	for (const Insn &i : { Insn{ { 0xd2, 0x07, 0xf0, 0x00, 0xf0, 0x08 }, "mvc" },
+			       Insn{ { 0xd7, 0x07, 0xf0, 0x00, 0xf0, 0x00 }, "xc" },
+			       Insn{ { 0xd5, 0x07, 0xf0, 0x00, 0xf0, 0x08 }, "clc" },
+			       Insn{ { 0x0e, 0x24 }, "mvcl" },
+			       Insn{ { 0xb2, 0x55, 0x00, 0x12 }, "mvst" } }) {
+		SCOPED_TRACE(i.name);
+		std::vector<uint8_t> code = prefix;
+		code.insert(code.end(), i.bytes.begin(), i.bytes.end());
+		std::vector<uint8_t> b = s390_with_code(code).build();
+		std::string err, out;
+		ASSERT_EQ(check_for("s390", b, &err), -1);
+		std::string want = std::string(i.name) + " at 0x10006: s390x storage-to-storage";
+		EXPECT_NE(err.find(want), std::string::npos) << err;
+		EXPECT_NE(err.find("Unicorn"), std::string::npos) << err;
+		EXPECT_EQ(run_image("s390", b, &out), 2) << out;
+		EXPECT_NE(out.find(want), std::string::npos) << out;
+		// The other model has no such check.
+		EXPECT_EQ(check_for("arm64", b, &err), 0) << err;
+	}
+	// The same bytes as an operand (ahi's immediate) are no instruction.
+	std::string err;
+	EXPECT_EQ(check_for("s390", s390_with_code({ 0x07, 0x07, 0xa7, 0x1a, 0xd2, 0x07 }).build(), &err), 0) << err;
+}
+
+TEST(ElfLoader, TheSectionTableSaysWhichBytesAreCode)
+{
+	// An mvc at 0x10008, in the segment but after the 8-byte code section: data.
+	std::vector<uint8_t> code = { 0x07, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07, 0x07, 0xd2, 0x07, 0xf0, 0x00, 0xf0, 0x08 };
+	ElfBuilder e = s390_with_code(code);
+	std::vector<uint8_t> b = e.build();
+	std::string err;
+	EXPECT_EQ(check_for("s390", b, &err), -1) << "without sections, the whole segment is code";
+	add_code_section(e, b, kText, 8);
+	EXPECT_EQ(check_for("s390", b, &err), 0) << err;
+	// A code section covering it: refused.
+	b = e.build();
+	add_code_section(e, b, kText, code.size());
+	EXPECT_EQ(check_for("s390", b, &err), -1);
+	EXPECT_NE(err.find("mvc at 0x10008"), std::string::npos) << err;
+	// A code section outside every executable segment's file data is malformed.
+	b = e.build();
+	add_code_section(e, b, kText + 8, 64);
+	EXPECT_EQ(check_for("s390", b, &err), -1);
+	EXPECT_NE(err.find("executable section 1"), std::string::npos) << err;
+	// And a section table beyond the file.
+	b = e.build();
+	add_code_section(e, b, kText, 8);
+	e.put(b, 60, 2, 200);
+	EXPECT_EQ(check_for("s390", b, &err), -1);
+	EXPECT_NE(err.find("truncated section header table"), std::string::npos) << err;
 }

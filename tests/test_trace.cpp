@@ -5,6 +5,9 @@
 #include <ptemu/arch.h>
 #include <ptemu/trace.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -229,4 +232,127 @@ TEST(Trace, ExportEscapesTheImagePath)
 	EXPECT_NE(text.find("a\\\"b\\\\c\\u0009d.elf"), std::string::npos) << text.substr(0, 300);
 	EXPECT_EQ(run_cli("trace export " + trace + " -o /dev/full", &out), 3) << out;
 	EXPECT_NE(out.find("/dev/full"), std::string::npos) << out;
+}
+
+namespace {
+
+// The good trace at path, with its header changed by `edit` and the checksum recomputed:
+// what parse says of it.
+template <typename Edit> std::string parse_edited(const std::string &path, Edit edit)
+{
+	ptemu_trace t;
+	char err[256];
+	EXPECT_EQ(ptemu_trace_read(path.c_str(), &t, err, sizeof(err)), 0) << err;
+	edit(&t);
+	std::string edited = path + ".edited";
+	EXPECT_EQ(ptemu_trace_write(edited.c_str(), &t, err, sizeof(err)), 0) << err;
+	ptemu_trace_free(&t);
+	int rc = ptemu_trace_read(edited.c_str(), &t, err, sizeof(err));
+	std::remove(edited.c_str());
+	if (rc == 0) {
+		ptemu_trace_free(&t);
+		return "accepted";
+	}
+	return err;
+}
+
+long max_rss_kib()
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_maxrss;
+}
+
+} // namespace
+
+TEST(Trace, EveryHeaderFieldIsBoundedByWhatTheCliAccepts)
+{
+	std::string path = record("arm64", "");
+	EXPECT_EQ(parse_edited(path, [](ptemu_trace *) {}), "accepted");
+	auto refused = [&](const char *what, std::string why) {
+		EXPECT_NE(why, "accepted") << what;
+		EXPECT_NE(why.find("corrupted trace"), std::string::npos) << what << ": " << why;
+	};
+	refused("phys 2^40", parse_edited(path, [](ptemu_trace *t) { t->h.phys_bytes = 1ull << 40; }));
+	refused("phys 0", parse_edited(path, [](ptemu_trace *t) { t->h.phys_bytes = 0; }));
+	refused("phys not MiB", parse_edited(path, [](ptemu_trace *t) { t->h.phys_bytes = (1ull << 20) + 1; }));
+	refused("steps 2^40", parse_edited(path, [](ptemu_trace *t) { t->h.max_steps = 1ull << 40; }));
+	refused("steps 2^62", parse_edited(path, [](ptemu_trace *t) { t->h.max_steps = 1ull << 62; }));
+	refused("steps max", parse_edited(path, [](ptemu_trace *t) { t->h.max_steps = UINT64_MAX; }));
+	refused("procs", parse_edited(path, [](ptemu_trace *t) { t->h.procs = 17; }));
+	refused("vcpus", parse_edited(path, [](ptemu_trace *t) { t->h.vcpus = 0; }));
+	refused("depth", parse_edited(path, [](ptemu_trace *t) { t->h.pct_depth = 17; }));
+	refused("model", parse_edited(path, [](ptemu_trace *t) { snprintf(t->h.arch, sizeof(t->h.arch), "vax"); }));
+	refused("event", parse_edited(path, [](ptemu_trace *t) { t->events[0].kind = 99; }));
+	refused("clean with violations", parse_edited(path, [](ptemu_trace *t) { t->violations = 3; }));
+	// The largest the CLI accepts is still a trace.
+	EXPECT_EQ(parse_edited(path, [](ptemu_trace *t) {
+			  t->h.max_steps = PTEMU_TRACE_MAX_STEPS;
+			  t->h.phys_bytes = PTEMU_TRACE_MAX_MEMORY_MIB << 20;
+		  }),
+		  "accepted");
+	// And the CLI refuses such a file as bad input before it runs anything.
+	ptemu_trace t;
+	char err[256];
+	ASSERT_EQ(ptemu_trace_read(path.c_str(), &t, err, sizeof(err)), 0) << err;
+	t.h.phys_bytes = 1ull << 40;
+	std::string huge = path + ".huge", out;
+	ASSERT_EQ(ptemu_trace_write(huge.c_str(), &t, err, sizeof(err)), 0) << err;
+	ptemu_trace_free(&t);
+	EXPECT_EQ(run_cli("replay " + huge, &out), 2) << out;
+	EXPECT_NE(out.find("simulated memory"), std::string::npos) << out;
+	std::remove(huge.c_str());
+}
+
+TEST(Trace, AHugeJunkFileIsRefusedFromItsHeader)
+{
+	std::string good = record("s390", "");
+	std::vector<uint8_t> head = slurp(good);
+	head.resize(200);
+	for (const char *what : {"junk", "version 1", "good header"}) {
+		std::string path = testing::TempDir() + "ptemu-huge-" + std::to_string(getpid()) + ".trc";
+		std::vector<uint8_t> start = std::string(what) == "junk" ? std::vector<uint8_t>(64, 'x') : head;
+		if (std::string(what) == "version 1")
+			start[8] = 1;
+		{
+			std::ofstream f(path, std::ios::binary);
+			f.write(reinterpret_cast<const char *>(start.data()), (std::streamsize)start.size());
+		}
+		// 2 GiB + 1, sparse: a whole read would cost 2 GiB of memory.
+		ASSERT_EQ(truncate(path.c_str(), (2ll << 30) + 1), 0);
+		long before = max_rss_kib();
+		ptemu_trace t;
+		char err[256];
+		EXPECT_EQ(ptemu_trace_read(path.c_str(), &t, err, sizeof(err)), -1) << what;
+		EXPECT_LT(max_rss_kib() - before, 64 * 1024) << what << ": " << err;
+		if (std::string(what) == "version 1") {
+			EXPECT_NE(std::string(err).find("record the run again"), std::string::npos) << err;
+		}
+		std::remove(path.c_str());
+	}
+}
+
+TEST(Trace, ALongImagePathIsStoredWholeAndReplayed)
+{
+	// A path of more than 200 bytes, through a chain of directories.
+	std::string dir = testing::TempDir() + "ptemu-long-image-path-" + std::to_string(getpid());
+	std::string sub = dir;
+	for (int i = 0; i < 4; i++) {
+		sub += "/a-directory-name-of-some-fifty-bytes-to-make-it-long";
+		ASSERT_EQ(system(("mkdir -p " + sub).c_str()), 0);
+	}
+	std::string image = sub + "/munmap-race.elf", src = std::string(PTEMU_WORKLOAD_DIR) + "/aarch64/munmap-race.elf";
+	ASSERT_EQ(system(("cp " + src + " " + image).c_str()), 0);
+	ASSERT_GT(image.size(), 200u);
+	std::string trace = dir + "/t.trc", out;
+	EXPECT_EQ(run_cli("run --arch arm64 --image " + image + " --steps 20000 --quiet --record " + trace, &out), 0)
+		<< out;
+	ptemu_trace t;
+	char err[256];
+	ASSERT_EQ(ptemu_trace_read(trace.c_str(), &t, err, sizeof(err)), 0) << err;
+	EXPECT_EQ(std::string(t.h.workload), image);
+	ptemu_trace_free(&t);
+	EXPECT_EQ(run_cli("replay " + trace, &out), 0) << out;
+	EXPECT_NE(out.find("replay matches"), std::string::npos) << out;
+	ASSERT_EQ(system(("rm -rf " + dir).c_str()), 0);
 }

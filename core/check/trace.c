@@ -1,5 +1,6 @@
 /* Trace files: writer, hardened reader (docs/trace-format.md). */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include <capstone/capstone.h>
 #include <unicorn/unicorn.h>
 
+#include <ptemu/arch.h>
 #include <ptemu/check.h>
 #include <ptemu/inject.h>
 #include <ptemu/sched.h>
@@ -17,10 +19,13 @@
 #define PTEMU_VERSION_STRING "0.1.0"
 #endif
 
-/* Sizes on disk: everything little-endian, no padding. */
-#define HEADER_BYTES (8 + 4 + 4 + 16 + 4 + 4 + 8 + 16 + 64 + 8 + 4 + 4 + 8 + 4 + 4 + 4 + 8 + 8)
+/* Sizes on disk: everything little-endian, no padding. The header is its fixed part, then
+ * the workload name or image path (as long as it is, without a NUL). */
+#define HEADER_FIXED_BYTES (8 + 4 + 4 + 16 + 4 + 4 + 8 + 16 + 8 + 4 + 4 + 8 + 4 + 4 + 4 + 8 + 8 + 4)
+#define HEADER_MAX_BYTES (HEADER_FIXED_BYTES + PTEMU_TRACE_MAX_WORKLOAD - 1)
 #define EVENT_BYTES 24
 #define TRAILER_BYTES (8 + 8 + 8 + 4 + 8 + 8)
+#define FNV_BASIS 0xcbf29ce484222325ull
 
 static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n)
 {
@@ -59,7 +64,7 @@ uint64_t ptemu_build_id(void)
 {
 	static const char id[] = PTEMU_VERSION_STRING " " __DATE__ " " __TIME__;
 
-	return fnv(0xcbf29ce484222325ull, (const uint8_t *)id, sizeof(id) - 1);
+	return fnv(FNV_BASIS, (const uint8_t *)id, sizeof(id) - 1);
 }
 
 void ptemu_trace_header_init(struct ptemu_trace_header *h)
@@ -148,7 +153,7 @@ static void put_str(struct out *o, const char *s, unsigned bytes)
 
 struct in {
 	const uint8_t *p;
-	size_t n, at;
+	size_t at;
 };
 
 static uint64_t get(struct in *i, unsigned bytes)
@@ -171,11 +176,21 @@ static int get_str(struct in *i, char *dst, unsigned bytes)
 	return 0;
 }
 
+#ifdef PTEMU_TRACE_FUZZ
+/* The fuzz target's build (tests/fuzz): a mutated file almost never carries the right
+ * checksum, and every check after it would go unfuzzed. */
+#define CHECKSUM_CHECKED 0
+#else
+#define CHECKSUM_CHECKED 1
+#endif
+
 int ptemu_trace_write(const char *path, const struct ptemu_trace *t, char *err, size_t errlen)
 {
-	size_t size = HEADER_BYTES + t->nevents * EVENT_BYTES + TRAILER_BYTES;
-	struct out o = { malloc(size), 0 };
 	const struct ptemu_trace_header *h = &t->h;
+	size_t wlen = strnlen(h->workload, sizeof(h->workload) - 1);
+	size_t hsize = HEADER_FIXED_BYTES + wlen;
+	size_t size = hsize + t->nevents * EVENT_BYTES + TRAILER_BYTES;
+	struct out o = { malloc(size), 0 };
 	FILE *f;
 
 	if (!o.p) {
@@ -185,13 +200,12 @@ int ptemu_trace_write(const char *path, const struct ptemu_trace *t, char *err, 
 	memcpy(o.p, PTEMU_TRACE_MAGIC, 8);
 	o.n = 8;
 	put(&o, h->format_version, 4);
-	put(&o, HEADER_BYTES, 4);
+	put(&o, hsize, 4);
 	put_str(&o, h->ptemu_version, 16);
 	put(&o, h->unicorn_version, 4);
 	put(&o, h->capstone_version, 4);
 	put(&o, h->build_id, 8);
 	put_str(&o, h->arch, 16);
-	put_str(&o, h->workload, 64);
 	put(&o, h->image_hash, 8);
 	put(&o, h->procs, 4);
 	put(&o, h->vcpus, 4);
@@ -201,6 +215,9 @@ int ptemu_trace_write(const char *path, const struct ptemu_trace *t, char *err, 
 	put(&o, h->pct_depth, 4);
 	put(&o, h->max_steps, 8);
 	put(&o, h->phys_bytes, 8);
+	put(&o, wlen, 4);
+	memcpy(o.p + o.n, h->workload, wlen);
+	o.n += wlen;
 	for (size_t k = 0; k < t->nevents; k++) {
 		put(&o, t->events[k].kind, 8);
 		put(&o, t->events[k].a, 8);
@@ -211,7 +228,7 @@ int ptemu_trace_write(const char *path, const struct ptemu_trace *t, char *err, 
 	put(&o, t->violations, 8);
 	put(&o, t->first_kind, 4);
 	put(&o, t->first_event, 8);
-	put(&o, fnv(0xcbf29ce484222325ull, o.p, o.n), 8);
+	put(&o, fnv(FNV_BASIS, o.p, o.n), 8);
 	f = fopen(path, "wb");
 	if (!f || fwrite(o.p, 1, o.n, f) != o.n || fclose(f)) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -224,55 +241,80 @@ int ptemu_trace_write(const char *path, const struct ptemu_trace *t, char *err, 
 	return 0;
 }
 
-int ptemu_trace_parse(const uint8_t *data, size_t size, struct ptemu_trace *t, char *err, size_t errlen)
+__attribute__((format(printf, 3, 4)))
+static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
-	struct in i = { data, size, 0 };
-	struct ptemu_trace_header *h = &t->h;
-	uint64_t nevents;
+	va_list ap;
 
-	memset(t, 0, sizeof(*t));
-	if (size < 8 || memcmp(data, PTEMU_TRACE_MAGIC, 8)) {
-		snprintf(err, errlen, "not a ptemu trace (bad magic)");
-		return -1;
-	}
-	if (size < HEADER_BYTES + TRAILER_BYTES) {
-		snprintf(err, errlen, "truncated trace: %zu bytes, a trace has at least %d", size,
-			 HEADER_BYTES + TRAILER_BYTES);
-		return -1;
-	}
-	i.at = 8;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* Every configuration field against what the CLI accepts, so that a replay is a run the
+ * CLI could have started (and no arithmetic on them can overflow). */
+static int check_config(const struct ptemu_trace_header *h, char *err, size_t errlen)
+{
+	const uint64_t mib = 1ull << 20;
+
+	if (!ptemu_arch_find(h->arch))
+		return fail(err, errlen, "corrupted trace: unknown model '%s'", h->arch);
+	if (!h->procs || h->procs > 16 || !h->vcpus || h->vcpus > 16)
+		return fail(err, errlen, "corrupted trace: %u processes of %u vCPUs (each must be in 1..16)",
+			    h->procs, h->vcpus);
+	if (ptemu_trace_injection(h) >= INJECT_COUNT || (h->inject >> 8 & 0xf) > PTEMU_PROTOCOL_LEGACY ||
+	    (h->inject & ~0x7ffffu) || (h->inject & 0xf000u))
+		return fail(err, errlen, "corrupted trace: configuration word 0x%x out of range", h->inject);
+	if (h->strategy > PTEMU_SCHED_PCT || !h->pct_depth || h->pct_depth > 16)
+		return fail(err, errlen, "corrupted trace: strategy %u or PCT depth %u out of range",
+			    h->strategy, h->pct_depth);
+	if (!h->max_steps || h->max_steps > PTEMU_TRACE_MAX_STEPS)
+		return fail(err, errlen, "corrupted trace: run length %llu steps not in 1..%llu",
+			    (unsigned long long)h->max_steps, PTEMU_TRACE_MAX_STEPS);
+	if (h->phys_bytes % mib || !h->phys_bytes || h->phys_bytes / mib > PTEMU_TRACE_MAX_MEMORY_MIB)
+		return fail(err, errlen, "corrupted trace: simulated memory of %llu bytes is not 1..%llu MiB",
+			    (unsigned long long)h->phys_bytes, PTEMU_TRACE_MAX_MEMORY_MIB);
+	return 0;
+}
+
+/* Decodes the header from p[0, n), the start of a file of file_size bytes: magic and
+ * version first, then the sizes against the file's, then every field; so a caller can
+ * refuse a file from its first bytes. *hsize: the header's size. */
+static int parse_header(const uint8_t *p, size_t n, uint64_t file_size, struct ptemu_trace_header *h,
+			size_t *hsize, char *err, size_t errlen)
+{
+	struct in i = { p, 8 };
+	uint64_t wlen;
+
+	memset(h, 0, sizeof(*h));
+	if (n < 8 || memcmp(p, PTEMU_TRACE_MAGIC, 8))
+		return fail(err, errlen, "not a ptemu trace (bad magic)");
+	if (n < 16)
+		return fail(err, errlen, "truncated trace: %zu bytes", n);
 	h->format_version = (uint32_t)get(&i, 4);
-	if (h->format_version != PTEMU_TRACE_VERSION) {
-		snprintf(err, errlen, "trace format version %u; this ptemu reads version %u",
-			 h->format_version, PTEMU_TRACE_VERSION);
-		return -1;
-	}
-	if (get(&i, 4) != HEADER_BYTES) {
-		snprintf(err, errlen, "corrupted trace: header size field is wrong");
-		return -1;
-	}
-	if ((size - HEADER_BYTES - TRAILER_BYTES) % EVENT_BYTES) {
-		snprintf(err, errlen, "truncated or corrupted trace: %zu bytes is not a whole number of events",
-			 size);
-		return -1;
-	}
-	struct in sum = { data, size, size - 8 };
-
-	if (fnv(0xcbf29ce484222325ull, data, size - 8) != get(&sum, 8)) {
-		snprintf(err, errlen, "corrupted trace: checksum mismatch");
-		return -1;
-	}
-	if (get_str(&i, h->ptemu_version, 16)) {
-		snprintf(err, errlen, "corrupted trace: version string not terminated");
-		return -1;
-	}
+	if (h->format_version != PTEMU_TRACE_VERSION)
+		return fail(err, errlen, "trace format version %u%s; this ptemu reads version %u only",
+			    h->format_version,
+			    h->format_version < PTEMU_TRACE_VERSION ? " (an older ptemu's: record the run again)" : "",
+			    PTEMU_TRACE_VERSION);
+	*hsize = (size_t)get(&i, 4);
+	if (*hsize <= HEADER_FIXED_BYTES || *hsize > HEADER_MAX_BYTES)
+		return fail(err, errlen, "corrupted trace: header size %zu not in %d..%d", *hsize,
+			    HEADER_FIXED_BYTES + 1, HEADER_MAX_BYTES);
+	if (file_size < *hsize + TRAILER_BYTES || n < *hsize)
+		return fail(err, errlen, "truncated trace: %llu bytes, this one has at least %zu",
+			    (unsigned long long)file_size, *hsize + TRAILER_BYTES);
+	if ((file_size - *hsize - TRAILER_BYTES) % EVENT_BYTES)
+		return fail(err, errlen, "truncated or corrupted trace: %llu bytes is not a whole number of events",
+			    (unsigned long long)file_size);
+	if (get_str(&i, h->ptemu_version, 16))
+		return fail(err, errlen, "corrupted trace: version string not terminated");
 	h->unicorn_version = (uint32_t)get(&i, 4);
 	h->capstone_version = (uint32_t)get(&i, 4);
 	h->build_id = get(&i, 8);
-	if (get_str(&i, h->arch, 16) || get_str(&i, h->workload, 64)) {
-		snprintf(err, errlen, "corrupted trace: model or workload name not terminated");
-		return -1;
-	}
+	if (get_str(&i, h->arch, 16))
+		return fail(err, errlen, "corrupted trace: model name not terminated");
 	h->image_hash = get(&i, 8);
 	h->procs = (uint32_t)get(&i, 4);
 	h->vcpus = (uint32_t)get(&i, 4);
@@ -282,46 +324,71 @@ int ptemu_trace_parse(const uint8_t *data, size_t size, struct ptemu_trace *t, c
 	h->pct_depth = (uint32_t)get(&i, 4);
 	h->max_steps = get(&i, 8);
 	h->phys_bytes = get(&i, 8);
-	if (!h->procs || h->procs > 16 || !h->vcpus || h->vcpus > 16 ||
-	    ptemu_trace_injection(h) >= INJECT_COUNT || (h->inject >> 8 & 0xf) > PTEMU_PROTOCOL_LEGACY ||
-	    (h->inject & ~0x7ffffu) || (h->inject & 0xf000u) ||
-	    h->strategy > PTEMU_SCHED_PCT || !h->pct_depth || h->pct_depth > 16 || !h->max_steps) {
-		snprintf(err, errlen, "corrupted trace: configuration out of range");
+	wlen = get(&i, 4);
+	if (wlen != *hsize - HEADER_FIXED_BYTES || memchr(p + i.at, 0, wlen))
+		return fail(err, errlen, "corrupted trace: workload length %llu does not fill the header",
+			    (unsigned long long)wlen);
+	memcpy(h->workload, p + i.at, wlen);
+	return check_config(h, err, errlen);
+}
+
+int ptemu_trace_parse(const uint8_t *data, size_t size, struct ptemu_trace *t, char *err, size_t errlen)
+{
+	size_t hsize, nevents;
+	struct in i;
+
+	memset(t, 0, sizeof(*t));
+	if (parse_header(data, size, size, &t->h, &hsize, err, errlen))
 		return -1;
-	}
-	nevents = (size - HEADER_BYTES - TRAILER_BYTES) / EVENT_BYTES;
+	struct in sum = { data, size - 8 };
+
+	if (CHECKSUM_CHECKED && fnv(FNV_BASIS, data, size - 8) != get(&sum, 8))
+		return fail(err, errlen, "corrupted trace: checksum mismatch");
+	i = (struct in){ data, hsize };
+	nevents = (size - hsize - TRAILER_BYTES) / EVENT_BYTES;
 	if (nevents) {
 		t->events = malloc(nevents * sizeof(*t->events));
-		if (!t->events) {
-			snprintf(err, errlen, "out of host memory for %llu events", (unsigned long long)nevents);
+		if (!t->events)
+			return fail(err, errlen, "out of host memory for %zu events", nevents);
+	}
+	t->nevents = t->cap = nevents;
+	for (size_t k = 0; k < nevents; k++) {
+		struct ptemu_trace_event *e = &t->events[k];
+
+		e->kind = get(&i, 8);
+		e->a = get(&i, 8);
+		e->b = get(&i, 8);
+		const char *name = ptemu_trace_event_name(e->kind);
+
+		if (e->kind >> 16 || !strcmp(name, "?") ||
+		    (!strcmp(name, "violation") && e->a >= VIOLATION_KIND_COUNT)) {
+			fail(err, errlen, "corrupted trace: event %zu (kind 0x%llx, a 0x%llx) unknown", k,
+			     (unsigned long long)e->kind, (unsigned long long)e->a);
+			ptemu_trace_free(t);
 			return -1;
 		}
 	}
-	for (uint64_t k = 0; k < nevents; k++) {
-		t->events[k].kind = get(&i, 8);
-		t->events[k].a = get(&i, 8);
-		t->events[k].b = get(&i, 8);
-	}
-	t->nevents = t->cap = (size_t)nevents;
 	t->digest = get(&i, 8);
 	t->steps = get(&i, 8);
 	t->violations = get(&i, 8);
 	t->first_kind = (uint32_t)get(&i, 4);
 	t->first_event = get(&i, 8);
-	if (t->first_kind > VIOLATION_KIND_COUNT) {
+	if (t->first_kind > VIOLATION_KIND_COUNT || (t->first_kind == VIOLATION_KIND_COUNT) != !t->violations) {
 		ptemu_trace_free(t);
-		snprintf(err, errlen, "corrupted trace: violation kind out of range");
-		return -1;
+		return fail(err, errlen, "corrupted trace: first violation kind %u with %llu violations",
+			    t->first_kind, (unsigned long long)t->violations);
 	}
 	return 0;
 }
 
 int ptemu_trace_read(const char *path, struct ptemu_trace *t, char *err, size_t errlen)
 {
+	uint8_t head[HEADER_MAX_BYTES], *buf = NULL;
+	char inner[256];
 	struct stat st;
+	size_t hsize, n;
 	FILE *f = fopen(path, "rb");
-	uint8_t *buf;
-	int rc;
+	int rc = -1;
 
 	memset(t, 0, sizeof(*t));
 	if (!f || fstat(fileno(f), &st)) {
@@ -335,19 +402,22 @@ int ptemu_trace_read(const char *path, struct ptemu_trace *t, char *err, size_t 
 		fclose(f);
 		return -1;
 	}
-	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-	if (!buf || fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
-		snprintf(err, errlen, "%s: cannot read: %s", path, buf ? strerror(errno) : "out of memory");
-		free(buf);
+	/* The header alone first: a junk or hostile file is refused before it costs memory. */
+	n = fread(head, 1, sizeof(head), f);
+	if (parse_header(head, n, (uint64_t)st.st_size, &t->h, &hsize, inner, sizeof(inner))) {
+		memset(t, 0, sizeof(*t));
+		snprintf(err, errlen, "%s: %s", path, inner);
 		fclose(f);
 		return -1;
 	}
-	fclose(f);
-	char inner[256];
-
-	rc = ptemu_trace_parse(buf, (size_t)st.st_size, t, inner, sizeof(inner));
-	if (rc)
+	buf = malloc((size_t)st.st_size);
+	if (!buf || fseek(f, 0, SEEK_SET) || fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
+		snprintf(err, errlen, "%s: cannot read: %s", path, buf ? strerror(errno) : "out of host memory");
+		memset(t, 0, sizeof(*t));
+	} else if ((rc = ptemu_trace_parse(buf, (size_t)st.st_size, t, inner, sizeof(inner)))) {
 		snprintf(err, errlen, "%s: %s", path, inner);
+	}
 	free(buf);
+	fclose(f);
 	return rc;
 }

@@ -193,7 +193,7 @@ int ptemu_bench_bare(const struct ptemu_arch *arch, const char *image, double se
 	int rc = -1;
 
 	memset(res, 0, sizeof(*res));
-	if (ptemu_elf_load(image, isa->elf_machine, isa->elf_class, &img, res->error, sizeof(res->error)))
+	if (ptemu_elf_load_for(arch, image, &img, res->error, sizeof(res->error)))
 		return -1;
 	b.mem = mmap(NULL, BARE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
 		     -1, 0);

@@ -36,6 +36,9 @@ enum {
 	PF_W = 2,
 	PF_R = 4,
 	PN_XNUM = 0xffff,
+	SHT_NOBITS = 8,
+	SHF_ALLOC = 2,
+	SHF_EXECINSTR = 4,
 	EM_PPC64 = 21,
 	EM_ARM = 40,
 	EF_PPC64_ABI = 3,	/* e_flags: 2 = ELFv2, 1 or 0 = ELFv1 (as Linux decides) */
@@ -50,6 +53,9 @@ struct elf_layout {
 	unsigned e_entry, e_phoff, e_flags, e_phentsize, e_phnum;
 	unsigned phdr_size;
 	unsigned p_flags, p_offset, p_vaddr, p_filesz, p_memsz;
+	unsigned e_shoff, e_shentsize, e_shnum;
+	unsigned shdr_size;
+	unsigned sh_type, sh_flags, sh_addr, sh_offset, sh_size;	/* sh_flags: a word */
 };
 
 static const struct elf_layout layout32 = {
@@ -57,6 +63,9 @@ static const struct elf_layout layout32 = {
 	.e_entry = 24, .e_phoff = 28, .e_flags = 36, .e_phentsize = 42, .e_phnum = 44,
 	.phdr_size = 32,
 	.p_offset = 4, .p_vaddr = 8, .p_filesz = 16, .p_memsz = 20, .p_flags = 24,
+	.e_shoff = 32, .e_shentsize = 46, .e_shnum = 48,
+	.shdr_size = 40,
+	.sh_type = 4, .sh_flags = 8, .sh_addr = 12, .sh_offset = 16, .sh_size = 20,
 };
 
 static const struct elf_layout layout64 = {
@@ -64,6 +73,9 @@ static const struct elf_layout layout64 = {
 	.e_entry = 24, .e_phoff = 32, .e_flags = 48, .e_phentsize = 54, .e_phnum = 56,
 	.phdr_size = 56,
 	.p_flags = 4, .p_offset = 8, .p_vaddr = 16, .p_filesz = 32, .p_memsz = 40,
+	.e_shoff = 40, .e_shentsize = 58, .e_shnum = 60,
+	.shdr_size = 64,
+	.sh_type = 4, .sh_flags = 8, .sh_addr = 16, .sh_offset = 24, .sh_size = 32,
 };
 
 static const struct {
@@ -150,6 +162,22 @@ static unsigned prot_of(uint64_t p_flags)
 	       (p_flags & PF_X ? PTEMU_PROT_EXEC : 0);
 }
 
+/* Checks a header table (program or section headers, `kind`) of num entries of entsize
+ * bytes at off against the file and the class's entry size. */
+static int check_table(uint64_t off, unsigned entsize, unsigned num, uint64_t size, unsigned min_entsize,
+		       const struct ptemu_elf_image *img, const char *kind, char *err, size_t errlen)
+{
+	if (entsize < min_entsize)
+		return fail(err, errlen, "e_%sentsize %u smaller than an ELF%u %s header (%u)",
+			    kind[0] == 'p' ? "ph" : "sh", entsize, img->elf_class, kind, min_entsize);
+	/* Both factors are 16-bit: the product cannot overflow. */
+	if (off > size || (uint64_t)num * entsize > size - off)
+		return fail(err, errlen,
+			    "truncated %s header table: %u entries of %u bytes at offset 0x%" PRIx64
+			    " but the file has %" PRIu64 " bytes", kind, num, entsize, off, size);
+	return 0;
+}
+
 /* Reads the PT_LOAD headers into img; the indices are the program header numbers, for
  * messages. */
 static int parse_segments(const uint8_t *p, uint64_t size, const struct elf_layout *l,
@@ -160,8 +188,6 @@ static int parse_segments(const uint8_t *p, uint64_t size, const struct elf_layo
 	unsigned phentsize = load(p + l->e_phentsize, 2, be);
 	unsigned phnum = load(p + l->e_phnum, 2, be);
 	uint64_t addr_max = l->word == 4 ? UINT32_MAX : UINT64_MAX;
-	unsigned index[PTEMU_ELF_MAX_SEGMENTS];
-	uint64_t table;
 
 	/* PN_XNUM moves the count into section header 0: no static workload needs that. */
 	if (phnum == PN_XNUM)
@@ -169,16 +195,8 @@ static int parse_segments(const uint8_t *p, uint64_t size, const struct elf_layo
 			    "extended program header numbering (PN_XNUM) not supported");
 	if (phnum == 0)
 		return fail(err, errlen, "no loadable segment (no program headers)");
-	if (phentsize < l->phdr_size)
-		return fail(err, errlen, "e_phentsize %u smaller than an ELF%u program header (%u)",
-			    phentsize, img->elf_class, l->phdr_size);
-	/* Both factors are 16-bit: the product cannot overflow. */
-	table = (uint64_t)phnum * phentsize;
-	if (phoff > size || table > size - phoff)
-		return fail(err, errlen,
-			    "truncated program header table: %u entries of %u bytes at offset 0x%"
-			    PRIx64 " but the file has %" PRIu64 " bytes",
-			    phnum, phentsize, phoff, size);
+	if (check_table(phoff, phentsize, phnum, size, l->phdr_size, img, "program", err, errlen))
+		return -1;
 
 	for (unsigned i = 0; i < phnum; i++) {
 		const uint8_t *ph = p + phoff + (uint64_t)i * phentsize;
@@ -219,15 +237,15 @@ static int parse_segments(const uint8_t *p, uint64_t size, const struct elf_layo
 				return fail(err, errlen,
 					    "segment %u overlaps segment %u (0x%" PRIx64 "-0x%"
 					    PRIx64 " and 0x%" PRIx64 "-0x%" PRIx64 ")",
-					    i, index[j], vaddr, last, o->vaddr, o_last);
+					    i, o->index, vaddr, last, o->vaddr, o_last);
 		}
-		index[img->nsegments] = i;
 		seg = &img->segments[img->nsegments++];
 		seg->vaddr = vaddr;
 		seg->memsz = memsz;
 		seg->filesz = filesz;
 		seg->prot = prot_of(load(ph + l->p_flags, 4, be));
 		seg->data = p + offset;
+		seg->index = i;
 	}
 	if (!img->nsegments)
 		return fail(err, errlen, "no loadable segment");
@@ -246,6 +264,62 @@ static const struct ptemu_elf_segment *file_data_at(const struct ptemu_elf_image
 			return s;
 	}
 	return NULL;
+}
+
+/* The executable segments' file data, as the code ranges. */
+static void code_is_segments(struct ptemu_elf_image *img)
+{
+	img->ncode = 0;
+	for (unsigned i = 0; i < img->nsegments; i++)
+		if (img->segments[i].prot & PTEMU_PROT_EXEC && img->segments[i].filesz) {
+			img->code[img->ncode] = img->segments[i];
+			img->code[img->ncode++].memsz = img->segments[i].filesz;
+		}
+}
+
+/* Fills img's code ranges from the section table (see loader.h). A section table is not
+ * needed to load, but one that is there must be sound. */
+static int parse_code(const uint8_t *p, uint64_t size, const struct elf_layout *l,
+		      struct ptemu_elf_image *img, char *err, size_t errlen)
+{
+	bool be = img->big_endian;
+	uint64_t shoff = load(p + l->e_shoff, l->word, be);
+	unsigned shentsize = load(p + l->e_shentsize, 2, be);
+	unsigned shnum = load(p + l->e_shnum, 2, be);
+
+	code_is_segments(img);
+	/* shnum 0 with an offset is extended numbering: the count is elsewhere, and the
+	 * segments serve. */
+	if (!shoff || !shnum)
+		return 0;
+	if (check_table(shoff, shentsize, shnum, size, l->shdr_size, img, "section", err, errlen))
+		return -1;
+	img->ncode = 0;
+	for (unsigned i = 0; i < shnum; i++) {
+		const uint8_t *sh = p + shoff + (uint64_t)i * shentsize;
+		uint64_t flags = load(sh + l->sh_flags, l->word, be);
+		uint64_t addr = load(sh + l->sh_addr, l->word, be);
+		uint64_t len = load(sh + l->sh_size, l->word, be);
+		const struct ptemu_elf_segment *s;
+
+		if ((flags & (SHF_ALLOC | SHF_EXECINSTR)) != (SHF_ALLOC | SHF_EXECINSTR) || !len ||
+		    load(sh + l->sh_type, 4, be) == SHT_NOBITS)
+			continue;
+		s = file_data_at(img, addr, len);
+		if (!s || !(s->prot & PTEMU_PROT_EXEC))
+			return fail(err, errlen, "executable section %u (0x%" PRIx64 ", 0x%" PRIx64
+				    " bytes) outside the file data of every executable segment",
+				    i, addr, len);
+		if (img->ncode == PTEMU_ELF_MAX_SEGMENTS)
+			return fail(err, errlen, "more than %d executable sections", PTEMU_ELF_MAX_SEGMENTS);
+		img->code[img->ncode++] = (struct ptemu_elf_segment){
+			.vaddr = addr, .memsz = len, .filesz = len, .prot = s->prot,
+			.data = s->data + (addr - s->vaddr), .index = i,
+		};
+	}
+	if (!img->ncode)
+		code_is_segments(img);
+	return 0;
 }
 
 static int parse_entry(const uint8_t *p, const struct elf_layout *l, struct ptemu_elf_image *img,
@@ -344,7 +418,7 @@ static int parse_image(const uint8_t *p, uint64_t size, unsigned expect_machine,
 			    expect_class);
 	if (version != EV_CURRENT)
 		return fail(err, errlen, "invalid e_version %u (expected EV_CURRENT, 1)", version);
-	if (parse_segments(p, size, l, img, err, errlen))
+	if (parse_segments(p, size, l, img, err, errlen) || parse_code(p, size, l, img, err, errlen))
 		return -1;
 	return parse_entry(p, l, img, err, errlen);
 }
@@ -354,6 +428,8 @@ static void adopt(struct ptemu_elf_image *img, const uint8_t *src, uint8_t *buf,
 {
 	for (unsigned i = 0; i < img->nsegments; i++)
 		img->segments[i].data = buf + (img->segments[i].data - src);
+	for (unsigned i = 0; i < img->ncode; i++)
+		img->code[i].data = buf + (img->code[i].data - src);
 	img->buf = buf;
 	img->size = size;
 	img->hash = fnv1a64(buf, size);
@@ -437,6 +513,39 @@ out:
 	free(buf);
 	close(fd);
 	return img->buf ? 0 : -1;
+}
+
+int ptemu_elf_check_arch(const struct ptemu_arch *arch, const struct ptemu_elf_image *img, char *err,
+			 size_t errlen)
+{
+	uint64_t page = ptemu_page_size(arch);
+
+	for (unsigned i = 0; i < img->nsegments; i++) {
+		const struct ptemu_elf_segment *s = &img->segments[i];
+		/* The pages the segment maps: its end rounded up, without overflow. */
+		uint64_t last_page = (s->vaddr + (s->memsz - 1)) | (page - 1);
+
+		if (arch->va_bits < 64 && last_page >> arch->va_bits)
+			return fail(err, errlen,
+				    "segment %u (p_vaddr 0x%" PRIx64 ", p_memsz 0x%" PRIx64
+				    ") beyond the %u-bit virtual address space of model %s",
+				    s->index, s->vaddr, s->memsz, arch->va_bits, arch->name);
+	}
+	return arch->check_image ? arch->check_image(img, err, errlen) : 0;
+}
+
+int ptemu_elf_load_for(const struct ptemu_arch *arch, const char *path, struct ptemu_elf_image *img,
+		       char *err, size_t errlen)
+{
+	char msg[256];
+
+	if (ptemu_elf_load(path, arch->isa.elf_machine, arch->isa.elf_class, img, err, errlen))
+		return -1;
+	if (ptemu_elf_check_arch(arch, img, msg, sizeof(msg))) {
+		ptemu_elf_free(img);
+		return fail(err, errlen, "%s: %s", path, msg);
+	}
+	return 0;
 }
 
 void ptemu_elf_free(struct ptemu_elf_image *img)

@@ -1011,8 +1011,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		free(r);
 		return res->error = PTEMU_RUN_BAD_INPUT;
 	}
-	if (ptemu_elf_load(cfg->image_path, cfg->arch->isa.elf_machine, cfg->arch->isa.elf_class,
-			   &r->image, err, sizeof(err))) {
+	if (ptemu_elf_load_for(cfg->arch, cfg->image_path, &r->image, err, sizeof(err))) {
 		snprintf(res->message, sizeof(res->message), "%s", err);
 		free(r);
 		return res->error = PTEMU_RUN_BAD_INPUT;

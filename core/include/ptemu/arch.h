@@ -23,6 +23,7 @@ extern "C" {
 
 struct mm_struct;
 struct page;
+struct ptemu_elf_image;
 
 #define PTEMU_MAX_LEVELS 5
 
@@ -164,6 +165,11 @@ struct ptemu_arch {
 	bool range_flush_drops_walk_cache;
 	unsigned tlb_entries;		/* logical TLB capacity */
 	unsigned walk_cache_entries;
+
+	/* Optional: refuses an image the engine cannot run (0, or -1 with a message naming the
+	 * instruction, its address and why), after the loader's own checks. It looks at the
+	 * image's code (struct ptemu_elf_image's code ranges). */
+	int (*check_image)(const struct ptemu_elf_image *img, char *err, size_t errlen);
 
 	/* Model-specific injections this model implements: bit (1u << enum ptemu_injection). */
 	unsigned model_injections;

@@ -22,6 +22,7 @@ struct ptemu_elf_segment {
 	uint64_t memsz, filesz;	/* filesz <= memsz; the rest is zero-filled (bss) */
 	unsigned prot;		/* PTEMU_PROT_READ|WRITE|EXEC from arch.h, from p_flags */
 	const uint8_t *data;	/* filesz bytes inside the image buffer */
+	unsigned index;		/* the program (or section) header's number, for messages */
 };
 
 #define PTEMU_ELF_MAX_SEGMENTS 16
@@ -40,8 +41,16 @@ struct ptemu_elf_image {
 	/* PT_LOAD segments with a non-zero p_memsz, in file order, pairwise disjoint. */
 	unsigned nsegments;
 	struct ptemu_elf_segment segments[PTEMU_ELF_MAX_SEGMENTS];
+	/* The bytes that hold code, for a model's image check: the executable sections
+	 * (SHF_EXECINSTR) of the section table, each inside an executable segment's file
+	 * data; or, without a section table (or one naming no such section), the file data
+	 * of every executable segment. vaddr, filesz (= memsz) and data as for segments. */
+	unsigned ncode;
+	struct ptemu_elf_segment code[PTEMU_ELF_MAX_SEGMENTS];
 	uint64_t hash;		/* FNV-1a 64 over the whole file: names the image in traces */
 };
+
+struct ptemu_arch;
 
 /* Parse and validate an in-memory image (copied). expect_machine/expect_class: what the model
  * runs (0 = accept any). Returns 0, or -1 with a one-line message in err naming what is wrong
@@ -55,6 +64,17 @@ int ptemu_elf_parse(const void *data, size_t size, unsigned expect_machine, unsi
 /* Read a regular file then ptemu_elf_parse; errors include the path and strerror for I/O. */
 int ptemu_elf_load(const char *path, unsigned expect_machine, unsigned expect_class,
 		   struct ptemu_elf_image *img, char *err, size_t errlen);
+
+/* What a model adds to the checks of a parsed image: every segment inside its virtual
+ * address space (2^va_bits), and the model's own check_image if it has one. 0, or -1 with
+ * a one-line message. */
+int ptemu_elf_check_arch(const struct ptemu_arch *arch, const struct ptemu_elf_image *img, char *err,
+			 size_t errlen);
+
+/* ptemu_elf_load for the model's ISA, then ptemu_elf_check_arch: an image the model can run.
+ * On failure *img is zeroed. */
+int ptemu_elf_load_for(const struct ptemu_arch *arch, const char *path, struct ptemu_elf_image *img,
+		       char *err, size_t errlen);
 
 void ptemu_elf_free(struct ptemu_elf_image *img);
 

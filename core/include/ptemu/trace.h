@@ -16,7 +16,13 @@ extern "C" {
 #endif
 
 #define PTEMU_TRACE_MAGIC "PTEMUTRC"
-#define PTEMU_TRACE_VERSION 1u
+#define PTEMU_TRACE_VERSION 2u
+
+/* What the CLI accepts, and so what a trace may hold: --steps, --memory (MiB), and the
+ * longest workload name or image path (with its NUL). */
+#define PTEMU_TRACE_MAX_STEPS 1000000000000ull
+#define PTEMU_TRACE_MAX_MEMORY_MIB 65536ull
+#define PTEMU_TRACE_MAX_WORKLOAD 4096
 
 struct ptemu_trace_event {
 	uint64_t kind, a, b;
@@ -29,7 +35,7 @@ struct ptemu_trace_header {
 	uint32_t capstone_version;	/* major << 8 | minor */
 	uint64_t build_id;
 	char arch[16];
-	char workload[64];
+	char workload[PTEMU_TRACE_MAX_WORKLOAD];	/* a workload name or a whole image path */
 	uint64_t image_hash;
 	uint32_t procs, vcpus;
 	uint64_t seed;
@@ -63,8 +69,9 @@ void ptemu_trace_append(void *trace, uint64_t kind, uint64_t a, uint64_t b);
 void ptemu_trace_header_init(struct ptemu_trace_header *h);
 uint64_t ptemu_build_id(void);
 
-/* 0, or -1 with a one-line message. The reader checks everything against the file's size
- * before it allocates, and a checksum over the whole file. */
+/* 0, or -1 with a one-line message. The reader checks the header (magic and version
+ * first, then every field's range and the sizes against the file's size) before it reads
+ * or allocates anything more, then a checksum over the whole file. */
 int ptemu_trace_write(const char *path, const struct ptemu_trace *t, char *err, size_t errlen);
 int ptemu_trace_read(const char *path, struct ptemu_trace *t, char *err, size_t errlen);
 int ptemu_trace_parse(const uint8_t *data, size_t size, struct ptemu_trace *t, char *err, size_t errlen);
