@@ -124,7 +124,7 @@ TEST_P(CollapseGuest, EachInjectionIsCaughtWithItsKindTheSameWayTwice)
 		 {VIOLATION_PT_USE_AFTER_FREE, VIOLATION_TLB_MAPS_FREED_PAGE}},
 		{INJECT_NO_PMD_RECHECK, "dontneed-race", true, 3, 1, 3,
 		 {VIOLATION_PTE_IN_DETACHED_TABLE, VIOLATION_DATA_MISMATCH}},
-		{INJECT_S390_REUSE_PENDING_HALF, "shmem-stress", false, 0, 1, 3,
+		{INJECT_S390_RELIST_ACTIVE, "shmem-stress", false, 0, 1, 3,
 		 {VIOLATION_PT_USE_AFTER_FREE}},
 	};
 	for (const Caught &c : cases) {
