@@ -19,16 +19,36 @@ struct Flush {
 	bool tables;
 };
 
-// A machine with one mm whose invalidations are recorded (no vCPUs: nothing is cached).
+// The machine's invalidations go to *v (no vCPUs: nothing is cached).
+void record_flushes(ptemu_machine *m, std::vector<Flush> *v)
+{
+	m->tlb.ctx = v;
+	m->tlb.flush_range = [](void *c, mm_struct *, uint64_t s, uint64_t e, bool t) {
+		static_cast<std::vector<Flush> *>(c)->push_back({s, e, t});
+	};
+}
+
+// A table installed, detached as retract does and deferred, its flushes recorded.
+struct Retracted : MmHolder {
+	Retracted(const char *arch, ptemu_injection inject) : MmHolder(arch, inject)
+	{
+		record_flushes(m, &flushes);
+		uint64_t table = install_table();
+		detach_table();
+		pte_free_defer(mm, table);
+	}
+	~Retracted() { m->tlb.flush_range = nullptr; }
+	uint64_t pmd_start() const { return addr & ~(ptemu_pmd_size(m->arch) - 1); }
+	std::vector<Flush> flushes;
+};
+
+// A machine with one mm whose invalidations are recorded.
 struct Space : MachineHolder {
 	explicit Space(const char *arch, ptemu_injection inject = INJECT_NONE)
 	    : MachineHolder(arch, inject)
 	{
 		mm = mm_alloc(m);
-		m->tlb.ctx = &flushes;
-		m->tlb.flush_range = [](void *c, mm_struct *, uint64_t s, uint64_t e, bool t) {
-			static_cast<std::vector<Flush> *>(c)->push_back({s, e, t});
-		};
+		record_flushes(m, &flushes);
 	}
 	~Space()
 	{
@@ -164,18 +184,9 @@ INSTANTIATE_TEST_SUITE_P(Models, MmuGather, testing::ValuesIn(kModels), ModelNam
 TEST(LeafFlushOnly, CollapseFlushKeepsWalkCachesOnlyUnderTheInjection)
 {
 	for (ptemu_injection inj : {INJECT_NONE, INJECT_LEAF_FLUSH_ONLY}) {
-		MmHolder h("arm64", inj);
-		std::vector<Flush> seen;
-		h.m->tlb.ctx = &seen;
-		h.m->tlb.flush_range = [](void *c, mm_struct *, uint64_t s, uint64_t e, bool t) {
-			static_cast<std::vector<Flush> *>(c)->push_back({s, e, t});
-		};
-		uint64_t table = h.install_table();
-		h.detach_table();
-		pte_free_defer(h.mm, table);
-		ASSERT_EQ(seen.size(), 1u);
-		EXPECT_EQ(seen[0].tables, inj == INJECT_NONE);
-		h.m->tlb.flush_range = nullptr;
+		Retracted h("arm64", inj);
+		ASSERT_EQ(h.flushes.size(), 1u);
+		EXPECT_EQ(h.flushes[0].tables, inj == INJECT_NONE);
 	}
 	EXPECT_TRUE(ptemu_injection_applies(INJECT_LEAF_FLUSH_ONLY, ptemu_arch_find("arm64")));
 	EXPECT_TRUE(ptemu_injection_applies(INJECT_LEAF_FLUSH_ONLY, ptemu_arch_find("arm64-39")));
@@ -236,21 +247,13 @@ TEST(S390Gather, IgnoringThePendingBitIsCaught)
 TEST(S390Gather, CollapseFlushIsIdteAndNoTlbFlushIsTheLazyPath)
 {
 	for (ptemu_injection inj : {INJECT_NONE, INJECT_NO_TLB_FLUSH}) {
-		MmHolder h("s390", inj);
-		std::vector<Flush> seen;
-		h.m->tlb.ctx = &seen;
-		h.m->tlb.flush_range = [](void *c, mm_struct *, uint64_t s, uint64_t e, bool t) {
-			static_cast<std::vector<Flush> *>(c)->push_back({s, e, t});
-		};
-		uint64_t table = h.install_table();
-		h.detach_table();
+		Retracted h("s390", inj);
+		const std::vector<Flush> &seen = h.flushes;
 		EXPECT_TRUE(pmd_none(pmdp_get_lockless(h.pmd)));
-		pte_free_defer(h.mm, table);
-		uint64_t size = ptemu_pmd_size(h.arch());
 		if (inj == INJECT_NONE) {
 			ASSERT_EQ(seen.size(), 1u);
-			EXPECT_EQ(seen[0].start, h.addr & ~(size - 1));
-			EXPECT_EQ(seen[0].end, (h.addr & ~(size - 1)) + size);
+			EXPECT_EQ(seen[0].start, h.pmd_start());
+			EXPECT_EQ(seen[0].end, h.pmd_start() + ptemu_pmd_size(h.arch()));
 			EXPECT_TRUE(seen[0].tables);
 		} else {
 			EXPECT_TRUE(seen.empty());
@@ -262,6 +265,5 @@ TEST(S390Gather, CollapseFlushIsIdteAndNoTlbFlushIsTheLazyPath)
 			flush_tlb_page(h.mm, 0x100000);
 			EXPECT_EQ(seen[1].end - seen[1].start, ptemu_page_size(h.arch())) << "owed once";
 		}
-		h.m->tlb.flush_range = nullptr;
 	}
 }

@@ -520,26 +520,39 @@ static void pte_free_now(struct ptemu_rcu_head *head)
 	ptemu_table_page_free(phys_machine(page->phys), page);
 }
 
+/* The step both frees share: clear AA and set PP for this half, so that nobody takes it
+ * before it is free, and list the page while the other half is in use and no half is
+ * deferred. At the head for an immediate free; at the tail for an RCU free, whose half
+ * is reusable only once __tlb_remove_table clears PP. */
+static void release_half(struct mm_struct *mm, uint64_t table, bool rcu)
+{
+	struct ptemu_machine *m = mm->machine;
+	struct page *page = table_page(m, table);
+	unsigned mask;
+
+	spin_lock(&mm->context.lock);
+	mask = atomic_xor_bits(&page->pt_frag, 0x11u << table_half(table));
+	if ((mask & 3) && (!PageFlag(page, PG_active) || ptemu_injected(m, INJECT_S390_RELIST_ACTIVE))) {
+		if (rcu)
+			list_add_tail(&page->lru, &mm->context.pgtable_list);
+		else
+			list_add(&page->lru, &mm->context.pgtable_list);
+	} else {
+		list_del_init(&page->lru);
+	}
+	spin_unlock(&mm->context.lock);
+}
+
 /* page_table_free() minus the per-table destructor, which the caller owns: a deferred
  * half stays RCU_PENDING until pte_free_now(). */
 static void __page_table_free(struct mm_struct *mm, uint64_t table)
 {
 	struct ptemu_machine *m = mm->machine;
 	struct page *page = table_page(m, table);
-	unsigned bit = table_half(table);
 	unsigned mask;
 
-	spin_lock(&mm->context.lock);
-	/* Clear AA and set PP for this half, so that nobody takes it before it is free. */
-	mask = atomic_xor_bits(&page->pt_frag, 0x11u << bit);
-	if ((mask & 3) && (!PageFlag(page, PG_active) || ptemu_injected(m, INJECT_S390_RELIST_ACTIVE)))
-		/* Other half in use, no half deferred: this one is reusable at once. */
-		list_add(&page->lru, &mm->context.pgtable_list);
-	else
-		list_del_init(&page->lru);
-	spin_unlock(&mm->context.lock);
-
-	mask = atomic_xor_bits(&page->pt_frag, 0x10u << bit);
+	release_half(mm, table, false);
+	mask = atomic_xor_bits(&page->pt_frag, 0x10u << table_half(table));
 	if (mask)
 		return;
 	/* Both halves free. A deferred half makes the page wait for a grace period. */
@@ -563,25 +576,12 @@ static void s390_pte_free_defer(struct mm_struct *mm, uint64_t table)
 	__page_table_free(mm, table);
 }
 
-/* __pte_free_tlb: AA cleared and PP set for the half, which alloc passes over until
- * __tlb_remove_table clears PP after the grace period. The page goes to the list's tail
- * (a half pending longest is reused last); the half rides in the token's low bits. */
+/* __pte_free_tlb: the half keeps PP, which alloc respects, until __tlb_remove_table
+ * after the grace period; the half rides in the token's low bits. */
 static void page_table_free_rcu(struct mmu_gather *tlb, uint64_t table)
 {
-	struct mm_struct *mm = tlb->mm;
-	struct ptemu_machine *m = mm->machine;
-	struct page *page = table_page(m, table);
-	unsigned bit = table_half(table);
-	unsigned mask;
-
-	spin_lock(&mm->context.lock);
-	mask = atomic_xor_bits(&page->pt_frag, 0x11u << bit);
-	if ((mask & 3) && (!PageFlag(page, PG_active) || ptemu_injected(m, INJECT_S390_RELIST_ACTIVE)))
-		list_add_tail(&page->lru, &mm->context.pgtable_list);
-	else
-		list_del_init(&page->lru);
-	spin_unlock(&mm->context.lock);
-	tlb_remove_table(tlb, table | (1u << bit));
+	release_half(tlb->mm, table, true);
+	tlb_remove_table(tlb, table | (1u << table_half(table)));
 }
 
 /* After the grace period: the half is free (for the checker first, before PP lets alloc
