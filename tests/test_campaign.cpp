@@ -136,7 +136,7 @@ TEST(Campaign, ShardsMergeIntoTheWholeAndMissingOnesAreRefused)
 {
 	std::string dir = scratch_dir(), out;
 	const std::string args =
-		"--arch s390 --seeds 5 --steps 100000 --inject none,s390-reuse-pending-half --quiet -j 2 --json ";
+		"--arch s390 --seeds 5 --steps 100000 --inject none,s390-relist-active-page --quiet -j 2 --json ";
 
 	int whole = campaign(args + dir + "all.json", &out);
 	ASSERT_LE(whole, 1) << out;
@@ -174,7 +174,7 @@ TEST(Campaign, InjectedBugGivesItsSmallestFailingSeedAndReproducingCommands)
 {
 	std::string dir = scratch_dir(), out;
 
-	ASSERT_EQ(campaign("--arch s390 --inject s390-reuse-pending-half --khugepaged on --seeds 3 "
+	ASSERT_EQ(campaign("--arch s390 --inject s390-relist-active-page --khugepaged on --seeds 3 "
 			   "--steps 200000 -j 2 --quiet --json " + dir + "inj.json", &out), 1) << out;
 	std::string json = slurp(dir + "inj.json");
 	std::string first = field(json, "first_failing_seed");
@@ -197,7 +197,7 @@ TEST(Campaign, InjectedBugGivesItsSmallestFailingSeedAndReproducingCommands)
 	std::string record = table_line(out, "reproduce: ptemu ");
 	std::string replay = table_line(out, "replay:    ptemu ");
 	ASSERT_NE(record.find("--seed " + first + " "), std::string::npos) << out;
-	EXPECT_NE(record.find("--record fail-s390-s390-reuse-pending-half-khugepaged-" + first + ".trc"),
+	EXPECT_NE(record.find("--record fail-s390-s390-relist-active-page-khugepaged-" + first + ".trc"),
 		  std::string::npos)
 		<< record;
 	ASSERT_FALSE(replay.empty()) << out;
@@ -218,7 +218,7 @@ TEST(Campaign, BadArgumentsExitTwoWithAMessage)
 	EXPECT_NE(out.find("unknown architecture 'vax'"), std::string::npos) << out;
 	EXPECT_EQ(campaign(ok + "--inject bogus", &out), 2);
 	EXPECT_NE(out.find("unknown injection 'bogus'"), std::string::npos) << out;
-	EXPECT_EQ(campaign(ok + "--inject s390-reuse-pending-half", &out), 2);
+	EXPECT_EQ(campaign(ok + "--inject s390-relist-active-page", &out), 2);
 	EXPECT_NE(out.find("not offered by arm64"), std::string::npos) << out;
 	EXPECT_EQ(campaign(ok + "--protocol lockless,sloppy", &out), 2);
 	EXPECT_NE(out.find("'sloppy' is not lockless or legacy"), std::string::npos) << out;

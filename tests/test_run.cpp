@@ -197,7 +197,7 @@ TEST(Cli, BadNamesAndValuesExitTwoWithTheValidChoices)
 	EXPECT_EQ(run_cli("run --procs 0", &out), 2);
 	EXPECT_NE(out.find("1..16"), std::string::npos) << out;
 	EXPECT_EQ(run_cli("run --seconds banana", &out), 2);
-	EXPECT_EQ(run_cli("run --inject s390-reuse-pending-half --arch arm64", &out), 2);
+	EXPECT_EQ(run_cli("run --inject s390-relist-active-page --arch arm64", &out), 2);
 	EXPECT_EQ(run_cli("frobnicate", &out), 2);
 	EXPECT_EQ(run_cli("run --image /nonexistent/x.elf --arch arm64", &out), 2);
 	EXPECT_NE(out.find("/nonexistent/x.elf"), std::string::npos) << out;

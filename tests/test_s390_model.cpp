@@ -60,7 +60,7 @@ TEST(S390Model, Geometry)
 	EXPECT_EQ(A.retract_flush, PTEMU_RETRACT_FLUSH_RANGE);
 	EXPECT_EQ(A.tlb_entries, 1024u);
 	EXPECT_EQ(A.walk_cache_entries, 64u);
-	EXPECT_TRUE(ptemu_injection_applies(INJECT_S390_REUSE_PENDING_HALF, &A));
+	EXPECT_TRUE(ptemu_injection_applies(INJECT_S390_RELIST_ACTIVE, &A));
 	EXPECT_EQ(A.isa.uc_arch, (int)UC_ARCH_S390X);
 	EXPECT_EQ(A.isa.uc_mode, (int)UC_MODE_BIG_ENDIAN);
 	EXPECT_EQ(A.isa.cs_arch, (int)CS_ARCH_SYSZ);
@@ -790,14 +790,14 @@ TEST_F(S390Halves, ConcurrentAllocFreeDefer)
 	EXPECT_EQ(check_violation_count(m), 0u) << describe();
 }
 
-class S390HalvesReusePendingHalf : public S390Halves {
+class S390HalvesRelistActivePage : public S390Halves {
       protected:
-	ptemu_injection injection() const override { return INJECT_S390_REUSE_PENDING_HALF; }
+	ptemu_injection injection() const override { return INJECT_S390_RELIST_ACTIVE; }
 };
 
 // With the injection, freeing a half re-lists its page even when it is Active, so the
 // deferred half is handed out before its grace period: the checker must catch it.
-TEST_F(S390HalvesReusePendingHalf, DeferredHalfHandedOutAgainIsCaught)
+TEST_F(S390HalvesRelistActivePage, DeferredHalfHandedOutAgainIsCaught)
 {
 	uint64_t a = pte_alloc_one(mm), b = pte_alloc_one(mm);
 	attach_and_detach(a, kAddr);

@@ -14,11 +14,18 @@ static const struct ptemu_injection_info injections[] = {
 	{ INJECT_NO_PMD_RECHECK, "no-pmd-recheck",
 	  "pte_offset_map_lock does not re-check pmd_same after taking the ptl", false },
 	{ INJECT_NO_TLB_FLUSH, "no-tlb-flush",
-	  "pmdp_collapse_flush clears the pmd without invalidating TLBs and walk caches",
-	  false },
-	{ INJECT_S390_REUSE_PENDING_HALF, "s390-reuse-pending-half",
-	  "s390 puts a page with a deferred half back on pgtable_list, so the half is reused",
-	  true },
+	  "pmdp_collapse_flush clears the pmd without invalidating TLBs and walk caches (s390: "
+	  "the lazy path of pmdp_flush_lazy, invalid bit set and purge left to the mm's next "
+	  "flush, taken although other CPUs have the mm attached)", false },
+	{ INJECT_LEAF_FLUSH_ONLY, "leaf-flush-only",
+	  "pmdp_collapse_flush invalidates the last level only (TLBI VALE1IS, not "
+	  "flush_tlb_range's VAE1IS), so walk caches keep the detached table", false },
+	{ INJECT_S390_IGNORE_PENDING, "s390-ignore-pending-half",
+	  "s390's page_table_alloc ignores the PP bit, handing out a half whose free by RCU "
+	  "(page_table_free_rcu) is still in flight", true },
+	{ INJECT_S390_RELIST_ACTIVE, "s390-relist-active-page",
+	  "s390 puts an Active page (a half deferred by pte_free_defer) back on pgtable_list, "
+	  "so the deferred half is handed out again before its grace period", true },
 	{ INJECT_RETRACT_NO_RECHECK, "retract-no-recheck",
 	  "retract_page_tables as v6.6 wrote it: no check_pmd_state under the pmd lock (undoes "
 	  "6.14's fix); reachable with --reclaim-empty-tables, which can empty the pmd first",
@@ -55,6 +62,10 @@ bool ptemu_injection_applies(enum ptemu_injection inj, const struct ptemu_arch *
 		/* Where retract issues no flush there is no flush to leave out. */
 		if (inj == INJECT_NO_TLB_FLUSH)
 			return arch->retract_flush != PTEMU_RETRACT_FLUSH_NONE;
+		/* Only where a last-level invalidation keeps walk caches (arm64). */
+		if (inj == INJECT_LEAF_FLUSH_ONLY)
+			return arch->retract_flush == PTEMU_RETRACT_FLUSH_RANGE &&
+			       !arch->pmdp_collapse_flush && !arch->leaf_flush_drops_walk_cache;
 		return true;
 	}
 	return inj == INJECT_NONE;

@@ -159,6 +159,35 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* Clears every entry of the table that pte (mapped, ptl held) points into. */
+static void clear_table(struct mm_struct *mm, pte_t *pte, uint64_t addr)
+{
+	const struct ptemu_arch *a = mm->machine->arch;
+	pte_t *first = pte - ptemu_level_index(a, ptemu_pte_level(a), addr);
+
+	for (unsigned i = 0; i < a->pte_table_bytes / a->entry_bytes; i++)
+		ptep_get_and_clear(mm, addr, first + i);
+}
+
+/* The harness maps without VMAs, so exit's zap would leave its entries behind: clear
+ * them as that zap would, before free_pgtables hands the tables to the mmu_gather. */
+static void zap_tables(struct stress *s)
+{
+	uint64_t pmd_size = ptemu_pmd_size(s->m->arch);
+
+	for (unsigned i = 0; i < s->cfg->tables; i++) {
+		uint64_t addr = s->base + i * pmd_size;
+		pmd_t *pmd = mm_find_pmd(s->mm, addr);
+		struct ptemu_spinlock *ptl;
+		pte_t *pte = pmd ? pte_offset_map_lock(s->mm, pmd, addr, &ptl) : NULL;
+
+		if (!pte)
+			continue;
+		clear_table(s->mm, pte, addr);
+		pte_unmap_unlock(pte, ptl);
+	}
+}
+
 /* What retract_page_tables does to one VMA's pmd, with the table emptied first as
  * collapse_file's unmapping would have done. */
 static void retract_one(struct stress *s, uint64_t addr)
@@ -184,10 +213,7 @@ static void retract_one(struct stress *s, uint64_t addr)
 		spin_lock_nested(ptl);
 	pte = pte_offset_map(pmd, addr);
 	if (pte) {
-		pte_t *first = pte - ptemu_level_index(a, ptemu_pte_level(a), addr);
-
-		for (unsigned i = 0; i < a->pte_table_bytes / a->entry_bytes; i++)
-			ptep_get_and_clear(mm, addr, first + i);
+		clear_table(mm, pte, addr);
 		pte_unmap(pte);
 	}
 	pmdp_collapse_flush(mm, addr, pmd);
@@ -280,12 +306,15 @@ int ptemu_pt_stress(struct ptemu_machine *m, const struct ptemu_pt_stress_config
 	m->test_hooks = saved;
 
 	/* Teardown: every table returns to the allocator once the callbacks have run. */
+	zap_tables(&s);
 	mm_destroy(s.mm);
 	phys_free_pages(m->phys, s.data_pfn, 0);
 	if (cfg->deterministic) {
 		/* The scheduler's RCU thread drains the callbacks left. */
 		ptemu_sched_destroy(m, NULL, NULL);
 	}
+	/* Twice: a callback may queue another (s390's __tlb_remove_table, pte_free_now). */
+	rcu_barrier();
 	rcu_barrier();
 	check_leaks(m, 0);
 	s.res.elapsed = now() - start;

@@ -256,7 +256,7 @@ static unsigned do_wp_page(struct vm_fault *vmf)
 	}
 	/* ptep_clear_flush, then the new page: no CPU may keep the old translation. */
 	ptep_get_and_clear(vmf->mm, vmf->address, vmf->pte);
-	flush_tlb_range(vmf->mm, vmf->address, vmf->address + ptemu_page_size(a), false);
+	flush_tlb_page(vmf->mm, vmf->address);
 	add_mm_counter(vmf->mm, PageFlag(folio, PG_swapbacked) ? MM_SHMEMPAGES : MM_FILEPAGES, -1);
 	__atomic_fetch_sub(&folio->mapcount, 1, __ATOMIC_RELAXED);
 	struct ptemu_leaf nl = { page_to_pfn(copy), vma_leaf_flags(vmf, true) };

@@ -355,11 +355,12 @@ static void try_to_unmap(struct ptemu_file *f, struct page *page, uint64_t index
 	up_read(&f->i_mmap_rwsem);
 }
 
-/* try_to_unmap_flush: every translation the batch cleared is gone from every TLB. */
+/* try_to_unmap_flush: every translation the batch cleared is gone from every TLB. On
+ * arm64 that is arch_tlbbatch_flush: TLBI VALE1IS per page, last-level only. */
 static void try_to_unmap_flush(struct unmap_batch *b)
 {
 	for (size_t i = 0; i < b->n; i++) {
-		flush_tlb_range(b->r[i].mm, b->r[i].start, b->r[i].end, false);
+		__flush_tlb_range(b->r[i].mm, b->r[i].start, b->r[i].end, true);
 		mmdrop(b->r[i].mm);
 	}
 	free(b->r);
@@ -713,7 +714,7 @@ maybe_install_pmd:
 
 abort:
 	if (nr_ptes)
-		flush_tlb_range(mm, haddr, haddr + hsize, false);
+		flush_tlb_mm(mm);
 unlock_i_mmap:
 	if (legacy)
 		up_write(&f->i_mmap_rwsem);

@@ -10,6 +10,7 @@
 #include <ptemu/khugepaged.h>
 #include <ptemu/machine.h>
 #include <ptemu/mm.h>
+#include <ptemu/mmu_gather.h>
 #include <ptemu/pgtable.h>
 #include <ptemu/phys.h>
 #include <ptemu/sched.h>
@@ -227,18 +228,6 @@ static enum mm_counter folio_counter(const struct page *folio)
 
 /* ---- zap --------------------------------------------------------------------------- */
 
-/* Pages unmapped under the ptl are freed only after the TLB flush (tlb_finish_mmu). */
-struct zap_batch {
-	struct page **pages;
-	size_t n, cap;
-};
-
-static void batch_add(struct zap_batch *b, struct page *folio)
-{
-	b->pages = ptemu_array_reserve(b->pages, &b->cap, b->n, sizeof(*b->pages), 64, "a zap batch");
-	b->pages[b->n++] = folio;
-}
-
 static struct page *pte_folio(const struct ptemu_machine *m, uint64_t pte, uint64_t *pfn)
 {
 	*pfn = m->arch->pte_leaf(pte).pfn;
@@ -247,8 +236,8 @@ static struct page *pte_folio(const struct ptemu_machine *m, uint64_t pte, uint6
 
 /* Returns false when the table went away under us: the caller redoes the pmd. *tablep: the
  * table that was zapped. */
-static bool zap_pte_range(struct vm_area_struct *vma, pmd_t *pmd, uint64_t addr, uint64_t end,
-			  struct zap_batch *b, uint64_t *tablep)
+static bool zap_pte_range(struct mmu_gather *tlb, struct vm_area_struct *vma, pmd_t *pmd,
+			  uint64_t addr, uint64_t end, uint64_t *tablep)
 {
 	struct mm_struct *mm = vma->vm_mm;
 	struct ptemu_machine *m = mm->machine;
@@ -273,7 +262,8 @@ static bool zap_pte_range(struct vm_area_struct *vma, pmd_t *pmd, uint64_t addr,
 
 		add_mm_counter(mm, folio_counter(folio), -1);
 		__atomic_fetch_sub(&folio->mapcount, 1, __ATOMIC_RELAXED);
-		batch_add(b, folio);
+		tlb_flush_range_add(tlb, addr, ptemu_page_size(a));
+		tlb_remove_page(tlb, folio);
 	}
 	pte_unmap_unlock(first, ptl);
 	return true;
@@ -281,7 +271,8 @@ static bool zap_pte_range(struct vm_area_struct *vma, pmd_t *pmd, uint64_t addr,
 
 /* A huge pmd: a whole-range zap clears it; a partial one too (file THPs are not split:
  * the rest refaults by PTEs). HUGE -> NONE is legal without the table's ptl. */
-static void zap_huge_pmd(struct vm_area_struct *vma, pmd_t *pmd, uint64_t addr, struct zap_batch *b)
+static void zap_huge_pmd(struct mmu_gather *tlb, struct vm_area_struct *vma, pmd_t *pmd,
+			 uint64_t addr)
 {
 	struct mm_struct *mm = vma->vm_mm;
 	struct ptemu_machine *m = mm->machine;
@@ -295,7 +286,9 @@ static void zap_huge_pmd(struct vm_area_struct *vma, pmd_t *pmd, uint64_t addr, 
 		set_pmd_at(mm, addr, pmd, __pmd(a->none_entry(ptemu_pmd_level(a))));
 		add_mm_counter(mm, folio_counter(folio), -(int64_t)(1ull << folio->order));
 		__atomic_fetch_sub(&folio->mapcount, 1, __ATOMIC_RELAXED);
-		batch_add(b, folio);
+		/* Cleared whole, so flushed whole (tlb_remove_pmd_tlb_entry). */
+		tlb_flush_range_add(tlb, addr & ~(ptemu_pmd_size(a) - 1), ptemu_pmd_size(a));
+		tlb_remove_page(tlb, folio);
 	}
 	spin_unlock(pml);
 }
@@ -347,17 +340,16 @@ struct zap_table {
 	uint64_t addr, table;
 };
 
-/* reclaim_pt: MADV_DONTNEED with reclaim_empty_tables (6.14's zap_details.reclaim_pt). */
-static void zap_range(struct vm_area_struct *vma, uint64_t start, uint64_t end, bool reclaim_pt)
+/* unmap_page_range into the caller's gather. reclaim_pt: MADV_DONTNEED with
+ * reclaim_empty_tables (6.14's zap_details.reclaim_pt). */
+static void zap_range(struct mmu_gather *tlb, struct vm_area_struct *vma, uint64_t start,
+		      uint64_t end, bool reclaim_pt)
 {
 	struct mm_struct *mm = vma->vm_mm;
 	const struct ptemu_arch *a = mm->machine->arch;
 	uint64_t pmd_size = ptemu_pmd_size(a), table;
-	struct zap_batch b = { 0 };
 	struct zap_table *tables = NULL;
-	size_t ntables = 0;
-	/* A huge pmd is cleared whole, so its whole range is flushed (tlb_flush_pmd_range). */
-	uint64_t flush_start = start, flush_end = end;
+	size_t ntables = 0, cap = 0;
 
 	for (uint64_t addr = start; addr < end;) {
 		uint64_t next = (addr & ~(pmd_size - 1)) + pmd_size;
@@ -371,25 +363,18 @@ static void zap_range(struct vm_area_struct *vma, uint64_t start, uint64_t end, 
 		}
 		switch (pmd_kind(pmdp_get_lockless(pmd), &table)) {
 		case PTEMU_ENTRY_LEAF:
-			zap_huge_pmd(vma, pmd, addr, &b);
-			if ((addr & ~(pmd_size - 1)) < flush_start)
-				flush_start = addr & ~(pmd_size - 1);
-			if ((addr & ~(pmd_size - 1)) + pmd_size > flush_end)
-				flush_end = (addr & ~(pmd_size - 1)) + pmd_size;
+			zap_huge_pmd(tlb, vma, pmd, addr);
 			break;
 		case PTEMU_ENTRY_TABLE:
 			ptemu_sched_point_window(table);	/* the pmd seen, the table not yet mapped */
 			/* A failed map means the table was retracted: look at the pmd again. */
-			if (!zap_pte_range(vma, pmd, addr, next, &b, &table)) {
+			if (!zap_pte_range(tlb, vma, pmd, addr, next, &table)) {
 				ptemu_note_map_failed_after_table(mm->machine);
 				continue;
 			}
 			if (reclaim_pt) {
-				struct zap_table *t = realloc(tables, (ntables + 1) * sizeof(*t));
-
-				if (!t)
-					ptemu_bug("out of host memory for a zap");
-				tables = t;
+				tables = ptemu_array_reserve(tables, &cap, ntables, sizeof(*tables), 8,
+							     "a zap");
 				tables[ntables++] = (struct zap_table){ pmd, addr, table };
 			}
 			break;
@@ -398,22 +383,29 @@ static void zap_range(struct vm_area_struct *vma, uint64_t start, uint64_t end, 
 		}
 		addr = next;
 	}
-	if (b.n)
-		flush_tlb_range(mm, flush_start, flush_end, false);
-	for (size_t i = 0; i < b.n; i++)
-		folio_put(b.pages[i]);
-	free(b.pages);
+	if (!ntables)
+		return;
 	/* After the flush and the page frees. (6.14 clears the pmd inside the zap and frees
 	 * the table through the mmu_gather after the flush; the detach is under both locks
 	 * either way.) */
+	tlb_flush_mmu(tlb);
 	for (size_t i = 0; i < ntables; i++)
 		reclaim_empty_table(mm, tables[i].pmd, tables[i].addr, tables[i].table);
 	free(tables);
 }
 
+static void zap_vma_range(struct vm_area_struct *vma, uint64_t start, uint64_t end, bool reclaim_pt)
+{
+	struct mmu_gather tlb;
+
+	tlb_gather_mmu(&tlb, vma->vm_mm);
+	zap_range(&tlb, vma, start, end, reclaim_pt);
+	tlb_finish_mmu(&tlb);
+}
+
 void zap_page_range_single(struct vm_area_struct *vma, uint64_t start, uint64_t end)
 {
-	zap_range(vma, start, end, false);
+	zap_vma_range(vma, start, end, false);
 }
 
 /* split_huge_pmd_address at a new VMA boundary (vma_adjust_trans_huge): a huge pmd that
@@ -436,8 +428,9 @@ static void split_huge_pmd_if_needed(struct vm_area_struct *vma, uint64_t addres
 
 /* free_pgtables for [start, end) after its VMAs are gone: a PTE table goes when no VMA is
  * left anywhere in its pmd range (the floor/ceiling rule). */
-static void free_pte_tables(struct mm_struct *mm, uint64_t start, uint64_t end)
+static void free_pte_tables(struct mmu_gather *tlb, uint64_t start, uint64_t end)
 {
+	struct mm_struct *mm = tlb->mm;
 	struct ptemu_machine *m = mm->machine;
 	const struct ptemu_arch *a = m->arch;
 	uint64_t pmd_size = ptemu_pmd_size(a);
@@ -461,9 +454,8 @@ static void free_pte_tables(struct mm_struct *mm, uint64_t start, uint64_t end)
 		pmd_clear(pmd);
 		mm_inc_pgtables(mm, -(int64_t)a->pte_table_bytes);
 		spin_unlock(pml);
-		/* Walk caches must forget the table before it can be reused. */
-		flush_tlb_range(mm, p, p + pmd_size, true);
-		pte_free(mm, table);
+		/* Freed once walk caches forgot it (freed_tables: not a last-level flush). */
+		pte_free_tlb(tlb, table, p);
 	}
 }
 
@@ -478,22 +470,26 @@ static void vma_free(struct vm_area_struct *vma)
 static int munmap_locked(struct mm_struct *mm, uint64_t start, uint64_t end)
 {
 	int err = split_at_bounds(mm, start, end);
+	struct mmu_gather tlb;
 
 	if (err)
 		return err;
 	size_t i = vma_index_after(mm, start);
 
+	/* unmap_region: one gather for the zap and free_pgtables. */
+	tlb_gather_mmu(&tlb, mm);
 	while (i < mm->nr_vmas && mm->vmas[i]->vm_start < end) {
 		struct vm_area_struct *vma = mm->vmas[i];
 
 		/* Unlinked first, so that retract (i_mmap only) can no longer reach it. */
 		if (vma->vm_file)
 			unlink_file_vma(vma);
-		zap_page_range_single(vma, vma->vm_start, vma->vm_end);
+		zap_range(&tlb, vma, vma->vm_start, vma->vm_end, false);
 		vma_remove_at(mm, i);
 		vma_free(vma);
 	}
-	free_pte_tables(mm, start, end);
+	free_pte_tables(&tlb, start, end);
+	tlb_finish_mmu(&tlb);
 	return 0;
 }
 
@@ -693,7 +689,8 @@ static void change_protection(struct vm_area_struct *vma, uint64_t start, uint64
 		}
 		pte_unmap_unlock(first, ptl);
 	}
-	flush_tlb_range(mm, start, end, false);
+	/* tlb_finish_mmu of a gather that freed no table: last-level only. */
+	__flush_tlb_range(mm, start, end, true);
 }
 
 /* do_mprotect_pkey: VMA by VMA from start; a hole ends it with -ENOMEM, a refused VMA
@@ -753,7 +750,7 @@ static int madvise_vma_behavior(struct vm_area_struct *vma, struct vm_area_struc
 	*prev = vma;
 	switch (advice) {
 	case PTEMU_MADV_DONTNEED:
-		zap_range(vma, start, end, mm->machine->features.reclaim_empty_tables);
+		zap_vma_range(vma, start, end, mm->machine->features.reclaim_empty_tables);
 		return 0;
 	case PTEMU_MADV_COLLAPSE:
 		return madvise_collapse(vma, prev, start, end);
@@ -826,9 +823,12 @@ int do_madvise(struct mm_struct *mm, uint64_t start, uint64_t len_in, int advice
 /* ---- teardown ---------------------------------------------------------------------- */
 
 /* free_pgtables at exit: nothing else can reach these tables any more (kernel-spec 1.8),
- * so they are cleared and freed without ptl and without waiting for RCU. */
-static void free_level(struct mm_struct *mm, uint64_t table, unsigned level)
+ * so they are cleared without ptl. PTE tables go through the exit's gather, as every
+ * table the kernel frees; upper tables are freed at once (no walker is left to cache
+ * them: every vCPU of the mm has stopped). */
+static void free_level(struct mmu_gather *tlb, uint64_t table, unsigned level)
 {
+	struct mm_struct *mm = tlb->mm;
 	struct ptemu_machine *m = mm->machine;
 	const struct ptemu_arch *a = m->arch;
 	unsigned n = a->table_bytes[level] / a->entry_bytes;
@@ -842,10 +842,10 @@ static void free_level(struct mm_struct *mm, uint64_t table, unsigned level)
 		if (level == ptemu_pmd_level(a)) {
 			pmd_clear(ptemu_slot_ptr(m, slot));
 			mm_inc_pgtables(mm, -(int64_t)a->pte_table_bytes);
-			pte_free(mm, next);
+			pte_free_tlb(tlb, next, 0);	/* fullmm: the range is not used */
 			continue;
 		}
-		free_level(mm, next, level + 1);
+		free_level(tlb, next, level + 1);
 		ptemu_entry_store(m, slot, a->none_entry(level));
 		mm_inc_pgtables(mm, -(int64_t)a->table_bytes[level + 1]);
 		ptemu_upper_table_free(m, next, level + 1);
@@ -868,21 +868,24 @@ void exit_mmap(struct mm_struct *mm)
 void mm_destroy(struct mm_struct *mm)
 {
 	struct ptemu_machine *m = mm->machine;
+	struct mmu_gather tlb;
 
 	/* khugepaged's hpage_collapse_test_exit sees this before anything is torn down. */
 	__atomic_store_n(&mm->mm_users, 0, __ATOMIC_RELEASE);
 	khugepaged_exit(mm);
 	down_write(&mm->mmap_lock);
+	tlb_gather_mmu_fullmm(&tlb, mm);
 	for (size_t i = 0; i < mm->nr_vmas; i++) {
 		struct vm_area_struct *vma = mm->vmas[i];
 
 		if (vma->vm_file)
 			unlink_file_vma(vma);
-		zap_page_range_single(vma, vma->vm_start, vma->vm_end);
+		zap_range(&tlb, vma, vma->vm_start, vma->vm_end, false);
 	}
-	/* Every vCPU of the mm has stopped: walk caches are flushed with the tables. */
-	flush_tlb_mm(mm);
-	free_level(mm, mm->pgd_pa, 0);
+	/* Every vCPU of the mm has stopped: walk caches are flushed with the tables
+	 * (flush_tlb_mm, the fullmm tlb_flush of a gather that freed tables). */
+	free_level(&tlb, mm->pgd_pa, 0);
+	tlb_finish_mmu(&tlb);
 	for (size_t i = 0; i < mm->nr_vmas; i++)
 		vma_free(mm->vmas[i]);
 	mm->nr_vmas = 0;	/* a khugepaged still holding the struct finds nothing */

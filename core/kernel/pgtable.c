@@ -501,18 +501,74 @@ void free_detached_pte_table(struct mm_struct *mm, uint64_t table_pa, bool defer
 		pte_free(mm, table_pa);	/* under free-immediately: the bug pte_free_defer prevents */
 }
 
-void flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end, bool freed_tables)
+/* Without the scheduling point, which the callers take first. A purge a lazy
+ * invalidation left behind is done now, for the whole mm. */
+static void flush_range_now(struct mm_struct *mm, uint64_t start, uint64_t end, bool last_level)
 {
 	struct ptemu_machine *m = mm->machine;
 
+	if (__atomic_exchange_n(&mm->context.flush_mm, false, __ATOMIC_SEQ_CST)) {
+		start = 0;
+		end = 1ull << m->arch->va_bits;
+		last_level = false;
+	}
 	ptemu_stat_add(&m->stats, PTEMU_STAT_tlb_range_flushes, 1);
+	if (last_level)
+		ptemu_stat_add(&m->stats, PTEMU_STAT_tlb_last_level_flushes, 1);
 	if (m->tlb.flush_range)
-		m->tlb.flush_range(m->tlb.ctx, mm, start, end, freed_tables);
+		m->tlb.flush_range(m->tlb.ctx, mm, start, end,
+				   !last_level || m->arch->leaf_flush_drops_walk_cache);
+}
+
+void __flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end, bool last_level)
+{
+	if (mm->machine->tlb.flush_range)
+		ptemu_sched_point();	/* the initiator's side of a shootdown */
+	flush_range_now(mm, start, end, last_level);
+}
+
+void flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	__flush_tlb_range(mm, start, end, false);
+}
+
+void flush_tlb_page(struct mm_struct *mm, uint64_t addr)
+{
+	__flush_tlb_range(mm, addr, addr + ptemu_page_size(mm->machine->arch), true);
 }
 
 void flush_tlb_mm(struct mm_struct *mm)
 {
-	flush_tlb_range(mm, 0, 1ull << mm->machine->arch->va_bits, true);
+	flush_tlb_range(mm, 0, 1ull << mm->machine->arch->va_bits);
+}
+
+static uint64_t pmd_xchg_none(struct mm_struct *mm, uint64_t pmd_pa)
+{
+	struct ptemu_machine *m = mm->machine;
+	uint64_t none = m->arch->none_entry(ptemu_pmd_level(m->arch));
+	uint64_t old = entry_xchg(m, pmd_pa, none);
+
+	pmd_changed(m, old, none);
+	return old;
+}
+
+uint64_t ptemu_pmdp_clear_flush_one_step(struct mm_struct *mm, uint64_t addr, uint64_t pmd_pa)
+{
+	uint64_t start = addr & ~(ptemu_pmd_size(mm->machine->arch) - 1), old;
+
+	if (mm->machine->tlb.flush_range)
+		ptemu_sched_point();
+	old = pmd_xchg_none(mm, pmd_pa);
+	flush_range_now(mm, start, start + ptemu_pmd_size(mm->machine->arch), false);
+	return old;
+}
+
+uint64_t ptemu_pmdp_clear_flush_lazy(struct mm_struct *mm, uint64_t pmd_pa)
+{
+	uint64_t old = pmd_xchg_none(mm, pmd_pa);
+
+	__atomic_store_n(&mm->context.flush_mm, true, __ATOMIC_SEQ_CST);
+	return old;
 }
 
 pmd_t pmdp_collapse_flush(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp)
@@ -522,11 +578,15 @@ pmd_t pmdp_collapse_flush(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp)
 	pmd_t old;
 
 	require_pml(mm, pmdp, "pmdp_collapse_flush");
+	if (m->arch->pmdp_collapse_flush)
+		return __pmd(m->arch->pmdp_collapse_flush(mm, addr, ptemu_slot_pa(m, pmdp)));
 	old = pmdp_get_lockless(pmdp);
 	pmd_clear(pmdp);
-	if (m->arch->retract_flush != PTEMU_RETRACT_FLUSH_NONE &&
-	    !ptemu_injected(m, INJECT_NO_TLB_FLUSH))
-		flush_tlb_range(mm, start, start + ptemu_pmd_size(m->arch), true);
+	if (m->arch->retract_flush == PTEMU_RETRACT_FLUSH_NONE || ptemu_injected(m, INJECT_NO_TLB_FLUSH))
+		return old;
+	/* leaf-flush-only: the TLBI VALE1IS that leaves the detached table in walk caches. */
+	__flush_tlb_range(mm, start, start + ptemu_pmd_size(m->arch),
+			  ptemu_injected(m, INJECT_LEAF_FLUSH_ONLY));
 	return old;
 }
 
@@ -576,10 +636,17 @@ void ptemu_pte_table_dtor(struct ptemu_machine *m, uint64_t table_pa)
 {
 	if (m->tlb.table_freed)
 		m->tlb.table_freed(m->tlb.ctx, table_pa);
-	if (check_table_free(m, table_pa) == TABLE_RCU_PENDING)
+	switch (check_table_free(m, table_pa)) {
+	case TABLE_RCU_PENDING:
 		ptemu_stat_add(&m->stats, PTEMU_STAT_tables_rcu_freed, 1);
-	else
+		break;
+	case TABLE_ALLOCATED:
 		ptemu_stat_add(&m->stats, PTEMU_STAT_tables_freed_now, 1);
+		break;
+	default:
+		ptemu_stat_add(&m->stats, PTEMU_STAT_tables_freed_attached_now, 1);
+		break;
+	}
 }
 
 uint64_t ptemu_generic_pte_alloc_one(struct mm_struct *mm)

@@ -271,7 +271,8 @@ void ptemu_tlb_shootdown(struct ptemu_tlb **targets, unsigned n, struct ptemu_tl
 	uint64_t gens[64];
 	bool wait[64];
 
-	ptemu_sched_point();
+	/* The initiator's scheduling point is its caller's (__flush_tlb_range), before
+	 * whatever must be one step with the purge. */
 	for (unsigned i = 0; i < n; i++) {
 		struct ptemu_tlb *t = targets[i];
 

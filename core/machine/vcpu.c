@@ -200,7 +200,6 @@ static void run_flush_range(void *ctx, struct mm_struct *mm, uint64_t start, uin
 	}
 	if (!n)
 		return;
-	tables |= r->m->arch->range_flush_drops_walk_cache;
 	__atomic_fetch_add(&r->shootdowns, 1, __ATOMIC_RELAXED);
 	if (ptemu_sched_scheduled())
 		ptemu_sched_fold(r->m, PTEMU_EV_SHOOTDOWN | (uint64_t)(ptemu_current()->sched_id + 1) << 8,

@@ -39,6 +39,7 @@
 #include <capstone/capstone.h>
 #include <unicorn/unicorn.h>
 
+#include <ptemu/mmu_gather.h>
 #include <ptemu/pgtable.h>
 
 /* QEMU's EXCP_SWI: what UC_HOOK_INTR reports for svc. */
@@ -365,10 +366,13 @@ static enum ptemu_walk_fault arm64_39_hw_walk(const struct ptemu_walk_ctx *ctx,
 	.pte_alloc_one = ptemu_generic_pte_alloc_one,			\
 	.pte_free = ptemu_generic_pte_free,				\
 	.pte_free_defer = ptemu_generic_pte_free_defer,			\
+	.rcu_table_free = true,		/* arm64 selects MMU_GATHER_RCU_TABLE_FREE */ \
+	.pte_free_tlb = ptemu_generic_pte_free_tlb,			\
+	.tlb_remove_table = ptemu_generic_tlb_remove_table,		\
 	.flush_waits_for_walks = true,					\
 	.walker_is_rcu_reader = false,					\
 	.retract_flush = PTEMU_RETRACT_FLUSH_RANGE,			\
-	.range_flush_drops_walk_cache = true,				\
+	.leaf_flush_drops_walk_cache = false,	/* TLBI VALE1IS */	\
 	.tlb_entries = 1024,						\
 	.walk_cache_entries = 64,					\
 	.isa = {							\

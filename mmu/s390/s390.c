@@ -34,6 +34,7 @@
 #include <ptemu/loader.h>
 #include <ptemu/machine.h>
 #include <ptemu/mm.h>
+#include <ptemu/mmu_gather.h>
 #include <ptemu/pgtable.h>
 #include <ptemu/phys.h>
 #include <ptemu/rcu.h>
@@ -487,7 +488,7 @@ static uint64_t page_table_alloc(struct mm_struct *mm)
 		page = list_first_entry(&mm->context.pgtable_list, struct page, lru);
 		mask = __atomic_load_n(&page->pt_frag, __ATOMIC_ACQUIRE);
 		/* A half whose free is still in flight is not free yet. */
-		if (!ptemu_injected(m, INJECT_S390_REUSE_PENDING_HALF))
+		if (!ptemu_injected(m, INJECT_S390_IGNORE_PENDING))
 			mask |= mask >> 4;
 		mask &= 3;
 		if (mask != 3) {
@@ -522,27 +523,39 @@ static void pte_free_now(struct ptemu_rcu_head *head)
 	ptemu_table_page_free(phys_machine(page->phys), page);
 }
 
+/* The step both frees share: clear AA and set PP for this half, so that nobody takes it
+ * before it is free, and list the page while the other half is in use and no half is
+ * deferred. At the head for an immediate free; at the tail for an RCU free, whose half
+ * is reusable only once __tlb_remove_table clears PP. */
+static void release_half(struct mm_struct *mm, uint64_t table, bool rcu)
+{
+	struct ptemu_machine *m = mm->machine;
+	struct page *page = table_page(m, table);
+	unsigned mask;
+
+	spin_lock(&mm->context.lock);
+	mask = atomic_xor_bits(&page->pt_frag, 0x11u << table_half(table));
+	if ((mask & 3) && (!PageFlag(page, PG_active) || ptemu_injected(m, INJECT_S390_RELIST_ACTIVE))) {
+		if (rcu)
+			list_add_tail(&page->lru, &mm->context.pgtable_list);
+		else
+			list_add(&page->lru, &mm->context.pgtable_list);
+	} else {
+		list_del_init(&page->lru);
+	}
+	spin_unlock(&mm->context.lock);
+}
+
 /* page_table_free() minus the per-table destructor, which the caller owns: a deferred
  * half stays RCU_PENDING until pte_free_now(). */
 static void __page_table_free(struct mm_struct *mm, uint64_t table)
 {
 	struct ptemu_machine *m = mm->machine;
 	struct page *page = table_page(m, table);
-	unsigned bit = table_half(table);
 	unsigned mask;
 
-	spin_lock(&mm->context.lock);
-	/* Clear AA and set PP for this half, so that nobody takes it before it is free. */
-	mask = atomic_xor_bits(&page->pt_frag, 0x11u << bit);
-	if ((mask & 3) && (!PageFlag(page, PG_active) ||
-			   ptemu_injected(m, INJECT_S390_REUSE_PENDING_HALF)))
-		/* Other half in use, no half deferred: this one is reusable at once. */
-		list_add(&page->lru, &mm->context.pgtable_list);
-	else
-		list_del_init(&page->lru);
-	spin_unlock(&mm->context.lock);
-
-	mask = atomic_xor_bits(&page->pt_frag, 0x10u << bit);
+	release_half(mm, table, false);
+	mask = atomic_xor_bits(&page->pt_frag, 0x10u << table_half(table));
 	if (mask)
 		return;
 	/* Both halves free. A deferred half makes the page wait for a grace period. */
@@ -564,6 +577,45 @@ static void s390_pte_free_defer(struct mm_struct *mm, uint64_t table)
 {
 	SetPageFlag(table_page(mm->machine, table), PG_active);
 	__page_table_free(mm, table);
+}
+
+/* __pte_free_tlb: the half keeps PP, which alloc respects, until __tlb_remove_table
+ * after the grace period; the half rides in the token's low bits. */
+static void page_table_free_rcu(struct mmu_gather *tlb, uint64_t table)
+{
+	release_half(tlb->mm, table, true);
+	tlb_remove_table(tlb, table | (1u << table_half(table)));
+}
+
+/* After the grace period: the half is free (for the checker first, before PP lets alloc
+ * hand it out), and the page goes when the other half is free too. No mm here. */
+static void s390_tlb_remove_table(struct ptemu_machine *m, uint64_t token)
+{
+	unsigned half = token & 3;
+	uint64_t table = token ^ half;
+	struct page *page = table_page(m, table);
+
+	ptemu_pte_table_dtor(m, table);
+	if (atomic_xor_bits(&page->pt_frag, half << 4))
+		return;
+	if (TestClearPageFlag(page, PG_active))
+		call_rcu(&page->rcu, pte_free_now);
+	else
+		ptemu_table_page_free(m, page);
+}
+
+/*
+ * pmdp_collapse_flush is pmdp_xchg_direct: IDTE invalidates the segment entry and purges
+ * it from every CPU's TLB and walk cache as one instruction, which completes only after
+ * the walks in flight. pmdp_flush_lazy's other path (the invalid bit set, the purge left
+ * to the mm's next flush) is s390's only while the mm is attached to this CPU alone:
+ * no-tlb-flush takes it although other CPUs have the mm attached.
+ */
+static uint64_t s390_pmdp_collapse_flush(struct mm_struct *mm, uint64_t addr, uint64_t pmd_pa)
+{
+	if (ptemu_injected(mm->machine, INJECT_NO_TLB_FLUSH))
+		return ptemu_pmdp_clear_flush_lazy(mm, pmd_pa);
+	return ptemu_pmdp_clear_flush_one_step(mm, addr, pmd_pa);
 }
 
 /* QEMU's EXCP_SVC: what UC_HOOK_INTR reports for svc. */
@@ -647,6 +699,9 @@ const struct ptemu_arch ptemu_arch_s390 = {
 	.pte_alloc_one = page_table_alloc,
 	.pte_free = page_table_free,
 	.pte_free_defer = s390_pte_free_defer,
+	.rcu_table_free = true,		/* s390 selects MMU_GATHER_RCU_TABLE_FREE */
+	.pte_free_tlb = page_table_free_rcu,
+	.tlb_remove_table = s390_tlb_remove_table,
 	/* Nothing to tear down: a listed page always has a half allocated, and free_pgtables
 	 * has freed every half by then. */
 	.mm_destroy_context = NULL,
@@ -655,10 +710,12 @@ const struct ptemu_arch ptemu_arch_s390 = {
 	.flush_waits_for_walks = true,	/* IDTE completes only after walks in flight */
 	.walker_is_rcu_reader = false,
 	.retract_flush = PTEMU_RETRACT_FLUSH_RANGE,
-	.range_flush_drops_walk_cache = true,
+	/* Every flush is __tlb_flush_mm_lazy, a purge of the whole ASCE. */
+	.leaf_flush_drops_walk_cache = true,
+	.pmdp_collapse_flush = s390_pmdp_collapse_flush,
 	.tlb_entries = 1024,
 	.walk_cache_entries = 64,
-	.model_injections = 1u << INJECT_S390_REUSE_PENDING_HALF,
+	.model_injections = 1u << INJECT_S390_IGNORE_PENDING | 1u << INJECT_S390_RELIST_ACTIVE,
 	.check_image = s390x_check_image,
 
 	.isa = {

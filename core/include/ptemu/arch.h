@@ -22,8 +22,10 @@ extern "C" {
 #endif
 
 struct mm_struct;
+struct mmu_gather;
 struct page;
 struct ptemu_elf_image;
+struct ptemu_machine;
 
 #define PTEMU_MAX_LEVELS 5
 
@@ -150,6 +152,13 @@ struct ptemu_arch {
 	uint64_t (*pte_alloc_one)(struct mm_struct *mm);	/* table pa, 0 on OOM */
 	void (*pte_free)(struct mm_struct *mm, uint64_t table_pa);
 	void (*pte_free_defer)(struct mm_struct *mm, uint64_t table_pa);
+	/* MMU_GATHER_RCU_TABLE_FREE: tables an mmu_gather frees wait for a grace period
+	 * after the flush (tlb_remove_table); without it they are freed after the flush. */
+	bool rcu_table_free;
+	/* __pte_free_tlb: hand a detached table to the gather (tlb_remove_table). */
+	void (*pte_free_tlb)(struct mmu_gather *tlb, uint64_t table_pa);
+	/* __tlb_remove_table: free a gathered table, the token pte_free_tlb queued. */
+	void (*tlb_remove_table)(struct ptemu_machine *m, uint64_t table);
 	/* Tear down what the model keeps per mm (fragment caches) at mm free. */
 	void (*mm_destroy_context)(struct mm_struct *mm);
 
@@ -160,9 +169,13 @@ struct ptemu_arch {
 	bool flush_waits_for_walks;	/* arm64 TLBI+DSB, s390 IDTE wait for walks in flight */
 	bool walker_is_rcu_reader;	/* sparc64 TSB miss, ppc hash_page: IRQs off */
 	enum ptemu_retract_flush retract_flush;
-	/* flush_tlb_range also drops walk-cache entries for the range, table or not (arm64's
-	 * TLBI by VA is not leaf-only; s390 flushes the whole ASCE). */
-	bool range_flush_drops_walk_cache;
+	/* A last-level invalidation (flush_tlb_page, the batched unmap flush, a gather that
+	 * freed no table) also drops walk-cache entries: false on arm64, whose TLBI VALE1IS
+	 * keeps them; true on s390, whose flushes purge the whole ASCE (__tlb_flush_mm_lazy). */
+	bool leaf_flush_drops_walk_cache;
+	/* pmdp_collapse_flush, when the model's is not the generic clear then
+	 * flush_tlb_range. Returns the old pmd; caller holds the pmd lock. */
+	uint64_t (*pmdp_collapse_flush)(struct mm_struct *mm, uint64_t addr, uint64_t pmd_pa);
 	unsigned tlb_entries;		/* logical TLB capacity */
 	unsigned walk_cache_entries;
 

@@ -20,7 +20,9 @@ enum ptemu_injection {
 	INJECT_SKIP_PTE_UNMAP,		/* a successful map is left without its pte_unmap */
 	INJECT_NO_PMD_RECHECK,		/* pte_offset_map_lock skips pmd_same under ptl */
 	INJECT_NO_TLB_FLUSH,		/* pmdp_collapse_flush clears without invalidation */
-	INJECT_S390_REUSE_PENDING_HALF,	/* s390 re-lists an Active page, reusing a deferred half */
+	INJECT_LEAF_FLUSH_ONLY,		/* pmdp_collapse_flush invalidates the last level only */
+	INJECT_S390_IGNORE_PENDING,	/* s390 alloc ignores a half's PP bit */
+	INJECT_S390_RELIST_ACTIVE,	/* s390 puts an Active page back on pgtable_list */
 	INJECT_RETRACT_NO_RECHECK,	/* retract without 6.14's pmd re-check under pml (v6.6) */
 	INJECT_CPMT_NO_RECHECK,		/* collapse_pte_mapped_thp without 6.13's pmd re-check */
 	INJECT_COUNT

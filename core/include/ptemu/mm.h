@@ -40,6 +40,9 @@ struct mm_context {
 	struct ptemu_spinlock lock;
 	struct list_head pgtable_list;
 	uint64_t pte_frag;	/* next never-used fragment, 0 when none */
+	/* A lazy invalidation left its purge to the mm's next flush, which then covers the
+	 * whole mm (s390's context.flush_mm and __tlb_flush_mm_lazy). Atomic. */
+	bool flush_mm;
 };
 
 #define MAX_PTE_MAPPED_THP 8

@@ -104,10 +104,24 @@ void pte_free_defer(struct mm_struct *mm, uint64_t table_pa);
 void free_detached_pte_table(struct mm_struct *mm, uint64_t table_pa, bool deferred);
 
 /* Clear a pmd that points at a table and invalidate TLBs and walk caches for its range
- * (the model's retract_flush). Caller holds pmd lock and, when distinct, the ptl. */
+ * (the model's retract_flush, or its own pmdp_collapse_flush). Caller holds pmd lock and,
+ * when distinct, the ptl. */
 pmd_t pmdp_collapse_flush(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp);
-void flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end, bool freed_tables);
-/* Everything the mm's vCPUs cache: TLB entries and walk caches. */
+/* For a model's pmdp_collapse_flush: the clear and the invalidation as one step (no
+ * thread runs between them), or the clear alone with the purge left to the mm's next
+ * flush (a lazy invalidation). Both return the old pmd. */
+uint64_t ptemu_pmdp_clear_flush_one_step(struct mm_struct *mm, uint64_t addr, uint64_t pmd_pa);
+uint64_t ptemu_pmdp_clear_flush_lazy(struct mm_struct *mm, uint64_t pmd_pa);
+
+/* TLB invalidation by the arm64 primitives the kernel uses (DESIGN.md section 3):
+ * last_level is TLBI VALE1IS, which leaves walk-cache entries alone (unless the model's
+ * leaf_flush_drops_walk_cache); otherwise TLBI VAE1IS, which drops them for the range. */
+void __flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end, bool last_level);
+/* Never last-level: it is also used when collapsing huge pages and moving tables. */
+void flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end);
+/* One page, last-level (ptep_clear_flush). */
+void flush_tlb_page(struct mm_struct *mm, uint64_t addr);
+/* The whole ASID: TLB entries and walk caches. */
 void flush_tlb_mm(struct mm_struct *mm);
 
 /* ---- building blocks for the models' allocators ---------------------------------- */

@@ -19,12 +19,15 @@ extern "C" {
 	X(detach_with_reader)     /* a table was detached while someone had it mapped */      \
 	X(walk_raced_detach)      /* a walker was inside a table when it was detached */      \
 	X(tables_allocated)                                                                   \
-	X(tables_freed_now)                                                                   \
+	X(tables_freed_now)       /* never attached (pmd_install's loser), freed at once */   \
+	X(tables_freed_attached_now) /* once attached, freed without a grace period */        \
 	X(tables_freed_deferred)  /* handed to pte_free_defer */                              \
-	X(tables_rcu_freed)       /* deferred tables whose RCU callback freed them */         \
+	X(tables_gathered)        /* handed to an mmu_gather (pte_free_tlb) */                \
+	X(tables_rcu_freed)       /* freed after a grace period (pte_free_defer, gather) */   \
 	X(pmd_installs)                                                                       \
 	X(pmd_install_races)      /* pmd_install found the pmd populated and freed its table */ \
 	X(tlb_range_flushes)                                                                  \
+	X(tlb_last_level_flushes) /* of which last-level only (TLBI VALE1IS): walk caches kept */ \
 	X(faults)                 /* user faults handled */                                   \
 	X(collapses)              /* collapse_file committed a huge folio */                  \
 	X(retracts)               /* retract_page_tables detached a table */                  \

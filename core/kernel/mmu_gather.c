@@ -1,0 +1,154 @@
+/* The mmu_gather: flush once, then free (v6.6 mm/mmu_gather.c). */
+#include <stdlib.h>
+
+#include <ptemu/check.h>
+#include <ptemu/file.h>
+#include <ptemu/machine.h>
+#include <ptemu/mm.h>
+#include <ptemu/mmu_gather.h>
+#include <ptemu/pgtable.h>
+#include <ptemu/phys.h>
+#include <ptemu/rcu.h>
+
+#include "internal.h"
+
+static void reset_range(struct mmu_gather *tlb)
+{
+	tlb->start = UINT64_MAX;
+	tlb->end = 0;
+	tlb->freed_tables = false;
+}
+
+void tlb_gather_mmu(struct mmu_gather *tlb, struct mm_struct *mm)
+{
+	*tlb = (struct mmu_gather){ .mm = mm };
+	reset_range(tlb);
+}
+
+void tlb_gather_mmu_fullmm(struct mmu_gather *tlb, struct mm_struct *mm)
+{
+	tlb_gather_mmu(tlb, mm);
+	tlb->fullmm = true;
+}
+
+void tlb_flush_range_add(struct mmu_gather *tlb, uint64_t addr, uint64_t size)
+{
+	if (addr < tlb->start)
+		tlb->start = addr;
+	if (addr + size > tlb->end)
+		tlb->end = addr + size;
+}
+
+void tlb_remove_page(struct mmu_gather *tlb, struct page *folio)
+{
+	tlb->pages = ptemu_array_reserve(tlb->pages, &tlb->pages_cap, tlb->npages,
+					 sizeof(*tlb->pages), 64, "an mmu_gather");
+	tlb->pages[tlb->npages++] = folio;
+}
+
+void tlb_remove_table(struct mmu_gather *tlb, uint64_t table)
+{
+	tlb->tables = ptemu_array_reserve(tlb->tables, &tlb->tables_cap, tlb->ntables,
+					  sizeof(*tlb->tables), 16, "an mmu_gather");
+	tlb->tables[tlb->ntables++] = table;
+}
+
+void pte_free_tlb(struct mmu_gather *tlb, uint64_t table_pa, uint64_t addr)
+{
+	struct ptemu_machine *m = tlb->mm->machine;
+
+	tlb_flush_range_add(tlb, addr, ptemu_page_size(m->arch));
+	tlb->freed_tables = true;
+	/* From here only RCU readers may still be inside it (the checker's RCU_PENDING);
+	 * without rcu_table_free it stays detached until freed after the flush. */
+	if (m->arch->rcu_table_free)
+		check_table_defer(m, table_pa);
+	ptemu_stat_add(&m->stats, PTEMU_STAT_tables_gathered, 1);
+	m->arch->pte_free_tlb(tlb, table_pa);
+}
+
+/* The batch of tlb_remove_table_rcu: one callback for every table of one flush. */
+struct table_batch {
+	struct ptemu_rcu_head rcu;
+	struct ptemu_machine *m;
+	size_t n;
+	uint64_t tables[];
+};
+
+static void remove_tables(struct ptemu_machine *m, const uint64_t *tables, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		m->arch->tlb_remove_table(m, tables[i]);
+}
+
+static void tlb_remove_table_rcu(struct ptemu_rcu_head *head)
+{
+	struct table_batch *b = (struct table_batch *)head;
+
+	remove_tables(b->m, b->tables, b->n);
+	free(b);
+}
+
+static void tlb_table_flush(struct mmu_gather *tlb)
+{
+	struct ptemu_machine *m = tlb->mm->machine;
+	struct table_batch *b;
+
+	if (!tlb->ntables)
+		return;
+	if (!m->arch->rcu_table_free) {
+		remove_tables(m, tlb->tables, tlb->ntables);
+		tlb->ntables = 0;
+		return;
+	}
+	b = malloc(sizeof(*b) + tlb->ntables * sizeof(b->tables[0]));
+	if (!b)
+		ptemu_bug("out of host memory for an mmu_gather table batch");
+	b->m = m;
+	b->n = tlb->ntables;
+	for (size_t i = 0; i < b->n; i++)
+		b->tables[i] = tlb->tables[i];
+	tlb->ntables = 0;
+	call_rcu(&b->rcu, tlb_remove_table_rcu);
+}
+
+/* tlb_flush_mmu_tlbonly, with the arm64 tlb_flush: last-level only unless a table went;
+ * at exit only a freed table needs a flush (the ASID is not reused before a full one). */
+static void tlb_flush(struct mmu_gather *tlb)
+{
+	if (tlb->fullmm) {
+		if (tlb->freed_tables)
+			flush_tlb_mm(tlb->mm);
+	} else if (tlb->start < tlb->end) {
+		__flush_tlb_range(tlb->mm, tlb->start, tlb->end, !tlb->freed_tables);
+	}
+	reset_range(tlb);
+}
+
+void tlb_flush_mmu(struct mmu_gather *tlb)
+{
+	tlb_flush(tlb);
+	tlb_table_flush(tlb);
+	for (size_t i = 0; i < tlb->npages; i++)
+		folio_put(tlb->pages[i]);
+	tlb->npages = 0;
+}
+
+void tlb_finish_mmu(struct mmu_gather *tlb)
+{
+	tlb_flush_mmu(tlb);
+	free(tlb->pages);
+	free(tlb->tables);
+	tlb->pages = NULL;
+	tlb->tables = NULL;
+}
+
+void ptemu_generic_pte_free_tlb(struct mmu_gather *tlb, uint64_t table_pa)
+{
+	tlb_remove_table(tlb, table_pa);
+}
+
+void ptemu_generic_tlb_remove_table(struct ptemu_machine *m, uint64_t table)
+{
+	ptemu_table_page_free(m, pfn_to_page(m->phys, table >> m->arch->page_shift));
+}
