@@ -982,7 +982,7 @@ static int check_images(const struct cli_opts *o)
 		char path[4096], err[512];
 
 		workload_image_path(a, o->workload, path, sizeof(path));
-		if (ptemu_elf_load(path, a->isa.elf_machine, a->isa.elf_class, &img, err, sizeof(err))) {
+		if (ptemu_elf_load_for(a, path, &img, err, sizeof(err))) {
 			fprintf(stderr, "ptemu: %s\n", err);
 			return EXIT_USAGE;
 		}

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ptemu/trace.h>
+
 #include "cli.h"
 
 enum kind { K_FLAG, K_U64, K_SECONDS, K_STRING, K_ARCHES, K_INJECTS, K_PROTOCOLS, K_SCHED, K_ONOFF,
@@ -34,7 +36,7 @@ static const struct cli_option options[] = {
 	{ OPT_INJECT, "inject", 0, "NAME", K_INJECTS, 0, 0, V(inject_list),
 	  "remove one protocol step, or none ('ptemu list injections')" },
 	{ OPT_FAIL_FAST, "fail-fast", 0, NULL, K_FLAG, 0, 0, V(fail_fast), "stop a run at its first violation" },
-	{ OPT_MEMORY, "memory", 0, "MIB", K_U64, 1, 65536, V(memory),
+	{ OPT_MEMORY, "memory", 0, "MIB", K_U64, 1, PTEMU_TRACE_MAX_MEMORY_MIB, V(memory),
 	  "simulated physical memory in MiB, 1..65536" },
 	{ OPT_JSON, "json", 0, "FILE|-", K_STRING, 0, 0, V(json),
 	  "also write the results as JSON ('-': stdout; the human summary then goes to stderr)" },
@@ -61,7 +63,7 @@ static const struct cli_option options[] = {
 	  "deterministic strategy (implies --deterministic)" },
 	{ OPT_PCT_DEPTH, "pct-depth", 0, "D", K_U64, 1, 16, V(pct_depth),
 	  "PCT's depth, 1..16 (implies --deterministic)" },
-	{ OPT_STEPS, "steps", 0, "N", K_U64, 1000, 1000000000000ull, V(steps),
+	{ OPT_STEPS, "steps", 0, "N", K_U64, 1000, PTEMU_TRACE_MAX_STEPS, V(steps),
 	  "deterministic run length in scheduler steps, 1000..10^12 (implies --deterministic)" },
 	{ OPT_RECORD, "record", 0, "FILE", K_STRING, 0, 0, V(record),
 	  "write a trace of the run (implies --deterministic; one --arch)" },

@@ -76,7 +76,7 @@ int load_trace_for_run(const char *file, bool force, const char *image, struct p
 		workload_image_path(a, t->h.workload, path, pathlen);
 	else
 		snprintf(path, pathlen, "%s", t->h.workload);
-	if (ptemu_elf_load(path, a->isa.elf_machine, a->isa.elf_class, &img, err, sizeof(err))) {
+	if (ptemu_elf_load_for(a, path, &img, err, sizeof(err))) {
 		fprintf(stderr, "ptemu: %s\n", err);
 		ptemu_trace_free(t);
 		return EXIT_USAGE;
