@@ -4,6 +4,8 @@
 
 #include <ptemu/run.h>
 
+#include <sched.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -140,6 +142,36 @@ TEST(GuestRun, ProcessExitRacesTheOthersFaults)
 			ptemu_machine_destroy(m);
 		}
 	}
+}
+
+// Every vCPU of a process but the last returns at once, on one host CPU, so that they
+// are gone before the later ones have even started: the process lives until its last
+// vCPU is out, and its mm is torn down once, after that (no use of a freed mm, no double
+// exit_mmap, no hang in the joins).
+TEST(GuestRun, VcpusThatExitAtOnceLeaveTheProcessToTheLast)
+{
+	cpu_set_t saved, one;
+	ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
+	CPU_ZERO(&one);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &saved)) {
+			CPU_SET(c, &one);
+			break;
+		}
+	ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);	// the vCPUs inherit it
+	for (const char *arch : {"arm64", "s390"}) {
+		for (unsigned procs : {1u, 2u}) {
+			for (int i = 0; i < 8; i++) {
+				GuestRunHolder r(arch, "early-exit", procs, 4, 0.05);
+				ASSERT_EQ(r.error, PTEMU_RUN_OK) << arch << " run " << i << ": " << r.describe();
+				EXPECT_FALSE(r.res.hung);
+				EXPECT_EQ(check_violation_count(r.m), 0u) << arch << " run " << i << ": " << r.describe();
+				EXPECT_GT(r.res.tlb_fills, 0u);
+				EXPECT_EQ(phys_stats(r.m->phys).pages_allocated, 0u);
+			}
+		}
+	}
+	ASSERT_EQ(sched_setaffinity(0, sizeof(saved), &saved), 0);
 }
 
 TEST(GuestRun, WildAccessEndsTheRunWithWhereAndWhat)

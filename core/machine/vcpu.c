@@ -1083,13 +1083,17 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 	for (unsigned pi = 0; pi < r->nprocs && r->error == PTEMU_RUN_OK; pi++) {
 		struct process *p = &r->procs[pi];
 
+		/* Every vCPU counts from the start: one that exits before the next is created
+		 * must not be the last out, or it would tear the mm down under the others. */
+		__atomic_store_n(&p->alive, (int)p->nvcpus, __ATOMIC_RELEASE);
 		for (unsigned vi = 0; vi < p->nvcpus; vi++) {
 			p->vcpus[vi].deterministic = cfg->deterministic;
 			__atomic_store_n(&p->vcpus[vi].started, true, __ATOMIC_RELEASE);
-			__atomic_add_fetch(&p->alive, 1, __ATOMIC_ACQ_REL);
 			if (pthread_create(&p->vcpus[vi].thread, NULL, vcpu_main, &p->vcpus[vi])) {
 				__atomic_store_n(&p->vcpus[vi].started, false, __ATOMIC_RELEASE);
-				__atomic_sub_fetch(&p->alive, 1, __ATOMIC_ACQ_REL);
+				/* The ones never created are out; if no created one is left, the
+				 * mm is the main thread's to tear down (below, after the joins). */
+				__atomic_sub_fetch(&p->alive, (int)(p->nvcpus - vi), __ATOMIC_ACQ_REL);
 				run_fail(r, PTEMU_RUN_INTERNAL, "cannot start a vCPU thread");
 				break;
 			}
