@@ -13,6 +13,8 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <vector>
+#include <algorithm>
 
 #ifndef PTEMU_WORKLOAD_DIR
 #error "PTEMU_WORKLOAD_DIR must name the built images"
@@ -257,4 +259,67 @@ TEST(DetScheduler, WindowPointsOnTheTablesOfALongWindowPreemptFarMoreOften)
 	EXPECT_GT(on_named, per_table / 4) << log;
 	EXPECT_LT(on_named, 3 * per_table / 4) << log;
 	EXPECT_LT(elsewhere, per_table / 16) << log;
+}
+
+namespace {
+
+struct Recorder {
+	std::vector<ptemu_sched_decision> switches;
+	static void on_event(void *ctx, uint64_t kind, uint64_t a, uint64_t b)
+	{
+		if ((kind & 0xff) == PTEMU_EV_SWITCH)
+			static_cast<Recorder *>(ctx)->switches.push_back({b, uint32_t(a & 0xffff)});
+	}
+};
+
+ptemu_run_result det_run_16x16(const std::string &path, Recorder *rec, const Recorder *replay)
+{
+	ptemu_run_config cfg{};
+	cfg.arch = ptemu_arch_find("arm64");
+	cfg.image_path = path.c_str();
+	cfg.workload = "shmem-stress";
+	cfg.procs = 16;
+	cfg.vcpus = 16;
+	cfg.seconds = 3600;
+	cfg.seed = 3;
+	cfg.khugepaged = true;
+	cfg.phys_bytes = 512ull << 20;
+	cfg.deterministic = true;
+	cfg.sched.seed = 3;
+	cfg.sched.strategy = PTEMU_SCHED_PCT;
+	cfg.sched.max_steps = 2000;
+	if (rec) {
+		cfg.sched.on_event = Recorder::on_event;
+		cfg.sched.event_ctx = rec;
+	}
+	if (replay) {
+		cfg.sched.forced = replay->switches.data();
+		cfg.sched.nforced = replay->switches.size();
+	}
+	ptemu_machine *m = nullptr;
+	ptemu_run_result res{};
+	EXPECT_EQ(ptemu_run(&cfg, &m, &res), PTEMU_RUN_OK) << res.message;
+	EXPECT_EQ(m ? check_violation_count(m) : 1, 0u);
+	ptemu_machine_destroy(m);
+	return res;
+}
+
+} // namespace
+
+// The largest run the CLI accepts: 16 processes x 16 vCPUs, khugepaged and the RCU thread
+// are 258 scheduled threads; it runs, and its recorded decisions replay to the same run.
+TEST(DetGuestRun, SixteenBySixteenWithKhugepagedRunsAndReplays)
+{
+	std::string path = workload_image("arm64", "shmem-stress");
+	Recorder rec;
+	ptemu_run_result a = det_run_16x16(path, &rec, nullptr);
+	ASSERT_FALSE(rec.switches.empty());
+	uint32_t highest = 0;
+	for (const auto &d : rec.switches)
+		highest = std::max(highest, d.to);
+	EXPECT_GT(highest, 64u);	// threads past the old limit did run
+	ptemu_run_result b = det_run_16x16(path, nullptr, &rec);
+	EXPECT_NE(a.digest, 0u);
+	EXPECT_EQ(a.digest, b.digest);
+	EXPECT_EQ(a.steps, b.steps);
 }

@@ -35,6 +35,8 @@
 
 #define MAX_PROCS 16
 #define MAX_VCPUS 16
+/* Every vCPU, khugepaged and the RCU thread are scheduled threads in deterministic runs. */
+_Static_assert(MAX_PROCS * MAX_VCPUS + 2 <= PTEMU_SCHED_MAX_THREADS, "the scheduler holds every thread");
 #define MAX_FDS 32
 #define MAX_OBJECTS 64
 #define STACK_BYTES (256u << 10)
@@ -181,6 +183,15 @@ static void flush_hw(void *ctx)
 
 static __thread struct vcpu *current_vcpu;
 
+/* Whose TLB can still be used: a vCPU that has exited never translates again, so it is
+ * no shootdown target and its stale entries are no violation (with 256 vCPUs, checking
+ * every TLB at each page an exiting process frees would dominate the run). */
+static bool vcpu_translates(struct vcpu *v)
+{
+	return __atomic_load_n(&v->started, __ATOMIC_ACQUIRE) &&
+	       __atomic_load_n(&v->activity, __ATOMIC_ACQUIRE) != ACT_EXITED;
+}
+
 static void run_flush_range(void *ctx, struct mm_struct *mm, uint64_t start, uint64_t end,
 			    bool tables)
 {
@@ -194,7 +205,7 @@ static void run_flush_range(void *ctx, struct mm_struct *mm, uint64_t start, uin
 		if (__atomic_load_n(&pr->mm, __ATOMIC_RELAXED) != mm)
 			continue;
 		for (unsigned i = 0; i < pr->nvcpus; i++)
-			if (__atomic_load_n(&pr->vcpus[i].started, __ATOMIC_ACQUIRE))
+			if (vcpu_translates(&pr->vcpus[i]))
 				targets[n++] = &pr->vcpus[i].tlb;
 	}
 	if (!n)
@@ -218,7 +229,7 @@ static void run_pages_freed(void *ctx, uint64_t pfn, uint64_t nr)
 		for (unsigned i = 0; i < r->procs[p].nvcpus; i++) {
 			struct vcpu *v = &r->procs[p].vcpus[i];
 
-			if (__atomic_load_n(&v->started, __ATOMIC_ACQUIRE) && ptemu_tlb_maps_pfn(&v->tlb, pfn, nr, &va))
+			if (vcpu_translates(v) && ptemu_tlb_maps_pfn(&v->tlb, pfn, nr, &va))
 				ptemu_report(r->m, VIOLATION_TLB_MAPS_FREED_PAGE, pfn << r->m->arch->page_shift,
 					     "page %#" PRIx64 " freed while vCPU %u.%u's TLB maps it at %#" PRIx64,
 					     pfn << r->m->arch->page_shift, p, i, va);
@@ -234,7 +245,7 @@ static void run_table_freed(void *ctx, uint64_t table_pa)
 		for (unsigned i = 0; i < r->procs[p].nvcpus; i++) {
 			struct vcpu *v = &r->procs[p].vcpus[i];
 
-			if (__atomic_load_n(&v->started, __ATOMIC_ACQUIRE) && ptemu_tlb_caches_table(&v->tlb, table_pa, &va))
+			if (vcpu_translates(v) && ptemu_tlb_caches_table(&v->tlb, table_pa, &va))
 				ptemu_report(r->m, VIOLATION_TLB_MAPS_FREED_PAGE, table_pa,
 					     "PTE table %#" PRIx64 " freed while vCPU %u.%u's walk cache "
 					     "points at it for %#" PRIx64, table_pa, p, i, va);
@@ -1028,8 +1039,6 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		.ctx = r,
 	};
 	ptemu_thread_register(r->m, "main");
-	r->start = now();
-	r->deadline = r->start + cfg->seconds;
 	r->nprocs = cfg->procs;
 
 	/* Processes: an mm each, the image loaded, the vCPUs' engines and stacks. */
@@ -1072,13 +1081,17 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 	}
 	if (cfg->deterministic && r->error == PTEMU_RUN_OK) {
 		/* The main thread registered before the scheduler exists: it only watches. */
-		r->deadline = 1e300;
 		if (ptemu_sched_create(r->m, &cfg->sched))
 			run_fail(r, PTEMU_RUN_INTERNAL, "cannot start the deterministic scheduler");
 	}
 	/* Start every vCPU (registered one by one, so that scheduler ids never depend on
 	 * timing), then watch. */
 	unsigned nstarted = 0;
+
+	/* The run's time starts with its vCPUs: setting up 256 of them takes seconds. A
+	 * deterministic run ends by steps, never by time. */
+	r->start = now();
+	r->deadline = cfg->deterministic ? 1e300 : r->start + cfg->seconds;
 
 	for (unsigned pi = 0; pi < r->nprocs && r->error == PTEMU_RUN_OK; pi++) {
 		struct process *p = &r->procs[pi];
