@@ -13,6 +13,10 @@
 #include <string>
 #include <thread>
 #include <tuple>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <vector>
 #include <algorithm>
 
@@ -322,4 +326,67 @@ TEST(DetGuestRun, SixteenBySixteenWithKhugepagedRunsAndReplays)
 	EXPECT_NE(a.digest, 0u);
 	EXPECT_EQ(a.digest, b.digest);
 	EXPECT_EQ(a.steps, b.steps);
+}
+
+namespace {
+
+int g_callbacks_run;
+
+void count_callback(ptemu_rcu_head *) { g_callbacks_run++; }
+
+// In a child process, bounded by `seconds`: true when `body` returned in time.
+template <class F> bool finishes_within(double seconds, F body)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		body();
+		_exit(testing::Test::HasFailure() ? 1 : 0);
+	}
+	int status = 0;
+	for (double waited = 0; waited < seconds; waited += 0.01) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+		std::this_thread::sleep_for(std::chrono::milliseconds(10));
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	return false;
+}
+
+} // namespace
+
+// The scheduler's teardown races its RCU thread: the last thread leaves right after a
+// call_rcu, so that the RCU thread has the baton, runs the callback and goes back to wait
+// for a grace period while ptemu_sched_destroy stops it. Whatever the order (the delay
+// before the teardown sweeps the window), the teardown finishes.
+TEST(DetScheduler, TeardownFinishesWhileTheRcuThreadGoesBackToWait)
+{
+	const int rounds = 1000;
+	bool finished = finishes_within(60, [&] {
+		MachineHolder h("arm64");
+		for (int i = 0; i < rounds; i++) {
+			ptemu_sched_config sc{};
+			sc.seed = uint64_t(i);
+			sc.max_steps = 1000;
+			ASSERT_EQ(ptemu_sched_create(h.m, &sc), 0);
+			std::atomic<bool> left{false};
+			ptemu_rcu_head head{};
+			std::thread w([&] {
+				ptemu_thread_register(h.m, "caller");
+				call_rcu(&head, count_callback);
+				ptemu_thread_unregister();
+				left = true;
+			});
+			ptemu_sched_wait_threads(h.m, 2);
+			ptemu_sched_start(h.m);
+			while (!left)
+				;
+			for (volatile int spin = 0; spin < (i * 7919) % 40000; spin++)
+				;
+			ptemu_sched_destroy(h.m, nullptr, nullptr);
+			w.join();
+		}
+		EXPECT_EQ(g_callbacks_run, rounds);
+	});
+	EXPECT_TRUE(finished) << "ptemu_sched_destroy hung (or the callbacks did not all run)";
 }

@@ -422,18 +422,29 @@ void ptemu_sched_spin_wait(void)
 		schedule(s, me, true, true, SCHED_SWITCH_ODDS, POINT_PLAIN, 0);
 }
 
+/* Blocks `me` on token, unless *unless (read under mu) is set. */
+static void block(struct ptemu_sched *s, int me, const void *token, const char *what, const bool *unless)
+{
+	bool skip;
+
+	pthread_mutex_lock(&s->mu);
+	skip = unless && *unless;
+	if (!skip) {
+		s->th[me].blocked_on = token;
+		s->th[me].blocked_what = what;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (!skip)
+		schedule(s, me, true, false, SCHED_SWITCH_ODDS, POINT_PLAIN, 0);
+}
+
 void ptemu_sched_block(const void *token, const char *what)
 {
 	int me;
 	struct ptemu_sched *s = sched_of_current(&me);
 
-	if (!s)
-		return;
-	pthread_mutex_lock(&s->mu);
-	s->th[me].blocked_on = token;
-	s->th[me].blocked_what = what;
-	pthread_mutex_unlock(&s->mu);
-	schedule(s, me, true, false, SCHED_SWITCH_ODDS, POINT_PLAIN, 0);
+	if (s)
+		block(s, me, token, what, NULL);
 }
 
 void ptemu_sched_wake(const void *token)
@@ -646,10 +657,10 @@ static void *rcu_main(void *arg)
 			ptemu_sched_wake(&s->rcu_token);	/* rcu_barrier waiters */
 			continue;	/* more may be ready */
 		}
-		if (s->stopping)
-			continue;	/* every reader is gone: the rest become ready */
-		/* Readers leaving their sections wake us; so do new callbacks. */
-		ptemu_sched_block(&s->rcu_token, "a grace period");
+		/* Readers leaving their sections wake us; so do new callbacks. Unless the
+		 * teardown has begun, decided under mu: ptemu_sched_destroy wakes this thread
+		 * once, and a block after that wake-up would wait for a baton nobody passes. */
+		block(s, 0, &s->rcu_token, "a grace period", &s->stopping);
 	}
 	ptemu_thread_unregister();
 	return NULL;
