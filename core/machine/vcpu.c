@@ -42,6 +42,10 @@ _Static_assert(MAX_PROCS * MAX_VCPUS + 2 <= PTEMU_SCHED_MAX_THREADS, "the schedu
 #define STACK_BYTES (256u << 10)
 /* How long past --seconds a guest may take to notice should_stop before it is ended. */
 #define GRACE_SECONDS 2.0
+/* Faults in a row at one instruction and address, with no syscall between, that end a
+ * vCPU as livelocked: a fault the handler resolves is retried once, or a few times when
+ * other CPUs race it; never this often. */
+#define LIVELOCK_FAULTS 50000
 
 struct run;
 struct process;
@@ -73,6 +77,10 @@ struct vcpu {
 	/* cfg->time_faults: each fault's handling time, for percentiles. */
 	uint32_t *fault_ns;
 	size_t nfault_ns, cap_fault_ns;
+	/* The last fault and how many times in a row it came (LIVELOCK_FAULTS). */
+	uint64_t last_fault_pc, last_fault_va;
+	unsigned last_fault_flags;
+	uint64_t same_faults;
 	/* What the vCPU is doing, for the watchdog's report. */
 	int activity;		/* enum vcpu_activity, atomic */
 	uint64_t activity_arg;	/* syscall number or fault address */
@@ -695,6 +703,12 @@ static int vcpu_setup(struct vcpu *v)
 	return 0;
 }
 
+static const char *access_name(unsigned fault_flags)
+{
+	return fault_flags & FAULT_FLAG_WRITE ? "writing" :
+	       fault_flags & FAULT_FLAG_INSTRUCTION ? "executing" : "reading";
+}
+
 static void vcpu_wild_access(struct vcpu *v, uint64_t pc, unsigned ret)
 {
 	char insn[128];
@@ -703,9 +717,7 @@ static void vcpu_wild_access(struct vcpu *v, uint64_t pc, unsigned ret)
 	run_fail(v->run, PTEMU_RUN_GUEST_ERROR,
 		 "process %u vCPU %u: %s %s the page at 0x%" PRIx64 " (%s), pc 0x%" PRIx64 ": %s",
 		 v->proc->index, v->index, ret & VM_FAULT_SIGBUS ? "bus error" : "segmentation fault",
-		 v->fault_flags & FAULT_FLAG_WRITE ? "writing" :
-		 v->fault_flags & FAULT_FLAG_INSTRUCTION ? "executing" : "reading",
-		 v->fault_va, ret & VM_FAULT_OOM ? "out of memory" : "no mapping allows it", pc, insn);
+		 access_name(v->fault_flags), v->fault_va, ret & VM_FAULT_OOM ? "out of memory" : "no mapping allows it", pc, insn);
 }
 
 /* A fault's event and its instruction's bytes, for traces (dump --disasm). */
@@ -722,6 +734,31 @@ static void fold_fault(struct vcpu *v, uint64_t pc)
 	memcpy(&lo, bytes, 8);
 	memcpy(&hi, bytes + 8, 8);
 	ptemu_sched_fold(v->run->m, PTEMU_EV_INSN | who, lo, hi);
+}
+
+/* The same fault again, resolved by the handler and refused by the walk again: after
+ * LIVELOCK_FAULTS in a row the vCPU can never go on, and the run ends at once. */
+static bool fault_livelocked(struct vcpu *v, uint64_t pc)
+{
+	if (v->same_faults && pc == v->last_fault_pc && v->fault_va == v->last_fault_va &&
+	    v->fault_flags == v->last_fault_flags) {
+		if (++v->same_faults < LIVELOCK_FAULTS)
+			return false;
+		char insn[128];
+
+		describe_insn(v, pc, insn, sizeof(insn));
+		run_fail(v->run, PTEMU_RUN_GUEST_ERROR,
+			 "process %u vCPU %u: livelock: %" PRIu64 " faults in a row %s the page at 0x%"
+			 PRIx64 ", pc 0x%" PRIx64 " (%s): the fault handler resolves each, the "
+			 "page-table walk refuses the access again", v->proc->index, v->index,
+			 v->same_faults, access_name(v->fault_flags), v->fault_va, pc, insn);
+		return true;
+	}
+	v->last_fault_pc = pc;
+	v->last_fault_va = v->fault_va;
+	v->last_fault_flags = v->fault_flags;
+	v->same_faults = 1;
+	return false;
 }
 
 static void vcpu_loop(struct vcpu *v)
@@ -763,6 +800,8 @@ static void vcpu_loop(struct vcpu *v)
 				vcpu_wild_access(v, pc, ret);
 				return;
 			}
+			if (fault_livelocked(v, pc))
+				return;
 			continue;	/* restart at the faulting instruction */
 		}
 		if (v->syscall) {
@@ -775,6 +814,7 @@ static void vcpu_loop(struct vcpu *v)
 			if (v->deterministic)
 				ptemu_sched_fold(r->m, PTEMU_EV_SYSCALL | (uint64_t)(ptemu_current()->sched_id + 1) << 8,
 						 v->activity_arg, pc);
+			v->same_faults = 0;	/* the guest made progress */
 			if (!do_syscall(v))
 				return;
 			continue;
@@ -943,6 +983,24 @@ static uint64_t run_progress(struct run *r)
 	return sum;
 }
 
+static const char *syscall_name(uint64_t nr)
+{
+	static const char *const names[PTEMU_SYS_count] = {
+		[PTEMU_SYS_exit] = "exit", [PTEMU_SYS_exit_group] = "exit_group",
+		[PTEMU_SYS_write] = "write", [PTEMU_SYS_mmap] = "mmap", [PTEMU_SYS_munmap] = "munmap",
+		[PTEMU_SYS_mprotect] = "mprotect", [PTEMU_SYS_madvise] = "madvise",
+		[PTEMU_SYS_shm_open] = "shm_open", [PTEMU_SYS_file_open] = "file_open",
+		[PTEMU_SYS_ftruncate] = "ftruncate", [PTEMU_SYS_punch_hole] = "punch_hole",
+		[PTEMU_SYS_gettid] = "gettid", [PTEMU_SYS_vcpu_id] = "vcpu_id",
+		[PTEMU_SYS_yield] = "yield", [PTEMU_SYS_clock] = "clock",
+		[PTEMU_SYS_thp_mapped] = "thp_mapped", [PTEMU_SYS_report] = "report",
+		[PTEMU_SYS_wait_khugepaged] = "wait_khugepaged", [PTEMU_SYS_should_stop] = "should_stop",
+		[PTEMU_SYS_param] = "param",
+	};
+
+	return nr < PTEMU_SYS_count && names[nr] ? names[nr] : "an unknown syscall";
+}
+
 /* The hang report: what every vCPU was doing and which locks it held. The records are
  * read racily on purpose: the threads are stuck, or this is only a snapshot. */
 static void report_hang(struct run *r, const char *why)
@@ -960,7 +1018,9 @@ static void report_hang(struct run *r, const char *why)
 
 			n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%u.%u %s", n ? "; " : "", p,
 					      i, what[act]);
-			if ((act == ACT_SYSCALL || act == ACT_FAULT) && n < sizeof(buf) - 1)
+			if (act == ACT_SYSCALL && n < sizeof(buf) - 1)
+				n += (size_t)snprintf(buf + n, sizeof(buf) - n, " %s", syscall_name(v->activity_arg));
+			if (act == ACT_FAULT && n < sizeof(buf) - 1)
 				n += (size_t)snprintf(buf + n, sizeof(buf) - n, " %#" PRIx64, v->activity_arg);
 			if (t && act != ACT_EXITED) {
 				for (int l = 0; l < t->nr_held && n < sizeof(buf) - 1; l++)
