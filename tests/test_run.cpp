@@ -229,6 +229,36 @@ TEST(GuestRun, SameFaultWithoutProgressIsALivelockSaidAtOnce)
 	}
 }
 
+// The watchdog's hang report says what each vCPU is doing, a syscall by its name: here
+// every vCPU waits in wait_khugepaged for passes that a long scan sleep holds back.
+TEST(GuestRun, HangReportNamesTheSyscall)
+{
+	std::string path = workload_image("arm64", "wait-khugepaged");
+	ptemu_run_config cfg{};
+	cfg.arch = ptemu_arch_find("arm64");
+	cfg.image_path = path.c_str();
+	cfg.workload = "wait-khugepaged";
+	cfg.procs = 1;
+	cfg.vcpus = 4;
+	cfg.seconds = 60;
+	cfg.khugepaged = true;
+	cfg.scan_sleep_ms = 1e6;
+	cfg.watchdog_seconds = 0.5;
+	cfg.phys_bytes = 128ull << 20;
+	ptemu_machine *m = nullptr;
+	ptemu_run_result res{};
+	EXPECT_EQ(ptemu_run(&cfg, &m, &res), PTEMU_RUN_GUEST_ERROR) << res.message;
+	ASSERT_FALSE(res.hung) << res.message;
+	size_t n;
+	const ptemu_violation *v = check_violations(m, &n);
+	ASSERT_GT(n, 0u) << res.message;
+	std::string msg = v[0].message;
+	// The first passes may let a vCPU or two through; the others wait for good.
+	EXPECT_NE(msg.find(" in syscall wait_khugepaged"), std::string::npos) << msg;
+	EXPECT_EQ(msg.find(" in syscall 0x"), std::string::npos) << msg;
+	ptemu_machine_destroy(m);
+}
+
 TEST(GuestRun, MalformedImageIsBadInput)
 {
 	std::string path = testing::TempDir() + "ptemu-not-elf";

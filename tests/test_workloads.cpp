@@ -11,7 +11,7 @@
 namespace {
 
 const char *const kWorkloads[] = {"shmem-stress", "munmap-race", "mprotect-race",
-				  "dontneed-race", "truncate-race", "file-thp", "wild-access", "early-exit"};
+				  "dontneed-race", "truncate-race", "file-thp", "wild-access", "early-exit", "wait-khugepaged"};
 
 std::string disassemble(const std::string &objdump, const std::string &image)
 {
