@@ -831,7 +831,8 @@ int khugepaged_start(struct ptemu_machine *m, const struct khugepaged_tunables *
 	if (!k->t.max_ptes_none || k->t.max_ptes_none >= nr)
 		k->t.max_ptes_none = (unsigned)nr - 1;
 	pthread_mutex_init(&k->lock, NULL);
-	m->khugepaged = k;
+	/* Published to vCPUs that may already run (wait_khugepaged): with release. */
+	__atomic_store_n(&m->khugepaged, k, __ATOMIC_RELEASE);
 	if (pthread_create(&k->thread, NULL, khugepaged_main, k)) {
 		m->khugepaged = NULL;
 		pthread_mutex_destroy(&k->lock);
@@ -911,7 +912,7 @@ void khugepaged_exit(struct mm_struct *mm)
 
 int khugepaged_wait_full_scan(struct ptemu_machine *m)
 {
-	struct ptemu_khugepaged *k = m->khugepaged;
+	struct ptemu_khugepaged *k = __atomic_load_n(&m->khugepaged, __ATOMIC_ACQUIRE);
 
 	if (!k)
 		return -ENOSYS;
