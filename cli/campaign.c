@@ -1,14 +1,15 @@
 /* ptemu campaign: deterministic runs over seeds and configurations, each run in a forked
  * worker process so that a crash or a hang costs that run and not the campaign; a table
  * (and JSON) of what they found; and the merge of a campaign's shards. */
+#define _GNU_SOURCE	/* ppoll */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,9 +22,67 @@
 
 #include "cli.h"
 
+static int campaign_main(int argc, char **argv);
+static int merge_main(int argc, char **argv);
+
+static const struct cli_use campaign_options[] = {
+	{ OPT_ARCH, "required", false },
+	{ OPT_SEEDS, "required", false },
+	{ OPT_SEED_BASE, NULL, false },
+	{ OPT_INJECT, NULL, true },
+	{ OPT_PROTOCOL, NULL, true },
+	{ OPT_RECLAIM, NULL, false },
+	{ OPT_KHUGEPAGED, NULL, false },
+	{ OPT_WORKLOAD, NULL, false },
+	{ OPT_PROCS, NULL, false },
+	{ OPT_VCPUS, NULL, false },
+	{ OPT_STEPS, NULL, false },
+	{ OPT_SCHED, NULL, false },
+	{ OPT_PCT_DEPTH, NULL, false },
+	{ OPT_JOBS, "default: online CPUs", false },
+	{ OPT_SHARD, NULL, false },
+	{ OPT_JSON, NULL, false },
+	{ OPT_QUIET, NULL, false },
+	{ 0 },
+};
+
+static const struct cli_opts campaign_defaults = {
+	.seed_base = 1, .inject_list = "none", .protocol_list = "lockless", .workload = "shmem-stress",
+	.procs = 2, .vcpus = 2, .steps = 200000, .sched = PTEMU_SCHED_PCT, .pct_depth = 3, .shard = 1,
+	.nshards = 1,
+};
+
+const struct cli_command cmd_campaign = {
+	"campaign", "[options]",
+	"deterministic runs over seeds, models, injections and protocols in worker processes, one "
+	"configuration per arch x injection x protocol: a table of what they found",
+	campaign_options, &campaign_defaults, true,
+	"  A row per configuration: runs, clean, errors, violation counts by kind and coverage\n"
+	"  counters summed over runs, the smallest failing seed and the commands that record and\n"
+	"  replay it. SIGINT or SIGTERM stops the workers and writes the runs that finished,\n"
+	"  marked partial, then ends the campaign by that signal.\n"
+	"  exit status: 3 when a run failed with an error (a crash, a guest error, a hang), else\n"
+	"  1 when a run had violations, else 0; 2 for bad usage or input files\n",
+	campaign_main,
+};
+
+static const struct cli_use merge_options[] = {
+	{ OPT_PARTIAL, NULL, false },
+	{ OPT_JSON, NULL, false },
+	{ 0 },
+};
+
+static const struct cli_opts merge_defaults = { 0 };
+
+const struct cli_command cmd_campaign_merge = {
+	"campaign merge", "FILE... [options]",
+	"combine the --json files of the shards of a campaign; missing shards are refused unless "
+	"--partial",
+	merge_options, &merge_defaults, false, NULL, merge_main,
+};
+
 /* A row keeps its smallest failing seeds, this many. */
 #define MAX_FAILING 32
-#define MAX_SHARDS 1000000u
 
 /* The counters a row sums: how often the races the checker watches were exercised. */
 static const enum ptemu_stat coverage_stats[] = {
@@ -69,6 +128,9 @@ struct worker {
 };
 
 struct campaign {
+	sigset_t mask;			/* the signal mask of the workers and of ppoll */
+	struct sigaction old_int, old_term;	/* what the workers get back */
+	int stop_signal;		/* SIGINT or SIGTERM stopped the campaign */
 	struct row *rows;
 	unsigned nrows;
 	uint64_t shard, nshards;	/* this process runs shard `shard` (1-based) of nshards */
@@ -212,6 +274,9 @@ static int start_run(const struct campaign *c, struct worker *w, uint32_t config
 		return -1;
 	}
 	if (!pid) {
+		sigaction(SIGINT, &c->old_int, NULL);
+		sigaction(SIGTERM, &c->old_term, NULL);
+		sigprocmask(SIG_SETMASK, &c->mask, NULL);
 		close(fds[0]);
 		run_one(&c->rows[config], config, seed, fds[1]);
 	}
@@ -271,23 +336,74 @@ static void finish_run(struct campaign *c, struct worker *w)
 	progress(c);
 }
 
-/* Runs every run of the shard, c->jobs at a time. 0, or EXIT_INTERNAL when no worker
- * could be started at all. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+/* A stop signal that came while the workers' pipes were read. */
+static void note_pending_stop(void)
+{
+	sigset_t pending;
+
+	if (sigpending(&pending))
+		return;
+	if (sigismember(&pending, SIGINT))
+		stop_signal = SIGINT;
+	else if (sigismember(&pending, SIGTERM))
+		stop_signal = SIGTERM;
+}
+
+/* The runs still going are not counted: their workers get the signal, and are reaped. */
+static void stop_workers(struct worker *w, unsigned nworkers, int sig)
+{
+	for (unsigned i = 0; i < nworkers; i++)
+		if (w[i].pid)
+			kill(w[i].pid, sig);
+	for (unsigned i = 0; i < nworkers; i++) {
+		if (!w[i].pid)
+			continue;
+		close(w[i].fd);
+		while (waitpid(w[i].pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		w[i].pid = 0;
+	}
+}
+
+/* Runs every run of the shard, c->jobs at a time, until SIGINT or SIGTERM (then
+ * c->stop_signal). SIGINT and SIGTERM are blocked but while waiting for the workers, and
+ * stay blocked (their handler set) for the caller to write the results first. 0, or
+ * EXIT_INTERNAL when no worker could be started at all. */
 static int run_all(struct campaign *c)
 {
 	unsigned nworkers = (unsigned)(c->jobs < c->total ? c->jobs : c->total);
 	struct worker *w = calloc(nworkers, sizeof(*w));
 	struct pollfd *pfd = calloc(nworkers, sizeof(*pfd));
+	struct sigaction sa = { .sa_handler = on_stop_signal };
+	sigset_t stops;
 	unsigned active = 0;
 	int rc = 0;
 
+	sigemptyset(&stops);
+	sigaddset(&stops, SIGINT);
+	sigaddset(&stops, SIGTERM);
+	sigprocmask(SIG_BLOCK, &stops, &c->mask);
+	/* A signal ignored when the campaign started (nohup, a background job) stays so. */
+	sigaction(SIGINT, NULL, &c->old_int);
+	sigaction(SIGTERM, NULL, &c->old_term);
+	if (c->old_int.sa_handler != SIG_IGN)
+		sigaction(SIGINT, &sa, NULL);
+	if (c->old_term.sa_handler != SIG_IGN)
+		sigaction(SIGTERM, &sa, NULL);
 	clock_gettime(CLOCK_MONOTONIC, &c->start);
 	c->next_k = c->shard - 1;
 	if (nworkers && (!w || !pfd)) {
 		fprintf(stderr, "ptemu: campaign: out of memory\n");
 		rc = EXIT_INTERNAL;
 	}
-	while (!rc) {
+	while (!rc && !stop_signal) {
 		uint32_t config;
 		uint64_t seed;
 
@@ -309,9 +425,11 @@ static int run_all(struct campaign *c)
 			break;
 		for (unsigned i = 0; i < nworkers; i++)
 			pfd[i] = (struct pollfd){ .fd = w[i].pid ? w[i].fd : -1, .events = POLLIN };
-		if (poll(pfd, nworkers, -1) < 0)
+		if (ppoll(pfd, nworkers, NULL, &c->mask) < 0)
 			continue;	/* EINTR; nothing else can fail with these arguments */
-		for (unsigned i = 0; i < nworkers; i++) {
+		/* A worker the terminal's SIGINT killed is not an error: the campaign stops. */
+		note_pending_stop();
+		for (unsigned i = 0; i < nworkers && !stop_signal; i++) {
 			ssize_t n;
 
 			if (!w[i].pid || !pfd[i].revents)
@@ -327,6 +445,9 @@ static int run_all(struct campaign *c)
 			active--;
 		}
 	}
+	if (stop_signal)
+		stop_workers(w, nworkers, stop_signal);
+	c->stop_signal = stop_signal;
 	if (c->line_open)
 		fputc('\n', stderr);
 	free(pfd);
@@ -382,7 +503,7 @@ static void print_table(FILE *f, const struct row *rows, unsigned n)
 
 /* The names written are identifiers (of this build, or read back by read_row, which
  * refuses quotes, backslashes and control characters): nothing to escape. */
-static void print_json(FILE *f, const struct row *rows, unsigned n, const char *shard)
+static void print_json(FILE *f, const struct row *rows, unsigned n, const char *shard, bool partial)
 {
 	fprintf(f, "{\"configs\":[");
 	for (unsigned i = 0; i < n; i++) {
@@ -415,7 +536,7 @@ static void print_json(FILE *f, const struct row *rows, unsigned n, const char *
 			fprintf(f, "%s%" PRIu64, s ? "," : "", r->failing[s]);
 		fprintf(f, "]}");
 	}
-	fprintf(f, "\n],\"shard\":\"%s\"}\n", shard);
+	fprintf(f, "\n],\"shard\":\"%s\"%s}\n", shard, partial ? ",\"partial\":true" : "");
 }
 
 static int campaign_status(const struct row *rows, unsigned n)
@@ -429,21 +550,6 @@ static int campaign_status(const struct row *rows, unsigned n)
 			status = EXIT_VIOLATIONS;
 	}
 	return status;
-}
-
-static bool parse_shard(const char *s, uint64_t *shard, uint64_t *nshards)
-{
-	char buf[64];
-	char *slash;
-
-	if (strlen(s) >= sizeof(buf))
-		return false;
-	strcpy(buf, s);
-	slash = strchr(buf, '/');
-	if (!slash)
-		return false;
-	*slash = '\0';
-	return parse_u64(slash + 1, 1, MAX_SHARDS, nshards) && parse_u64(buf, 1, *nshards, shard);
 }
 
 /* --- merge: a reader for exactly what print_json writes --- */
@@ -550,6 +656,15 @@ static const char *row_inconsistency(const struct row *w, uint64_t shard, uint64
 {
 	uint64_t failed = w->runs - w->clean;
 
+	/* The names go into a command line to reproduce: only those of this build. */
+	if (!ptemu_arch_find(w->arch))
+		return "its arch is not a model of this build ('ptemu list arches')";
+	if (ptemu_injection_from_name(w->inject) == INJECT_COUNT)
+		return "its inject is not an injection of this build ('ptemu list injections')";
+	if (ptemu_protocol_from_name(w->protocol) < 0)
+		return "its protocol is neither lockless nor legacy";
+	if (!known_workload(w->workload))
+		return "its workload is not one of this build ('ptemu list workloads')";
 	if (strcmp(w->sched, "pct") && strcmp(w->sched, "random"))
 		return "sched is neither pct nor random";
 	if (w->runs != runs_in_shard(w->seeds, shard, nshards))
@@ -585,15 +700,21 @@ struct shard_file {
 	unsigned nrows;
 };
 
-/* The whole file as a string; NULL with errno. */
-static char *slurp(const char *path)
+/* The whole file as a string; NULL with the reason in why. */
+static char *slurp(const char *path, char *why, size_t whylen)
 {
 	FILE *f = fopen(path, "r");
 	size_t len = 0, cap = 65536, n;
-	char *buf = malloc(cap);
+	char *buf = NULL;
+	struct stat st;
+	bool bad;
 
-	if (!f || !buf) {
-		free(buf);
+	if (f && !fstat(fileno(f), &st) && S_ISDIR(st.st_mode))
+		errno = EISDIR;
+	else if (f)
+		buf = malloc(cap);
+	if (!buf) {
+		snprintf(why, whylen, "cannot read it: %s", strerror(errno));
 		if (f)
 			fclose(f);
 		return NULL;
@@ -605,35 +726,39 @@ static char *slurp(const char *path)
 		char *more = cap < (64u << 20) ? realloc(buf, cap *= 2) : NULL;
 
 		if (!more) {
+			snprintf(why, whylen, "larger than any JSON file of 'ptemu campaign --json'");
 			free(buf);
 			fclose(f);
-			errno = EFBIG;
 			return NULL;
 		}
 		buf = more;
 	}
 	buf[len] = '\0';
-	if (ferror(f) || strlen(buf) != len) {
+	bad = ferror(f) || strlen(buf) != len;
+	if (ferror(f))
+		snprintf(why, whylen, "cannot read it: %s", strerror(errno));
+	else if (bad)
+		snprintf(why, whylen, "a NUL byte at byte %zu: not a JSON file of 'ptemu campaign --json'",
+			 strlen(buf));
+	fclose(f);
+	if (bad) {
 		free(buf);
-		fclose(f);
-		errno = EINVAL;
 		return NULL;
 	}
-	fclose(f);
 	return buf;
 }
 
 /* 0, or EXIT_USAGE with the reason, naming the file, printed. */
 static int read_shard_file(struct shard_file *sf)
 {
-	char *text = slurp(sf->name);
+	char shard[64], where[48] = "", unread[160];
+	char *text = slurp(sf->name, unread, sizeof(unread));
 	struct reader r = { text, text };
-	char shard[64], where[48] = "";
 	const char *why = NULL;
-	bool ok;
+	bool ok, interrupted = false;
 
 	if (!text) {
-		fprintf(stderr, "ptemu: campaign merge: cannot read %s: %s\n", sf->name, strerror(errno));
+		fprintf(stderr, "ptemu: campaign merge: %s: %s\n", sf->name, unread);
 		return EXIT_USAGE;
 	}
 	ok = lit(&r, "{\"configs\":[");
@@ -652,10 +777,13 @@ static int read_shard_file(struct shard_file *sf)
 		} while (ok && lit(&r, ","));
 		ok = ok && lit(&r, "]");
 	}
-	ok = ok && lit(&r, ",\"shard\":") && str(&r, shard, sizeof(shard)) && lit(&r, "}\n") && !*r.p;
+	ok = ok && lit(&r, ",\"shard\":") && str(&r, shard, sizeof(shard)) &&
+	     ((interrupted = lit(&r, ",\"partial\":true")) || true) && lit(&r, "}\n") && !*r.p;
 	if (!ok) {
 		why = "not a JSON file of 'ptemu campaign --json'";
 		snprintf(where, sizeof(where), " (at byte %td)", r.p - r.buf);
+	} else if (interrupted) {
+		why = "the campaign was interrupted: its runs are partial; run its shard again";
 	} else if (!parse_shard(shard, &sf->shard, &sf->nshards)) {
 		why = !strcmp(shard, "partial") ? "a partial merge: merge its shards instead" :
 						  "its shard is not I/N";
@@ -676,47 +804,46 @@ static int read_shard_file(struct shard_file *sf)
 	return 0;
 }
 
-static void add_row(struct row *to, const struct row *from)
+/* Sums a shard's row into the merged one: NULL, or the field whose sum is beyond 2^64-1
+ * (the digest sum wraps: it is compared, not counted). */
+static const char *add_row(struct row *to, const struct row *from)
 {
-	to->runs += from->runs;
-	to->clean += from->clean;
-	to->errors += from->errors;
-	to->steps_run += from->steps_run;
-	to->digest_sum += from->digest_sum;
+	struct row sum = *to;
+
+	if (__builtin_add_overflow(sum.runs, from->runs, &sum.runs))
+		return "runs";
+	if (__builtin_add_overflow(sum.clean, from->clean, &sum.clean))
+		return "clean";
+	if (__builtin_add_overflow(sum.errors, from->errors, &sum.errors))
+		return "errors";
+	if (__builtin_add_overflow(sum.steps_run, from->steps_run, &sum.steps_run))
+		return "steps_run";
 	for (int k = 0; k < VIOLATION_KIND_COUNT; k++)
-		to->kinds[k] += from->kinds[k];
+		if (__builtin_add_overflow(sum.kinds[k], from->kinds[k], &sum.kinds[k]))
+			return ptemu_violation_name((enum ptemu_violation_kind)k);
 	for (size_t c = 0; c < NCOVERAGE; c++)
-		to->coverage[c] += from->coverage[c];
+		if (__builtin_add_overflow(sum.coverage[c], from->coverage[c], &sum.coverage[c]))
+			return ptemu_stat_name(coverage_stats[c]);
+	sum.digest_sum += from->digest_sum;
 	for (unsigned s = 0; s < from->nfailing; s++)
-		add_failing(to, from->failing[s]);
-	to->shards++;
+		add_failing(&sum, from->failing[s]);
+	sum.shards++;
+	*to = sum;
+	return NULL;
 }
 
-/* '-' is stdout. NULL with the reason printed. */
-static FILE *open_json(const char *path)
+/* The table (on stderr when the JSON goes to stdout), then the JSON, written. */
+static int report(const struct row *rows, unsigned n, struct out_file *json, const char *shard, bool partial,
+		  const char *heading)
 {
-	FILE *f = strcmp(path, "-") ? fopen(path, "w") : stdout;
-
-	if (!f)
-		fprintf(stderr, "ptemu: cannot write %s: %s\n", path, strerror(errno));
-	return f;
-}
-
-/* The table (on stderr when the JSON goes to stdout), then the JSON. */
-static int report(const struct row *rows, unsigned n, FILE *json, const char *shard, const char *heading)
-{
-	FILE *table = json == stdout ? stderr : stdout;
+	FILE *table = summary_stream(json);
 
 	fputs(heading, table);
 	print_table(table, rows, n);
-	if (!json)
+	if (!json->path)
 		return 0;
-	print_json(json, rows, n, shard);
-	if (json == stdout ? fflush(json) : fclose(json)) {
-		fprintf(stderr, "ptemu: cannot write the JSON: %s\n", strerror(errno));
-		return EXIT_INTERNAL;
-	}
-	return 0;
+	print_json(json->f, rows, n, shard, partial);
+	return out_commit(json);
 }
 
 /* Which shards of N the files hold a row's configuration in: the missing ones, listed. */
@@ -746,46 +873,58 @@ static void print_missing(const struct row *r, const struct shard_file *files, u
 	fputc('\n', stderr);
 }
 
-static int cmd_merge(int argc, char **argv)
+/* Sums the files' rows by configuration into *out. 0, or the exit status with the reason
+ * printed. */
+static int merge_rows(const struct shard_file *files, unsigned nfiles, struct row **out, unsigned *nout)
 {
-	enum { OPT_PARTIAL = 256, OPT_JSON, OPT_HELP };
-	static const struct option longopts[] = {
-		{ "partial", no_argument, NULL, OPT_PARTIAL },
-		{ "json", required_argument, NULL, OPT_JSON },
-		{ "help", no_argument, NULL, OPT_HELP },
-		{ 0 },
-	};
-	const char *json_path = NULL;
+	for (unsigned f = 0; f < nfiles; f++) {
+		for (unsigned i = 0; i < files[f].nrows; i++) {
+			const struct row *r = &files[f].rows[i];
+			const char *overflow;
+			unsigned o = 0;
+
+			while (o < *nout && !same_config(&(*out)[o], r))
+				o++;
+			if (o < *nout) {
+				if (!(overflow = add_row(&(*out)[o], r)))
+					continue;
+				fprintf(stderr, "ptemu: campaign merge: %s: configuration %u: its %s summed with "
+					"the other shards' is beyond 2^64-1\n", files[f].name, i + 1, overflow);
+				return EXIT_USAGE;
+			}
+			struct row *more = realloc(*out, (*nout + 1) * sizeof(*more));
+
+			if (!more) {
+				fprintf(stderr, "ptemu: campaign merge: out of memory\n");
+				return EXIT_INTERNAL;
+			}
+			*out = more;
+			more[*nout] = *r;
+			more[(*nout)++].shards = 1;
+		}
+	}
+	return 0;
+}
+
+static int merge_main(int argc, char **argv)
+{
+	struct cli_opts o = merge_defaults;
+	struct out_file json = { 0 };
 	struct shard_file *files = NULL;
 	struct row *out = NULL;
 	bool *present = NULL;
 	unsigned nfiles, nout = 0, incomplete = 0;
-	bool partial = false;
 	char heading[128];
-	FILE *json = NULL;
-	int c, rc = 0;
+	int rc = cli_parse(&cmd_campaign_merge, argc, argv, &o, 1, INT32_MAX);
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (c == OPT_PARTIAL) {
-			partial = true;
-		} else if (c == OPT_JSON) {
-			json_path = optarg;
-		} else if (c == OPT_HELP) {
-			fputs(CAMPAIGN_USAGE, stdout);
-			return EXIT_CLEAN;
-		} else {
-			return usage_error("%s", "bad option for 'campaign merge'");
-		}
-	}
-	nfiles = (unsigned)(argc - optind);
-	if (!nfiles)
-		return usage_error("%s", "campaign merge takes the --json files of a campaign's shards");
+	if (rc)
+		return rc == CLI_HELP ? EXIT_CLEAN : rc;
+	nfiles = (unsigned)o.nargs;
 	files = calloc(nfiles, sizeof(*files));
 	if (!files)
 		return EXIT_INTERNAL;
 	for (unsigned i = 0; i < nfiles && !rc; i++) {
-		files[i].name = argv[optind + (int)i];
+		files[i].name = o.args[i];
 		rc = read_shard_file(&files[i]);
 		for (unsigned j = 0; j < i && !rc; j++) {
 			if (files[j].nshards != files[i].nshards) {
@@ -801,47 +940,27 @@ static int cmd_merge(int argc, char **argv)
 			}
 		}
 	}
-	for (unsigned f = 0; f < nfiles && !rc; f++) {
-		for (unsigned i = 0; i < files[f].nrows && !rc; i++) {
-			const struct row *r = &files[f].rows[i];
-			unsigned o = 0;
-
-			while (o < nout && !same_config(&out[o], r))
-				o++;
-			if (o == nout) {
-				struct row *more = realloc(out, (nout + 1) * sizeof(*more));
-
-				if (!more) {
-					rc = EXIT_INTERNAL;
-					break;
-				}
-				out = more;
-				out[nout] = *r;
-				out[nout++].shards = 1;
-			} else {
-				add_row(&out[o], r);
-			}
-		}
-	}
+	if (!rc)
+		rc = merge_rows(files, nfiles, &out, &nout);
 	if (!rc && !(present = malloc(files[0].nshards + 1)))
 		rc = EXIT_INTERNAL;
-	for (unsigned o = 0; o < nout && !rc; o++) {
-		if (out[o].shards == files[0].nshards)
+	for (unsigned i = 0; i < nout && !rc; i++) {
+		if (out[i].shards == files[0].nshards)
 			continue;
 		incomplete++;
-		print_missing(&out[o], files, nfiles, present);
+		print_missing(&out[i], files, nfiles, present);
 	}
-	if (!rc && incomplete && !partial) {
+	if (!rc && incomplete && !o.partial) {
 		fprintf(stderr, "ptemu: campaign merge: %u configuration%s incomplete (--partial merges what "
 			"there is)\n", incomplete, incomplete == 1 ? " is" : "s are");
 		rc = EXIT_USAGE;
 	}
-	if (!rc && json_path && !(json = open_json(json_path)))
-		rc = EXIT_USAGE;
+	if (!rc && o.json)
+		rc = out_open(&json, o.json, true);
 	if (!rc) {
 		snprintf(heading, sizeof(heading), "campaign: %u file%s, %s of %" PRIu64 " shards\n", nfiles,
 			 nfiles == 1 ? "" : "s", incomplete ? "parts" : "all", files[0].nshards);
-		rc = report(out, nout, json, incomplete ? "partial" : "1/1", heading);
+		rc = report(out, nout, &json, incomplete ? "partial" : "1/1", false, heading);
 	}
 	if (!rc)
 		rc = campaign_status(out, nout);
@@ -853,88 +972,16 @@ static int cmd_merge(int argc, char **argv)
 	return rc;
 }
 
-/* Looks up one name of a list: its id, or -1 with the reason printed. */
-typedef int (*lookup_fn)(const char *name);
-
-static int lookup_arch(const char *name)
-{
-	const struct ptemu_arch *const *all = ptemu_arch_all();
-
-	for (int i = 0; all[i]; i++) {
-		if (strcmp(all[i]->name, name))
-			continue;
-		if (all[i]->isa.workload_dir)
-			return i;
-		fprintf(stderr, "ptemu: model %s has no guest support yet\n", name);
-		return -1;
-	}
-	fprintf(stderr, "ptemu: unknown architecture '%s'; valid: ", name);
-	print_arch_names(stderr);
-	fprintf(stderr, ", all\n");
-	return -1;
-}
-
-static int lookup_injection(const char *name)
-{
-	enum ptemu_injection inj = ptemu_injection_from_name(name);
-
-	if (inj != INJECT_COUNT)
-		return (int)inj;
-	fprintf(stderr, "ptemu: unknown injection '%s'; valid: none", name);
-	for (const struct ptemu_injection_info *i = ptemu_injections(); i->name; i++)
-		fprintf(stderr, ", %s", i->name);
-	fputc('\n', stderr);
-	return -1;
-}
-
-static int lookup_protocol(const char *name)
-{
-	int p = ptemu_protocol_from_name(name);
-
-	if (p < 0)
-		fprintf(stderr, "ptemu: --protocol: '%s' is not lockless or legacy\n", name);
-	return p;
-}
-
-/* A comma-separated list, duplicates dropped. 0, or EXIT_USAGE with the reason printed. */
-static int parse_list(const char *opt, const char *list, lookup_fn lookup, int *ids, unsigned max,
-		      unsigned *n)
-{
-	char *copy = strdup(list);
-	int rc = 0;
-
-	*n = 0;
-	if (!copy)
-		return EXIT_INTERNAL;
-	for (char *save, *tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
-		int id = lookup(tok);
-		unsigned i = 0;
-
-		if (id < 0) {
-			rc = EXIT_USAGE;
-			break;
-		}
-		while (i < *n && ids[i] != id)
-			i++;
-		if (i == *n && *n < max)
-			ids[(*n)++] = id;
-	}
-	free(copy);
-	if (!rc && !*n)
-		rc = usage_error("%s: an empty list", opt);
-	return rc;
-}
-
 /* The image of the workload for each model, loaded once here so that a missing or wrong
  * one is a usage error and not a campaign of failed runs. */
-static int check_images(const int *arches, unsigned narches, const char *workload)
+static int check_images(const struct cli_opts *o)
 {
-	for (unsigned i = 0; i < narches; i++) {
-		const struct ptemu_arch *a = ptemu_arch_all()[arches[i]];
+	for (unsigned i = 0; i < o->narches; i++) {
+		const struct ptemu_arch *a = o->arches[i];
 		struct ptemu_elf_image img;
 		char path[4096], err[512];
 
-		workload_image_path(a, workload, path, sizeof(path));
+		workload_image_path(a, o->workload, path, sizeof(path));
 		if (ptemu_elf_load(path, a->isa.elf_machine, a->isa.elf_class, &img, err, sizeof(err))) {
 			fprintf(stderr, "ptemu: %s\n", err);
 			return EXIT_USAGE;
@@ -944,208 +991,119 @@ static int check_images(const int *arches, unsigned narches, const char *workloa
 	return 0;
 }
 
-int cmd_campaign(int argc, char **argv)
+/* A model without an injection's path is left out of that configuration; only an
+ * injection no listed model offers is an error. */
+static int check_injections(const struct cli_opts *o)
 {
-	enum { OPT_ARCH = 256, OPT_SEEDS, OPT_SEED_BASE, OPT_WORKLOAD, OPT_INJECT, OPT_PROTOCOL,
-	       OPT_RECLAIM, OPT_PROCS, OPT_VCPUS, OPT_STEPS, OPT_SCHED, OPT_PCT_DEPTH, OPT_JSON,
-	       OPT_SHARD, OPT_QUIET, OPT_KHUGEPAGED, OPT_HELP };
-	static const struct option longopts[] = {
-		{ "arch", required_argument, NULL, OPT_ARCH },
-		{ "seeds", required_argument, NULL, OPT_SEEDS },
-		{ "seed-base", required_argument, NULL, OPT_SEED_BASE },
-		{ "workload", required_argument, NULL, OPT_WORKLOAD },
-		{ "inject", required_argument, NULL, OPT_INJECT },
-		{ "protocol", required_argument, NULL, OPT_PROTOCOL },
-		{ "reclaim-empty-tables", no_argument, NULL, OPT_RECLAIM },
-		{ "khugepaged", required_argument, NULL, OPT_KHUGEPAGED },
-		{ "procs", required_argument, NULL, OPT_PROCS },
-		{ "vcpus", required_argument, NULL, OPT_VCPUS },
-		{ "steps", required_argument, NULL, OPT_STEPS },
-		{ "sched", required_argument, NULL, OPT_SCHED },
-		{ "pct-depth", required_argument, NULL, OPT_PCT_DEPTH },
-		{ "json", required_argument, NULL, OPT_JSON },
-		{ "shard", required_argument, NULL, OPT_SHARD },
-		{ "quiet", no_argument, NULL, OPT_QUIET },
-		{ "help", no_argument, NULL, OPT_HELP },
-		{ 0 },
-	};
-	const char *arch_list = NULL, *inject_list = "none", *protocol_list = "lockless";
-	const char *json_path = NULL;
-	struct row base = { .workload = "shmem-stress", .sched = "pct", .procs = 2, .vcpus = 2,
-			    .pct_depth = 3, .steps = 200000, .seed_base = 1 };
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	struct campaign c = { .shard = 1, .nshards = 1, .jobs = cpus > 0 ? (uint64_t)cpus : 1 };
-	int arches[16], injections[INJECT_COUNT], protocols[2];
-	unsigned narches, ninjections, nprotocols;
-	char heading[256];
-	FILE *json = NULL;
-	int opt, rc;
-
-	if (argc >= 2 && !strcmp(argv[1], "merge"))
-		return cmd_merge(argc - 1, argv + 1);
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, "j:", longopts, NULL)) != -1) {
-		switch (opt) {
-		case OPT_ARCH:
-			arch_list = optarg;
-			break;
-		case OPT_SEEDS:
-			if (!parse_u64(optarg, 1, 1000000000, &base.seeds))
-				return usage_error("--seeds: '%s' is not in 1..10^9", optarg);
-			break;
-		case OPT_SEED_BASE:
-			if (!parse_u64(optarg, 0, UINT64_MAX, &base.seed_base))
-				return usage_error("--seed-base: '%s' is not an unsigned 64-bit number", optarg);
-			break;
-		case OPT_WORKLOAD:
-			if (!known_workload(optarg) || strlen(optarg) >= sizeof(base.workload)) {
-				fprintf(stderr, "ptemu: unknown workload '%s'; valid: %s\n", optarg,
-					PTEMU_WORKLOAD_NAMES);
-				return EXIT_USAGE;
-			}
-			strcpy(base.workload, optarg);
-			break;
-		case OPT_INJECT:
-			inject_list = optarg;
-			break;
-		case OPT_PROTOCOL:
-			protocol_list = optarg;
-			break;
-		case OPT_RECLAIM:
-			base.reclaim = true;
-			break;
-		case OPT_KHUGEPAGED:
-			if (strcmp(optarg, "on") && strcmp(optarg, "off"))
-				return usage_error("--khugepaged: '%s' is not on or off", optarg);
-			base.khugepaged = !strcmp(optarg, "on");
-			break;
-		case OPT_PROCS:
-			if (!parse_u64(optarg, 1, 16, &base.procs))
-				return usage_error("--procs: '%s' is not in 1..16", optarg);
-			break;
-		case OPT_VCPUS:
-			if (!parse_u64(optarg, 1, 16, &base.vcpus))
-				return usage_error("--vcpus: '%s' is not in 1..16", optarg);
-			break;
-		case OPT_STEPS:
-			if (!parse_u64(optarg, 1000, 1000000000000ull, &base.steps))
-				return usage_error("--steps: '%s' is not in 1000..10^12", optarg);
-			break;
-		case OPT_SCHED:
-			if (strcmp(optarg, "random") && strcmp(optarg, "pct"))
-				return usage_error("--sched: '%s' is not one of: random, pct", optarg);
-			strcpy(base.sched, optarg);
-			break;
-		case OPT_PCT_DEPTH:
-			if (!parse_u64(optarg, 1, 16, &base.pct_depth))
-				return usage_error("--pct-depth: '%s' is not in 1..16", optarg);
-			break;
-		case 'j':
-			if (!parse_u64(optarg, 1, 1024, &c.jobs))
-				return usage_error("-j: '%s' is not in 1..1024", optarg);
-			break;
-		case OPT_JSON:
-			json_path = optarg;
-			break;
-		case OPT_SHARD:
-			if (!parse_shard(optarg, &c.shard, &c.nshards))
-				return usage_error("--shard: '%s' is not I/N with 1 <= I <= N", optarg);
-			break;
-		case OPT_QUIET:
-			c.quiet = true;
-			break;
-		case OPT_HELP:
-			fputs(CAMPAIGN_USAGE, stdout);
-			return EXIT_CLEAN;
-		default:
-			return usage_error("%s", "bad option for 'campaign'");
-		}
-	}
-	if (optind < argc)
-		return usage_error("unexpected argument '%s'", argv[optind]);
-	if (!arch_list || !base.seeds)
-		return usage_error("%s", "campaign needs --arch and --seeds");
-	if (base.seeds - 1 > UINT64_MAX - base.seed_base)
-		return usage_error("%s", "--seed-base: the last seed would be beyond 2^64-1");
-	if (!strcmp(arch_list, "all")) {
-		narches = 0;
-		for (int i = 0; ptemu_arch_all()[i] && narches < 16; i++)
-			if (ptemu_arch_all()[i]->isa.workload_dir)
-				arches[narches++] = i;
-	} else if ((rc = parse_list("--arch", arch_list, lookup_arch, arches, 16, &narches))) {
-		return rc;
-	}
-	if ((rc = parse_list("--inject", inject_list, lookup_injection, injections, INJECT_COUNT, &ninjections)) ||
-	    (rc = parse_list("--protocol", protocol_list, lookup_protocol, protocols, 2, &nprotocols)))
-		return rc;
-	/* A model without an injection's path is left out of that configuration; only an
-	 * injection no listed model offers is an error. */
-	for (unsigned i = 0; i < ninjections; i++) {
+	for (unsigned i = 0; i < o->ninjects; i++) {
 		unsigned offered = 0;
 
-		for (unsigned a = 0; a < narches; a++)
-			offered += ptemu_injection_applies((enum ptemu_injection)injections[i],
-							   ptemu_arch_all()[arches[a]]);
+		for (unsigned a = 0; a < o->narches; a++)
+			offered += ptemu_injection_applies((enum ptemu_injection)o->injects[i], o->arches[a]);
 		if (!offered) {
 			fprintf(stderr, "ptemu: injection %s not offered by %s ('ptemu list injections')\n",
-				injection_name((enum ptemu_injection)injections[i]),
-				narches == 1 ? ptemu_arch_all()[arches[0]]->name : "any of the models given");
+				injection_name((enum ptemu_injection)o->injects[i]),
+				o->narches == 1 ? o->arches[0]->name : "any of the models given");
 			return EXIT_USAGE;
 		}
 	}
+	return 0;
+}
+
+/* The configurations: arch x injection x protocol. */
+static int make_rows(struct campaign *c, const struct cli_opts *o)
+{
+	struct row base = { .procs = o->procs, .vcpus = o->vcpus, .pct_depth = o->pct_depth,
+			    .steps = o->steps, .seed_base = o->seed_base, .seeds = o->seeds,
+			    .reclaim = o->reclaim, .khugepaged = o->khugepaged };
+
+	snprintf(base.workload, sizeof(base.workload), "%s", o->workload);
+	snprintf(base.sched, sizeof(base.sched), "%s", o->sched == PTEMU_SCHED_PCT ? "pct" : "random");
+	c->rows = calloc((size_t)o->narches * o->ninjects * o->nprotocols, sizeof(*c->rows));
+	if (!c->rows)
+		return EXIT_INTERNAL;
+	for (unsigned a = 0; a < o->narches; a++) {
+		for (unsigned i = 0; i < o->ninjects; i++) {
+			enum ptemu_injection inj = (enum ptemu_injection)o->injects[i];
+
+			if (!ptemu_injection_applies(inj, o->arches[a])) {
+				fprintf(stderr, "ptemu: campaign: %s does not apply to %s: left out\n",
+					injection_name(inj), o->arches[a]->name);
+				continue;
+			}
+			for (unsigned p = 0; p < o->nprotocols; p++) {
+				struct row *r = &c->rows[c->nrows++];
+
+				*r = base;
+				snprintf(r->arch, sizeof(r->arch), "%s", o->arches[a]->name);
+				snprintf(r->inject, sizeof(r->inject), "%s", injection_name(inj));
+				snprintf(r->protocol, sizeof(r->protocol), "%s",
+					 ptemu_protocol_name((enum ptemu_protocol)o->protocols[p]));
+			}
+		}
+	}
+	return 0;
+}
+
+static int campaign_main(int argc, char **argv)
+{
+	struct cli_opts o = campaign_defaults;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	struct campaign c = { 0 };
+	struct out_file json = { 0 };
+	char heading[320], shard[48];
+	int rc;
+
+	o.jobs = cpus > 0 ? (uint64_t)cpus : 1;
+	if ((rc = cli_parse(&cmd_campaign, argc, argv, &o, 0, 0)))
+		return rc == CLI_HELP ? EXIT_CLEAN : rc;
+	if (!o.given[OPT_ARCH - OPT_FIRST] || !o.given[OPT_SEEDS - OPT_FIRST])
+		return usage_error("%s", "campaign needs --arch and --seeds");
+	if (o.seeds - 1 > UINT64_MAX - o.seed_base)
+		return usage_error("%s", "--seed-base: the last seed would be beyond 2^64-1");
+	if ((rc = check_injections(&o)))
+		return rc;
 	if (ptemu_check_unicorn(heading, sizeof(heading))) {
 		fprintf(stderr, "ptemu: %s\n", heading);
 		return EXIT_INTERNAL;
 	}
-	if ((rc = check_images(arches, narches, base.workload)))
+	if ((rc = check_images(&o)) || (rc = make_rows(&c, &o)))
 		return rc;
-	c.rows = calloc(narches * ninjections * nprotocols, sizeof(*c.rows));
-	if (!c.rows)
-		return EXIT_INTERNAL;
-	for (unsigned a = 0; a < narches; a++) {
-		for (unsigned i = 0; i < ninjections; i++) {
-			if (!ptemu_injection_applies((enum ptemu_injection)injections[i],
-						     ptemu_arch_all()[arches[a]])) {
-				fprintf(stderr, "ptemu: campaign: %s does not apply to %s: left out\n",
-					injection_name((enum ptemu_injection)injections[i]),
-					ptemu_arch_all()[arches[a]]->name);
-				continue;
-			}
-			for (unsigned p = 0; p < nprotocols; p++) {
-				struct row *r = &c.rows[c.nrows++];
-
-				*r = base;
-				snprintf(r->arch, sizeof(r->arch), "%s", ptemu_arch_all()[arches[a]]->name);
-				snprintf(r->inject, sizeof(r->inject), "%s",
-					 injection_name((enum ptemu_injection)injections[i]));
-				snprintf(r->protocol, sizeof(r->protocol), "%s",
-					 ptemu_protocol_name((enum ptemu_protocol)protocols[p]));
-			}
-		}
-	}
-	c.total = c.nrows * runs_in_shard(base.seeds, c.shard, c.nshards);
+	c.shard = o.shard;
+	c.nshards = o.nshards;
+	c.jobs = o.jobs;
+	c.quiet = o.quiet;
+	c.total = c.nrows * runs_in_shard(o.seeds, c.shard, c.nshards);
 	c.tty = isatty(STDERR_FILENO);
-	if (json_path && !(json = open_json(json_path))) {
+	if (o.json && (rc = out_open(&json, o.json, true))) {
 		free(c.rows);
-		return EXIT_USAGE;
+		return rc;
 	}
 	rc = run_all(&c);
 	if (!rc) {
-		char shard[48];
-
 		snprintf(shard, sizeof(shard), "%" PRIu64 "/%" PRIu64, c.shard, c.nshards);
 		snprintf(heading, sizeof(heading), "campaign: %s, %" PRIu64 " process%s x %" PRIu64
 			 " vCPU%s, sched %s depth %" PRIu64 ", %" PRIu64 " steps, seeds %" PRIu64 "..%" PRIu64
 			 ", shard %s, %.1f s\n",
-			 base.workload, base.procs, base.procs == 1 ? "" : "es", base.vcpus,
-			 base.vcpus == 1 ? "" : "s", base.sched, base.pct_depth, base.steps, base.seed_base,
-			 base.seed_base + (base.seeds - 1), shard, elapsed(&c));
-		rc = report(c.rows, c.nrows, json, shard, heading);
-	} else if (json && json != stdout) {
-		fclose(json);
+			 o.workload, o.procs, o.procs == 1 ? "" : "es", o.vcpus, o.vcpus == 1 ? "" : "s",
+			 c.rows[0].sched, o.pct_depth, o.steps, o.seed_base, o.seed_base + (o.seeds - 1), shard,
+			 elapsed(&c));
+		if (c.stop_signal)
+			snprintf(heading + strlen(heading), sizeof(heading) - strlen(heading),
+				 "campaign: stopped by %s: partial, %" PRIu64 " of %" PRIu64 " runs\n",
+				 c.stop_signal == SIGINT ? "SIGINT" : "SIGTERM", c.done, c.total);
+		rc = report(c.rows, c.nrows, &json, shard, c.stop_signal, heading);
+	} else {
+		out_discard(&json);
 	}
 	if (!rc)
 		rc = campaign_status(c.rows, c.nrows);
 	free(c.rows);
+	if (c.stop_signal) {
+		/* The results are written: end as the signal asked, for the shell to see. */
+		signal(c.stop_signal, SIG_DFL);
+		sigprocmask(SIG_SETMASK, &c.mask, NULL);
+		raise(c.stop_signal);
+	}
 	return rc;
 }

@@ -22,7 +22,11 @@ const ptemu_arch &A48 = ptemu_arch_arm64_48;
 const ptemu_arch &A39 = ptemu_arch_arm64_39;
 
 // Descriptor bits that tests flip by hand, spelled out independently of the model.
-constexpr uint64_t TABLE = 1ull << 1, RDONLY = 1ull << 7, PROT_NONE = 1ull << 58;
+constexpr uint64_t TABLE = 1ull << 1, USER = 1ull << 6, RDONLY = 1ull << 7, PROT_NONE = 1ull << 58;
+// Table descriptor bits (Arm ARM, stage 1 VMSAv8-64 table descriptor).
+constexpr uint64_t PXN_TABLE = 1ull << 59, UXN_TABLE = 1ull << 60, AP_TABLE_0 = 1ull << 61,
+		   AP_TABLE_1 = 1ull << 62, NS_TABLE = 1ull << 63,
+		   IGNORED_TABLE_BITS = (0xffull << 51) | (0x3ffull << 2);
 
 constexpr unsigned R = PTEMU_PROT_READ, W = PTEMU_PROT_WRITE, X = PTEMU_PROT_EXEC;
 constexpr unsigned Y = PTEMU_PTE_YOUNG, D = PTEMU_PTE_DIRTY;
@@ -123,8 +127,8 @@ TEST_F(Arm64Model, MkPteBitPatterns)
 		{ R | W | D, 0x00e8000012345b43ull },
 		// PAGE_READONLY_EXEC: UXN clear, PXN kept
 		{ R | X | Y, 0x0020000012345fc3ull },
-		// PAGE_EXECONLY: no AP[1]
-		{ X | Y, 0x0020000012345f83ull },
+		// PROT_EXEC alone: PAGE_READONLY_EXEC too, on a CPU without EPAN
+		{ X | Y, 0x0020000012345fc3ull },
 		{ R | W | X | Y | D, 0x00a8000012345f43ull },
 		{ R | W | X | Y, 0x0028000012345fc3ull },
 	};
@@ -157,12 +161,13 @@ TEST_F(Arm64Model, MkPmdLeafIsBlockDescriptor)
 	EXPECT_EQ(A48.classify(2, mk_pmd_leaf(A48, 0x40000, Y), nullptr), PTEMU_ENTRY_LEAF);
 }
 
-// Every flag combination decodes back; write implies read, as AP cannot express it.
+// Every flag combination decodes back; write implies read, as AP cannot express it, and
+// so does execute without EPAN.
 TEST_F(Arm64Model, LeafRoundTrip)
 {
 	for (const ptemu_arch *a : { &A48, &A39 }) {
 		for (unsigned flags = 0; flags < 32; flags++) {
-			unsigned want = (flags & W) ? flags | R : flags;
+			unsigned want = (flags & (W | X)) ? flags | R : flags;
 			ptemu_leaf pte = a->pte_leaf(mk_pte(*a, 0xabcde, flags));
 			ptemu_leaf pmd = a->pmd_leaf(mk_pmd_leaf(*a, 0xabc00, flags));
 
@@ -459,11 +464,71 @@ TEST_F(Arm64Model, WalkFetchNeedsUxnClear)
 	EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_FETCH), PTEMU_WALK_OK);
 	EXPECT_EQ(out.perms, R | X);
 
-	// Execute-only (no AP[1]): EL0 may fetch but not load.
+	// PROT_EXEC alone is readable: v6.6 on a CPU without EPAN maps it PAGE_READONLY_EXEC.
 	set(T3, 4, mk_pte(A48, 0x80123, X | Y));
+	EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_READ), PTEMU_WALK_OK);
+	EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_FETCH), PTEMU_WALK_OK);
+	EXPECT_EQ(out.perms, R | X);
+
+	// A descriptor without AP[1] and UXN clear (PAGE_EXECONLY, which v6.6 writes only
+	// with EPAN): EL0 may fetch but not load.
+	set(T3, 4, mk_pte(A48, 0x80123, X | Y) & ~USER);
 	EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_FETCH), PTEMU_WALK_OK);
 	EXPECT_EQ(out.perms, X);
 	EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_READ), PTEMU_WALK_PERMISSION);
+}
+
+// Hierarchical permissions (TCR_EL1.HPD0 clear): a table descriptor at any level limits
+// every leaf below it, for page and block leaves alike, also in bits Linux never writes.
+TEST_F(Arm64Model, WalkHonoursTableDescriptorLimits)
+{
+	const uint64_t table_at[] = { T0, T1, T2 };
+	const unsigned index[] = { 1, 2, 3 };
+
+	for (unsigned level = 0; level < 3; level++) {
+		SCOPED_TRACE(testing::Message() << "table descriptor at level " << level);
+		auto limit = [&](uint64_t bits) {
+			build48();
+			set(T3, 4, mk_pte(A48, 0x80123, R | W | X | Y | D));
+			set(table_at[level], index[level],
+			    A48.mk_table(level, level == 2 ? T3 : table_at[level + 1]) | bits);
+		};
+		// PXNTable, as pmd_populate() writes it, binds EL1 only.
+		limit(PXN_TABLE);
+		EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_FETCH), PTEMU_WALK_OK);
+		EXPECT_EQ(out.perms, R | W | X);
+		// UXNTable: no EL0 fetch, loads and stores as before.
+		limit(UXN_TABLE);
+		EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_FETCH), PTEMU_WALK_PERMISSION);
+		EXPECT_EQ(out.level, 3u);
+		EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_WRITE), PTEMU_WALK_OK);
+		EXPECT_EQ(out.perms, R | W);
+		// APTable[0]: no EL0 data access; fetch still follows UXN.
+		limit(AP_TABLE_0);
+		EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_READ), PTEMU_WALK_PERMISSION);
+		EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_WRITE), PTEMU_WALK_PERMISSION);
+		EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_FETCH), PTEMU_WALK_OK);
+		EXPECT_EQ(out.perms, X);
+		// APTable[1]: read-only, even over a dirty writable PTE.
+		limit(AP_TABLE_1);
+		EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_WRITE), PTEMU_WALK_PERMISSION);
+		EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_READ), PTEMU_WALK_OK);
+		EXPECT_EQ(out.perms, R | X);
+		// NSTable (RES0 for a Non-secure stage 1) and the ignored bits change nothing.
+		limit(NS_TABLE | IGNORED_TABLE_BITS);
+		EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_WRITE), PTEMU_WALK_OK);
+		EXPECT_EQ(out.perms, R | W | X);
+	}
+	// The limits of two levels add up; a block leaf is limited as a page is.
+	build48();
+	set(T0, 1, A48.mk_table(0, T1) | UXN_TABLE);
+	set(T1, 2, A48.mk_table(1, T2) | AP_TABLE_1);
+	set(T2, 3, mk_pmd_leaf(A48, 0x80000, R | W | X | Y | D));
+	EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_READ), PTEMU_WALK_OK);
+	EXPECT_EQ(out.level, 2u);
+	EXPECT_EQ(out.perms, R);
+	EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_WRITE), PTEMU_WALK_PERMISSION);
+	EXPECT_EQ(walk(A48, VA, PTEMU_ACCESS_FETCH), PTEMU_WALK_PERMISSION);
 }
 
 // Outside TTBR0's range the walk faults at level 0 without reading a table.

@@ -2,15 +2,21 @@
 // an injected bug's smallest failing seed and the commands that reproduce it, bad usage.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "json_check.h"
 
 #ifndef PTEMU_CLI
 #error "PTEMU_CLI must name the ptemu program"
@@ -231,4 +237,98 @@ TEST(Campaign, BadArgumentsExitTwoWithAMessage)
 	EXPECT_NE(out.find("/nonexistent/shard.json"), std::string::npos) << out;
 	EXPECT_EQ(campaign("--help", &out), 0);
 	EXPECT_NE(out.find("--shard I/N"), std::string::npos) << out;
+}
+
+// Shard files merged only when what they hold fits: sums within 64 bits, names of this
+// build (they go into a command line), and files that are files.
+TEST(Campaign, MergeRefusesOverflowUnknownNamesDirectoriesAndNulBytes)
+{
+	std::string dir = scratch_dir(), out;
+	const std::string args = "--arch arm64 --seeds 2 --steps 20000 --quiet -j 2 --json ";
+
+	ASSERT_EQ(campaign(args + dir + "s1.json --shard 1/2", &out), 0) << out;
+	ASSERT_EQ(campaign(args + dir + "s2.json --shard 2/2", &out), 0) << out;
+	std::string s1 = slurp(dir + "s1.json"), s2 = slurp(dir + "s2.json");
+	auto replaced = [](std::string text, const std::string &from, const std::string &to) {
+		size_t at = text.find(from);
+
+		EXPECT_NE(at, std::string::npos) << from;
+		return at == std::string::npos ? text : text.replace(at, from.size(), to);
+	};
+	const std::string kind = "\"pt-use-after-free\":";
+
+	std::ofstream(dir + "big1.json") << replaced(s1, kind + "0", kind + "18446744073709551615");
+	std::ofstream(dir + "big2.json") << replaced(s2, kind + "0", kind + "930");
+	EXPECT_EQ(campaign("merge " + dir + "big1.json " + dir + "big2.json", &out), 2) << out;
+	EXPECT_NE(out.find(dir + "big2.json"), std::string::npos) << out;
+	EXPECT_NE(out.find("pt-use-after-free"), std::string::npos) << out;
+	EXPECT_EQ(out.find("929"), std::string::npos) << out;
+
+	std::ofstream(dir + "vax.json") << replaced(s1, "\"arch\":\"arm64\"", "\"arch\":\"arm64;reboot\"");
+	EXPECT_EQ(campaign("merge " + dir + "vax.json " + dir + "s2.json", &out), 2) << out;
+	EXPECT_NE(out.find(dir + "vax.json"), std::string::npos) << out;
+	EXPECT_NE(out.find("arch"), std::string::npos) << out;
+	EXPECT_EQ(out.find("reproduce:"), std::string::npos) << out;
+
+	EXPECT_EQ(campaign("merge " + dir, &out), 2) << out;
+	EXPECT_NE(out.find(dir), std::string::npos) << out;
+	EXPECT_NE(out.find("directory"), std::string::npos) << out;
+	std::ofstream(dir + "nul.json") << std::string("{\"configs\":[\0]}\n", 15);
+	EXPECT_EQ(campaign("merge " + dir + "nul.json", &out), 2) << out;
+	EXPECT_NE(out.find(dir + "nul.json"), std::string::npos) << out;
+	EXPECT_NE(out.find("NUL"), std::string::npos) << out;
+	EXPECT_EQ(out.find("Invalid argument"), std::string::npos) << out;
+}
+
+// A campaign stopped by SIGINT or SIGTERM forwards it to its workers, reaps them all and
+// writes the runs that finished, marked partial, over the --json file, which it left as
+// it was until then; then it ends by that signal.
+TEST(Campaign, SignalStopsTheWorkersAndWritesThePartialResults)
+{
+	for (int sig : {SIGINT, SIGTERM}) {
+		std::string dir = scratch_dir(), json = dir + "c.json", log = dir + "log";
+		std::ofstream(json) << "before";
+		pid_t pid = fork();
+
+		ASSERT_GE(pid, 0);
+		if (!pid) {
+			int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+			setpgid(0, 0);	/* the campaign and its workers: one group to look for */
+			dup2(fd, 1);
+			dup2(fd, 2);
+			execl(PTEMU_CLI, "ptemu", "campaign", "--arch", "arm64", "--seeds", "1000", "--steps",
+			      "100000", "-j", "2", "--json", json.c_str(), (char *)nullptr);
+			_exit(127);
+		}
+		setpgid(pid, pid);
+		usleep(4000 * 1000);	/* long enough for a few runs to finish */
+		EXPECT_EQ(slurp(json), "before") << "the output was replaced before the end";
+		kill(pid, sig);
+		int st = 0;
+		pid_t got = 0;
+
+		for (int waited = 0; waited < 300 && !(got = waitpid(pid, &st, WNOHANG)); waited++)
+			usleep(100 * 1000);
+		if (!got) {
+			kill(-pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			ADD_FAILURE() << "signal " << sig << ": the campaign did not end within 30 s";
+		}
+		EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == sig) << "signal " << sig << ", status " << st
+								     << ": " << slurp(log);
+		usleep(200 * 1000);
+		EXPECT_TRUE(kill(-pid, 0) == -1 && errno == ESRCH) << "signal " << sig << ": a worker survived";
+		kill(-pid, SIGKILL);
+		std::string text = slurp(json);
+
+		EXPECT_TRUE(ptemu_test::JsonCheck::valid(text)) << text;
+		EXPECT_NE(text.find("\"partial\":true"), std::string::npos) << text;
+		EXPECT_NE(field(text, "runs"), "0") << text;
+		EXPECT_NE(slurp(log).find("partial"), std::string::npos) << slurp(log);
+		std::string out;
+
+		EXPECT_EQ(campaign("merge " + json, &out), 2);
+		EXPECT_NE(out.find("interrupted"), std::string::npos) << out;
+	}
 }

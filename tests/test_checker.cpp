@@ -104,3 +104,91 @@ TEST(Checker, WalkIntoAFreedTableIsUseAfterFree)
 	ctx.read_entry(&ctx, ptemu_pte_level(h.arch()), t, 0);
 	EXPECT_EQ(h.count(VIOLATION_PT_USE_AFTER_FREE), 1u) << h.describe();
 }
+
+namespace {
+
+// Detaches the table under a pmd as retract does, with the locks taken here.
+uint64_t detach_locked(MmHolder &h, pmd_t *pmd, uint64_t addr)
+{
+	uint64_t table = 0;
+	pmd_kind(pmdp_get_lockless(pmd), &table);
+	pmdp_collapse_flush(h.mm, addr, pmd);
+	mm_inc_pgtables(h.mm, -(int64_t)h.arch()->pte_table_bytes);
+	return table;
+}
+
+} // namespace
+
+// kernel-spec 5.2: a detached table is read safely only inside the RCU section that mapped
+// it, or under its ptl taken while it was still attached (the detacher needs that lock).
+TEST(Checker, ReadOfADetachedTableWithoutRcuOrAPtlTakenWhileAttachedIsReadUnprotected)
+{
+	for (const char *model : kModels) {
+		MmHolder h(model);
+		h.install_table();
+		pmd_t attached = pmdp_get_lockless(h.pmd);
+		uint64_t table = h.detach_table();
+		pte_t *pte = (pte_t *)ptemu_slot_ptr(h.m, table);
+		(void)ptep_get(pte);  // no RCU section, no lock: not freed yet, so not a use after free
+		EXPECT_EQ(h.count(VIOLATION_PT_READ_UNPROTECTED), 1u) << model << "\n" << h.describe();
+		EXPECT_EQ(h.count(VIOLATION_PT_USE_AFTER_FREE), 0u) << model << "\n" << h.describe();
+		ptemu_spinlock *ptl = pte_lockptr(h.mm, &attached);
+		spin_lock(ptl);
+		(void)ptep_get(pte);  // its ptl, but taken after the detach: no protection either
+		spin_unlock(ptl);
+		EXPECT_EQ(h.count(VIOLATION_PT_READ_UNPROTECTED), 2u) << model << "\n" << h.describe();
+		pte_free_defer(h.mm, table);
+	}
+}
+
+TEST(Checker, PtlTakenWhileAttachedProtectsTheTableItsHolderDetaches)
+{
+	for (const char *model : kModels) {
+		MmHolder h(model);
+		h.install_table();
+		pmd_t attached = pmdp_get_lockless(h.pmd);
+		ptemu_spinlock *pml = pmd_lock(h.mm, h.pmd);
+		ptemu_spinlock *ptl = pte_lockptr(h.mm, &attached);
+		spin_lock_nested(ptl);
+		uint64_t table = detach_locked(h, h.pmd, h.addr);
+		(void)ptep_get((pte_t *)ptemu_slot_ptr(h.m, table));
+		spin_unlock(ptl);
+		spin_unlock(pml);
+		EXPECT_EQ(h.violations(), 0u) << model << "\n" << h.describe();
+		pte_free_defer(h.mm, table);
+	}
+}
+
+// s390: both 2 KiB halves of a page share the page's ptl. Holding it for half A, taken
+// while half B was already detached, must not cover a read of B.
+TEST(Checker, S390LockOfOneHalfDoesNotProtectTheOtherDetachedHalf)
+{
+	MmHolder h("s390");
+	uint64_t addr_b = h.addr + ptemu_pmd_size(h.arch());
+	pmd_t *pmd_b = pmd_alloc_path(h.mm, addr_b);
+	uint64_t a = h.install_table();
+	ASSERT_EQ(__pte_alloc(h.mm, pmd_b), 0);
+	uint64_t b = 0;
+	pmd_kind(pmdp_get_lockless(pmd_b), &b);
+	ASSERT_EQ(a >> 12, b >> 12) << "the two tables are not halves of one page";
+	ASSERT_NE(a, b);
+
+	ptemu_spinlock *pml = pmd_lock(h.mm, pmd_b);
+	pmd_t attached_b = pmdp_get_lockless(pmd_b);
+	ptemu_spinlock *ptl = pte_lockptr(h.mm, &attached_b);
+	spin_lock_nested(ptl);
+	detach_locked(h, pmd_b, addr_b);
+	spin_unlock(ptl);
+	spin_unlock(pml);
+
+	pmd_t attached_a = pmdp_get_lockless(h.pmd);
+	ptemu_spinlock *ptl_a = pte_lockptr(h.mm, &attached_a);
+	ASSERT_EQ(ptl_a, ptl);
+	spin_lock(ptl_a);
+	(void)ptep_get((pte_t *)ptemu_slot_ptr(h.m, a));
+	EXPECT_EQ(h.violations(), 0u) << h.describe();
+	(void)ptep_get((pte_t *)ptemu_slot_ptr(h.m, b));
+	spin_unlock(ptl_a);
+	EXPECT_EQ(h.count(VIOLATION_PT_READ_UNPROTECTED), 1u) << h.describe();
+	pte_free_defer(h.mm, b);
+}

@@ -271,6 +271,45 @@ TEST_P(Collapse, UnmapFlushReachesAnMmThatLeftIMmapAfterItsPtesWereCleared)
 	EXPECT_EQ(s.violations(), 0u) << s.describe();
 }
 
+// v6.6's rmap walk (page_vma_mapped_walk's map_pte) locks the ptl of the table it mapped
+// without re-checking the pmd: it relies on a detached table being empty. A table detached
+// with a present PTE in it between that map and that lock is therefore written through,
+// and the checker must see the write.
+TEST_P(Collapse, RmapWalkWritesThroughATableDetachedWithAPresentPte)
+{
+	Shmem s(GetParam());
+	mm_struct *other = mm_alloc(s.m);
+	int64_t b = s.map_in(other);
+	struct Ctx {
+		mm_struct *mm;
+		uint64_t table = 0;
+	} ctx{other};
+	s.m->test_hooks.ctx = &ctx;
+	s.m->test_hooks.map_before_lock = [](void *c, mm_struct *mm, void *p) {
+		Ctx *x = static_cast<Ctx *>(c);
+		pmd_t *pmdp = static_cast<pmd_t *>(p);
+		if (mm != x->mm || x->table)
+			return;
+		// Not a path of the kernel: a detach that leaves a PTE behind, as a broken
+		// retract or reclaim would.
+		ptemu_spinlock *pml = pmd_lock(mm, pmdp);
+		pmd_t v = pmdp_get_lockless(pmdp);
+		ptemu_spinlock *ptl = pte_lockptr(mm, &v);
+		if (ptl != pml)
+			spin_lock_nested(ptl);
+		pmd_kind(pmdp_collapse_flush(mm, 0, pmdp), &x->table);
+		if (ptl != pml)
+			spin_unlock(ptl);
+		spin_unlock(pml);
+	};
+	EXPECT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
+	s.m->test_hooks.map_before_lock = nullptr;
+	ASSERT_NE(ctx.table, 0u) << "try_to_unmap never mapped the table of the mm at " << b;
+	EXPECT_GE(s.count(VIOLATION_PTE_IN_DETACHED_TABLE), 1u) << s.describe();
+	free_detached_pte_table(other, ctx.table, true);
+	mm_destroy(other);
+}
+
 namespace {
 // An mm holding a PTE-mapped copy of the huge folio: its retraction was skipped because it
 // looked exiting, then it faulted the range back in through the old, empty table.
@@ -426,11 +465,11 @@ TEST_P(Collapse, KhugepagedThreadCollapsesAnAdvisedRangeAndSurvivesExit)
 	int64_t b = do_mmap(other, 0, s.pmd, PTEMU_PROT_READ, PTEMU_MAP_SHARED, s.f, 0);
 	ASSERT_EQ(do_madvise(other, b, s.pmd, PTEMU_MADV_HUGEPAGE), 0);
 	ASSERT_EQ(do_madvise(s.mm, s.addr, 2 * s.pmd, PTEMU_MADV_HUGEPAGE), 0);
-	EXPECT_EQ(khugepaged_wait_full_scan(s.m), 0);
+	EXPECT_EQ(khugepaged_wait_full_scan(s.mm), 0);
 	EXPECT_GE(s.stat(PTEMU_STAT_collapses), 1u);
 	EXPECT_GE(s.stat(PTEMU_STAT_khugepaged_full_scans), 2u);
 	exit_mmap(other);  // its slot goes; the thread goes on
-	EXPECT_EQ(khugepaged_wait_full_scan(s.m), 0);
+	EXPECT_EQ(khugepaged_wait_full_scan(s.mm), 0);
 	khugepaged_stop(s.m);
 	ASSERT_NE(s.f->i_pages[0], nullptr);
 	EXPECT_EQ(folio_order(s.f->i_pages[0]), s.arch()->pmd_leaf_shift - s.arch()->page_shift);

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include <ptemu/fault.h>
+#include <ptemu/khugepaged.h>
 #include <ptemu/file.h>
 #include <ptemu/run.h>
 #include <ptemu/uaccess.h>
@@ -271,6 +272,116 @@ TEST_P(Reclaim, WithoutThePmdRecheckTheFaultWritesIntoTheReclaimedTable)
 	EXPECT_EQ(s.stat(PTEMU_STAT_tables_reclaimed), 1u);
 	EXPECT_EQ(s.stat(PTEMU_STAT_pmd_recheck_retries), 0u);
 	EXPECT_GE(s.count(VIOLATION_PTE_IN_DETACHED_TABLE), 1u) << s.describe();
+}
+
+namespace {
+
+// A shmem file's first PMD mapped shared, half its pages written through PTEs.
+struct ShmemSpace : Space {
+	ShmemSpace(const char *arch, enum ptemu_injection inject) : Space(arch, true, inject)
+	{
+		f = ptemu_file_create(m, 11, true, pmd_size(), pmd_size());
+		addr = do_mmap(mm, 0, pmd_size(), PTEMU_PROT_READ | PTEMU_PROT_WRITE, PTEMU_MAP_SHARED, f, 0);
+		EXPECT_GT(addr, 0);
+		for (uint64_t i = 0; i < pmd_size() / page(); i += 2)
+			write64(addr + i * page(), 0xabc000 + i);
+	}
+	~ShmemSpace()
+	{
+		mm_destroy(mm);
+		mm = nullptr;
+		ptemu_file_put(f);
+	}
+	ptemu_file *f;
+	int64_t addr;
+};
+
+// Between a removal's lockless look at the pmd and its pmd lock (before_retract_lock),
+// another thread DONTNEEDs the whole PMD: the table is empty by then (try_to_unmap or
+// collapse_pte_mapped_thp cleared it), so the zap reclaims it and the pmd is none.
+struct ReclaimBeforeLock {
+	ShmemSpace *s;
+	bool fired = false;
+
+	void install()
+	{
+		s->m->test_hooks.ctx = this;
+		s->m->test_hooks.before_retract_lock = [](void *c, mm_struct *mm, void *) {
+			auto *x = static_cast<ReclaimBeforeLock *>(c);
+			if (mm != x->s->mm || x->fired)
+				return;
+			x->fired = true;
+			std::thread t([x] {
+				ptemu_thread_register(x->s->m, "madvise");
+				EXPECT_EQ(x->s->dontneed(x->s->addr, x->s->pmd_size()), 0);
+				ptemu_thread_unregister();
+			});
+			t.join();
+		};
+	}
+	~ReclaimBeforeLock() { s->m->test_hooks.before_retract_lock = nullptr; }
+};
+
+} // namespace
+
+// retract_page_tables re-checks under the pmd lock that the pmd still points at a table
+// (6.14's check_pmd_state). v6.6 (retract-no-recheck) goes on with the none pmd and frees
+// pmd_pgtable of it as a table.
+TEST_P(Reclaim, RetractRechecksAPmdThatReclaimEmptiedBeforeItsLock)
+{
+	for (ptemu_injection inj : {INJECT_NONE, INJECT_RETRACT_NO_RECHECK}) {
+		SCOPED_TRACE(inj == INJECT_NONE ? "correct" : "retract-no-recheck");
+		ShmemSpace s(GetParam(), inj);
+		{
+			ReclaimBeforeLock race{&s};
+			race.install();
+			EXPECT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
+			ASSERT_TRUE(race.fired);
+		}
+		EXPECT_EQ(s.table_at(s.addr), 0u);
+		if (inj == INJECT_NONE) {
+			EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 0u);
+			EXPECT_EQ(s.read64(s.addr + 2 * s.page()), 0xabc002u);
+			EXPECT_EQ(s.violations(), 0u) << s.describe();
+		} else {
+			EXPECT_GE(s.count(VIOLATION_PT_USE_AFTER_FREE), 1u) << s.describe();
+		}
+	}
+}
+
+// collapse_pte_mapped_thp re-checks the pmd before removing the table it emptied (6.13).
+// v6.6 (cpmt-no-recheck) removes whatever the pmd holds: here none, freed as a table.
+TEST_P(Reclaim, CollapsePteMappedThpRechecksAPmdThatReclaimEmptied)
+{
+	for (ptemu_injection inj : {INJECT_NONE, INJECT_CPMT_NO_RECHECK}) {
+		SCOPED_TRACE(inj == INJECT_NONE ? "correct" : "cpmt-no-recheck");
+		ShmemSpace s(GetParam(), inj);
+		// The huge folio in the page cache, the range still PTE-mapped through the old
+		// table: its retraction was skipped because the mm looked exiting.
+		__atomic_store_n(&s.mm->mm_users, 0, __ATOMIC_RELEASE);
+		EXPECT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
+		__atomic_store_n(&s.mm->mm_users, 1, __ATOMIC_RELEASE);
+		EXPECT_EQ(s.read64(s.addr + 4 * s.page()), 0xabc004u);
+		ASSERT_NE(s.table_at(s.addr), 0u);
+		{
+			ReclaimBeforeLock race{&s};
+			race.install();
+			down_read(&s.mm->mmap_lock);
+			enum scan_result r = collapse_pte_mapped_thp(s.mm, s.addr, false);
+			up_read(&s.mm->mmap_lock);
+			ASSERT_TRUE(race.fired);
+			if (inj == INJECT_NONE) {
+				EXPECT_EQ(r, SCAN_FAIL);
+			}
+		}
+		EXPECT_EQ(s.table_at(s.addr), 0u);
+		if (inj == INJECT_NONE) {
+			EXPECT_EQ(s.read64(s.addr + 4 * s.page()), 0xabc004u);
+			EXPECT_EQ(s.violations(), 0u) << s.describe();
+		} else {
+			EXPECT_GE(s.count(VIOLATION_PT_USE_AFTER_FREE), 1u) << s.describe();
+		}
+	}
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, Reclaim, testing::ValuesIn(kModels), ModelName);

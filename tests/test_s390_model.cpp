@@ -368,7 +368,6 @@ TEST(S390Model, WalkTypeMismatchIsBadEntry)
 		{R2, Dat::kR2, 3, Dat::kR3 | 0x0c | 0x03},	// region-first type
 		{R3, Dat::kR3, 5, Dat::kSeg | 0x08 | 0x03},	// region-second type
 		{R3, Dat::kR3, 5, Dat::kSeg | 0x00 | 0x03},	// segment type
-		{R3, Dat::kR3, 5, Dat::kSeg | 0x04 | 0x03 | 0x400},	// region-third leaf
 		{SEG, Dat::kSeg, 7, Dat::kPt | 0x04},		// region-third type
 		{SEG, Dat::kSeg, 7, Dat::kPt | 0x10},		// common segment, private space
 		{PTE, Dat::kPt, 9, 0x4321000 | 0x800 | 0x035},	// bit 52 set in a valid pte
@@ -423,8 +422,33 @@ TEST(S390Model, WalkNoexecOnFetch)
 	r = d.walk(PTEMU_ACCESS_FETCH);
 	EXPECT_EQ(r.fault, PTEMU_WALK_OK);
 	EXPECT_EQ(r.perms, R | X);
-	// Instruction-execution protection in a segment entry covers its whole segment.
+	// A large segment leaf has its own IEP bit.
+	d.set(Dat::kSeg, 7, A.mk_pmd_leaf({0x500 << 8, R | Y | D}));
+	r = d.walk(PTEMU_ACCESS_FETCH);
+	EXPECT_EQ(r.fault, PTEMU_WALK_PERMISSION);
+	EXPECT_EQ(r.level, SEG);
+}
+
+// IEP exists only in a page-table entry and a large leaf: bit 0x100 of a region entry or
+// of a segment entry pointing at a page table means nothing to the machine, although
+// Linux names it _REGION_ENTRY_NOEXEC / _SEGMENT_ENTRY_NOEXEC. Nor does a region-third
+// entry's format control without EDAT-2, nor 0x400 of a region-second entry.
+TEST(S390Model, WalkIgnoresBitsTheMachineDoesNotDefine)
+{
+	Dat d;
+	d.map(A.mk_pte({0x4321, R | W | X | Y | D}));
+	d.set(Dat::kR2, 3, Dat::kR3 | 0x0b | 0x100 | 0x400);
+	d.set(Dat::kR3, 5, Dat::kSeg | 0x07 | 0x100 | 0x400);
 	d.set(Dat::kSeg, 7, Dat::kPt | 0x100);
+	for (ptemu_access acc : {PTEMU_ACCESS_READ, PTEMU_ACCESS_WRITE, PTEMU_ACCESS_FETCH}) {
+		ptemu_walk_result r = d.walk(acc);
+		EXPECT_EQ(r.fault, PTEMU_WALK_OK) << acc;
+		EXPECT_EQ(r.level, PTE) << acc;
+		EXPECT_EQ(r.paddr, 0x4321123u) << acc;
+		EXPECT_EQ(r.perms, R | W | X) << acc;
+	}
+	// The pte's own IEP still binds.
+	d.set(Dat::kPt, 9, A.mk_pte({0x4321, R | W | Y | D}));
 	EXPECT_EQ(d.walk(PTEMU_ACCESS_FETCH).fault, PTEMU_WALK_PERMISSION);
 }
 

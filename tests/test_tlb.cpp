@@ -117,6 +117,45 @@ TEST(LogicalTlb, PostedRequestCountsAsFlushedForTheChecker)
 	ptemu_tlb_leave_guest(&x.t);
 }
 
+// DESIGN.md section 3: a vCPU in guest mode goes on using its entries until it acknowledges
+// the request, so for it only the acknowledgement counts as flushed.
+TEST(LogicalTlb, PostedRequestCountsAsFlushedForAVcpuInGuestModeOnlyOnceAcknowledged)
+{
+	Tlb x;
+	const uint64_t pmd = 2ull << 20;
+	ptemu_tlb_insert(&x.t, 8 * kPage, 77 * kPage, PTEMU_PROT_READ);
+	ptemu_walk_cache_insert(&x.t, 8 * kPage, 0xabc000);
+	ptemu_tlb_enter_guest(&x.t);
+	ptemu_tlb *target = &x.t;
+	std::thread initiator([&] { ptemu_tlb_shootdown(&target, 1, nullptr, 0, pmd, true); });
+	while (__atomic_load_n(&x.t.req_gen, __ATOMIC_SEQ_CST) == 0)
+		std::this_thread::yield();
+	uint64_t va;
+	EXPECT_TRUE(ptemu_tlb_maps_pfn(&x.t, 77, 1, &va));  // posted, not acknowledged
+	EXPECT_TRUE(ptemu_tlb_caches_table(&x.t, 0xabc000, &va));
+	ptemu_tlb_apply_requests(&x.t);  // the kick, polled
+	initiator.join();
+	EXPECT_FALSE(ptemu_tlb_maps_pfn(&x.t, 77, 1, &va));
+	EXPECT_FALSE(ptemu_tlb_caches_table(&x.t, 0xabc000, &va));
+	ptemu_tlb_leave_guest(&x.t);
+}
+
+// A request its initiator saw posted to a vCPU outside guest mode counts as flushed even
+// once the vCPU has stored IN_GUEST: it reads its requests before it runs guest code.
+TEST(LogicalTlb, RequestSeenOutsideGuestModeCountsAsFlushedWhileTheVcpuEnters)
+{
+	Tlb x;
+	ptemu_tlb_insert(&x.t, 8 * kPage, 77 * kPage, PTEMU_PROT_READ);
+	ptemu_tlb *target = &x.t;
+	ptemu_tlb_shootdown(&target, 1, nullptr, 8 * kPage, 9 * kPage, false);
+	__atomic_store_n(&x.t.mode, VCPU_IN_GUEST, __ATOMIC_SEQ_CST);  // entering, not yet read
+	uint64_t va;
+	EXPECT_FALSE(ptemu_tlb_maps_pfn(&x.t, 77, 1, &va));
+	ptemu_tlb_apply_requests(&x.t);
+	EXPECT_FALSE(x.has(8 * kPage));
+	ptemu_tlb_leave_guest(&x.t);
+}
+
 // Many initiators; two vCPUs that stay in guest mode (polling kicks as the block hook does)
 // and one stuck outside it (in a syscall or fault, never polling). Every flush has reached
 // the in-guest vCPUs when its initiator returns (no lost flush), and nobody waits for the

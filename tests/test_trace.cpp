@@ -2,6 +2,7 @@
 // reject broken files without crashing.
 #include <gtest/gtest.h>
 
+#include <ptemu/arch.h>
 #include <ptemu/trace.h>
 
 #include <cstdio>
@@ -10,6 +11,8 @@
 #include <iterator>
 #include <string>
 #include <vector>
+
+#include "json_check.h"
 
 #ifndef PTEMU_CLI
 #error "PTEMU_CLI must name the ptemu program"
@@ -202,4 +205,28 @@ TEST(Trace, DumpDisassemblesFaultsAndExportIsChromeTraceJson)
 		EXPECT_EQ(text.substr(text.size() - 3), "]}\n");
 		EXPECT_EQ(run_cli("trace export --format svg " + path + " -o " + json, &out), 2);
 	}
+}
+
+// The image path goes into the exported JSON as a string: quotes, backslashes and control
+// characters escaped.
+TEST(Trace, ExportEscapesTheImagePath)
+{
+	std::string dir = testing::TempDir() + "ptemu-esc-XXXXXX", out;
+
+	ASSERT_TRUE(mkdtemp(dir.data()));
+	std::string image = dir + "/a\"b\\c\td.elf", trace = dir + "/t.trc", json = dir + "/t.json";
+	std::vector<uint8_t> elf = slurp(std::string(PTEMU_WORKLOAD_DIR) + "/" +
+					 ptemu_arch_find("arm64")->isa.workload_dir + "/shmem-stress.elf");
+	ASSERT_FALSE(elf.empty());
+	std::ofstream(image, std::ios::binary).write((const char *)elf.data(), (std::streamsize)elf.size());
+	ASSERT_LE(run_cli("run --arch arm64 --steps 5000 --quiet --image '" + image + "' --record " + trace, &out), 1)
+		<< out;
+	ASSERT_EQ(run_cli("trace export " + trace + " -o " + json, &out), 0) << out;
+	std::vector<uint8_t> j = slurp(json);
+	std::string text(j.begin(), j.end());
+
+	EXPECT_TRUE(ptemu_test::JsonCheck::valid(text)) << text.substr(0, 300);
+	EXPECT_NE(text.find("a\\\"b\\\\c\\u0009d.elf"), std::string::npos) << text.substr(0, 300);
+	EXPECT_EQ(run_cli("trace export " + trace + " -o /dev/full", &out), 3) << out;
+	EXPECT_NE(out.find("/dev/full"), std::string::npos) << out;
 }

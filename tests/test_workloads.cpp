@@ -11,7 +11,8 @@
 namespace {
 
 const char *const kWorkloads[] = {"shmem-stress", "munmap-race", "mprotect-race",
-				  "dontneed-race", "truncate-race", "file-thp", "wild-access", "early-exit", "wait-khugepaged"};
+				  "dontneed-race", "truncate-race", "file-thp", "wild-access",
+				  "khugepaged-wait", "early-exit"};
 
 std::string disassemble(const std::string &objdump, const std::string &image)
 {

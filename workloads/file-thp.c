@@ -1,5 +1,6 @@
 /* file-thp: read-only file text collapse (CONFIG_READ_ONLY_THP_FOR_FS). Every process maps
- * the same read-only file of EXTENTS PMD extents, privately, and asks for MADV_HUGEPAGE;
+ * the same read-only file of EXTENTS PMD extents, privately and executable (v6.6 collapses
+ * a regular file only in a VM_EXEC mapping), and asks for MADV_HUGEPAGE;
  * every vCPU reads random words and checks each against the file's contents. The last
  * writer slot asks for MADV_COLLAPSE of an extent (in turn) every COLLAPSE_EVERY
  * operations; with --khugepaged on the khugepaged thread collapses them too. After a

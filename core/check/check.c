@@ -21,6 +21,10 @@ struct table_slot {
 	uint32_t gen;		/* bumped at every allocation of the slot */
 	int32_t maps;		/* pte_offset_map pointers held into it */
 	int32_t walkers;	/* walkers inside it */
+	/* Event numbers of this allocation's attach and detach (0: not yet), which tell
+	 * whether a lock was taken while the table was attached. */
+	uint64_t attached_at;
+	uint64_t detached_at;
 };
 
 struct ptemu_checker {
@@ -94,6 +98,11 @@ void check_destroy(struct ptemu_checker *c)
 uint64_t check_event(struct ptemu_machine *m)
 {
 	return __atomic_add_fetch(&m->checker->events, 1, __ATOMIC_RELAXED);
+}
+
+uint64_t check_event_now(const struct ptemu_machine *m)
+{
+	return __atomic_load_n(&m->checker->events, __ATOMIC_RELAXED);
 }
 
 /* Event kinds in the run digest. */
@@ -203,6 +212,8 @@ void check_table_alloc(struct ptemu_machine *m, uint64_t table_pa)
 	uint32_t old = __atomic_exchange_n(&s->state, TABLE_ALLOCATED, __ATOMIC_SEQ_CST);
 
 	__atomic_add_fetch(&s->gen, 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&s->attached_at, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&s->detached_at, 0, __ATOMIC_SEQ_CST);
 	check_event(m);
 	digest_event(m, DIGEST_TABLE, table_pa, TABLE_ALLOCATED);
 	if (old != TABLE_FREE)
@@ -216,7 +227,7 @@ void check_table_attach(struct ptemu_machine *m, uint64_t table_pa)
 	struct table_slot *s = slot_of(m, table_pa);
 	uint32_t old = __atomic_exchange_n(&s->state, TABLE_ATTACHED, __ATOMIC_SEQ_CST);
 
-	check_event(m);
+	__atomic_store_n(&s->attached_at, check_event(m), __ATOMIC_SEQ_CST);
 	digest_event(m, DIGEST_TABLE, table_pa, TABLE_ATTACHED);
 	if (old != TABLE_ALLOCATED)
 		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
@@ -229,7 +240,7 @@ void check_table_detach(struct ptemu_machine *m, uint64_t table_pa)
 	struct table_slot *s = slot_of(m, table_pa);
 
 	__atomic_store_n(&s->state, TABLE_DETACHED, __ATOMIC_SEQ_CST);
-	check_event(m);
+	__atomic_store_n(&s->detached_at, check_event(m), __ATOMIC_SEQ_CST);
 	digest_event(m, DIGEST_TABLE, table_pa, TABLE_DETACHED);
 	if (__atomic_load_n(&s->maps, __ATOMIC_SEQ_CST) > 0)
 		ptemu_stat_add(&m->stats, PTEMU_STAT_detach_with_reader, 1);
@@ -237,7 +248,7 @@ void check_table_detach(struct ptemu_machine *m, uint64_t table_pa)
 		ptemu_stat_add(&m->stats, PTEMU_STAT_walk_raced_detach, 1);
 }
 
-void check_table_defer(struct ptemu_machine *m, uint64_t table_pa)
+enum ptemu_table_state check_table_defer(struct ptemu_machine *m, uint64_t table_pa)
 {
 	const struct ptemu_arch *a = m->arch;
 	struct table_slot *s = slot_of(m, table_pa);
@@ -246,6 +257,13 @@ void check_table_defer(struct ptemu_machine *m, uint64_t table_pa)
 
 	check_event(m);
 	digest_event(m, DIGEST_TABLE, table_pa, TABLE_RCU_PENDING);
+	if (old == TABLE_FREE) {
+		/* Freed already, or never a table: pmd_pgtable of a pmd that no longer points
+		 * to one is the page of pfn 0. */
+		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
+			     "pte_free_defer of table %#" PRIx64 ", which is free", table_pa);
+		return TABLE_FREE;
+	}
 	if (old != TABLE_DETACHED)
 		ptemu_report(m, VIOLATION_PT_FREE_WHILE_MAPPED, table_pa,
 			     "pte_free_defer of table %#" PRIx64 " while %s (not detached)",
@@ -260,6 +278,7 @@ void check_table_defer(struct ptemu_machine *m, uint64_t table_pa)
 			break;
 		}
 	}
+	return (enum ptemu_table_state)old;
 }
 
 enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_pa)
@@ -305,21 +324,42 @@ static struct ptemu_held_map *find_map(struct ptemu_thread *t, uint64_t slot)
 	return NULL;
 }
 
+static struct ptemu_spinlock *ptl_of(const struct ptemu_machine *m, uint64_t pa)
+{
+	return &pfn_to_page(m->phys, pa >> m->arch->page_shift)->ptl;
+}
+
 static bool ptl_held_for(const struct ptemu_machine *m, uint64_t pa)
 {
-	struct page *page = pfn_to_page(m->phys, pa >> m->arch->page_shift);
+	return ptemu_holds_lock(ptl_of(m, pa));
+}
 
-	return ptemu_holds_lock(&page->ptl);
+/* Did this thread take the ptl of the table holding pa while that table was attached?
+ * Detaching takes the same lock, so then the table stays put until the thread lets go.
+ * The lock is the page's, shared by every half or fragment in it: holding it says nothing
+ * of a table there that was already detached when it was taken. */
+static bool ptl_taken_while_attached(const struct ptemu_machine *m, const struct ptemu_thread *t,
+				     const struct table_slot *s, uint64_t pa)
+{
+	const struct ptemu_spinlock *ptl = ptl_of(m, pa);
+	uint64_t attached = __atomic_load_n(&s->attached_at, __ATOMIC_SEQ_CST);
+	uint64_t detached = __atomic_load_n(&s->detached_at, __ATOMIC_SEQ_CST);
+
+	for (int i = 0; t && i < t->nr_held; i++)
+		if (t->held[i].lock == ptl)
+			return attached && attached <= t->held[i].since && detached > t->held[i].since;
+	return false;
 }
 
 /* A detached table may be touched only through a map taken inside an RCU section that is
  * still open (kernel-spec 5.2), or under the table's ptl taken while it was attached. */
 static bool detached_access_protected(const struct ptemu_machine *m, struct ptemu_thread *t,
-				      const struct ptemu_held_map *hm, uint64_t pa)
+				      const struct table_slot *s, const struct ptemu_held_map *hm,
+				      uint64_t pa)
 {
 	if (hm && hm->rcu_section && t->rcu_depth > 0 && t->rcu_section == hm->rcu_section)
 		return true;
-	return ptl_held_for(m, pa);
+	return ptl_taken_while_attached(m, t, s, pa);
 }
 
 /* Common part of read and write checks; returns the slot state seen. */
@@ -341,10 +381,11 @@ static uint32_t check_access(struct ptemu_machine *m, uint64_t pte_pa, const cha
 			     "%s of entry %#" PRIx64 " through a map of an earlier table there "
 			     "(freed and reused)", what, pte_pa);
 	} else if ((st == TABLE_DETACHED || st == TABLE_RCU_PENDING) &&
-		   !detached_access_protected(m, t, hm, pte_pa)) {
-		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, pte_pa,
+		   !detached_access_protected(m, t, s, hm, pte_pa)) {
+		ptemu_report(m, VIOLATION_PT_READ_UNPROTECTED, pte_pa,
 			     "%s of entry %#" PRIx64 " in a %s table outside the RCU section that "
-			     "mapped it", what, pte_pa, ptemu_table_state_name(st));
+			     "mapped it, without its ptl taken while it was attached", what, pte_pa,
+			     ptemu_table_state_name(st));
 	}
 	return st;
 }
@@ -386,9 +427,9 @@ void check_walk_read(struct ptemu_machine *m, uint64_t table_pa, unsigned level,
 			     "walk read freed PTE table %#" PRIx64, table_pa);
 	else if (st == TABLE_RCU_PENDING &&
 		 !(m->arch->walker_is_rcu_reader && t && t->rcu_depth > 0))
-		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
+		ptemu_report(m, VIOLATION_PT_READ_UNPROTECTED, table_pa,
 			     "walk read PTE table %#" PRIx64 " after its invalidation completed "
-			     "(rcu-pending)", table_pa);
+			     "(rcu-pending), outside any RCU section", table_pa);
 }
 
 void check_walk_enter(struct ptemu_machine *m, uint64_t table_pa)

@@ -19,6 +19,14 @@ static const struct ptemu_injection_info injections[] = {
 	{ INJECT_S390_REUSE_PENDING_HALF, "s390-reuse-pending-half",
 	  "s390 puts a page with a deferred half back on pgtable_list, so the half is reused",
 	  true },
+	{ INJECT_RETRACT_NO_RECHECK, "retract-no-recheck",
+	  "retract_page_tables as v6.6 wrote it: no check_pmd_state under the pmd lock (undoes "
+	  "6.14's fix); reachable with --reclaim-empty-tables, which can empty the pmd first",
+	  false },
+	{ INJECT_CPMT_NO_RECHECK, "cpmt-no-recheck",
+	  "collapse_pte_mapped_thp as v6.6 wrote it: no pmd_same re-check before removing the "
+	  "table (undoes 6.13's fix); reachable with --reclaim-empty-tables",
+	  false },
 	{ INJECT_NONE, NULL, NULL, false },
 };
 

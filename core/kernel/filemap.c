@@ -308,27 +308,37 @@ struct page *filemap_get_folio_trylocked(struct ptemu_file *f, uint64_t index, i
 
 /* ---- i_mmap ---------------------------------------------------------------------------- */
 
-void vma_link_file(struct vm_area_struct *vma)
+void __vma_link_file(struct vm_area_struct *vma)
 {
 	struct ptemu_file *f = vma->vm_file;
 
-	down_write(&f->i_mmap_rwsem);
 	f->i_mmap = ptemu_array_reserve(f->i_mmap, &f->cap_i_mmap, f->nr_i_mmap, sizeof(*f->i_mmap),
 					8, "i_mmap");
 	f->i_mmap[f->nr_i_mmap++] = vma;
-	up_write(&f->i_mmap_rwsem);
 }
 
-void unlink_file_vma(struct vm_area_struct *vma)
+void vma_link_file(struct vm_area_struct *vma)
+{
+	down_write(&vma->vm_file->i_mmap_rwsem);
+	__vma_link_file(vma);
+	up_write(&vma->vm_file->i_mmap_rwsem);
+}
+
+void __unlink_file_vma(struct vm_area_struct *vma)
 {
 	struct ptemu_file *f = vma->vm_file;
 
-	down_write(&f->i_mmap_rwsem);
 	for (size_t i = 0; i < f->nr_i_mmap; i++) {
 		if (f->i_mmap[i] == vma) {
 			f->i_mmap[i] = f->i_mmap[--f->nr_i_mmap];
 			break;
 		}
 	}
-	up_write(&f->i_mmap_rwsem);
+}
+
+void unlink_file_vma(struct vm_area_struct *vma)
+{
+	down_write(&vma->vm_file->i_mmap_rwsem);
+	__unlink_file_vma(vma);
+	up_write(&vma->vm_file->i_mmap_rwsem);
 }

@@ -17,6 +17,7 @@
 #include <ptemu/phys.h>
 #include <ptemu/sched.h>
 
+#include "workloads/include/ptemu_abi.h"
 #include "internal.h"
 
 const char *scan_result_name(enum scan_result r)
@@ -26,8 +27,9 @@ const char *scan_result_name(enum scan_result r)
 		"SCAN_EXCEED_NONE_PTE", "SCAN_PTE_NON_PRESENT", "SCAN_PTE_MAPPED_HUGEPAGE",
 		"SCAN_PAGE_NULL", "SCAN_PAGE_LOCK", "SCAN_PAGE_COUNT", "SCAN_PAGE_COMPOUND",
 		"SCAN_VMA_CHECK", "SCAN_TRUNCATED", "SCAN_ALLOC_HUGE_PAGE_FAIL", "SCAN_PAGE_FILLED",
+		"SCAN_ANY_PROCESS", "SCAN_VMA_NULL", "SCAN_ADDRESS_RANGE",
 	};
-	return r <= SCAN_PAGE_FILLED ? names[r] : "?";
+	return r <= SCAN_ADDRESS_RANGE ? names[r] : "?";
 }
 
 static unsigned hpage_order(const struct ptemu_arch *a)
@@ -57,6 +59,41 @@ static enum scan_result find_pmd_or_thp_or_none(struct mm_struct *mm, uint64_t a
 	default:
 		return SCAN_PMD_NULL;
 	}
+}
+
+/* The table a pmd points at; for a pmd that points at none, the page of pfn 0, as the
+ * kernel's pmd_pgtable gives. */
+static uint64_t pmd_pgtable(pmd_t pmd)
+{
+	uint64_t table = 0;
+
+	pmd_kind(pmd, &table);
+	return table;
+}
+
+/* transhuge_vma_suitable: the PMD range at addr lies in the VMA, at a file offset whose
+ * alignment matches its address's. */
+static bool transhuge_vma_suitable(const struct vm_area_struct *vma, uint64_t addr)
+{
+	const struct ptemu_arch *a = vma->vm_mm->machine->arch;
+	uint64_t hsize = 1ull << a->pmd_leaf_shift, haddr = addr & ~(hsize - 1);
+
+	return !(((vma->vm_start >> a->page_shift) - vma->vm_pgoff) % (hsize >> a->page_shift)) &&
+	       haddr >= vma->vm_start && haddr + hsize <= vma->vm_end;
+}
+
+bool hugepage_vma_check(const struct vm_area_struct *vma, unsigned vm_flags, bool enforce_sysfs)
+{
+	const struct ptemu_arch *a = vma->vm_mm->machine->arch;
+	uint64_t hsize = 1ull << a->pmd_leaf_shift;
+
+	if (!a->pmd_leaf_shift || (vm_flags & VM_NOHUGEPAGE) || !vma->vm_file ||
+	    vma->vm_end - vma->vm_start < hsize || !transhuge_vma_suitable(vma, vma->vm_end - hsize))
+		return false;
+	if (enforce_sysfs && !(vm_flags & VM_HUGEPAGE))
+		return false;
+	/* file_thp_enabled: nobody has a regular file of the model open for write. */
+	return vma->vm_file->shmem || (vm_flags & VM_EXEC);
 }
 
 /* The address at which a VMA maps file index `pgoff`, or 0 when it does not. */
@@ -89,6 +126,17 @@ static bool retract_skips_vma(struct vm_area_struct *vma, uint64_t addr, pmd_t *
 	       !__atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE);
 }
 
+/* Between the look that found `table` in the pmd and the pmd lock of its removal: where
+ * empty-table reclaim can clear the pmd first (the window of 6.13's and 6.14's re-checks). */
+static void before_retract_lock(struct mm_struct *mm, pmd_t *pmd, uint64_t table)
+{
+	struct ptemu_machine *m = mm->machine;
+
+	if (m->test_hooks.before_retract_lock)
+		m->test_hooks.before_retract_lock(m->test_hooks.ctx, mm, pmd);
+	ptemu_sched_point_window(table);
+}
+
 static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 {
 	struct ptemu_machine *m = f->machine;
@@ -98,7 +146,7 @@ static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 		struct vm_area_struct *vma = f->i_mmap[i];
 		struct mm_struct *mm = vma->vm_mm;
 		struct ptemu_spinlock *pml, *ptl;
-		uint64_t addr = vma_address(vma, pgoff), table;
+		uint64_t addr = vma_address(vma, pgoff), table = 0;
 		pmd_t *pmd, pmdval;
 		bool retracted = false;
 
@@ -106,10 +154,13 @@ static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
 			continue;
 		}
+		before_retract_lock(mm, pmd, pmd_pgtable(pmdp_get_lockless(pmd)));
 		pml = pmd_lock(mm, pmd);
 		pmdval = pmdp_get_lockless(pmd);
-		/* Still a table under pml (what 6.14's check_pmd_state re-checks). */
-		if (pmd_kind(pmdval, &table) == PTEMU_ENTRY_TABLE) {
+		/* Still a table under pml (6.14's check_pmd_state): empty-table reclaim may have
+		 * cleared the pmd since the lockless look. v6.6 goes on with whatever is there. */
+		if (pmd_kind(pmdval, &table) == PTEMU_ENTRY_TABLE ||
+		    ptemu_injected(m, INJECT_RETRACT_NO_RECHECK)) {
 			ptl = pte_lockptr(mm, &pmdval);
 			if (ptl != pml)
 				spin_lock_nested(ptl);
@@ -117,7 +168,7 @@ static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 				/* Both locks held, the table about to go: lockless walkers and
 				 * mappers waiting for the ptl run meanwhile. */
 				ptemu_sched_long_window_point();
-				pmdp_collapse_flush(mm, addr, pmd);
+				table = pmd_pgtable(pmdp_collapse_flush(mm, addr, pmd));
 				retracted = true;
 			}
 			if (ptl != pml)
@@ -241,6 +292,33 @@ static void unmap_batch_add(struct unmap_batch *b, struct mm_struct *mm, uint64_
 	b->r[b->n++] = (struct unmap_range){ mm, addr, addr + psize };
 }
 
+/* v6.6 page_vma_mapped_walk's map_pte (no PVMW_SYNC): the PTE at addr, mapped and locked
+ * if it is present, else NULL. There is no pmd_same re-check under the ptl: the walk
+ * relies on a detached table being empty, so a present PTE proves the table attached. */
+static pte_t *map_pte(struct mm_struct *mm, pmd_t *pmd, uint64_t addr, struct ptemu_spinlock **ptlp)
+{
+	struct ptemu_machine *m = mm->machine;
+	pmd_t pmdval;
+	uint64_t table = 0;
+	/* pte_offset_map_nolock, keeping the pmd value that names the table for the
+	 * scheduler's window point. */
+	pte_t *pte = __pte_offset_map(pmd, addr, &pmdval);
+
+	if (!pte)
+		return NULL;
+	*ptlp = pte_lockptr(mm, &pmdval);
+	if (!pte_present(ptep_get(pte))) {
+		pte_unmap(pte);
+		return NULL;
+	}
+	if (m->test_hooks.map_before_lock)
+		m->test_hooks.map_before_lock(m->test_hooks.ctx, mm, pmd);
+	pmd_kind(pmdval, &table);
+	ptemu_sched_point_window(table);	/* mapped, not yet locked: a retract may come */
+	spin_lock(*ptlp);
+	return pte;
+}
+
 /* try_to_unmap of one page-cache page: clear every PTE mapping it, in every mm. The TLB
  * flush is try_to_unmap_flush's, once, before the contents are copied. */
 static void try_to_unmap(struct ptemu_file *f, struct page *page, uint64_t index,
@@ -260,10 +338,10 @@ static void try_to_unmap(struct ptemu_file *f, struct page *page, uint64_t index
 
 		if (!addr || find_pmd_or_thp_or_none(mm, addr, &pmd) != SCAN_SUCCEED)
 			continue;
-		pte = pte_offset_map_lock(mm, pmd, addr, &ptl);
+		pte = map_pte(mm, pmd, addr, &ptl);
 		if (!pte)
-			continue;	/* page_vma_mapped_walk: not mapped at this pmd */
-		pte_t v = ptep_get(pte);
+			continue;
+		pte_t v = ptep_get(pte);	/* check_pte, under the ptl */
 
 		if (a->pte_present(v.val) && a->pte_leaf(v.val).pfn == pfn) {
 			ptep_get_and_clear(mm, addr, pte);
@@ -536,7 +614,7 @@ enum scan_result collapse_pte_mapped_thp(struct mm_struct *mm, uint64_t addr, bo
 		return result;
 	uint64_t index = vma->vm_pgoff + ((haddr - vma->vm_start) >> a->page_shift);
 
-	if ((vma->vm_flags & VM_NOHUGEPAGE) || index % nr)
+	if (!hugepage_vma_check(vma, vma->vm_flags, false))
 		return SCAN_VMA_CHECK;
 	struct ptemu_file *f = vma->vm_file;
 	struct page *folio = filemap_get_folio(f, index);
@@ -600,21 +678,24 @@ enum scan_result collapse_pte_mapped_thp(struct mm_struct *mm, uint64_t addr, bo
 	if (result != SCAN_SUCCEED)
 		goto abort;
 
-	/* Step 4: remove the (empty) table, if it is still the one we emptied (6.12's
-	 * re-check: with empty-table reclaim the pmd may have changed). */
+	/* Step 4: remove the (empty) table, if it is still the one we emptied (6.13's
+	 * re-check: with empty-table reclaim the pmd may have changed). v6.6 removes
+	 * whatever the pmd holds now, under the ptl of the table step 2 mapped. */
+	before_retract_lock(mm, pmd, table);
 	pml = pmd_lock(mm, pmd);
-	pmdval = pmdp_get_lockless(pmd);
-	uint64_t now_table = 0;
+	if (!ptemu_injected(m, INJECT_CPMT_NO_RECHECK)) {
+		uint64_t now_table = 0;
 
-	if (pmd_kind(pmdval, &now_table) != PTEMU_ENTRY_TABLE || now_table != table) {
-		spin_unlock(pml);
-		result = SCAN_FAIL;
-		goto abort;
+		pmdval = pmdp_get_lockless(pmd);
+		if (pmd_kind(pmdval, &now_table) != PTEMU_ENTRY_TABLE || now_table != table) {
+			spin_unlock(pml);
+			result = SCAN_FAIL;
+			goto abort;
+		}
 	}
-	ptl = pte_lockptr(mm, &pmdval);
 	if (ptl != pml && !legacy)
 		spin_lock_nested(ptl);
-	pmdp_collapse_flush(mm, haddr, pmd);
+	table = pmd_pgtable(pmdp_collapse_flush(mm, haddr, pmd));
 	if (ptl != pml && !legacy)
 		spin_unlock(ptl);
 	spin_unlock(pml);
@@ -712,12 +793,10 @@ static bool khugepaged_scan_mm_slot(struct ptemu_khugepaged *k, struct mm_struct
 			uint64_t from = *addr > vma->vm_start ? *addr : vma->vm_start;
 
 			h = (from + hsize - 1) & ~(hsize - 1);
-			if (vma->vm_end <= *addr || !(vma->vm_flags & VM_HUGEPAGE) ||
-			    (vma->vm_flags & VM_NOHUGEPAGE) || !vma->vm_file || h + hsize > vma->vm_end)
+			if (vma->vm_end <= *addr || !hugepage_vma_check(vma, vma->vm_flags, true) ||
+			    h + hsize > vma->vm_end)
 				continue;
 			pgoff = vma->vm_pgoff + ((h - vma->vm_start) >> a->page_shift);
-			if (pgoff % nr)
-				continue;
 			f = vma->vm_file;
 			ptemu_file_get(f);
 		}
@@ -831,8 +910,7 @@ int khugepaged_start(struct ptemu_machine *m, const struct khugepaged_tunables *
 	if (!k->t.max_ptes_none || k->t.max_ptes_none >= nr)
 		k->t.max_ptes_none = (unsigned)nr - 1;
 	pthread_mutex_init(&k->lock, NULL);
-	/* Published to vCPUs that may already run (wait_khugepaged): with release. */
-	__atomic_store_n(&m->khugepaged, k, __ATOMIC_RELEASE);
+	m->khugepaged = k;
 	if (pthread_create(&k->thread, NULL, khugepaged_main, k)) {
 		m->khugepaged = NULL;
 		pthread_mutex_destroy(&k->lock);
@@ -858,32 +936,42 @@ void khugepaged_stop(struct ptemu_machine *m)
 	free(k);
 }
 
-void khugepaged_enter_vma(struct vm_area_struct *vma)
+/* Whether mm has a slot. Caller holds k->lock. */
+static bool khugepaged_knows(const struct ptemu_khugepaged *k, const struct mm_struct *mm)
+{
+	for (size_t i = 0; i < k->nslots; i++)
+		if (k->slots[i] == mm)
+			return true;
+	return false;
+}
+
+void khugepaged_enter_vma(struct vm_area_struct *vma, unsigned vm_flags)
 {
 	struct mm_struct *mm = vma->vm_mm;
 	struct ptemu_khugepaged *k = mm->machine->khugepaged;
 
-	if (!k || !(vma->vm_flags & VM_HUGEPAGE) || !vma->vm_file)
+	if (!k || !hugepage_vma_check(vma, vm_flags, true))
 		return;
 	pthread_mutex_lock(&k->lock);
-	bool known = false;
-
-	for (size_t i = 0; i < k->nslots; i++)
-		known |= k->slots[i] == mm;
-	if (!known && k->nslots == k->cap) {
-		size_t cap = k->cap ? 2 * k->cap : 8;
-		struct mm_struct **s = realloc(k->slots, cap * sizeof(*s));
-
-		if (s) {
-			k->slots = s;
-			k->cap = cap;
-		}
-	}
-	if (!known && k->nslots < k->cap) {
+	if (!khugepaged_knows(k, mm)) {
+		k->slots = ptemu_array_reserve(k->slots, &k->cap, k->nslots, sizeof(*k->slots), 8,
+					       "khugepaged's mm slots");
 		mmgrab(mm);
 		k->slots[k->nslots++] = mm;
 	}
 	pthread_mutex_unlock(&k->lock);
+}
+
+void hugepage_madvise(struct vm_area_struct *vma, unsigned *vm_flags, int advice)
+{
+	if (advice == PTEMU_MADV_HUGEPAGE) {
+		*vm_flags = (*vm_flags & ~VM_NOHUGEPAGE) | VM_HUGEPAGE;
+		/* Registered now, not at a fault that may never come. */
+		khugepaged_enter_vma(vma, *vm_flags);
+	} else {
+		/* A registered mm stays so; the flag keeps khugepaged off this VMA. */
+		*vm_flags = (*vm_flags & ~VM_HUGEPAGE) | VM_NOHUGEPAGE;
+	}
 }
 
 void khugepaged_exit(struct mm_struct *mm)
@@ -910,12 +998,19 @@ void khugepaged_exit(struct mm_struct *mm)
 		mmdrop(mm);	/* the slot's; a scan in progress holds its own */
 }
 
-int khugepaged_wait_full_scan(struct ptemu_machine *m)
+int khugepaged_wait_full_scan(struct mm_struct *mm)
 {
-	struct ptemu_khugepaged *k = __atomic_load_n(&m->khugepaged, __ATOMIC_ACQUIRE);
+	struct ptemu_machine *m = mm->machine;
+	struct ptemu_khugepaged *k = m->khugepaged;
+	bool known;
 
 	if (!k)
 		return -ENOSYS;
+	pthread_mutex_lock(&k->lock);
+	known = khugepaged_knows(k, mm);
+	pthread_mutex_unlock(&k->lock);
+	if (!known)
+		return -ESRCH;
 	/* Two passes completed from now: the second began after this call. */
 	uint64_t target = ptemu_stat_get(&m->stats, PTEMU_STAT_khugepaged_full_scans) + 2;
 
@@ -931,4 +1026,123 @@ int khugepaged_wait_full_scan(struct ptemu_machine *m)
 		}
 	}
 	return 0;
+}
+
+/* ---- MADV_COLLAPSE ------------------------------------------------------------------- */
+
+/* After mmap_lock was dropped: the mm and a VMA that may still collapse at address. */
+static enum scan_result hugepage_vma_revalidate(struct mm_struct *mm, uint64_t address,
+						struct vm_area_struct **vmap)
+{
+	struct vm_area_struct *vma;
+
+	if (!__atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE))
+		return SCAN_ANY_PROCESS;
+	*vmap = vma = vma_lookup(mm, address);
+	if (!vma)
+		return SCAN_VMA_NULL;
+	if (!transhuge_vma_suitable(vma, address))
+		return SCAN_ADDRESS_RANGE;
+	return hugepage_vma_check(vma, vma->vm_flags, false) ? SCAN_SUCCEED : SCAN_VMA_CHECK;
+}
+
+static int madvise_collapse_errno(enum scan_result r)
+{
+	switch (r) {
+	case SCAN_ALLOC_HUGE_PAGE_FAIL:
+		return -ENOMEM;
+	case SCAN_EXCEED_NONE_PTE:
+		return -EBUSY;
+	case SCAN_PAGE_COUNT:
+	case SCAN_PAGE_LOCK:
+	case SCAN_PAGE_FILLED:
+		return -EAGAIN;
+	default:
+		return -EINVAL;
+	}
+}
+
+int madvise_collapse(struct vm_area_struct *vma, struct vm_area_struct **prev, uint64_t start,
+		     uint64_t end)
+{
+	struct mm_struct *mm = vma->vm_mm;
+	struct ptemu_machine *m = mm->machine;
+	const struct ptemu_arch *a = m->arch;
+	bool legacy = m->protocol == PTEMU_PROTOCOL_LEGACY, locked = true;
+	const struct collapse_control cc = { .is_khugepaged = false };
+	enum scan_result last_fail = SCAN_FAIL;
+	uint64_t hsize = 1ull << a->pmd_leaf_shift, hstart, hend, thps = 0;
+
+	*prev = vma;
+	if (!vma->vm_file) {
+		/* v6.6 collapses anonymous memory too (collapse_huge_page); the model does not. */
+		ptemu_note_once(m, PTEMU_NOTE_ANON_COLLAPSE, "MADV_COLLAPSE of anonymous memory "
+				"is not modelled: it returns -EINVAL\n");
+		return -EINVAL;
+	}
+	if (!hugepage_vma_check(vma, vma->vm_flags, false))
+		return -EINVAL;
+	hstart = (start + hsize - 1) & ~(hsize - 1);
+	hend = end & ~(hsize - 1);
+	for (uint64_t addr = hstart; addr < hend; addr += hsize) {
+		enum scan_result r;
+
+		if (!locked) {
+			down_read(&mm->mmap_lock);
+			locked = true;
+			r = hugepage_vma_revalidate(mm, addr, &vma);
+			if (r != SCAN_SUCCEED) {
+				last_fail = r;
+				goto out_nolock;
+			}
+			if (hend > (vma->vm_end & ~(hsize - 1)))
+				hend = vma->vm_end & ~(hsize - 1);
+		}
+		struct ptemu_file *f = vma->vm_file;
+		uint64_t pgoff = vma->vm_pgoff + ((addr - vma->vm_start) >> a->page_shift);
+
+		ptemu_file_get(f);
+		up_read(&mm->mmap_lock);
+		locked = false;
+		*prev = NULL;	/* the walk must look its VMA up again */
+		r = hpage_collapse_scan_file(mm, addr, f, pgoff, &cc);
+		ptemu_file_put(f);
+handle_result:
+		switch (r) {
+		case SCAN_SUCCEED:
+		case SCAN_PMD_MAPPED:
+			thps++;
+			break;
+		case SCAN_PTE_MAPPED_HUGEPAGE:
+			/* The legacy protocol took mmap_lock for write here. */
+			if (legacy)
+				down_write(&mm->mmap_lock);
+			else
+				down_read(&mm->mmap_lock);
+			r = collapse_pte_mapped_thp(mm, addr, true);
+			if (legacy)
+				up_write(&mm->mmap_lock);
+			else
+				up_read(&mm->mmap_lock);
+			goto handle_result;
+		/* The failures after which the next range is still worth a try. */
+		case SCAN_PMD_NULL:
+		case SCAN_PTE_NON_PRESENT:
+		case SCAN_PAGE_NULL:
+		case SCAN_PAGE_COUNT:
+		case SCAN_PAGE_LOCK:
+		case SCAN_PAGE_COMPOUND:
+			last_fail = r;
+			break;
+		default:
+			last_fail = r;
+			goto out_maybelock;
+		}
+	}
+out_maybelock:
+	if (!locked)
+		down_read(&mm->mmap_lock);
+out_nolock:
+	/* Unsigned, as the kernel's: a start rounded up past the end fails. */
+	return thps == (hend - hstart) >> a->pmd_leaf_shift ? 0 : madvise_collapse_errno(last_fail);
 }

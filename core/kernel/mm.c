@@ -105,27 +105,41 @@ static void vma_remove_at(struct mm_struct *mm, size_t i)
 	mm->nr_vmas--;
 }
 
-/* Splits vma at addr (strictly inside it): the upper part becomes a new VMA. */
+static void split_huge_pmd_if_needed(struct vm_area_struct *vma, uint64_t address);
+
+/* Splits vma at addr (strictly inside it): the upper part becomes a new VMA. Bounds and
+ * i_mmap change under i_mmap_rwsem held for write (vma_prepare), and a huge pmd across the
+ * new boundary goes first (vma_adjust_trans_huge). */
 static int split_vma(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t addr)
 {
 	struct vm_area_struct *upper = malloc(sizeof(*upper));
+	struct ptemu_file *f = vma->vm_file;
+	int err;
 
 	if (!upper)
 		return -ENOMEM;
 	*upper = *vma;
 	upper->vm_start = addr;
 	upper->vm_pgoff += (addr - vma->vm_start) >> mm->machine->arch->page_shift;
+	if (f) {
+		ptemu_file_get(f);
+		down_write(&f->i_mmap_rwsem);
+	}
+	split_huge_pmd_if_needed(vma, addr);
 	vma->vm_end = addr;
-	if (vma_insert(mm, upper)) {
+	err = vma_insert(mm, upper);
+	if (err)
 		vma->vm_end = upper->vm_end;
+	else if (f)
+		__vma_link_file(upper);
+	if (f)
+		up_write(&f->i_mmap_rwsem);
+	if (err) {
+		if (f)
+			ptemu_file_put(f);
 		free(upper);
-		return -ENOMEM;
 	}
-	if (upper->vm_file) {
-		ptemu_file_get(upper->vm_file);
-		vma_link_file(upper);
-	}
-	return 0;
+	return err;
 }
 
 /* Makes [start, end) a union of whole VMAs. */
@@ -140,6 +154,67 @@ static int split_at_bounds(struct mm_struct *mm, uint64_t start, uint64_t end)
 	if (!err && v && v->vm_end > end)
 		err = split_vma(mm, v, end);
 	return err;
+}
+
+static void vma_free(struct vm_area_struct *vma);
+
+/* vma_merge's test: next goes on where prev ends, with the same flags and the same object
+ * at the next offset. */
+static bool vma_mergeable(const struct mm_struct *mm, const struct vm_area_struct *prev,
+			  const struct vm_area_struct *next)
+{
+	unsigned shift = mm->machine->arch->page_shift;
+
+	return prev->vm_end == next->vm_start && prev->vm_flags == next->vm_flags &&
+	       prev->vm_file == next->vm_file &&
+	       prev->vm_pgoff + ((prev->vm_end - prev->vm_start) >> shift) == next->vm_pgoff;
+}
+
+/* vma_merge removing next: vmas[i] takes in vmas[i + 1] (under i_mmap_rwsem for write, so
+ * that retract and try_to_unmap never see the two overlap). */
+static void vma_merge_next(struct mm_struct *mm, size_t i)
+{
+	struct vm_area_struct *prev = mm->vmas[i], *next = mm->vmas[i + 1];
+	struct ptemu_file *f = prev->vm_file;
+
+	if (f)
+		down_write(&f->i_mmap_rwsem);
+	prev->vm_end = next->vm_end;
+	if (__atomic_load_n(&next->anon_vma, __ATOMIC_RELAXED))
+		__atomic_store_n(&prev->anon_vma, true, __ATOMIC_RELAXED);
+	if (f) {
+		__unlink_file_vma(next);
+		up_write(&f->i_mmap_rwsem);
+	}
+	vma_remove_at(mm, i + 1);
+	vma_free(next);
+}
+
+/* The VMA work of mprotect_fixup and madvise_update_vma: [start, end) of vma gets
+ * newflags, split off at its ends, then merged with its neighbours when they are alike
+ * again. Returns the VMA now holding the range, or NULL with *err. Caller holds mmap_lock
+ * for write. */
+static struct vm_area_struct *vma_modify_flags(struct mm_struct *mm, struct vm_area_struct *vma,
+					       uint64_t start, uint64_t end, unsigned newflags,
+					       int *err)
+{
+	size_t i;
+
+	if (vma->vm_flags == newflags)
+		return vma;
+	*err = split_at_bounds(mm, start, end);
+	if (*err)
+		return NULL;
+	vma = vma_lookup(mm, start);
+	vma->vm_flags = newflags;
+	i = vma_index_after(mm, start);
+	if (i + 1 < mm->nr_vmas && vma_mergeable(mm, vma, mm->vmas[i + 1]))
+		vma_merge_next(mm, i);
+	if (i > 0 && vma_mergeable(mm, mm->vmas[i - 1], vma)) {
+		vma_merge_next(mm, i - 1);
+		vma = mm->vmas[i - 1];
+	}
+	return vma;
 }
 
 /* From the folio's flags, not its mapping: a truncated folio keeps its kind. */
@@ -341,6 +416,24 @@ void zap_page_range_single(struct vm_area_struct *vma, uint64_t start, uint64_t 
 	zap_range(vma, start, end, false);
 }
 
+/* split_huge_pmd_address at a new VMA boundary (vma_adjust_trans_huge): a huge pmd that
+ * maps across it would keep one protection for both sides. The model's huge pmds all map
+ * page-cache folios, and __split_huge_pmd_locked zaps those: the range refaults by PTEs.
+ * mmap_lock held for write keeps faults out, so the pmd can only go from huge to none
+ * (truncation) meanwhile, which the zap re-checks under the pmd lock. */
+static void split_huge_pmd_if_needed(struct vm_area_struct *vma, uint64_t address)
+{
+	uint64_t pmd_size = ptemu_pmd_size(vma->vm_mm->machine->arch);
+	uint64_t haddr = address & ~(pmd_size - 1);
+	pmd_t *pmd;
+
+	if (address == haddr || haddr < vma->vm_start || haddr + pmd_size > vma->vm_end)
+		return;
+	pmd = mm_find_pmd(vma->vm_mm, address);
+	if (pmd && pmd_trans_huge(pmdp_get_lockless(pmd)))
+		zap_page_range_single(vma, haddr, haddr + pmd_size);
+}
+
 /* free_pgtables for [start, end) after its VMAs are gone: a PTE table goes when no VMA is
  * left anywhere in its pmd range (the floor/ceiling rule). */
 static void free_pte_tables(struct mm_struct *mm, uint64_t start, uint64_t end)
@@ -537,20 +630,22 @@ static unsigned modify_leaf_flags(unsigned flags, unsigned vm_flags)
 	       ((vm_flags & VM_EXEC) ? PTEMU_PROT_EXEC : 0);
 }
 
-static void change_protection(struct vm_area_struct *vma)
+/* [start, end) of vma: a huge pmd there lies wholly inside, since VMA boundaries split
+ * the ones across them. */
+static void change_protection(struct vm_area_struct *vma, uint64_t start, uint64_t end)
 {
 	struct mm_struct *mm = vma->vm_mm;
 	struct ptemu_machine *m = mm->machine;
 	const struct ptemu_arch *a = m->arch;
 	uint64_t pmd_size = ptemu_pmd_size(a);
 
-	for (uint64_t addr = vma->vm_start; addr < vma->vm_end;) {
+	for (uint64_t addr = start; addr < end;) {
 		uint64_t next = (addr & ~(pmd_size - 1)) + pmd_size;
 		pmd_t *pmd = mm_find_pmd(mm, addr);
 		struct ptemu_spinlock *ptl;
 
-		if (next > vma->vm_end)
-			next = vma->vm_end;
+		if (next > end)
+			next = end;
 		if (!pmd) {
 			addr = next;
 			continue;
@@ -598,168 +693,134 @@ static void change_protection(struct vm_area_struct *vma)
 		}
 		pte_unmap_unlock(first, ptl);
 	}
-	flush_tlb_range(mm, vma->vm_start, vma->vm_end, false);
+	flush_tlb_range(mm, start, end, false);
 }
 
+/* do_mprotect_pkey: VMA by VMA from start; a hole ends it with -ENOMEM, a refused VMA
+ * with -EACCES, and what was changed before stays changed. */
 int do_mprotect(struct mm_struct *mm, uint64_t start, uint64_t len, unsigned prot)
 {
-	uint64_t end;
-	int err;
+	uint64_t end, nstart;
+	int err = 0;
 
+	if (start & (ptemu_page_size(mm->machine->arch) - 1))
+		return -EINVAL;
+	if (!len)
+		return 0;
 	len = page_align(mm, len);
 	if (!range_ok(mm, start, len) || (prot & ~7u))
 		return -EINVAL;
 	end = start + len;
 	down_write(&mm->mmap_lock);
-	/* The whole range must be mapped. */
-	for (uint64_t a = start; a < end;) {
-		struct vm_area_struct *v = vma_lookup(mm, a);
+	for (nstart = start; nstart < end;) {
+		struct vm_area_struct *v = vma_lookup(mm, nstart);
+		uint64_t tmp;
+		unsigned newflags;
 
 		if (!v) {
-			up_write(&mm->mmap_lock);
-			return -ENOMEM;
+			err = -ENOMEM;
+			break;
 		}
+		/* No VM_MAYWRITE: regular files are read-only. */
 		if ((prot & PTEMU_PROT_WRITE) && (v->vm_flags & VM_SHARED) && v->vm_file &&
 		    !v->vm_file->shmem) {
-			up_write(&mm->mmap_lock);
-			return -EACCES;
+			err = -EACCES;
+			break;
 		}
-		a = v->vm_end;
-	}
-	err = split_at_bounds(mm, start, end);
-	for (size_t i = vma_index_after(mm, start); !err && i < mm->nr_vmas &&
-						    mm->vmas[i]->vm_start < end; i++) {
-		struct vm_area_struct *v = mm->vmas[i];
-
-		v->vm_flags = (v->vm_flags & ~7u) | prot;
-		change_protection(v);
+		tmp = v->vm_end < end ? v->vm_end : end;
+		newflags = (v->vm_flags & ~7u) | prot;
+		if (newflags != v->vm_flags) {
+			v = vma_modify_flags(mm, v, nstart, tmp, newflags, &err);
+			if (!v)
+				break;
+			change_protection(v, nstart, tmp);
+		}
+		nstart = v->vm_end;
 	}
 	up_write(&mm->mmap_lock);
 	return err;
 }
 
-/* madvise_collapse (kernel-spec 3.5): collapse_file for every whole PMD range, with
- * mmap_lock dropped around it, then the PMD installed in this mm by
- * collapse_pte_mapped_thp (under mmap_read_lock; the legacy protocol took mmap_write_lock).
- * Anonymous collapse is not modelled: -EINVAL. */
-static int madvise_collapse(struct mm_struct *mm, uint64_t start, uint64_t end)
+/* One VMA's part [start, end) of an madvise. *prev: the VMA holding the range after, or
+ * NULL when mmap_lock was dropped. */
+static int madvise_vma_behavior(struct vm_area_struct *vma, struct vm_area_struct **prev,
+				uint64_t start, uint64_t end, int advice)
 {
-	const struct ptemu_arch *a = mm->machine->arch;
-	bool legacy = mm->machine->protocol == PTEMU_PROTOCOL_LEGACY;
-	uint64_t hsize = 1ull << a->pmd_leaf_shift, nr = hsize >> a->page_shift;
-	const struct collapse_control cc = { .is_khugepaged = false };
-	enum scan_result last_fail = SCAN_SUCCEED;
+	struct mm_struct *mm = vma->vm_mm;
+	unsigned newflags = vma->vm_flags;
+	int err = 0;
 
-	if (!a->pmd_leaf_shift)
-		return -EINVAL;
-	for (uint64_t h = (start + hsize - 1) & ~(hsize - 1); h + hsize <= end; h += hsize) {
-		struct ptemu_file *f = NULL;
-		uint64_t pgoff = 0;
-		enum scan_result r;
-
-		/* hugepage_vma_revalidate */
-		down_read(&mm->mmap_lock);
-		struct vm_area_struct *vma = vma_lookup(mm, h);
-
-		if (vma && vma->vm_file && vma->vm_end >= h + hsize && !(vma->vm_flags & VM_NOHUGEPAGE) &&
-		    __atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE)) {
-			f = vma->vm_file;
-			pgoff = vma->vm_pgoff + ((h - vma->vm_start) >> a->page_shift);
-			ptemu_file_get(f);
-		}
-		up_read(&mm->mmap_lock);
-		if (!f || pgoff % nr) {
-			r = SCAN_VMA_CHECK;
-		} else {
-			r = hpage_collapse_scan_file(mm, h, f, pgoff, &cc);
-			if (r == SCAN_PTE_MAPPED_HUGEPAGE) {
-				if (legacy)
-					down_write(&mm->mmap_lock);
-				else
-					down_read(&mm->mmap_lock);
-				r = collapse_pte_mapped_thp(mm, h, true);
-				if (legacy)
-					up_write(&mm->mmap_lock);
-				else
-					up_read(&mm->mmap_lock);
-			}
-		}
-		if (f)
-			ptemu_file_put(f);
-		if (r == SCAN_SUCCEED || r == SCAN_PMD_MAPPED)
-			continue;
-		last_fail = r;
-		/* The failures after which the next range is still worth a try. */
-		if (r != SCAN_PMD_NULL && r != SCAN_PTE_NON_PRESENT && r != SCAN_PAGE_NULL &&
-		    r != SCAN_PAGE_COUNT && r != SCAN_PAGE_LOCK && r != SCAN_PAGE_COMPOUND)
-			break;
-	}
-	switch (last_fail) {
-	case SCAN_SUCCEED:
+	*prev = vma;
+	switch (advice) {
+	case PTEMU_MADV_DONTNEED:
+		zap_range(vma, start, end, mm->machine->features.reclaim_empty_tables);
 		return 0;
-	case SCAN_ALLOC_HUGE_PAGE_FAIL:
-		return -ENOMEM;
-	case SCAN_EXCEED_NONE_PTE:
-		return -EBUSY;
-	case SCAN_PAGE_COUNT:
-	case SCAN_PAGE_LOCK:
-	case SCAN_PAGE_FILLED:
-		return -EAGAIN;
+	case PTEMU_MADV_COLLAPSE:
+		return madvise_collapse(vma, prev, start, end);
 	default:
-		return -EINVAL;
+		hugepage_madvise(vma, &newflags, advice);
+		*prev = vma_modify_flags(mm, vma, start, end, newflags, &err);
+		return err;
 	}
 }
 
-int do_madvise(struct mm_struct *mm, uint64_t start, uint64_t len, int advice)
+/* madvise_walk_vmas: every VMA part of [start, end); unmapped parts are skipped and make
+ * the result -ENOMEM, a VMA's error ends the walk. */
+static int madvise_walk_vmas(struct mm_struct *mm, uint64_t start, uint64_t end, int advice)
 {
-	uint64_t end;
-	int err = 0;
+	int unmapped_error = 0;
 
-	len = page_align(mm, len);
-	if (!range_ok(mm, start, len))
-		return -EINVAL;
-	end = start + len;
-	switch (advice) {
-	case PTEMU_MADV_DONTNEED:
-		/* Under mmap_lock for read, as the kernel: it races faults and retract. */
-		down_read(&mm->mmap_lock);
-		for (uint64_t a = start; a < end;) {
-			struct vm_area_struct *v = vma_lookup(mm, a);
+	for (;;) {
+		size_t i = vma_index_after(mm, start);
+		struct vm_area_struct *vma, *prev;
+		uint64_t tmp;
+		int err;
 
-			if (!v) {
-				size_t i = vma_index_after(mm, a);
-
-				if (i == mm->nr_vmas || mm->vmas[i]->vm_start >= end)
-					break;
-				err = -ENOMEM;
-				a = mm->vmas[i]->vm_start;
-				continue;
-			}
-			zap_range(v, a, v->vm_end < end ? v->vm_end : end,
-				  mm->machine->features.reclaim_empty_tables);
-			a = v->vm_end;
+		if (i == mm->nr_vmas)
+			return -ENOMEM;
+		vma = mm->vmas[i];
+		if (start < vma->vm_start) {
+			unmapped_error = -ENOMEM;
+			start = vma->vm_start;
+			if (start >= end)
+				break;
 		}
-		up_read(&mm->mmap_lock);
-		return err;
-	case PTEMU_MADV_HUGEPAGE:
-	case PTEMU_MADV_NOHUGEPAGE:
-		down_write(&mm->mmap_lock);
-		err = split_at_bounds(mm, start, end);
-		for (size_t i = vma_index_after(mm, start); !err && i < mm->nr_vmas &&
-							    mm->vmas[i]->vm_start < end; i++) {
-			struct vm_area_struct *v = mm->vmas[i];
-
-			v->vm_flags &= ~(VM_HUGEPAGE | VM_NOHUGEPAGE);
-			v->vm_flags |= advice == PTEMU_MADV_HUGEPAGE ? VM_HUGEPAGE : VM_NOHUGEPAGE;
-			khugepaged_enter_vma(v);
-		}
-		up_write(&mm->mmap_lock);
-		return err;
-	case PTEMU_MADV_COLLAPSE:
-		return madvise_collapse(mm, start, end);
-	default:
-		return -EINVAL;
+		tmp = vma->vm_end < end ? vma->vm_end : end;
+		err = madvise_vma_behavior(vma, &prev, start, tmp, advice);
+		if (err)
+			return err;
+		start = tmp;
+		if (prev && start < prev->vm_end)
+			start = prev->vm_end;
+		if (start >= end)
+			break;
 	}
+	return unmapped_error;
+}
+
+int do_madvise(struct mm_struct *mm, uint64_t start, uint64_t len_in, int advice)
+{
+	uint64_t len = page_align(mm, len_in), end = start + len;
+	bool write = advice == PTEMU_MADV_HUGEPAGE || advice == PTEMU_MADV_NOHUGEPAGE;
+	int err;
+
+	if (!write && advice != PTEMU_MADV_DONTNEED && advice != PTEMU_MADV_COLLAPSE)
+		return -EINVAL;
+	if ((start & (ptemu_page_size(mm->machine->arch) - 1)) || (len_in && !len) || end < start)
+		return -EINVAL;
+	if (end == start)
+		return 0;
+	/* Read for all but the VMA flag changes: DONTNEED races faults and retract. */
+	if (write)
+		down_write(&mm->mmap_lock);
+	else
+		down_read(&mm->mmap_lock);
+	err = madvise_walk_vmas(mm, start, end, advice);
+	if (write)
+		up_write(&mm->mmap_lock);
+	else
+		up_read(&mm->mmap_lock);
+	return err;
 }
 
 /* ---- teardown ---------------------------------------------------------------------- */

@@ -484,7 +484,10 @@ void pte_free_defer(struct mm_struct *mm, uint64_t table_pa)
 {
 	struct ptemu_machine *m = mm->machine;
 
-	check_table_defer(m, table_pa);
+	/* A free page handed to the allocator again would break the simulated machine,
+	 * not just the modelled kernel: the report is what the run keeps of it. */
+	if (check_table_defer(m, table_pa) == TABLE_FREE)
+		return;
 	ptemu_stat_add(&m->stats, PTEMU_STAT_tables_freed_deferred, 1);
 	m->arch->pte_free_defer(mm, table_pa);
 }

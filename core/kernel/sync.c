@@ -138,7 +138,8 @@ void ptemu_lock_acquired(const void *lock, uint8_t lclass, bool sleeps)
 			     "more than %d locks held at once", PTEMU_MAX_HELD_LOCKS);
 		return;
 	}
-	t->held[t->nr_held++] = (struct ptemu_held_lock){ lock, lclass, sleeps };
+	t->held[t->nr_held++] = (struct ptemu_held_lock){ lock, lclass, sleeps,
+							  check_event_now(t->machine) };
 }
 
 void ptemu_lock_released(const void *lock)

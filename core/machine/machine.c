@@ -35,6 +35,20 @@ void *ptemu_array_reserve(void *arr, size_t *cap, size_t n, size_t elem, size_t 
 	return grown;
 }
 
+void ptemu_note_once(struct ptemu_machine *m, enum ptemu_note note, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!m->log || __atomic_fetch_or(&m->noted, (unsigned)note, __ATOMIC_RELAXED) & note)
+		return;
+	flockfile(m->log);
+	fputs("ptemu: ", m->log);
+	va_start(ap, fmt);
+	vfprintf(m->log, fmt, ap);
+	va_end(ap);
+	funlockfile(m->log);
+}
+
 struct ptemu_machine *ptemu_current_machine(void)
 {
 	struct ptemu_thread *t = ptemu_current();
@@ -77,6 +91,7 @@ struct ptemu_machine *ptemu_machine_create(const struct ptemu_machine_config *cf
 		return NULL;
 	}
 	m->arch = cfg->arch;
+	m->log = cfg->log;
 	m->inject = cfg->inject;
 	m->protocol = cfg->protocol;
 	m->features = cfg->features;

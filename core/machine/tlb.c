@@ -242,13 +242,27 @@ static uint64_t post_request(struct ptemu_tlb *t, uint64_t start, uint64_t end, 
 	uint64_t gen;
 
 	pthread_mutex_lock(&t->lock);
-	if (t->nranges == PTEMU_TLB_MAX_RANGES)
-		t->flush_all = true;
-	else
-		t->ranges[t->nranges++] = (struct ptemu_flush_range){ start, end, tables };
 	gen = __atomic_add_fetch(&t->req_gen, 1, __ATOMIC_SEQ_CST);
+	if (t->nranges < PTEMU_TLB_MAX_RANGES) {
+		t->ranges[t->nranges++] = (struct ptemu_flush_range){ start, end, tables, gen };
+	} else if (!t->flush_all) {
+		t->flush_all = true;
+		t->flush_all_gen = gen;
+	}
 	pthread_mutex_unlock(&t->lock);
 	return gen;
+}
+
+/* The initiator read the target's mode as outside guest mode after posting `gen`: the
+ * target reads its requests after it next stores IN_GUEST, so it applies every request up
+ * to `gen` before it runs guest code. */
+static void seen_outside_guest(struct ptemu_tlb *t, uint64_t gen)
+{
+	uint64_t old = __atomic_load_n(&t->outside_gen, __ATOMIC_SEQ_CST);
+
+	while (old < gen && !__atomic_compare_exchange_n(&t->outside_gen, &old, gen, false,
+							  __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+		;
 }
 
 void ptemu_tlb_shootdown(struct ptemu_tlb **targets, unsigned n, struct ptemu_tlb *self,
@@ -272,6 +286,8 @@ void ptemu_tlb_shootdown(struct ptemu_tlb **targets, unsigned n, struct ptemu_tl
 		if (__atomic_load_n(&t->mode, __ATOMIC_SEQ_CST) == VCPU_IN_GUEST) {
 			__atomic_store_n(&t->kick, 1, __ATOMIC_SEQ_CST);
 			wait[i] = i < 64;
+		} else {
+			seen_outside_guest(t, gens[i]);
 		}
 	}
 	for (unsigned i = 0; i < n && i < 64; i++) {
@@ -289,15 +305,23 @@ void ptemu_tlb_shootdown(struct ptemu_tlb **targets, unsigned n, struct ptemu_tl
 			else
 				sched_yield();
 		}
+		/* Not acknowledged, so the wait ended on the target leaving guest mode. */
+		if (wait[i] && __atomic_load_n(&t->ack_gen, __ATOMIC_SEQ_CST) < gens[i])
+			seen_outside_guest(t, gens[i]);
 	}
 }
 
+/* Is va covered by a posted request that counts as flushed (see ptemu_tlb_maps_pfn)? */
 static bool pending_covers(const struct ptemu_tlb *t, uint64_t va, bool table)
 {
-	if (t->flush_all)
+	bool outside = __atomic_load_n(&t->mode, __ATOMIC_SEQ_CST) == VCPU_OUTSIDE_GUEST;
+	uint64_t seen = __atomic_load_n(&t->outside_gen, __ATOMIC_SEQ_CST);
+
+	if (t->flush_all && (outside || t->flush_all_gen <= seen))
 		return true;
 	for (unsigned r = 0; r < t->nranges; r++)
-		if (va >= t->ranges[r].start && va < t->ranges[r].end && (!table || t->ranges[r].tables))
+		if (va >= t->ranges[r].start && va < t->ranges[r].end &&
+		    (!table || t->ranges[r].tables) && (outside || t->ranges[r].gen <= seen))
 			return true;
 	return false;
 }

@@ -117,6 +117,7 @@ struct run {
 	unsigned nprocs;
 	double start, deadline;
 	int stop;		/* atomic: the guests should stop */
+	int launched;		/* atomic: every vCPU thread was started */
 	pthread_mutex_t lock;	/* objects, errors, the log */
 	struct object objects[MAX_OBJECTS];
 	unsigned nobjects;
@@ -614,7 +615,7 @@ static bool do_syscall(struct vcpu *v)
 			     p->index, v->index, a[1], a[3], a[2]);
 		break;
 	case PTEMU_SYS_wait_khugepaged:
-		ret = khugepaged_wait_full_scan(r->m);
+		ret = khugepaged_wait_full_scan(p->mm);
 		break;
 	case PTEMU_SYS_should_stop:
 		v->polls++;
@@ -717,7 +718,9 @@ static void vcpu_wild_access(struct vcpu *v, uint64_t pc, unsigned ret)
 	run_fail(v->run, PTEMU_RUN_GUEST_ERROR,
 		 "process %u vCPU %u: %s %s the page at 0x%" PRIx64 " (%s), pc 0x%" PRIx64 ": %s",
 		 v->proc->index, v->index, ret & VM_FAULT_SIGBUS ? "bus error" : "segmentation fault",
-		 access_name(v->fault_flags), v->fault_va, ret & VM_FAULT_OOM ? "out of memory" : "no mapping allows it", pc, insn);
+		 access_name(v->fault_flags), v->fault_va,
+		 ret & VM_FAULT_OOM ? "out of simulated memory; give more --memory" : "no mapping allows it",
+		 pc, insn);
 }
 
 /* A fault's event and its instruction's bytes, for traces (dump --disasm). */
@@ -964,9 +967,10 @@ static bool khugepaged_run_over(void *ctx)
 	struct run *r = ctx;
 	bool any = false;
 
+	/* It starts before the vCPUs: no process alive yet is not the end. */
 	for (unsigned p = 0; p < r->nprocs; p++)
 		any |= __atomic_load_n(&r->procs[p].alive, __ATOMIC_ACQUIRE) > 0;
-	if (!any)
+	if (!any && __atomic_load_n(&r->launched, __ATOMIC_ACQUIRE))
 		return true;
 	if (r->cfg->deterministic)
 		return ptemu_sched_steps(r->m) >= r->cfg->sched.max_steps;
@@ -1048,6 +1052,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		.inject = cfg->inject,
 		.protocol = cfg->protocol,
 		.features = cfg->features,
+		.log = cfg->log,
 	};
 	char err[256];
 	enum ptemu_run_error status;
@@ -1144,14 +1149,31 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		if (ptemu_sched_create(r->m, &cfg->sched))
 			run_fail(r, PTEMU_RUN_INTERNAL, "cannot start the deterministic scheduler");
 	}
-	/* Start every vCPU (registered one by one, so that scheduler ids never depend on
-	 * timing), then watch. */
+	/* khugepaged first: a guest's first MADV_HUGEPAGE must find it to register with. Then
+	 * every vCPU (registered one by one, so that scheduler ids never depend on timing),
+	 * then watch. */
 	unsigned nstarted = 0;
 
 	/* The run's time starts with its vCPUs: setting up 256 of them takes seconds. A
 	 * deterministic run ends by steps, never by time. */
 	r->start = now();
 	r->deadline = cfg->deterministic ? 1e300 : r->start + cfg->seconds;
+
+	if (cfg->khugepaged && r->error == PTEMU_RUN_OK) {
+		struct khugepaged_tunables t = {
+			.scan_sleep_ms = cfg->scan_sleep_ms > 0 ? cfg->scan_sleep_ms : 10,
+			.pages_to_scan = cfg->pages_to_scan,
+			.max_ptes_none = cfg->max_ptes_none,
+			.should_stop = khugepaged_run_over,
+			.ctx = r,
+		};
+
+		t.scan_sleep_steps = (uint64_t)(t.scan_sleep_ms * 100);
+		if (khugepaged_start(r->m, &t))
+			run_fail(r, PTEMU_RUN_INTERNAL, "cannot start the khugepaged thread");
+		else
+			ptemu_sched_wait_threads(r->m, 1 + ++nstarted);
+	}
 
 	for (unsigned pi = 0; pi < r->nprocs && r->error == PTEMU_RUN_OK; pi++) {
 		struct process *p = &r->procs[pi];
@@ -1173,21 +1195,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 			ptemu_sched_wait_threads(r->m, 1 + ++nstarted);
 		}
 	}
-	if (cfg->khugepaged && r->error == PTEMU_RUN_OK) {
-		struct khugepaged_tunables t = {
-			.scan_sleep_ms = cfg->scan_sleep_ms > 0 ? cfg->scan_sleep_ms : 10,
-			.pages_to_scan = cfg->pages_to_scan,
-			.max_ptes_none = cfg->max_ptes_none,
-			.should_stop = khugepaged_run_over,
-			.ctx = r,
-		};
-
-		t.scan_sleep_steps = (uint64_t)(t.scan_sleep_ms * 100);
-		if (khugepaged_start(r->m, &t))
-			run_fail(r, PTEMU_RUN_INTERNAL, "cannot start the khugepaged thread");
-		else
-			ptemu_sched_wait_threads(r->m, 1 + ++nstarted);
-	}
+	__atomic_store_n(&r->launched, 1, __ATOMIC_RELEASE);
 	ptemu_sched_start(r->m);
 	double watchdog = cfg->watchdog_seconds > 0 ? cfg->watchdog_seconds : 10.0;
 	double last_change = now(), ending = 0;

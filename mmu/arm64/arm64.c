@@ -16,7 +16,14 @@
  *   bit 51      DBM, which Linux uses as PTE_WRITE
  *   bit 53      PXN, set on every user mapping; bit 54 UXN, set unless executable
  *   bit 55      PTE_DIRTY, software dirty; bit 58 PTE_PROT_NONE, only when not valid
- *   bit 59      PXNTable in table descriptors, as pmd_populate() sets for user tables
+ *
+ * Table descriptors (L0-L2) carry hierarchical permissions that limit every later level
+ * (TCR_EL1.HPD0 is clear: v6.6 never sets it), whether or not Linux writes them:
+ *   bit 59      PXNTable, as pmd_populate() sets for user tables: EL1 may not execute
+ *   bit 60      UXNTable: EL0 may not execute
+ *   bit 61      APTable[0]: EL0 may not access (as if AP[1] were clear)
+ *   bit 62      APTable[1]: no writes at any EL (as if AP[2] were set)
+ *   bit 63      NSTable, RES0 for a Non-secure stage 1; bits 58:51 and 11:2 are ignored
  *
  * Linux's writable-clean state is AP[2]=1 with DBM=1; pte_mkdirty() sets PTE_DIRTY and
  * clears AP[2]. The model runs with TCR_EL1.HA = HD = 0 (no FEAT_HAFDBS, as on Cortex-A53
@@ -63,6 +70,9 @@
 #define PTE_DIRTY		BIT_ULL(55)
 #define PTE_PROT_NONE		BIT_ULL(58)
 #define PMD_TABLE_PXN		BIT_ULL(59)
+#define PMD_TABLE_UXN		BIT_ULL(60)
+#define PMD_TABLE_AP_NO_EL0	BIT_ULL(61)	/* APTable[0] */
+#define PMD_TABLE_AP_RDONLY	BIT_ULL(62)	/* APTable[1] */
 
 /* What every user protection of protection_map[] shares. */
 #define PTE_USER_DEFAULT	(PTE_ATTRINDX(MT_NORMAL) | PTE_SHARED | PTE_NG | PTE_PXN)
@@ -180,10 +190,10 @@ static uint64_t arm64_mk_pte(struct ptemu_leaf leaf)
 		/* PAGE_NONE: invalid to the hardware, present to Linux */
 		pte |= (PTE_TYPE_PAGE & ~PTE_VALID) | PTE_PROT_NONE;
 	} else {
-		pte |= PTE_TYPE_PAGE;
-		/* EL0 cannot have write without read, so write implies AP[1] */
-		if (prot & (PTEMU_PROT_READ | PTEMU_PROT_WRITE))
-			pte |= PTE_USER;
+		/* AP[1] whatever the protection: EL0 cannot have write without read, and
+		 * without EPAN (the modelled CPU has none) v6.6 maps PROT_EXEC as
+		 * PAGE_READONLY_EXEC, not PAGE_EXECONLY (adjust_protection_map()). */
+		pte |= PTE_TYPE_PAGE | PTE_USER;
 		if (prot & PTEMU_PROT_WRITE)
 			pte |= PTE_WRITE;
 	}
@@ -238,23 +248,28 @@ static enum ptemu_walk_fault arm64_walk_fault(struct ptemu_walk_result *out,
 	return fault;
 }
 
-/* A page or block descriptor: the access flag fault takes priority over permission. */
-static enum ptemu_walk_fault arm64_walk_leaf(uint64_t entry, unsigned level, unsigned shift,
-					     uint64_t va, enum ptemu_access access,
+/* A page or block descriptor, under the limits `table` (the OR of the table descriptors
+ * above it) sets: the access flag fault takes priority over permission. */
+static enum ptemu_walk_fault arm64_walk_leaf(uint64_t entry, uint64_t table, unsigned level,
+					     unsigned shift, uint64_t va,
+					     enum ptemu_access access,
 					     struct ptemu_walk_result *out)
 {
 	uint64_t size = 1ull << shift;
+	bool user = (entry & PTE_USER) && !(table & PMD_TABLE_AP_NO_EL0);
+	bool rdonly = (entry & PTE_RDONLY) || (table & PMD_TABLE_AP_RDONLY);
 	unsigned need;
 
 	out->leaf_size = size;
 	out->paddr = (entry & PTE_ADDR_MASK & ~(size - 1)) | (va & (size - 1));
 	out->perms = 0;
-	/* AP[2:1]: EL0 data access needs AP[1]; EL0 execute depends on UXN alone */
-	if (entry & PTE_USER)
+	/* AP[2:1]: EL0 data access needs AP[1]; EL0 execute depends on UXN alone. PXN and
+	 * PXNTable bind EL1 only. */
+	if (user)
 		out->perms |= PTEMU_PROT_READ;
-	if ((entry & PTE_USER) && !(entry & PTE_RDONLY))
+	if (user && !rdonly)
 		out->perms |= PTEMU_PROT_WRITE;
-	if (!(entry & PTE_UXN))
+	if (!(entry & PTE_UXN) && !(table & PMD_TABLE_UXN))
 		out->perms |= PTEMU_PROT_EXEC;
 
 	if (!(entry & PTE_AF))
@@ -284,7 +299,7 @@ static enum ptemu_walk_fault arm64_hw_walk(const struct ptemu_arch *arch,
 					   uint64_t va, enum ptemu_access access,
 					   struct ptemu_walk_result *out)
 {
-	uint64_t table_pa = root_pa;
+	uint64_t table_pa = root_pa, table_limits = 0;
 	unsigned level;
 
 	*out = (struct ptemu_walk_result){ .fault = PTEMU_WALK_OK };
@@ -301,12 +316,15 @@ static enum ptemu_walk_fault arm64_hw_walk(const struct ptemu_arch *arch,
 			return arm64_walk_fault(out, PTEMU_WALK_TRANSLATION, level);
 		if (hw_level < 3 && (entry & PTE_TABLE_BIT)) {
 			table_pa = entry & PTE_ADDR_MASK;
+			table_limits |= entry & (PMD_TABLE_UXN | PMD_TABLE_AP_NO_EL0 |
+						 PMD_TABLE_AP_RDONLY);
 			continue;
 		}
 		/* an L0 block, or bits[1:0] = 01 at L3: reserved encodings */
 		if (hw_level == 0 || (hw_level == 3 && !(entry & PTE_TABLE_BIT)))
 			return arm64_walk_fault(out, PTEMU_WALK_BAD_ENTRY, level);
-		return arm64_walk_leaf(entry, level, arch->level_shift[level], va, access, out);
+		return arm64_walk_leaf(entry, table_limits, level, arch->level_shift[level], va,
+				       access, out);
 	}
 }
 

@@ -6,8 +6,8 @@
  * Entry bits are Linux v6.6's (arch/s390/include/asm/pgtable.h) and the Principles of
  * Operation's. The CPU modelled has EDAT-1 (1 MiB segment leaves, DAT protection in
  * region and segment entries) and instruction-execution protection (Linux's
- * MACHINE_HAS_NX); it has no EDAT-2, so a region-third leaf is a bad entry, as pud_bad()
- * has it. CONFIG_MEM_SOFT_DIRTY is off and no mm has PGSTEs (no KVM guests), so page
+ * MACHINE_HAS_NX); it has no EDAT-2, so a region-third leaf is a bad entry to Linux, as
+ * pud_bad() has it, and the walker ignores its format control. CONFIG_MEM_SOFT_DIRTY is off and no mm has PGSTEs (no KVM guests), so page
  * tables are 2 KiB halves of 4 KiB pages.
  *
  * s390 selects no ARCH_ENABLE_THP_MIGRATION in v6.6, so no pmd is ever a migration
@@ -60,14 +60,12 @@ enum { S390_R2, S390_R3, S390_SEGMENT, S390_PTE };
 /* Region-table entry */
 #define _REGION_ENTRY_ORIGIN	(~0xfffull)
 #define _REGION_ENTRY_PROTECT	0x200ull
-#define _REGION_ENTRY_NOEXEC	0x100ull
 #define _REGION_ENTRY_OFFSET	0xc0ull		/* TF: first quarter of the next table */
 #define _REGION_ENTRY_INVALID	0x20ull
 #define _REGION_ENTRY_TYPE_MASK	0x0cull
 #define _REGION_ENTRY_TYPE_R2	0x08ull
 #define _REGION_ENTRY_TYPE_R3	0x04ull
 #define _REGION_ENTRY_LENGTH	0x03ull		/* TL: last quarter of the next table */
-#define _REGION3_ENTRY_LARGE	0x400ull	/* EDAT-2 format control */
 #define _REGION_ENTRY_BITS	0xfffffffffffff22full
 #define _REGION2_ENTRY		(_REGION_ENTRY_TYPE_R2 | _REGION_ENTRY_LENGTH)
 #define _REGION2_ENTRY_EMPTY	(_REGION_ENTRY_TYPE_R2 | _REGION_ENTRY_INVALID)
@@ -364,8 +362,9 @@ static enum ptemu_walk_fault dat_fault(struct ptemu_walk_result *out, unsigned l
 	return fault;
 }
 
-/* DAT protection and instruction-execution protection accumulate down the walk (EDAT-1,
- * IEP); DAT never forbids reading through a valid translation. */
+/* DAT protection accumulates down the walk (EDAT-1); instruction-execution protection is
+ * the leaf's own (IEP is defined in a page-table entry and in a segment or region-third
+ * entry with FC set only). DAT never forbids reading through a valid translation. */
 static enum ptemu_walk_fault dat_leaf(struct ptemu_walk_result *out, unsigned level,
 				      uint64_t paddr, uint64_t size, bool protect, bool noexec,
 				      enum ptemu_access access)
@@ -387,13 +386,18 @@ static enum ptemu_walk_fault dat_leaf(struct ptemu_walk_result *out, unsigned le
  * length (TF, TL) bound the part of the next table that exists. The ASCE is a user one:
  * private space, region-second type, full table length. A zero origin is a bad entry, as
  * in classify: frame 0 never holds a table.
+ *
+ * Bits the machine does not define for an entry are ignored, whatever Linux calls them:
+ * 0x100 of a region entry or of a segment entry that points at a page table (Linux's
+ * _REGION_ENTRY_NOEXEC and _SEGMENT_ENTRY_NOEXEC mean something in a large leaf only), and
+ * a region-third entry's format control, which needs EDAT-2.
  */
 static enum ptemu_walk_fault s390_hw_walk(const struct ptemu_walk_ctx *ctx, uint64_t root_pa,
 					  uint64_t va, enum ptemu_access access,
 					  struct ptemu_walk_result *out)
 {
 	static const uint64_t region_type[] = { _REGION_ENTRY_TYPE_R2, _REGION_ENTRY_TYPE_R3 };
-	bool protect = false, noexec = false;
+	bool protect = false;
 	uint64_t table = root_pa, e;
 	unsigned level;
 
@@ -409,15 +413,13 @@ static enum ptemu_walk_fault s390_hw_walk(const struct ptemu_walk_ctx *ctx, uint
 		e = ctx->read_entry(ctx, level, table, dat_index(level, va));
 		if (e & _REGION_ENTRY_INVALID)
 			return dat_fault(out, level, PTEMU_WALK_TRANSLATION);
-		/* A region-third leaf would need EDAT-2. */
 		if ((e & _REGION_ENTRY_TYPE_MASK) != region_type[level] ||
-		    (e & _REGION3_ENTRY_LARGE) || !(e & _REGION_ENTRY_ORIGIN))
+		    !(e & _REGION_ENTRY_ORIGIN))
 			return dat_fault(out, level, PTEMU_WALK_BAD_ENTRY);
 		if (next_quarter < ((e & _REGION_ENTRY_OFFSET) >> 6) ||
 		    next_quarter > (e & _REGION_ENTRY_LENGTH))
 			return dat_fault(out, level, PTEMU_WALK_TRANSLATION);
 		protect |= e & _REGION_ENTRY_PROTECT;
-		noexec |= e & _REGION_ENTRY_NOEXEC;
 		table = e & _REGION_ENTRY_ORIGIN;
 	}
 
@@ -429,11 +431,10 @@ static enum ptemu_walk_fault s390_hw_walk(const struct ptemu_walk_ctx *ctx, uint
 	    !(e & _SEGMENT_ENTRY_ORIGIN))
 		return dat_fault(out, S390_SEGMENT, PTEMU_WALK_BAD_ENTRY);
 	protect |= e & _SEGMENT_ENTRY_PROTECT;
-	noexec |= e & _SEGMENT_ENTRY_NOEXEC;
 	if (e & _SEGMENT_ENTRY_LARGE)
 		return dat_leaf(out, S390_SEGMENT,
 				(e & _SEGMENT_ENTRY_ORIGIN_LARGE) | (va & (_SEGMENT_SIZE - 1)),
-				_SEGMENT_SIZE, protect, noexec, access);
+				_SEGMENT_SIZE, protect, e & _SEGMENT_ENTRY_NOEXEC, access);
 	table = e & _SEGMENT_ENTRY_ORIGIN;
 
 	out->table_pa[S390_PTE] = table;
@@ -443,9 +444,8 @@ static enum ptemu_walk_fault s390_hw_walk(const struct ptemu_walk_ctx *ctx, uint
 	if (e & _PAGE_LARGE)
 		return dat_fault(out, S390_PTE, PTEMU_WALK_BAD_ENTRY);
 	protect |= e & _PAGE_PROTECT;
-	noexec |= e & _PAGE_NOEXEC;
 	return dat_leaf(out, S390_PTE, (e & PAGE_MASK) | (va & ~PAGE_MASK),
-			1ull << S390_PAGE_SHIFT, protect, noexec, access);
+			1ull << S390_PAGE_SHIFT, protect, e & _PAGE_NOEXEC, access);
 }
 
 /* ---- 2 KiB page tables, two per page (v6.6 arch/s390/mm/pgalloc.c) ------------------ */

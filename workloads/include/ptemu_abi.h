@@ -40,7 +40,10 @@ enum ptemu_sys {
 	PTEMU_SYS_clock = 14,		/* (): logical time, monotonic, in scheduler steps or ns */
 	PTEMU_SYS_thp_mapped = 15,	/* (addr): 1 if addr is mapped by a PMD leaf, else 0 */
 	PTEMU_SYS_report = 16,		/* (kind, addr, expected, got): a guest-detected mismatch */
-	PTEMU_SYS_wait_khugepaged = 17,	/* (): returns after khugepaged's next full scan */
+	PTEMU_SYS_wait_khugepaged = 17,	/* (): returns after khugepaged's next full scan;
+					 * -ENOSYS without khugepaged, -ESRCH at once when
+					 * this process has not registered with it (no
+					 * MADV_HUGEPAGE on a range it may collapse) */
 	PTEMU_SYS_should_stop = 18,	/* (): 1 once the run's --seconds/--ops bound is reached */
 	PTEMU_SYS_param = 19,		/* (key): a run parameter, PTEMU_PARAM_* */
 	PTEMU_SYS_count
@@ -77,6 +80,7 @@ enum ptemu_report_kind {
 /* Error results (Linux's errno values, negated by the host). */
 #define PTEMU_EPERM 1
 #define PTEMU_ENOENT 2
+#define PTEMU_ESRCH 3
 #define PTEMU_EAGAIN 11
 #define PTEMU_ENOMEM 12
 #define PTEMU_EACCES 13

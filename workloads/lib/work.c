@@ -30,7 +30,7 @@ const volatile u64 *file_map_huge(long key, unsigned long size)
 
 	if (sys_failed(fd))
 		die("file_open", fd);
-	r = sys_mmap(NULL, size, PTEMU_PROT_READ, PTEMU_MAP_PRIVATE, fd, 0);
+	r = sys_mmap(NULL, size, PTEMU_PROT_READ | PTEMU_PROT_EXEC, PTEMU_MAP_PRIVATE, fd, 0);
 	if (sys_failed(r))
 		die("mmap file", r);
 	if (sys_failed(sys_madvise((void *)r, size, PTEMU_MADV_HUGEPAGE)))

@@ -78,7 +78,8 @@ static always_inline void check_u64(struct wctx *c, const volatile u64 *p, u64 e
 /* Set-up helpers; they die on failure. */
 void *anon_map(unsigned long len);			/* private anonymous, RW */
 void *shm_map(long key, unsigned long size, long *fd);	/* shm_open + MAP_SHARED RW */
-/* A read-only file mapped MAP_PRIVATE, with MADV_HUGEPAGE. */
+/* A read-only file mapped MAP_PRIVATE and executable, with MADV_HUGEPAGE: v6.6 collapses
+ * a regular file only in a VM_EXEC mapping (file_thp_enabled). */
 const volatile u64 *file_map_huge(long key, unsigned long size);
 
 /* The helpers below are always inlined: on sparc64 each out-of-line level would cost a

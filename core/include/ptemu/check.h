@@ -19,6 +19,7 @@ struct ptemu_machine;
 
 #define PTEMU_VIOLATION_LIST(X)                                     \
 	X(PT_USE_AFTER_FREE, "pt-use-after-free")                   \
+	X(PT_READ_UNPROTECTED, "pt-read-unprotected")               \
 	X(PT_FREE_WHILE_MAPPED, "pt-free-while-mapped")             \
 	X(PTE_IN_DETACHED_TABLE, "pte-in-detached-table")           \
 	X(DETACHED_TABLE_NOT_EMPTY, "detached-table-not-empty")     \
@@ -73,6 +74,8 @@ void check_destroy(struct ptemu_checker *c);
 
 /* Every checked operation takes an event number; violations carry it. */
 uint64_t check_event(struct ptemu_machine *m);
+/* The last event number handed out, without taking one: when a lock was acquired. */
+uint64_t check_event_now(const struct ptemu_machine *m);
 
 void ptemu_report(struct ptemu_machine *m, enum ptemu_violation_kind kind, uint64_t addr,
 		  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -88,8 +91,9 @@ const struct ptemu_violation *check_violations(const struct ptemu_machine *m, si
 void check_table_alloc(struct ptemu_machine *m, uint64_t table_pa);
 void check_table_attach(struct ptemu_machine *m, uint64_t table_pa);
 void check_table_detach(struct ptemu_machine *m, uint64_t table_pa);
-/* At pte_free_defer: the table must be detached and empty (arch pte_none). */
-void check_table_defer(struct ptemu_machine *m, uint64_t table_pa);
+/* At pte_free_defer: the table must be detached and empty (arch pte_none). Returns the
+ * state it had: TABLE_FREE is a free of no table, which must go no further. */
+enum ptemu_table_state check_table_defer(struct ptemu_machine *m, uint64_t table_pa);
 /* The table's destructor; returns the state it had. */
 enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_pa);
 enum ptemu_table_state check_table_state(const struct ptemu_machine *m, uint64_t table_pa);

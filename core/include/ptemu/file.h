@@ -68,9 +68,12 @@ struct page *page_folio(struct page *page);
 int shmem_truncate(struct ptemu_file *f, uint64_t size);
 int shmem_punch_hole(struct ptemu_file *f, uint64_t offset, uint64_t len);
 
-/* i_mmap maintenance, under i_mmap_rwsem for write. */
+/* i_mmap maintenance, under i_mmap_rwsem for write; the __ forms for a caller that holds
+ * it (a VMA split or merge changes bounds and i_mmap under one hold, as vma_prepare). */
 void vma_link_file(struct vm_area_struct *vma);
 void unlink_file_vma(struct vm_area_struct *vma);
+void __vma_link_file(struct vm_area_struct *vma);
+void __unlink_file_vma(struct vm_area_struct *vma);
 
 #ifdef __cplusplus
 }

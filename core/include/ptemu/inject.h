@@ -21,6 +21,8 @@ enum ptemu_injection {
 	INJECT_NO_PMD_RECHECK,		/* pte_offset_map_lock skips pmd_same under ptl */
 	INJECT_NO_TLB_FLUSH,		/* pmdp_collapse_flush clears without invalidation */
 	INJECT_S390_REUSE_PENDING_HALF,	/* s390 re-lists an Active page, reusing a deferred half */
+	INJECT_RETRACT_NO_RECHECK,	/* retract without 6.14's pmd re-check under pml (v6.6) */
+	INJECT_CPMT_NO_RECHECK,		/* collapse_pte_mapped_thp without 6.13's pmd re-check */
 	INJECT_COUNT
 };
 

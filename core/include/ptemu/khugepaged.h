@@ -34,6 +34,9 @@ enum scan_result {
 	SCAN_TRUNCATED,
 	SCAN_ALLOC_HUGE_PAGE_FAIL,
 	SCAN_PAGE_FILLED,
+	SCAN_ANY_PROCESS,
+	SCAN_VMA_NULL,
+	SCAN_ADDRESS_RANGE,
 };
 
 const char *scan_result_name(enum scan_result r);
@@ -55,6 +58,22 @@ enum scan_result collapse_file(struct mm_struct *mm, uint64_t addr, struct ptemu
  * collapse_file is worth trying (SCAN_EXCEED_NONE_PTE, SCAN_PAGE_COUNT, ...), then it. */
 enum scan_result hpage_collapse_scan_file(struct mm_struct *mm, uint64_t addr, struct ptemu_file *f,
 					  uint64_t start, const struct collapse_control *cc);
+
+/* hugepage_vma_check outside a fault, for the model's VMAs (sysfs THP "madvise", shmem
+ * "advise"): a file or shmem VMA holding at least one PMD range at a file offset the
+ * range's address agrees with, not VM_NOHUGEPAGE; a regular file only in a VM_EXEC mapping
+ * (file_thp_enabled); enforce_sysfs (khugepaged) also wants VM_HUGEPAGE. */
+bool hugepage_vma_check(const struct vm_area_struct *vma, unsigned vm_flags, bool enforce_sysfs);
+
+/* madvise_collapse for [start, end) of vma (kernel-spec 3.5), called with mmap_lock held
+ * for read, which it drops around each collapse (*prev = NULL then) and holds again on
+ * return. 0 when every PMD range is now PMD-mapped, else the errno of the last failure. */
+int madvise_collapse(struct vm_area_struct *vma, struct vm_area_struct **prev, uint64_t start,
+		     uint64_t end);
+
+/* MADV_HUGEPAGE and MADV_NOHUGEPAGE on *vm_flags, the new flags of vma; MADV_HUGEPAGE
+ * registers the mm with khugepaged when the VMA qualifies. */
+void hugepage_madvise(struct vm_area_struct *vma, unsigned *vm_flags, int advice);
 
 /* kernel-spec 3.4: replace the PTE table mapping a PMD-sized page-cache folio at addr by
  * nothing (or, with install_pmd, by a PMD mapping). Caller holds mmap_read_lock (legacy:
@@ -78,13 +97,15 @@ struct khugepaged_tunables {
 int khugepaged_start(struct ptemu_machine *m, const struct khugepaged_tunables *t);
 /* Free-running: asks it to stop. Either mode: joins it. */
 void khugepaged_stop(struct ptemu_machine *m);
-/* MADV_HUGEPAGE on a VMA: its mm gets a slot (khugepaged_enter_vma). */
-void khugepaged_enter_vma(struct vm_area_struct *vma);
+/* A VMA about to have vm_flags: its mm gets a slot if khugepaged may scan it
+ * (khugepaged_enter_vma). */
+void khugepaged_enter_vma(struct vm_area_struct *vma, unsigned vm_flags);
 /* The mm is exiting: its slot goes (khugepaged_exit). */
 void khugepaged_exit(struct mm_struct *mm);
 /* The guest's wait for khugepaged's next full scan: 0, -ENOSYS when it is not running,
- * or -EINTR when the run ends first. */
-int khugepaged_wait_full_scan(struct ptemu_machine *m);
+ * -ESRCH at once when mm has no slot (v6.6's khugepaged sleeps while it knows no mm, so
+ * the wait would never end), or -EINTR when the run ends first. */
+int khugepaged_wait_full_scan(struct mm_struct *mm);
 
 #ifdef __cplusplus
 }

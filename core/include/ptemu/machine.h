@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <ptemu/arch.h>
 #include <ptemu/check.h>
@@ -46,6 +47,12 @@ struct ptemu_machine_config {
 	enum ptemu_injection inject;
 	enum ptemu_protocol protocol;
 	struct ptemu_features features;
+	FILE *log;			/* the run log, for notes; NULL: discarded */
+};
+
+/* What the model says once per machine on its log (ptemu_note_once). */
+enum ptemu_note {
+	PTEMU_NOTE_ANON_COLLAPSE = 1u << 0,	/* MADV_COLLAPSE of anonymous memory */
 };
 
 /* TLB invalidation, provided by the vCPU layer; without vCPUs nothing is cached and the
@@ -62,10 +69,14 @@ struct ptemu_tlb_ops {
 
 /* Points where a test may force an interleaving. */
 struct ptemu_test_hooks {
-	/* In __pte_offset_map_lock, between the map and taking the ptl. */
+	/* Between a map and taking its ptl: in __pte_offset_map_lock and in the rmap walk's
+	 * map_pte (try_to_unmap). */
 	void (*map_before_lock)(void *ctx, struct mm_struct *mm, void *pmdp);
 	/* In collapse_file, between try_to_unmap and try_to_unmap_flush. */
 	void (*collapse_before_flush)(void *ctx, struct ptemu_file *f);
+	/* In retract_page_tables and collapse_pte_mapped_thp: the pmd was seen pointing at a
+	 * table, and the pmd lock is about to be taken to remove it. */
+	void (*before_retract_lock)(void *ctx, struct mm_struct *mm, void *pmdp);
 	void *ctx;
 };
 
@@ -81,12 +92,18 @@ struct ptemu_machine {
 	struct ptemu_features features;
 	struct ptemu_sched *sched;	/* deterministic mode, NULL when free-running */
 	struct ptemu_khugepaged *khugepaged;	/* NULL unless the khugepaged thread runs */
+	FILE *log;
+	unsigned noted;			/* atomic: the PTEMU_NOTE_* already written */
 };
 
 /* NULL with a message in err on a bad configuration. */
 struct ptemu_machine *ptemu_machine_create(const struct ptemu_machine_config *cfg, char *err,
 					   size_t errlen);
 void ptemu_machine_destroy(struct ptemu_machine *m);
+
+/* Writes "ptemu: <message>" to the machine's log the first time `note` is raised. */
+void ptemu_note_once(struct ptemu_machine *m, enum ptemu_note note, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 #ifdef __cplusplus
 }

@@ -84,6 +84,7 @@ struct ptemu_held_lock {
 	const void *lock;
 	uint8_t lclass;
 	bool sleeps;
+	uint64_t since;		/* the checker's event number when it was acquired */
 };
 
 /* One pte_offset_map pointer the thread holds: the table slot and the generation of the

@@ -36,6 +36,7 @@ struct ptemu_walk_cache_entry {
 struct ptemu_flush_range {
 	uint64_t start, end;
 	bool tables;
+	uint64_t gen;		/* the request's generation */
 };
 
 enum ptemu_vcpu_mode { VCPU_OUTSIDE_GUEST, VCPU_IN_GUEST };
@@ -59,8 +60,12 @@ struct ptemu_tlb {
 	int kick;		/* atomic: polled by the block hook */
 	uint64_t req_gen;	/* generation of the newest request posted */
 	uint64_t ack_gen;	/* generation applied */
+	/* Requests up to this generation were posted before an initiator saw the vCPU
+	 * outside guest mode: it applies them before it runs guest code again. */
+	uint64_t outside_gen;
 	unsigned nranges;
 	bool flush_all;
+	uint64_t flush_all_gen;	/* the first request that overflowed into flush_all */
 	struct ptemu_flush_range ranges[PTEMU_TLB_MAX_RANGES];
 
 	/* Set by the owner: flush the Unicorn TLB (called with nothing locked). */
@@ -94,7 +99,10 @@ void ptemu_tlb_shootdown(struct ptemu_tlb **targets, unsigned n, struct ptemu_tl
 			 uint64_t start, uint64_t end, bool tables);
 
 /* Checker side: does this TLB still map a page in [pfn, pfn + nr), or its walk cache still
- * point at table_pa? Entries covered by a posted request count as flushed. */
+ * point at table_pa? An entry covered by a posted request counts as flushed only when the
+ * vCPU is outside guest mode, or was seen outside after the request was posted (it then
+ * applies the request before it runs guest code); for a vCPU in guest mode only the
+ * acknowledgement counts (DESIGN.md section 3). */
 bool ptemu_tlb_maps_pfn(struct ptemu_tlb *t, uint64_t pfn, uint64_t nr, uint64_t *va);
 bool ptemu_tlb_caches_table(struct ptemu_tlb *t, uint64_t table_pa, uint64_t *va);
 

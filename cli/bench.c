@@ -1,0 +1,216 @@
+/* ptemu bench overhead and bench latency: measurements, not checks. */
+#include <inttypes.h>
+#include <string.h>
+
+#include <ptemu/bench.h>
+#include <ptemu/check.h>
+#include <ptemu/stats.h>
+
+#include "cli.h"
+
+static int overhead_main(int argc, char **argv);
+static int latency_main(int argc, char **argv);
+
+static const struct cli_use overhead_options[] = {
+	{ OPT_ARCH, "default: all with a guest ISA", false },
+	{ OPT_SECONDS, NULL, false },
+	{ OPT_SEED, NULL, false },
+	{ OPT_MEMORY, NULL, false },
+	{ OPT_JSON, NULL, false },
+	{ 0 },
+};
+
+static const struct cli_opts overhead_defaults = { .arch_list = "all", .seconds = 3, .seed = 1, .memory = 256 };
+
+const struct cli_command cmd_bench_overhead = {
+	"bench overhead", "[options]",
+	"shmem-stress through ptemu and on bare Unicorn with an identity TLB fill: throughput ratio "
+	"and logical-miss cost",
+	overhead_options, &overhead_defaults, true, NULL, overhead_main,
+};
+
+static const struct cli_use latency_options[] = {
+	{ OPT_ARCH, "default: all with a guest ISA", false },
+	{ OPT_SECONDS, NULL, false },
+	{ OPT_SEED, NULL, false },
+	{ OPT_PROCS, NULL, false },
+	{ OPT_VCPUS, NULL, false },
+	{ OPT_MEMORY, NULL, false },
+	{ OPT_JSON, NULL, false },
+	{ 0 },
+};
+
+static const struct cli_opts latency_defaults = {
+	.arch_list = "all", .seconds = 5, .seed = 1, .procs = 2, .vcpus = 2, .memory = 256,
+};
+
+const struct cli_command cmd_bench_latency = {
+	"bench latency", "[options]",
+	"shmem-stress with khugepaged and MADV_COLLAPSE, free-running, under the lockless and the "
+	"legacy protocol: fault latency p50/p99/max, retraction success rate, and their ratios",
+	latency_options, &latency_defaults, true, NULL, latency_main,
+};
+
+/* One protocol's free-running run under collapse load, for bench latency. */
+struct latency_row {
+	struct ptemu_run_result r;
+	uint64_t retracts, skips, collapses, attempts, faults;
+	double rate;	/* retracts / (retracts + skips) */
+};
+
+static int latency_run(const struct ptemu_arch *a, const struct cli_opts *o, enum ptemu_protocol p,
+		       struct latency_row *row)
+{
+	char path[4096];
+	struct ptemu_run_config cfg = {
+		.arch = a, .workload = "shmem-stress", .procs = (unsigned)o->procs, .vcpus = (unsigned)o->vcpus,
+		.seconds = o->seconds, .seed = o->seed, .phys_bytes = o->memory << 20,
+		.protocol = p, .khugepaged = true, .scan_sleep_ms = 1, .time_faults = true,
+	};
+	struct ptemu_machine *m;
+
+	workload_image_path(a, "shmem-stress", path, sizeof(path));
+	cfg.image_path = path;
+	fprintf(stderr, "ptemu: %s: shmem-stress %ux%u with khugepaged, %s, %.1f s...\n", a->name, cfg.procs,
+		cfg.vcpus, ptemu_protocol_name(p), o->seconds);
+	enum ptemu_run_error e = ptemu_run(&cfg, &m, &row->r);
+
+	if (e != PTEMU_RUN_OK || check_violation_count(m)) {
+		fprintf(stderr, "ptemu: %s %s: %s\n", a->name, ptemu_protocol_name(p),
+			e != PTEMU_RUN_OK ? row->r.message : "violations: the measurement is void");
+		if (m && !row->r.hung)
+			ptemu_machine_destroy(m);
+		return e != PTEMU_RUN_OK ? EXIT_INTERNAL : EXIT_VIOLATIONS;
+	}
+	row->retracts = ptemu_stat_get(&m->stats, PTEMU_STAT_retracts);
+	row->skips = ptemu_stat_get(&m->stats, PTEMU_STAT_retract_skips);
+	row->collapses = ptemu_stat_get(&m->stats, PTEMU_STAT_collapses);
+	row->attempts = ptemu_stat_get(&m->stats, PTEMU_STAT_collapse_attempts);
+	row->faults = ptemu_stat_get(&m->stats, PTEMU_STAT_faults);
+	row->rate = row->retracts + row->skips ? (double)row->retracts / (double)(row->retracts + row->skips) : 0;
+	ptemu_machine_destroy(m);
+	return EXIT_CLEAN;
+}
+
+static double ratio(uint64_t a, uint64_t b)
+{
+	return (double)a / (double)(b ? b : 1);
+}
+
+/* The same seed and collapse load (khugepaged and the guests' MADV_COLLAPSE) under the
+ * lockless and the legacy protocol. */
+static int latency_main(int argc, char **argv)
+{
+	struct cli_opts o = latency_defaults;
+	struct out_file json = { 0 };
+	FILE *summary = stdout;
+	int rc = cli_parse(&cmd_bench_latency, argc, argv, &o, 0, 0);
+
+	if (rc)
+		return rc == CLI_HELP ? EXIT_CLEAN : rc;
+	if ((rc = json_list_begin(&json, o.json, "latency", &summary)))
+		return rc;
+	fprintf(summary, "%-9s %-9s %9s %9s %9s %10s %9s %9s %9s %8s\n", "arch", "protocol", "faults",
+		"p50 ns", "p99 ns", "max ns", "collapses", "retracts", "skipped", "success");
+	for (unsigned i = 0; i < o.narches; i++) {
+		const struct ptemu_arch *a = o.arches[i];
+		struct latency_row rows[2];
+
+		for (int p = 0; p < 2; p++) {
+			enum ptemu_protocol proto = p ? PTEMU_PROTOCOL_LEGACY : PTEMU_PROTOCOL_LOCKLESS;
+
+			if ((rc = latency_run(a, &o, proto, &rows[p]))) {
+				out_discard(&json);
+				return rc;
+			}
+			fprintf(summary, "%-9s %-9s %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %10" PRIu64 " %9" PRIu64
+				" %9" PRIu64 " %9" PRIu64 " %7.1f%%\n", a->name, ptemu_protocol_name(proto),
+				rows[p].r.faults_timed, rows[p].r.fault_p50_ns, rows[p].r.fault_p99_ns,
+				rows[p].r.fault_max_ns, rows[p].collapses, rows[p].retracts, rows[p].skips,
+				100 * rows[p].rate);
+		}
+		double r50 = ratio(rows[0].r.fault_p50_ns, rows[1].r.fault_p50_ns);
+		double r99 = ratio(rows[0].r.fault_p99_ns, rows[1].r.fault_p99_ns);
+		double rmax = ratio(rows[0].r.fault_max_ns, rows[1].r.fault_max_ns);
+
+		fprintf(summary, "%-9s lockless/legacy: p50 %.2f, p99 %.2f, max %.2f, retraction success "
+			"%.1f%% vs %.1f%%\n", a->name, r50, r99, rmax, 100 * rows[0].rate, 100 * rows[1].rate);
+		fflush(summary);
+		if (json.path) {
+			fprintf(json.f, "%s{\"arch\":\"%s\",\"seconds\":%.1f,\"seed\":%" PRIu64, i ? "," : "",
+				a->name, o.seconds, o.seed);
+			for (int p = 0; p < 2; p++)
+				fprintf(json.f, ",\"%s\":{\"faults\":%" PRIu64 ",\"p50_ns\":%" PRIu64
+					",\"p99_ns\":%" PRIu64 ",\"max_ns\":%" PRIu64 ",\"collapses\":%" PRIu64
+					",\"collapse_attempts\":%" PRIu64 ",\"retracts\":%" PRIu64
+					",\"retract_skips\":%" PRIu64 ",\"retraction_success\":%.4f}",
+					p ? "legacy" : "lockless", rows[p].r.faults_timed, rows[p].r.fault_p50_ns,
+					rows[p].r.fault_p99_ns, rows[p].r.fault_max_ns, rows[p].collapses,
+					rows[p].attempts, rows[p].retracts, rows[p].skips, rows[p].rate);
+			fprintf(json.f, ",\"ratio_p50\":%.3f,\"ratio_p99\":%.3f,\"ratio_max\":%.3f}", r50, r99, rmax);
+		}
+	}
+	return json_list_end(&json, EXIT_CLEAN);
+}
+
+static int overhead_main(int argc, char **argv)
+{
+	struct cli_opts o = overhead_defaults;
+	struct out_file json = { 0 };
+	FILE *summary = stdout;
+	int rc = cli_parse(&cmd_bench_overhead, argc, argv, &o, 0, 0);
+
+	if (rc)
+		return rc == CLI_HELP ? EXIT_CLEAN : rc;
+	if ((rc = json_list_begin(&json, o.json, "overhead", &summary)))
+		return rc;
+	for (unsigned i = 0; i < o.narches; i++) {
+		const struct ptemu_arch *a = o.arches[i];
+		char path[4096];
+		struct ptemu_run_config cfg = {
+			.arch = a, .workload = "shmem-stress", .procs = 1, .vcpus = 1,
+			.seconds = o.seconds, .seed = o.seed, .phys_bytes = o.memory << 20,
+			.time_fills = true, .no_collapse = true,	/* bare Unicorn has no collapse */
+		};
+		struct ptemu_run_result r;
+		struct ptemu_bench_bare_result bare;
+		struct ptemu_machine *m;
+
+		workload_image_path(a, "shmem-stress", path, sizeof(path));
+		cfg.image_path = path;
+		fprintf(stderr, "ptemu: %s: shmem-stress through ptemu, %.1f s...\n", a->name, o.seconds);
+		if (ptemu_run(&cfg, &m, &r) != PTEMU_RUN_OK) {
+			fprintf(stderr, "ptemu: %s: %s\n", a->name, r.message);
+			if (m && !r.hung)
+				ptemu_machine_destroy(m);
+			out_discard(&json);
+			return EXIT_INTERNAL;
+		}
+		ptemu_machine_destroy(m);
+		fprintf(stderr, "ptemu: %s: the same image on bare Unicorn, %.1f s...\n", a->name, o.seconds);
+		if (ptemu_bench_bare(a, path, o.seconds, o.seed, &bare)) {
+			fprintf(stderr, "ptemu: %s: bare run: %s\n", a->name, bare.error);
+			out_discard(&json);
+			return EXIT_INTERNAL;
+		}
+		double ops_ptemu = 16.0 * (double)r.polls / r.elapsed;
+		double ops_bare = 16.0 * (double)bare.polls / bare.elapsed;
+		double miss = r.misses_timed ? (double)r.miss_ns / (double)r.misses_timed : 0;
+		double fill = bare.fills ? (double)bare.fill_ns / (double)bare.fills : 0;
+
+		fprintf(summary,
+			"%-9s ops/s ptemu=%.0f bare=%.0f ratio=%.2f (target >= 0.8) | "
+			"ns per fill: logical miss=%.0f identity=%.0f ratio=%.2f (target <= 2) | "
+			"fills ptemu=%" PRIu64 " bare=%" PRIu64 " instructions/s ptemu=%.0f\n",
+			a->name, ops_ptemu, ops_bare, ops_ptemu / ops_bare, miss, fill, miss / fill,
+			r.tlb_fills, bare.fills, (double)r.instructions / r.elapsed);
+		fflush(summary);
+		if (json.path)
+			fprintf(json.f, "%s{\"arch\":\"%s\",\"ops_per_s_ptemu\":%.0f,\"ops_per_s_bare\":%.0f,"
+				"\"throughput_ratio\":%.3f,\"miss_ns\":%.1f,\"identity_fill_ns\":%.1f,"
+				"\"miss_ratio\":%.3f,\"fills_ptemu\":%" PRIu64 ",\"fills_bare\":%" PRIu64 "}",
+				i ? "," : "", a->name, ops_ptemu, ops_bare, ops_ptemu / ops_bare, miss, fill,
+				miss / fill, r.tlb_fills, bare.fills);
+	}
+	return json_list_end(&json, EXIT_CLEAN);
+}
