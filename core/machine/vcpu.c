@@ -46,6 +46,9 @@ _Static_assert(MAX_PROCS * MAX_VCPUS + 2 <= PTEMU_SCHED_MAX_THREADS, "the schedu
  * vCPU as livelocked: a fault the handler resolves is retried once, or a few times when
  * other CPUs race it; never this often. */
 #define LIVELOCK_FAULTS 50000
+/* The accesses (address and kind) such a streak may cycle through: an instruction that
+ * touches two pages can fault on each in turn. */
+#define LIVELOCK_KEYS 4
 
 struct run;
 struct process;
@@ -78,8 +81,8 @@ struct vcpu {
 	uint32_t *fault_ns;
 	size_t nfault_ns, cap_fault_ns;
 	/* The last fault and how many times in a row it came (LIVELOCK_FAULTS). */
-	uint64_t last_fault_pc, last_fault_va;
-	unsigned last_fault_flags;
+	uint64_t last_fault_pc, last_fault_keys[LIVELOCK_KEYS];
+	unsigned nlast_fault_keys;
 	uint64_t same_faults;
 	/* What the vCPU is doing, for the watchdog's report. */
 	int activity;		/* enum vcpu_activity, atomic */
@@ -739,29 +742,37 @@ static void fold_fault(struct vcpu *v, uint64_t pc)
 	ptemu_sched_fold(v->run->m, PTEMU_EV_INSN | who, lo, hi);
 }
 
-/* The same fault again, resolved by the handler and refused by the walk again: after
- * LIVELOCK_FAULTS in a row the vCPU can never go on, and the run ends at once. */
+/* The same faults again, each resolved by the handler and refused by the walk again:
+ * after LIVELOCK_FAULTS in a row at one instruction, on at most LIVELOCK_KEYS accesses,
+ * the vCPU can never go on, and the run ends at once. */
 static bool fault_livelocked(struct vcpu *v, uint64_t pc)
 {
-	if (v->same_faults && pc == v->last_fault_pc && v->fault_va == v->last_fault_va &&
-	    v->fault_flags == v->last_fault_flags) {
-		if (++v->same_faults < LIVELOCK_FAULTS)
-			return false;
-		char insn[128];
+	uint64_t key = v->fault_va | v->fault_flags;	/* page-aligned: the low bits are free */
+	bool known = false;
 
-		describe_insn(v, pc, insn, sizeof(insn));
-		run_fail(v->run, PTEMU_RUN_GUEST_ERROR,
-			 "process %u vCPU %u: livelock: %" PRIu64 " faults in a row %s the page at 0x%"
-			 PRIx64 ", pc 0x%" PRIx64 " (%s): the fault handler resolves each, the "
-			 "page-table walk refuses the access again", v->proc->index, v->index,
-			 v->same_faults, access_name(v->fault_flags), v->fault_va, pc, insn);
-		return true;
+	for (unsigned i = 0; i < v->nlast_fault_keys; i++)
+		known |= v->last_fault_keys[i] == key;
+	if (!v->same_faults || pc != v->last_fault_pc ||
+	    (!known && v->nlast_fault_keys == LIVELOCK_KEYS)) {
+		v->last_fault_pc = pc;
+		v->nlast_fault_keys = 0;
+		v->same_faults = 0;
+		known = false;
 	}
-	v->last_fault_pc = pc;
-	v->last_fault_va = v->fault_va;
-	v->last_fault_flags = v->fault_flags;
-	v->same_faults = 1;
-	return false;
+	if (!known)
+		v->last_fault_keys[v->nlast_fault_keys++] = key;
+	if (++v->same_faults < LIVELOCK_FAULTS)
+		return false;
+	char insn[128];
+
+	describe_insn(v, pc, insn, sizeof(insn));
+	run_fail(v->run, PTEMU_RUN_GUEST_ERROR,
+		 "process %u vCPU %u: livelock: %" PRIu64 " faults in a row at pc 0x%" PRIx64
+		 " (%s) on %u access(es), the last %s the page at 0x%" PRIx64 ": the fault handler "
+		 "resolves each, the page-table walk refuses the access again", v->proc->index,
+		 v->index, v->same_faults, pc, insn, v->nlast_fault_keys, access_name(v->fault_flags),
+		 v->fault_va);
+	return true;
 }
 
 static void vcpu_loop(struct vcpu *v)
