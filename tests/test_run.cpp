@@ -226,8 +226,6 @@ TEST(GuestRun, SameFaultWithoutProgressIsALivelockSaidAtOnce)
 			if (msg.find("faults in a row") != std::string::npos) {
 				EXPECT_EQ(e, PTEMU_RUN_GUEST_ERROR) << arch;
 				caught = msg;
-				// Far below the step bound's safety net (4 x steps + 1000000).
-				EXPECT_LT(res.steps, 4 * cfg.sched.max_steps + 1000000) << arch;
 			}
 			ptemu_machine_destroy(m);
 		}
