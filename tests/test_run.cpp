@@ -4,6 +4,8 @@
 
 #include <ptemu/run.h>
 
+#include <sched.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -143,6 +145,36 @@ TEST(GuestRun, ProcessExitRacesTheOthersFaults)
 	}
 }
 
+// Every vCPU of a process but the last returns at once, on one host CPU, so that they
+// are gone before the later ones have even started: the process lives until its last
+// vCPU is out, and its mm is torn down once, after that (no use of a freed mm, no double
+// exit_mmap, no hang in the joins).
+TEST(GuestRun, VcpusThatExitAtOnceLeaveTheProcessToTheLast)
+{
+	cpu_set_t saved, one;
+	ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
+	CPU_ZERO(&one);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &saved)) {
+			CPU_SET(c, &one);
+			break;
+		}
+	ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);	// the vCPUs inherit it
+	for (const char *arch : {"arm64", "s390"}) {
+		for (unsigned procs : {1u, 2u}) {
+			for (int i = 0; i < 8; i++) {
+				GuestRunHolder r(arch, "early-exit", procs, 4, 0.05);
+				ASSERT_EQ(r.error, PTEMU_RUN_OK) << arch << " run " << i << ": " << r.describe();
+				EXPECT_FALSE(r.res.hung);
+				EXPECT_EQ(check_violation_count(r.m), 0u) << arch << " run " << i << ": " << r.describe();
+				EXPECT_GT(r.res.tlb_fills, 0u);
+				EXPECT_EQ(phys_stats(r.m->phys).pages_allocated, 0u);
+			}
+		}
+	}
+	ASSERT_EQ(sched_setaffinity(0, sizeof(saved), &saved), 0);
+}
+
 TEST(GuestRun, WildAccessEndsTheRunWithWhereAndWhat)
 {
 	for (const char *arch : {"arm64", "s390"}) {
@@ -158,6 +190,77 @@ TEST(GuestRun, WildAccessEndsTheRunWithWhereAndWhat)
 			<< msg;
 		EXPECT_EQ(check_violation_count(r.m), 0u) << r.describe();
 	}
+}
+
+// A vCPU whose fault the handler resolves while its walk keeps refusing the access (a
+// stale walk cache, left by the no-tlb-flush injection) ends the run as a livelock at
+// once, saying where: not at the deterministic step bound, nor as a guest that did not stop.
+TEST(GuestRun, SameFaultWithoutProgressIsALivelockSaidAtOnce)
+{
+	for (const char *arch : {"arm64", "s390"}) {
+		std::string path = workload_image(arch, "shmem-stress"), caught;
+		// Not every seed's stale walk cache ends in one vCPU's endless fault (some runs
+		// are clean, some end at the step bound's safety net): the first of three that does.
+		for (uint64_t seed = 1; seed <= 3 && caught.empty(); seed++) {
+			ptemu_run_config cfg{};
+			cfg.arch = ptemu_arch_find(arch);
+			cfg.image_path = path.c_str();
+			cfg.workload = "shmem-stress";
+			cfg.procs = 2;
+			cfg.vcpus = 2;
+			cfg.seconds = 3600;
+			cfg.seed = seed;
+			cfg.inject = INJECT_NO_TLB_FLUSH;
+			cfg.khugepaged = true;
+			cfg.phys_bytes = 128ull << 20;
+			cfg.deterministic = true;
+			cfg.sched.seed = seed;
+			cfg.sched.strategy = PTEMU_SCHED_PCT;
+			cfg.sched.pct_depth = 3;
+			cfg.sched.max_steps = 200000;
+			ptemu_machine *m = nullptr;
+			ptemu_run_result res{};
+			ptemu_run_error e = ptemu_run(&cfg, &m, &res);
+			ASSERT_FALSE(res.hung) << res.message;
+			std::string msg = res.message;
+			if (msg.find("faults in a row") != std::string::npos) {
+				EXPECT_EQ(e, PTEMU_RUN_GUEST_ERROR) << arch;
+				caught = msg;
+			}
+			ptemu_machine_destroy(m);
+		}
+		for (const char *part : {"process ", " vCPU ", "livelock: 50000 faults in a row at pc 0x4",
+					 " the page at 0x"})
+			EXPECT_NE(caught.find(part), std::string::npos) << arch << ": " << part << " in " << caught;
+	}
+}
+
+// The watchdog's hang report says what each vCPU is doing, a syscall by its name: here
+// vCPU 0 waits in wait_khugepaged for passes that a long scan sleep holds back.
+TEST(GuestRun, HangReportNamesTheSyscall)
+{
+	std::string path = workload_image("arm64", "khugepaged-wait");
+	ptemu_run_config cfg{};
+	cfg.arch = ptemu_arch_find("arm64");
+	cfg.image_path = path.c_str();
+	cfg.workload = "khugepaged-wait";
+	cfg.procs = 1;
+	cfg.vcpus = 1;
+	cfg.seconds = 60;
+	cfg.khugepaged = true;
+	cfg.scan_sleep_ms = 1e6;
+	cfg.watchdog_seconds = 0.5;
+	cfg.phys_bytes = 128ull << 20;
+	ptemu_machine *m = nullptr;
+	ptemu_run_result res{};
+	EXPECT_EQ(ptemu_run(&cfg, &m, &res), PTEMU_RUN_GUEST_ERROR) << res.message;
+	ASSERT_FALSE(res.hung) << res.message;
+	size_t n;
+	const ptemu_violation *v = check_violations(m, &n);
+	ASSERT_GT(n, 0u) << res.message;
+	std::string msg = v[0].message;
+	EXPECT_NE(msg.find("0.0 in syscall wait_khugepaged"), std::string::npos) << msg;
+	ptemu_machine_destroy(m);
 }
 
 TEST(GuestRun, MalformedImageIsBadInput)

@@ -14,6 +14,12 @@
 #include <thread>
 #include <tuple>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+#include <algorithm>
+
 #ifndef PTEMU_WORKLOAD_DIR
 #error "PTEMU_WORKLOAD_DIR must name the built images"
 #endif
@@ -258,4 +264,132 @@ TEST(DetScheduler, WindowPointsOnTheTablesOfALongWindowPreemptFarMoreOften)
 	EXPECT_GT(on_named, per_table / 4) << log;
 	EXPECT_LT(on_named, 3 * per_table / 4) << log;
 	EXPECT_LT(elsewhere, per_table / 16) << log;
+}
+
+namespace {
+
+struct Recorder {
+	std::vector<ptemu_sched_decision> switches;
+	static void on_event(void *ctx, uint64_t kind, uint64_t a, uint64_t b)
+	{
+		if ((kind & 0xff) == PTEMU_EV_SWITCH)
+			static_cast<Recorder *>(ctx)->switches.push_back({b, uint32_t(a & 0xffff)});
+	}
+};
+
+ptemu_run_result det_run_16x16(const std::string &path, Recorder *rec, const Recorder *replay)
+{
+	ptemu_run_config cfg{};
+	cfg.arch = ptemu_arch_find("arm64");
+	cfg.image_path = path.c_str();
+	cfg.workload = "shmem-stress";
+	cfg.procs = 16;
+	cfg.vcpus = 16;
+	cfg.seconds = 3600;
+	cfg.seed = 3;
+	cfg.khugepaged = true;
+	cfg.phys_bytes = 512ull << 20;
+	cfg.deterministic = true;
+	cfg.sched.seed = 3;
+	cfg.sched.strategy = PTEMU_SCHED_PCT;
+	cfg.sched.max_steps = 2000;
+	if (rec) {
+		cfg.sched.on_event = Recorder::on_event;
+		cfg.sched.event_ctx = rec;
+	}
+	if (replay) {
+		cfg.sched.forced = replay->switches.data();
+		cfg.sched.nforced = replay->switches.size();
+	}
+	ptemu_machine *m = nullptr;
+	ptemu_run_result res{};
+	EXPECT_EQ(ptemu_run(&cfg, &m, &res), PTEMU_RUN_OK) << res.message;
+	EXPECT_EQ(m ? check_violation_count(m) : 1, 0u);
+	ptemu_machine_destroy(m);
+	return res;
+}
+
+} // namespace
+
+// The largest run the CLI accepts: 16 processes x 16 vCPUs, khugepaged and the RCU thread
+// are 258 scheduled threads; it runs, and its recorded decisions replay to the same run.
+TEST(DetGuestRun, SixteenBySixteenWithKhugepagedRunsAndReplays)
+{
+	std::string path = workload_image("arm64", "shmem-stress");
+	Recorder rec;
+	ptemu_run_result a = det_run_16x16(path, &rec, nullptr);
+	ASSERT_FALSE(rec.switches.empty());
+	uint32_t highest = 0;
+	for (const auto &d : rec.switches)
+		highest = std::max(highest, d.to);
+	EXPECT_GT(highest, 64u);	// threads past the old limit did run
+	ptemu_run_result b = det_run_16x16(path, nullptr, &rec);
+	EXPECT_NE(a.digest, 0u);
+	EXPECT_EQ(a.digest, b.digest);
+	EXPECT_EQ(a.steps, b.steps);
+}
+
+namespace {
+
+int g_callbacks_run;
+
+void count_callback(ptemu_rcu_head *) { g_callbacks_run++; }
+
+// In a child process, bounded by `seconds`: true when `body` returned in time.
+template <class F> bool finishes_within(double seconds, F body)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		body();
+		_exit(testing::Test::HasFailure() ? 1 : 0);
+	}
+	int status = 0;
+	for (double waited = 0; waited < seconds; waited += 0.01) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+		std::this_thread::sleep_for(std::chrono::milliseconds(10));
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	return false;
+}
+
+} // namespace
+
+// The scheduler's teardown races its RCU thread: the last thread leaves right after a
+// call_rcu, so that the RCU thread has the baton, runs the callback and goes back to wait
+// for a grace period while ptemu_sched_destroy stops it. Whatever the order (the delay
+// before the teardown sweeps the window), the teardown finishes.
+TEST(DetScheduler, TeardownFinishesWhileTheRcuThreadGoesBackToWait)
+{
+	const int rounds = 1000;
+	bool finished = finishes_within(60, [&] {
+		// Never destroyed: the child ends with _exit, and liburcu's rcu_barrier in the
+		// destructor would wait for a call_rcu thread that fork did not copy.
+		MachineHolder &h = *new MachineHolder("arm64");
+		for (int i = 0; i < rounds; i++) {
+			ptemu_sched_config sc{};
+			sc.seed = uint64_t(i);
+			sc.max_steps = 1000;
+			ASSERT_EQ(ptemu_sched_create(h.m, &sc), 0);
+			std::atomic<bool> left{false};
+			ptemu_rcu_head head{};
+			std::thread w([&] {
+				ptemu_thread_register(h.m, "caller");
+				call_rcu(&head, count_callback);
+				ptemu_thread_unregister();
+				left = true;
+			});
+			ptemu_sched_wait_threads(h.m, 2);
+			ptemu_sched_start(h.m);
+			while (!left)
+				;
+			for (volatile int spin = 0; spin < (i * 7919) % 40000; spin++)
+				;
+			ptemu_sched_destroy(h.m, nullptr, nullptr);
+			w.join();
+		}
+		EXPECT_EQ(g_callbacks_run, rounds);
+	});
+	EXPECT_TRUE(finished) << "ptemu_sched_destroy hung (or the callbacks did not all run)";
 }

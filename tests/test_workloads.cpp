@@ -14,7 +14,7 @@ namespace {
 
 const char *const kWorkloads[] = {"shmem-stress", "munmap-race", "mprotect-race",
 				  "dontneed-race", "truncate-race", "file-thp", "wild-access",
-				  "khugepaged-wait"};
+				  "khugepaged-wait", "early-exit"};
 
 } // namespace
 

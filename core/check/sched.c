@@ -14,7 +14,6 @@
 
 #include "internal.h"
 
-#define SCHED_MAX_THREADS 64
 #define SCHED_MAX_CHANGE_POINTS 16
 /* Random walk: the chance of a switch at a scheduling point is 1 in this; guest blocks,
  * which come every few instructions, switch more rarely (a handoff costs two host
@@ -51,9 +50,16 @@ struct sthread {
 	unsigned lw_ntables;
 };
 
+/* A thread that was inside an RCU section when a callback was queued, and that section. */
+struct rcu_reader {
+	int id;
+	uint64_t section;
+};
+
 struct pending_rcu {
 	struct ptemu_rcu_head *head;
-	uint64_t snapshot[SCHED_MAX_THREADS];	/* each thread's open section when queued */
+	struct rcu_reader *readers;	/* NULL when nobody was inside a section */
+	unsigned nreaders;
 };
 
 struct ptemu_sched {
@@ -62,7 +68,7 @@ struct ptemu_sched {
 	pthread_mutex_t mu;
 	pthread_cond_t registered;
 	int current;			/* thread holding the baton, -1: nobody yet */
-	struct sthread th[SCHED_MAX_THREADS];
+	struct sthread th[PTEMU_SCHED_MAX_THREADS];
 	int n;
 	uint64_t rng;
 	uint64_t steps;
@@ -205,7 +211,7 @@ static void report_deadlock_locked(struct ptemu_sched *s)
 /* The thread that runs next, or -1 when none can (mu held). */
 static int pick_locked(struct ptemu_sched *s, int me, bool force_switch, uint64_t odds)
 {
-	int candidates[SCHED_MAX_THREADS], nc = 0;
+	int candidates[PTEMU_SCHED_MAX_THREADS], nc = 0;
 
 	/* Replay: follow the recording. Where it has no decision, the running thread goes on;
 	 * where it must switch and the recording says nothing, the strategy decides (the
@@ -416,18 +422,29 @@ void ptemu_sched_spin_wait(void)
 		schedule(s, me, true, true, SCHED_SWITCH_ODDS, POINT_PLAIN, 0);
 }
 
+/* Blocks `me` on token, unless *unless (read under mu) is set. */
+static void block(struct ptemu_sched *s, int me, const void *token, const char *what, const bool *unless)
+{
+	bool skip;
+
+	pthread_mutex_lock(&s->mu);
+	skip = unless && *unless;
+	if (!skip) {
+		s->th[me].blocked_on = token;
+		s->th[me].blocked_what = what;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (!skip)
+		schedule(s, me, true, false, SCHED_SWITCH_ODDS, POINT_PLAIN, 0);
+}
+
 void ptemu_sched_block(const void *token, const char *what)
 {
 	int me;
 	struct ptemu_sched *s = sched_of_current(&me);
 
-	if (!s)
-		return;
-	pthread_mutex_lock(&s->mu);
-	s->th[me].blocked_on = token;
-	s->th[me].blocked_what = what;
-	pthread_mutex_unlock(&s->mu);
-	schedule(s, me, true, false, SCHED_SWITCH_ODDS, POINT_PLAIN, 0);
+	if (s)
+		block(s, me, token, what, NULL);
 }
 
 void ptemu_sched_wake(const void *token)
@@ -452,14 +469,14 @@ static void attach(struct ptemu_thread *t, bool wait_for_baton)
 	int id;
 
 	pthread_mutex_lock(&s->mu);
-	if (s->n == SCHED_MAX_THREADS)
-		ptemu_bug("more than %d scheduled threads", SCHED_MAX_THREADS);
+	if (s->n == PTEMU_SCHED_MAX_THREADS)
+		ptemu_bug("more than %d scheduled threads", PTEMU_SCHED_MAX_THREADS);
 	id = s->n++;
 	s->th[id].t = t;
 	s->th[id].live = true;
 	s->th[id].blocked_on = NULL;
 	/* PCT: random distinct priorities above every change point's. */
-	s->th[id].prio = s->cfg.pct_depth + 1 + (next_rand(&s->rng) % 1000000) * SCHED_MAX_THREADS + (uint64_t)id;
+	s->th[id].prio = s->cfg.pct_depth + 1 + (next_rand(&s->rng) % 1000000) * PTEMU_SCHED_MAX_THREADS + (uint64_t)id;
 	pthread_cond_init(&s->th[id].cv, NULL);
 	t->sched_id = id;
 	pthread_cond_broadcast(&s->registered);
@@ -573,12 +590,20 @@ void ptemu_sched_call_rcu(struct ptemu_machine *m, struct ptemu_rcu_head *head)
 					 64, "RCU callbacks");
 	struct pending_rcu *p = &s->pending[s->npending++];
 
-	p->head = head;
-	for (int i = 0; i < SCHED_MAX_THREADS; i++) {
-		struct ptemu_thread *t = i < s->n && s->th[i].live ? s->th[i].t : NULL;
+	*p = (struct pending_rcu){ .head = head };
+	size_t cap = 0;
 
-		p->snapshot[i] = t && __atomic_load_n(&t->rcu_depth, __ATOMIC_RELAXED) ?
-					 __atomic_load_n(&t->rcu_section, __ATOMIC_RELAXED) : 0;
+	for (int i = 0; i < s->n; i++) {
+		struct ptemu_thread *t = s->th[i].live ? s->th[i].t : NULL;
+
+		if (!t || !__atomic_load_n(&t->rcu_depth, __ATOMIC_RELAXED))
+			continue;
+		p->readers = ptemu_array_reserve(p->readers, &cap, p->nreaders, sizeof(*p->readers), 4,
+						 "RCU readers");
+		p->readers[p->nreaders++] = (struct rcu_reader){
+			.id = i,
+			.section = __atomic_load_n(&t->rcu_section, __ATOMIC_RELAXED),
+		};
 	}
 	fold_locked(s, PTEMU_EV_CALL_RCU, s->npending, s->steps);
 	pthread_mutex_unlock(&s->mu);
@@ -588,13 +613,11 @@ void ptemu_sched_call_rcu(struct ptemu_machine *m, struct ptemu_rcu_head *head)
 /* Has every reader that was in a section when p was queued left it? (mu held) */
 static bool grace_period_over_locked(struct ptemu_sched *s, const struct pending_rcu *p)
 {
-	for (int i = 0; i < s->n; i++) {
-		struct ptemu_thread *t = s->th[i].t;
+	for (unsigned k = 0; k < p->nreaders; k++) {
+		const struct sthread *th = &s->th[p->readers[k].id];
 
-		if (!p->snapshot[i] || !s->th[i].live)
-			continue;
-		if (__atomic_load_n(&t->rcu_depth, __ATOMIC_RELAXED) &&
-		    __atomic_load_n(&t->rcu_section, __ATOMIC_RELAXED) == p->snapshot[i])
+		if (th->live && __atomic_load_n(&th->t->rcu_depth, __ATOMIC_RELAXED) &&
+		    __atomic_load_n(&th->t->rcu_section, __ATOMIC_RELAXED) == p->readers[k].section)
 			return false;
 	}
 	return true;
@@ -619,6 +642,7 @@ static void *rcu_main(void *arg)
 		while (nready < s->npending && nready < 64 &&
 		       grace_period_over_locked(s, &s->pending[nready])) {
 			ready[nready] = s->pending[nready].head;
+			free(s->pending[nready].readers);
 			nready++;
 		}
 		if (nready) {
@@ -633,10 +657,10 @@ static void *rcu_main(void *arg)
 			ptemu_sched_wake(&s->rcu_token);	/* rcu_barrier waiters */
 			continue;	/* more may be ready */
 		}
-		if (s->stopping)
-			continue;	/* every reader is gone: the rest become ready */
-		/* Readers leaving their sections wake us; so do new callbacks. */
-		ptemu_sched_block(&s->rcu_token, "a grace period");
+		/* Readers leaving their sections wake us; so do new callbacks. Unless the
+		 * teardown has begun, decided under mu: ptemu_sched_destroy wakes this thread
+		 * once, and a block after that wake-up would wait for a baton nobody passes. */
+		block(s, 0, &s->rcu_token, "a grace period", &s->stopping);
 	}
 	ptemu_thread_unregister();
 	return NULL;

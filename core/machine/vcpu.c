@@ -35,11 +35,20 @@
 
 #define MAX_PROCS 16
 #define MAX_VCPUS 16
+/* Every vCPU, khugepaged and the RCU thread are scheduled threads in deterministic runs. */
+_Static_assert(MAX_PROCS * MAX_VCPUS + 2 <= PTEMU_SCHED_MAX_THREADS, "the scheduler holds every thread");
 #define MAX_FDS 32
 #define MAX_OBJECTS 64
 #define STACK_BYTES (256u << 10)
 /* How long past --seconds a guest may take to notice should_stop before it is ended. */
 #define GRACE_SECONDS 2.0
+/* Faults in a row at one instruction and address, with no syscall between, that end a
+ * vCPU as livelocked: a fault the handler resolves is retried once, or a few times when
+ * other CPUs race it; never this often. */
+#define LIVELOCK_FAULTS 50000
+/* The accesses (address and kind) such a streak may cycle through: an instruction that
+ * touches two pages can fault on each in turn. */
+#define LIVELOCK_KEYS 4
 
 struct run;
 struct process;
@@ -71,6 +80,10 @@ struct vcpu {
 	/* cfg->time_faults: each fault's handling time, for percentiles. */
 	uint32_t *fault_ns;
 	size_t nfault_ns, cap_fault_ns;
+	/* The last fault and how many times in a row it came (LIVELOCK_FAULTS). */
+	uint64_t last_fault_pc, last_fault_keys[LIVELOCK_KEYS];
+	unsigned nlast_fault_keys;
+	uint64_t same_faults;
 	/* What the vCPU is doing, for the watchdog's report. */
 	int activity;		/* enum vcpu_activity, atomic */
 	uint64_t activity_arg;	/* syscall number or fault address */
@@ -182,6 +195,15 @@ static void flush_hw(void *ctx)
 
 static __thread struct vcpu *current_vcpu;
 
+/* Whose TLB can still be used: a vCPU that has exited never translates again, so it is
+ * no shootdown target and its stale entries are no violation (with 256 vCPUs, checking
+ * every TLB at each page an exiting process frees would dominate the run). */
+static bool vcpu_translates(struct vcpu *v)
+{
+	return __atomic_load_n(&v->started, __ATOMIC_ACQUIRE) &&
+	       __atomic_load_n(&v->activity, __ATOMIC_ACQUIRE) != ACT_EXITED;
+}
+
 static void run_flush_range(void *ctx, struct mm_struct *mm, uint64_t start, uint64_t end,
 			    bool tables)
 {
@@ -195,7 +217,7 @@ static void run_flush_range(void *ctx, struct mm_struct *mm, uint64_t start, uin
 		if (__atomic_load_n(&pr->mm, __ATOMIC_RELAXED) != mm)
 			continue;
 		for (unsigned i = 0; i < pr->nvcpus; i++)
-			if (__atomic_load_n(&pr->vcpus[i].started, __ATOMIC_ACQUIRE))
+			if (vcpu_translates(&pr->vcpus[i]))
 				targets[n++] = &pr->vcpus[i].tlb;
 	}
 	if (!n)
@@ -218,7 +240,7 @@ static void run_pages_freed(void *ctx, uint64_t pfn, uint64_t nr)
 		for (unsigned i = 0; i < r->procs[p].nvcpus; i++) {
 			struct vcpu *v = &r->procs[p].vcpus[i];
 
-			if (__atomic_load_n(&v->started, __ATOMIC_ACQUIRE) && ptemu_tlb_maps_pfn(&v->tlb, pfn, nr, &va))
+			if (vcpu_translates(v) && ptemu_tlb_maps_pfn(&v->tlb, pfn, nr, &va))
 				ptemu_report(r->m, VIOLATION_TLB_MAPS_FREED_PAGE, pfn << r->m->arch->page_shift,
 					     "page %#" PRIx64 " freed while vCPU %u.%u's TLB maps it at %#" PRIx64,
 					     pfn << r->m->arch->page_shift, p, i, va);
@@ -234,7 +256,7 @@ static void run_table_freed(void *ctx, uint64_t table_pa)
 		for (unsigned i = 0; i < r->procs[p].nvcpus; i++) {
 			struct vcpu *v = &r->procs[p].vcpus[i];
 
-			if (__atomic_load_n(&v->started, __ATOMIC_ACQUIRE) && ptemu_tlb_caches_table(&v->tlb, table_pa, &va))
+			if (vcpu_translates(v) && ptemu_tlb_caches_table(&v->tlb, table_pa, &va))
 				ptemu_report(r->m, VIOLATION_TLB_MAPS_FREED_PAGE, table_pa,
 					     "PTE table %#" PRIx64 " freed while vCPU %u.%u's walk cache "
 					     "points at it for %#" PRIx64, table_pa, p, i, va);
@@ -684,6 +706,12 @@ static int vcpu_setup(struct vcpu *v)
 	return 0;
 }
 
+static const char *access_name(unsigned fault_flags)
+{
+	return fault_flags & FAULT_FLAG_WRITE ? "writing" :
+	       fault_flags & FAULT_FLAG_INSTRUCTION ? "executing" : "reading";
+}
+
 static void vcpu_wild_access(struct vcpu *v, uint64_t pc, unsigned ret)
 {
 	char insn[128];
@@ -692,9 +720,7 @@ static void vcpu_wild_access(struct vcpu *v, uint64_t pc, unsigned ret)
 	run_fail(v->run, PTEMU_RUN_GUEST_ERROR,
 		 "process %u vCPU %u: %s %s the page at 0x%" PRIx64 " (%s), pc 0x%" PRIx64 ": %s",
 		 v->proc->index, v->index, ret & VM_FAULT_SIGBUS ? "bus error" : "segmentation fault",
-		 v->fault_flags & FAULT_FLAG_WRITE ? "writing" :
-		 v->fault_flags & FAULT_FLAG_INSTRUCTION ? "executing" : "reading",
-		 v->fault_va,
+		 access_name(v->fault_flags), v->fault_va,
 		 ret & VM_FAULT_OOM ? "out of simulated memory; give more --memory" : "no mapping allows it",
 		 pc, insn);
 }
@@ -713,6 +739,39 @@ static void fold_fault(struct vcpu *v, uint64_t pc)
 	memcpy(&lo, bytes, 8);
 	memcpy(&hi, bytes + 8, 8);
 	ptemu_sched_fold(v->run->m, PTEMU_EV_INSN | who, lo, hi);
+}
+
+/* The same faults again, each resolved by the handler and refused by the walk again:
+ * after LIVELOCK_FAULTS in a row at one instruction, on at most LIVELOCK_KEYS accesses,
+ * the vCPU can never go on, and the run ends at once. */
+static bool fault_livelocked(struct vcpu *v, uint64_t pc)
+{
+	uint64_t key = v->fault_va | v->fault_flags;	/* page-aligned: the low bits are free */
+	bool known = false;
+
+	for (unsigned i = 0; i < v->nlast_fault_keys; i++)
+		known |= v->last_fault_keys[i] == key;
+	if (!v->same_faults || pc != v->last_fault_pc ||
+	    (!known && v->nlast_fault_keys == LIVELOCK_KEYS)) {
+		v->last_fault_pc = pc;
+		v->nlast_fault_keys = 0;
+		v->same_faults = 0;
+		known = false;
+	}
+	if (!known)
+		v->last_fault_keys[v->nlast_fault_keys++] = key;
+	if (++v->same_faults < LIVELOCK_FAULTS)
+		return false;
+	char insn[128];
+
+	describe_insn(v, pc, insn, sizeof(insn));
+	run_fail(v->run, PTEMU_RUN_GUEST_ERROR,
+		 "process %u vCPU %u: livelock: %" PRIu64 " faults in a row at pc 0x%" PRIx64
+		 " (%s) on %u access(es), the last %s the page at 0x%" PRIx64 ": the fault handler "
+		 "resolves each, the page-table walk refuses the access again", v->proc->index,
+		 v->index, v->same_faults, pc, insn, v->nlast_fault_keys, access_name(v->fault_flags),
+		 v->fault_va);
+	return true;
 }
 
 static void vcpu_loop(struct vcpu *v)
@@ -754,6 +813,8 @@ static void vcpu_loop(struct vcpu *v)
 				vcpu_wild_access(v, pc, ret);
 				return;
 			}
+			if (fault_livelocked(v, pc))
+				return;
 			continue;	/* restart at the faulting instruction */
 		}
 		if (v->syscall) {
@@ -766,6 +827,7 @@ static void vcpu_loop(struct vcpu *v)
 			if (v->deterministic)
 				ptemu_sched_fold(r->m, PTEMU_EV_SYSCALL | (uint64_t)(ptemu_current()->sched_id + 1) << 8,
 						 v->activity_arg, pc);
+			v->same_faults = 0;	/* the guest made progress */
 			if (!do_syscall(v))
 				return;
 			continue;
@@ -935,6 +997,24 @@ static uint64_t run_progress(struct run *r)
 	return sum;
 }
 
+static const char *syscall_name(uint64_t nr)
+{
+	static const char *const names[PTEMU_SYS_count] = {
+		[PTEMU_SYS_exit] = "exit", [PTEMU_SYS_exit_group] = "exit_group",
+		[PTEMU_SYS_write] = "write", [PTEMU_SYS_mmap] = "mmap", [PTEMU_SYS_munmap] = "munmap",
+		[PTEMU_SYS_mprotect] = "mprotect", [PTEMU_SYS_madvise] = "madvise",
+		[PTEMU_SYS_shm_open] = "shm_open", [PTEMU_SYS_file_open] = "file_open",
+		[PTEMU_SYS_ftruncate] = "ftruncate", [PTEMU_SYS_punch_hole] = "punch_hole",
+		[PTEMU_SYS_gettid] = "gettid", [PTEMU_SYS_vcpu_id] = "vcpu_id",
+		[PTEMU_SYS_yield] = "yield", [PTEMU_SYS_clock] = "clock",
+		[PTEMU_SYS_thp_mapped] = "thp_mapped", [PTEMU_SYS_report] = "report",
+		[PTEMU_SYS_wait_khugepaged] = "wait_khugepaged", [PTEMU_SYS_should_stop] = "should_stop",
+		[PTEMU_SYS_param] = "param",
+	};
+
+	return nr < PTEMU_SYS_count && names[nr] ? names[nr] : "an unknown syscall";
+}
+
 /* The hang report: what every vCPU was doing and which locks it held. The records are
  * read racily on purpose: the threads are stuck, or this is only a snapshot. */
 static void report_hang(struct run *r, const char *why)
@@ -952,7 +1032,9 @@ static void report_hang(struct run *r, const char *why)
 
 			n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%u.%u %s", n ? "; " : "", p,
 					      i, what[act]);
-			if ((act == ACT_SYSCALL || act == ACT_FAULT) && n < sizeof(buf) - 1)
+			if (act == ACT_SYSCALL && n < sizeof(buf) - 1)
+				n += (size_t)snprintf(buf + n, sizeof(buf) - n, " %s", syscall_name(v->activity_arg));
+			if (act == ACT_FAULT && n < sizeof(buf) - 1)
 				n += (size_t)snprintf(buf + n, sizeof(buf) - n, " %#" PRIx64, v->activity_arg);
 			if (t && act != ACT_EXITED) {
 				for (int l = 0; l < t->nr_held && n < sizeof(buf) - 1; l++)
@@ -1031,8 +1113,6 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		.ctx = r,
 	};
 	ptemu_thread_register(r->m, "main");
-	r->start = now();
-	r->deadline = r->start + cfg->seconds;
 	r->nprocs = cfg->procs;
 
 	/* Processes: an mm each, the image loaded, the vCPUs' engines and stacks. */
@@ -1075,7 +1155,6 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 	}
 	if (cfg->deterministic && r->error == PTEMU_RUN_OK) {
 		/* The main thread registered before the scheduler exists: it only watches. */
-		r->deadline = 1e300;
 		if (ptemu_sched_create(r->m, &cfg->sched))
 			run_fail(r, PTEMU_RUN_INTERNAL, "cannot start the deterministic scheduler");
 	}
@@ -1083,6 +1162,11 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 	 * every vCPU (registered one by one, so that scheduler ids never depend on timing),
 	 * then watch. */
 	unsigned nstarted = 0;
+
+	/* The run's time starts with its vCPUs: setting up 256 of them takes seconds. A
+	 * deterministic run ends by steps, never by time. */
+	r->start = now();
+	r->deadline = cfg->deterministic ? 1e300 : r->start + cfg->seconds;
 
 	if (cfg->khugepaged && r->error == PTEMU_RUN_OK) {
 		struct khugepaged_tunables t = {
@@ -1103,13 +1187,17 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 	for (unsigned pi = 0; pi < r->nprocs && r->error == PTEMU_RUN_OK; pi++) {
 		struct process *p = &r->procs[pi];
 
+		/* Every vCPU counts from the start: one that exits before the next is created
+		 * must not be the last out, or it would tear the mm down under the others. */
+		__atomic_store_n(&p->alive, (int)p->nvcpus, __ATOMIC_RELEASE);
 		for (unsigned vi = 0; vi < p->nvcpus; vi++) {
 			p->vcpus[vi].deterministic = cfg->deterministic;
 			__atomic_store_n(&p->vcpus[vi].started, true, __ATOMIC_RELEASE);
-			__atomic_add_fetch(&p->alive, 1, __ATOMIC_ACQ_REL);
 			if (pthread_create(&p->vcpus[vi].thread, NULL, vcpu_main, &p->vcpus[vi])) {
 				__atomic_store_n(&p->vcpus[vi].started, false, __ATOMIC_RELEASE);
-				__atomic_sub_fetch(&p->alive, 1, __ATOMIC_ACQ_REL);
+				/* The ones never created are out; if no created one is left, the
+				 * mm is the main thread's to tear down (below, after the joins). */
+				__atomic_sub_fetch(&p->alive, (int)(p->nvcpus - vi), __ATOMIC_ACQ_REL);
 				run_fail(r, PTEMU_RUN_INTERNAL, "cannot start a vCPU thread");
 				break;
 			}

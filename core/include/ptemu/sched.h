@@ -23,6 +23,10 @@ struct ptemu_rcu_head;
 
 enum ptemu_sched_strategy { PTEMU_SCHED_RANDOM, PTEMU_SCHED_PCT };
 
+/* Threads one scheduler can hold: the RCU thread, khugepaged and every vCPU of the
+ * largest run (16 processes x 16 vCPUs), with room to spare. */
+#define PTEMU_SCHED_MAX_THREADS 320
+
 /* One scheduling decision: at `step`, the baton went to thread `to`. */
 struct ptemu_sched_decision {
 	uint64_t step;
