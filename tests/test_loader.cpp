@@ -942,3 +942,23 @@ TEST(ElfLoader, TheSectionTableSaysWhichBytesAreCode)
 	EXPECT_EQ(check_for("s390", b, &err), -1);
 	EXPECT_NE(err.find("truncated section header table"), std::string::npos) << err;
 }
+
+// A guest process that exits with a failure status (its runtime's die(), say) is a guest
+// error, not a clean run.
+TEST(ElfLoader, AGuestThatExitsWithAFailureStatusIsAGuestError)
+{
+	const uint32_t insns[] = {
+		0xd28000a0,	// movz x0, #5
+		0xd2800028,	// movz x8, #1 (PTEMU_SYS_exit_group)
+		0xd4000001,	// svc #0
+	};
+	std::vector<uint8_t> code(sizeof(insns));
+	memcpy(code.data(), insns, sizeof(insns));
+	ElfBuilder e(true, false);
+	e.machine = EM_AARCH64;
+	e.entry = kText;
+	e.segs.push_back({ PT_LOAD, kText, code.size(), PF_R | PF_X, code });
+	std::string out;
+	EXPECT_EQ(run_image("arm64", e.build(), &out), 3) << out;
+	EXPECT_NE(out.find("exited with status 5"), std::string::npos) << out;
+}

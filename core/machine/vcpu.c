@@ -37,7 +37,7 @@
 #define MAX_VCPUS 16
 /* Every vCPU, khugepaged and the RCU thread are scheduled threads in deterministic runs. */
 _Static_assert(MAX_PROCS * MAX_VCPUS + 2 <= PTEMU_SCHED_MAX_THREADS, "the scheduler holds every thread");
-#define MAX_FDS 32
+#define MAX_FDS 1024		/* RLIMIT_NOFILE's usual soft limit */
 #define MAX_OBJECTS 64
 #define STACK_BYTES (256u << 10)
 /* How long past --seconds a guest may take to notice should_stop before it is ended. */
@@ -101,6 +101,7 @@ struct process {
 	int alive;		/* vCPUs still running, atomic */
 	int exit_group;		/* atomic */
 	int exit_code;
+	bool killed;		/* by --exit-after: its status 137 is no guest error */
 	bool mm_destroyed;	/* by the last vCPU out; read by the main thread after joins */
 	struct ptemu_file *fds[MAX_FDS];
 	pthread_mutex_t fd_lock;
@@ -485,7 +486,7 @@ static struct ptemu_file *object_get(struct run *r, uint64_t key, bool shmem, ui
 
 static int64_t fd_install(struct process *p, struct ptemu_file *f)
 {
-	int64_t fd = -PTEMU_EAGAIN;
+	int64_t fd = -PTEMU_EMFILE;
 
 	pthread_mutex_lock(&p->fd_lock);
 	for (int i = 3; i < MAX_FDS; i++) {
@@ -1207,18 +1208,24 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 	__atomic_store_n(&r->launched, 1, __ATOMIC_RELEASE);
 	ptemu_sched_start(r->m);
 	double watchdog = cfg->watchdog_seconds > 0 ? cfg->watchdog_seconds : 10.0;
-	double last_change = now(), ending = 0;
+	double last_change = now(), ending = 0, last_exit = 0;
 	uint64_t last_progress = 0;
+	long last_alive = -1;
 
 	for (;;) {
-		bool any = false;
+		long alive = 0;
 
 		for (unsigned pi = 0; pi < r->nprocs; pi++)
-			any |= __atomic_load_n(&r->procs[pi].alive, __ATOMIC_ACQUIRE) > 0;
-		if (!any)
+			alive += __atomic_load_n(&r->procs[pi].alive, __ATOMIC_ACQUIRE);
+		if (!alive)
 			break;
 		double t = now();
 		uint64_t progress = run_progress(r);
+
+		if (alive != last_alive) {
+			last_alive = alive;
+			last_exit = t;
+		}
 
 		if (progress != last_progress) {
 			last_progress = progress;
@@ -1229,10 +1236,14 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		if (cfg->exit_after > 0 && t >= r->start + cfg->exit_after && r->nprocs > 1) {
 			struct process *victim = &r->procs[r->nprocs - 1];
 
-			if (!__atomic_exchange_n(&victim->exit_group, 1, __ATOMIC_ACQ_REL))
-				__atomic_store_n(&victim->exit_code, 137, __ATOMIC_RELAXED);	/* killed */
+			if (!__atomic_exchange_n(&victim->exit_group, 1, __ATOMIC_ACQ_REL)) {
+				__atomic_store_n(&victim->exit_code, 137, __ATOMIC_RELAXED);
+				victim->killed = true;
+			}
 		}
-		if (!ending && t >= r->deadline + GRACE_SECONDS) {
+		/* The grace starts again at each vCPU's exit: hundreds of vCPUs on a few host
+		 * CPUs take a while to all see the stop, while none may ignore it. */
+		if (!ending && t >= r->deadline + GRACE_SECONDS && t >= last_exit + GRACE_SECONDS) {
 			run_fail(r, PTEMU_RUN_GUEST_ERROR, "the guest did not stop within %.0f s of "
 				 "the end of the run (it must poll should_stop)", GRACE_SECONDS);
 			ending = t;
@@ -1318,6 +1329,10 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 			mm_destroy(p->mm);
 		}
 		res->exit_codes[pi] = p->exit_code;
+		/* A guest that gave up (its runtime's die(), a failed check) is no clean run. */
+		if (p->exit_code && !p->killed)
+			run_fail(r, PTEMU_RUN_GUEST_ERROR, "process %u exited with status %d", pi,
+				 p->exit_code);
 		pthread_mutex_destroy(&p->fd_lock);
 	}
 	r->m->tlb = (struct ptemu_tlb_ops){ 0 };

@@ -88,6 +88,7 @@ enum ptemu_report_kind {
 #define PTEMU_EBUSY 16
 #define PTEMU_EEXIST 17
 #define PTEMU_EINVAL 22
+#define PTEMU_EMFILE 24
 #define PTEMU_ENOSYS 38
 
 /* The contents of read-only file `key`: the 64-bit word at byte offset `off` (a multiple
