@@ -313,8 +313,6 @@ int ptemu_pt_stress(struct ptemu_machine *m, const struct ptemu_pt_stress_config
 		/* The scheduler's RCU thread drains the callbacks left. */
 		ptemu_sched_destroy(m, NULL, NULL);
 	}
-	/* Twice: a callback may queue another (s390's __tlb_remove_table, pte_free_now). */
-	rcu_barrier();
 	rcu_barrier();
 	check_leaks(m, 0);
 	s.res.elapsed = now() - start;

@@ -32,6 +32,8 @@ void __tsan_release(void *addr);
 #define hb_acquire(a) ((void)(a))
 #endif
 static int grace_period_hb, barrier_hb;
+/* Callbacks queued to liburcu and not yet run (rcu_barrier's drain). */
+static uint64_t callbacks_in_flight;
 
 void ptemu_rcu_register_thread(void)
 {
@@ -84,6 +86,7 @@ static void rcu_trampoline(struct rcu_head *urcu)
 	hb_acquire(&grace_period_hb);
 	head->func(head);
 	hb_release(&barrier_hb);
+	__atomic_sub_fetch(&callbacks_in_flight, 1, __ATOMIC_RELEASE);
 }
 
 void call_rcu(struct ptemu_rcu_head *head, void (*func)(struct ptemu_rcu_head *head))
@@ -96,6 +99,7 @@ void call_rcu(struct ptemu_rcu_head *head, void (*func)(struct ptemu_rcu_head *h
 		return;
 	}
 	hb_release(head);
+	__atomic_add_fetch(&callbacks_in_flight, 1, __ATOMIC_RELAXED);
 	urcu_memb_call_rcu((struct rcu_head *)(void *)head->urcu_head, rcu_trampoline);
 }
 
@@ -144,8 +148,12 @@ void rcu_barrier(void)
 		ptemu_sched_rcu_barrier(t->machine);
 		return;
 	}
-	if (may_wait_for_gp("rcu_barrier")) {
+	if (!may_wait_for_gp("rcu_barrier"))
+		return;
+	/* Until none is left: a callback may queue another (s390's __tlb_remove_table
+	 * queues pte_free_now), and a teardown needs them all run. */
+	do
 		urcu_memb_barrier();
-		hb_acquire(&barrier_hb);
-	}
+	while (__atomic_load_n(&callbacks_in_flight, __ATOMIC_ACQUIRE));
+	hb_acquire(&barrier_hb);
 }

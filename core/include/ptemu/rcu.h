@@ -19,6 +19,8 @@ void rcu_read_lock(void);
 void rcu_read_unlock(void);
 void call_rcu(struct ptemu_rcu_head *head, void (*func)(struct ptemu_rcu_head *head));
 void synchronize_rcu(void);
+/* Waits for every callback queued, and for those they queue in turn: unlike the kernel's,
+ * it returns only once none is left (teardown's need). */
 void rcu_barrier(void);
 
 #ifdef __cplusplus
