@@ -12,6 +12,7 @@
 #include <ptemu/pgtable.h>
 #include <ptemu/phys.h>
 #include <ptemu/rcu.h>
+#include <ptemu/run.h>
 #include <ptemu/stats.h>
 #include <ptemu/sync.h>
 
@@ -28,6 +29,22 @@ inline std::string workload_image(const char *arch, const char *workload)
 	       workload + ".elf";
 }
 #endif
+
+// A guest run of a built workload image: P processes of V vCPUs for at most `seconds`.
+// The config points into `path`, which must outlive the run.
+inline ptemu_run_config guest_run_config(const ptemu_arch *arch, const char *workload,
+					 const std::string &path, unsigned procs, unsigned vcpus,
+					 double seconds)
+{
+	ptemu_run_config cfg{};
+	cfg.arch = arch;
+	cfg.image_path = path.c_str();
+	cfg.workload = workload;
+	cfg.procs = procs;
+	cfg.vcpus = vcpus;
+	cfg.seconds = seconds;
+	return cfg;
+}
 
 class MachineHolder {
       public:

@@ -27,12 +27,7 @@ struct CollapseRun {
 	{
 		const ptemu_arch *a = ptemu_arch_find(arch);
 		path = workload_image(arch, workload);
-		cfg.arch = a;
-		cfg.image_path = path.c_str();
-		cfg.workload = workload;
-		cfg.procs = 2;
-		cfg.vcpus = 2;
-		cfg.seconds = 3;
+		cfg = guest_run_config(a, workload, path, 2, 2, 3);
 		cfg.seed = seed;
 		cfg.inject = inject;
 		cfg.khugepaged = with & kKhugepaged;

@@ -399,12 +399,7 @@ struct DontneedRace {
 	{
 		const ptemu_arch *a = ptemu_arch_find(arch);
 		path = workload_image(arch, "dontneed-race");
-		cfg.arch = a;
-		cfg.image_path = path.c_str();
-		cfg.workload = "dontneed-race";
-		cfg.procs = 2;
-		cfg.vcpus = 2;
-		cfg.seconds = 60;
+		cfg = guest_run_config(a, "dontneed-race", path, 2, 2, 60);
 		cfg.seed = seed;
 		cfg.inject = inject;
 		cfg.features.reclaim_empty_tables = true;

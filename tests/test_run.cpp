@@ -20,6 +20,7 @@
 #error "PTEMU_CLI must name the ptemu program"
 #endif
 
+using ptemu_test::guest_run_config;
 using ptemu_test::workload_image;
 
 namespace {
@@ -29,12 +30,8 @@ struct GuestRunHolder {
 	    ptemu_injection inject = INJECT_NONE, const char *path = nullptr)
 	{
 		path_ = path ? path : workload_image(arch, workload);
-		cfg.arch = ptemu_arch_find(arch);
-		cfg.image_path = path_.c_str();
-		cfg.workload = workload;
-		cfg.procs = procs;
-		cfg.vcpus = vcpus;
-		cfg.seconds = seconds;
+		cfg =
+			guest_run_config(ptemu_arch_find(arch), workload, path_, procs, vcpus, seconds);
 		cfg.seed = 7;
 		cfg.inject = inject;
 		cfg.phys_bytes = 128ull << 20;
@@ -119,14 +116,9 @@ TEST(GuestRun, ProcessExitRacesTheOthersFaults)
 {
 	for (const char *arch : {"arm64", "s390"}) {
 		for (const char *w : {"shmem-stress", "truncate-race"}) {
-			ptemu_run_config cfg{};
 			std::string path = workload_image(arch, w);
-			cfg.arch = ptemu_arch_find(arch);
-			cfg.image_path = path.c_str();
-			cfg.workload = w;
-			cfg.procs = 3;
-			cfg.vcpus = 2;
-			cfg.seconds = 0.8;
+			ptemu_run_config cfg =
+				guest_run_config(ptemu_arch_find(arch), w, path, 3, 2, 0.8);
 			cfg.exit_after = 0.3;
 			cfg.phys_bytes = 128ull << 20;
 			ptemu_machine *m = nullptr;
@@ -202,13 +194,8 @@ TEST(GuestRun, SameFaultWithoutProgressIsALivelockSaidAtOnce)
 		// Not every seed's stale walk cache ends in one vCPU's endless fault (some runs
 		// are clean, some end at the step bound's safety net): the first of three that does.
 		for (uint64_t seed = 1; seed <= 3 && caught.empty(); seed++) {
-			ptemu_run_config cfg{};
-			cfg.arch = ptemu_arch_find(arch);
-			cfg.image_path = path.c_str();
-			cfg.workload = "shmem-stress";
-			cfg.procs = 2;
-			cfg.vcpus = 2;
-			cfg.seconds = 3600;
+			ptemu_run_config cfg =
+				guest_run_config(ptemu_arch_find(arch), "shmem-stress", path, 2, 2, 3600);
 			cfg.seed = seed;
 			cfg.inject = INJECT_NO_TLB_FLUSH;
 			cfg.khugepaged = true;
@@ -240,13 +227,8 @@ TEST(GuestRun, SameFaultWithoutProgressIsALivelockSaidAtOnce)
 TEST(GuestRun, HangReportNamesTheSyscall)
 {
 	std::string path = workload_image("arm64", "khugepaged-wait");
-	ptemu_run_config cfg{};
-	cfg.arch = ptemu_arch_find("arm64");
-	cfg.image_path = path.c_str();
-	cfg.workload = "khugepaged-wait";
-	cfg.procs = 1;
-	cfg.vcpus = 1;
-	cfg.seconds = 60;
+	ptemu_run_config cfg =
+		guest_run_config(ptemu_arch_find("arm64"), "khugepaged-wait", path, 1, 1, 60);
 	cfg.khugepaged = true;
 	cfg.scan_sleep_ms = 1e6;
 	cfg.watchdog_seconds = 0.5;

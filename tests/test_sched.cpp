@@ -115,13 +115,7 @@ ptemu_run_result det_run(const char *arch, const char *workload, uint64_t seed)
 {
 	const ptemu_arch *a = ptemu_arch_find(arch);
 	std::string path = workload_image(arch, workload);
-	ptemu_run_config cfg{};
-	cfg.arch = a;
-	cfg.image_path = path.c_str();
-	cfg.workload = workload;
-	cfg.procs = 2;
-	cfg.vcpus = 2;
-	cfg.seconds = 60;
+	ptemu_run_config cfg = guest_run_config(a, workload, path, 2, 2, 60);
 	cfg.seed = seed;
 	cfg.phys_bytes = 128ull << 20;
 	cfg.deterministic = true;
@@ -279,13 +273,8 @@ struct Recorder {
 
 ptemu_run_result det_run_16x16(const std::string &path, Recorder *rec, const Recorder *replay)
 {
-	ptemu_run_config cfg{};
-	cfg.arch = ptemu_arch_find("arm64");
-	cfg.image_path = path.c_str();
-	cfg.workload = "shmem-stress";
-	cfg.procs = 16;
-	cfg.vcpus = 16;
-	cfg.seconds = 3600;
+	ptemu_run_config cfg =
+		guest_run_config(ptemu_arch_find("arm64"), "shmem-stress", path, 16, 16, 3600);
 	cfg.seed = 3;
 	cfg.khugepaged = true;
 	cfg.phys_bytes = 512ull << 20;

@@ -253,13 +253,8 @@ TEST(UserThpGuest, FirstMadviseHugepageThenWaitSucceedsEveryRun)
 	for (const char *arch : {"arm64", "s390"}) {
 		for (int run = 0; run < 6; run++) {
 			std::string path = workload_image(arch, "khugepaged-wait");
-			ptemu_run_config cfg{};
-			cfg.arch = ptemu_arch_find(arch);
-			cfg.image_path = path.c_str();
-			cfg.workload = "khugepaged-wait";
-			cfg.procs = 3;
-			cfg.vcpus = 1;
-			cfg.seconds = 3;
+			ptemu_run_config cfg =
+				guest_run_config(ptemu_arch_find(arch), "khugepaged-wait", path, 3, 1, 3);
 			cfg.seed = (uint64_t)run + 1;
 			cfg.khugepaged = true;
 			cfg.scan_sleep_ms = 1;
