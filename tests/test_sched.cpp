@@ -125,7 +125,8 @@ ptemu_run_result det_run(const char *arch, const char *workload, uint64_t seed)
 	ptemu_run_result res{};
 	EXPECT_EQ(ptemu_run(&cfg, &m, &res), PTEMU_RUN_OK) << res.message;
 	EXPECT_EQ(m ? check_violation_count(m) : 1, 0u);
-	ptemu_machine_destroy(m);
+	if (!res.hung)	/* stuck vCPU threads still use it */
+		ptemu_machine_destroy(m);
 	return res;
 }
 
@@ -294,7 +295,8 @@ ptemu_run_result det_run_16x16(const std::string &path, Recorder *rec, const Rec
 	ptemu_run_result res{};
 	EXPECT_EQ(ptemu_run(&cfg, &m, &res), PTEMU_RUN_OK) << res.message;
 	EXPECT_EQ(m ? check_violation_count(m) : 1, 0u);
-	ptemu_machine_destroy(m);
+	if (!res.hung)	/* stuck vCPU threads still use it */
+		ptemu_machine_destroy(m);
 	return res;
 }
 

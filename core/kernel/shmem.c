@@ -37,7 +37,8 @@ static bool split_folio(struct ptemu_file *f, struct page *folio)
 {
 	uint64_t nr = 1ull << folio->order, start = folio->index;
 	uint64_t pfn = folio_pfn(folio);
-	uint32_t keep = folio->flags & (1u << PG_uptodate | 1u << PG_dirty | 1u << PG_swapbacked);
+	uint32_t keep = __atomic_load_n(&folio->flags, __ATOMIC_RELAXED) &
+			(1u << PG_uptodate | 1u << PG_dirty | 1u << PG_swapbacked);
 
 	unmap_mapping_range(f, start, start + nr - 1);
 	/* Under the cache lock, as folio_ref_freeze: a lookup takes its reference there. */

@@ -42,6 +42,8 @@ _Static_assert(MAX_PROCS * MAX_VCPUS + 2 <= PTEMU_SCHED_MAX_THREADS, "the schedu
 #define STACK_BYTES (256u << 10)
 /* How long past --seconds a guest may take to notice should_stop before it is ended. */
 #define GRACE_SECONDS 2.0
+/* Steps a deterministic run allows each vCPU past its bound before calling it a livelock. */
+#define LIVELOCK_STEPS_PER_VCPU 20000
 /* Faults in a row at one instruction and address, with no syscall between, that end a
  * vCPU as livelocked: a fault the handler resolves is retried once, or a few times when
  * other CPUs race it; never this often. */
@@ -1208,6 +1210,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 	__atomic_store_n(&r->launched, 1, __ATOMIC_RELEASE);
 	ptemu_sched_start(r->m);
 	double watchdog = cfg->watchdog_seconds > 0 ? cfg->watchdog_seconds : 10.0;
+	uint64_t nvcpus_total = (uint64_t)cfg->procs * cfg->vcpus;
 	double last_change = now(), ending = 0, last_exit = 0;
 	uint64_t last_progress = 0;
 	long last_alive = -1;
@@ -1253,9 +1256,12 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 			ending = t;
 		}
 		/* Deterministic runs end by steps: guests that never reach should_stop (a
-		 * vCPU faulting forever at one instruction, say) are a livelock. */
+		 * vCPU faulting forever at one instruction, say) are a livelock. Each vCPU
+		 * takes its own steps to finish its operation and see the stop (a 16x16
+		 * shmem-stress run past its bound takes about 1.2 million). */
 		if (!ending && cfg->deterministic &&
-		    ptemu_sched_steps(r->m) > 4 * cfg->sched.max_steps + 1000000) {
+		    ptemu_sched_steps(r->m) > 4 * cfg->sched.max_steps + 1000000 +
+						      LIVELOCK_STEPS_PER_VCPU * nvcpus_total) {
 			char why[128];
 
 			snprintf(why, sizeof(why), "livelock: %" PRIu64 " steps and the guests have not "
