@@ -297,12 +297,16 @@ TEST(Campaign, SignalStopsTheWorkersAndWritesThePartialResults)
 			setpgid(0, 0);	/* the campaign and its workers: one group to look for */
 			dup2(fd, 1);
 			dup2(fd, 2);
-			execl(PTEMU_CLI, "ptemu", "campaign", "--arch", "arm64", "--seeds", "1000", "--steps",
+			execl(PTEMU_CLI, "ptemu", "campaign", "--arch", "arm64", "--seeds", "40", "--steps",
 			      "100000", "-j", "2", "--json", json.c_str(), (char *)nullptr);
 			_exit(127);
 		}
 		setpgid(pid, pid);
-		usleep(4000 * 1000);	/* long enough for a few runs to finish */
+		/* Until the progress line says a tenth of the runs finished (slow builds take
+		 * longer), so that the partial results hold some. */
+		for (int waited = 0; waited < 1200 && slurp(log).find("/40 runs") == std::string::npos;
+		     waited++)
+			usleep(100 * 1000);
 		EXPECT_EQ(slurp(json), "before") << "the output was replaced before the end";
 		kill(pid, sig);
 		int st = 0;
