@@ -3,16 +3,49 @@
 // classified by the arm64 primitive the kernel uses; s390's pmdp_collapse_flush as IDTE.
 #include "fixture.h"
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include <ptemu/mmu_gather.h>
 #include <ptemu/uaccess.h>
-
-#include <vector>
 
 #include "../workloads/include/ptemu_abi.h"
 
 using namespace ptemu_test;
 
 namespace {
+
+// A reader on another thread that keeps every grace period from ending until it is
+// destroyed: a table's RCU_PENDING state is then stable for the checks, which liburcu's
+// callback thread would otherwise race.
+class GracePeriodHeld {
+      public:
+	explicit GracePeriodHeld(ptemu_machine *m)
+	    : reader_([this, m] {
+		      ptemu_thread_register(m, "reader");
+		      rcu_read_lock();
+		      entered_ = true;
+		      while (!release_)
+			      std::this_thread::yield();
+		      rcu_read_unlock();
+		      ptemu_thread_unregister();
+	      })
+	{
+		while (!entered_)
+			std::this_thread::yield();
+	}
+	~GracePeriodHeld()
+	{
+		release_ = true;
+		reader_.join();
+	}
+
+      private:
+	std::atomic<bool> entered_{false}, release_{false};
+	std::thread reader_;
+};
+
 
 struct Flush {
 	uint64_t start, end;
@@ -97,13 +130,16 @@ TEST_P(MmuGather, MunmapFreesTablesAfterTheFlushAndAGracePeriod)
 	ASSERT_NE(t0, 0u);
 	ASSERT_NE(t1, 0u);
 	s.flushes.clear();
-	ASSERT_EQ(do_munmap(s.mm, a, 2 * s.pmd_size()), 0);
+	{
+		GracePeriodHeld held(s.m);
+		ASSERT_EQ(do_munmap(s.mm, a, 2 * s.pmd_size()), 0);
+		EXPECT_EQ(s.state(t0), TABLE_RCU_PENDING);
+		EXPECT_EQ(s.state(t1), TABLE_RCU_PENDING);
+	}
 	ASSERT_EQ(s.flushes.size(), 1u) << "one flush for the zap and free_pgtables";
 	EXPECT_TRUE(s.flushes[0].tables) << "a gather that freed tables is not last-level only";
 	EXPECT_LE(s.flushes[0].start, a);
 	EXPECT_GE(s.flushes[0].end, a + s.pmd_size() + s.page());
-	EXPECT_EQ(s.state(t0), TABLE_RCU_PENDING);
-	EXPECT_EQ(s.state(t1), TABLE_RCU_PENDING);
 	rcu_barrier();
 	EXPECT_EQ(s.state(t0), TABLE_FREE);
 	EXPECT_EQ(s.state(t1), TABLE_FREE);
@@ -120,9 +156,12 @@ TEST_P(MmuGather, ExitFreesTablesThroughTheGather)
 	Space s(GetParam());
 	uint64_t a = s.map_touched(3);
 	uint64_t t = s.table_at(a);
-	mm_destroy(s.mm);
-	s.mm = nullptr;
-	EXPECT_EQ(s.state(t), TABLE_RCU_PENDING);
+	{
+		GracePeriodHeld held(s.m);
+		mm_destroy(s.mm);
+		s.mm = nullptr;
+		EXPECT_EQ(s.state(t), TABLE_RCU_PENDING);
+	}
 	rcu_barrier();
 	EXPECT_EQ(s.state(t), TABLE_FREE);
 	EXPECT_EQ(s.stat(PTEMU_STAT_tables_gathered), 3u);
@@ -205,11 +244,15 @@ TEST(S390Gather, FreedHalfIsPendingUntilTheGracePeriodEnds)
 	ASSERT_EQ(other & ~4095ull, t & ~4095ull);
 	page *pg = pfn_to_page(s.m->phys, t >> 12);
 	unsigned bit = (t >> 11) & 1;
-	ASSERT_EQ(do_munmap(s.mm, a, s.pmd_size()), 0);
-	EXPECT_EQ(__atomic_load_n(&pg->pt_frag, __ATOMIC_ACQUIRE) & (0x11u << bit), 0x10u << bit)
-		<< "AA cleared, PP set";
-	uint64_t c = pte_alloc_one(s.mm);
-	EXPECT_NE(c, t) << "a half whose free is in flight is not handed out";
+	uint64_t c;
+	{
+		GracePeriodHeld held(s.m);
+		ASSERT_EQ(do_munmap(s.mm, a, s.pmd_size()), 0);
+		EXPECT_EQ(__atomic_load_n(&pg->pt_frag, __ATOMIC_ACQUIRE) & (0x11u << bit), 0x10u << bit)
+			<< "AA cleared, PP set";
+		c = pte_alloc_one(s.mm);
+		EXPECT_NE(c, t) << "a half whose free is in flight is not handed out";
+	}
 	rcu_barrier();
 	EXPECT_EQ(__atomic_load_n(&pg->pt_frag, __ATOMIC_ACQUIRE) & (0x11u << bit), 0u);
 	EXPECT_EQ(s.state(t), TABLE_FREE);
@@ -231,12 +274,15 @@ TEST(S390Gather, IgnoringThePendingBitIsCaught)
 	uint64_t t = s.table_at(a);
 	uint64_t other = pte_alloc_one(s.mm);
 	ASSERT_EQ(other & ~4095ull, t & ~4095ull);
-	ASSERT_EQ(do_munmap(s.mm, a, s.pmd_size()), 0);
-	EXPECT_EQ(s.count(VIOLATION_PT_USE_AFTER_FREE), 0u);
-	uint64_t c = pte_alloc_one(s.mm);
-	uint64_t d = c == t ? 0 : pte_alloc_one(s.mm);
-	EXPECT_TRUE(c == t || d == t);
-	EXPECT_GT(s.count(VIOLATION_PT_USE_AFTER_FREE), 0u) << s.describe();
+	{
+		GracePeriodHeld held(s.m);
+		ASSERT_EQ(do_munmap(s.mm, a, s.pmd_size()), 0);
+		EXPECT_EQ(s.count(VIOLATION_PT_USE_AFTER_FREE), 0u);
+		uint64_t c = pte_alloc_one(s.mm);
+		uint64_t d = c == t ? 0 : pte_alloc_one(s.mm);
+		EXPECT_TRUE(c == t || d == t);
+		EXPECT_GT(s.count(VIOLATION_PT_USE_AFTER_FREE), 0u) << s.describe();
+	}
 	EXPECT_TRUE(ptemu_injection_applies(INJECT_S390_IGNORE_PENDING, s.arch()));
 	EXPECT_FALSE(ptemu_injection_applies(INJECT_S390_IGNORE_PENDING, ptemu_arch_find("arm64")));
 }
