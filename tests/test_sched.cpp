@@ -111,6 +111,19 @@ using GuestShape = std::tuple<const char *, const char *>;
 
 class DetGuest : public testing::TestWithParam<GuestShape> {};
 
+// Runs cfg, which must end clean; the machine goes with the run unless threads are stuck
+// in it.
+ptemu_run_result run_clean(const ptemu_run_config &cfg)
+{
+	ptemu_machine *m = nullptr;
+	ptemu_run_result res{};
+	EXPECT_EQ(ptemu_run(&cfg, &m, &res), PTEMU_RUN_OK) << res.message;
+	EXPECT_EQ(m ? check_violation_count(m) : 1, 0u);
+	if (!res.hung)	/* stuck vCPU threads still use it */
+		ptemu_machine_destroy(m);
+	return res;
+}
+
 ptemu_run_result det_run(const char *arch, const char *workload, uint64_t seed)
 {
 	const ptemu_arch *a = ptemu_arch_find(arch);
@@ -121,13 +134,7 @@ ptemu_run_result det_run(const char *arch, const char *workload, uint64_t seed)
 	cfg.deterministic = true;
 	cfg.sched.seed = seed;
 	cfg.sched.max_steps = 30000;
-	ptemu_machine *m = nullptr;
-	ptemu_run_result res{};
-	EXPECT_EQ(ptemu_run(&cfg, &m, &res), PTEMU_RUN_OK) << res.message;
-	EXPECT_EQ(m ? check_violation_count(m) : 1, 0u);
-	if (!res.hung)	/* stuck vCPU threads still use it */
-		ptemu_machine_destroy(m);
-	return res;
+	return run_clean(cfg);
 }
 
 std::string GuestName(const testing::TestParamInfo<GuestShape> &info)
@@ -291,13 +298,7 @@ ptemu_run_result det_run_16x16(const std::string &path, Recorder *rec, const Rec
 		cfg.sched.forced = replay->switches.data();
 		cfg.sched.nforced = replay->switches.size();
 	}
-	ptemu_machine *m = nullptr;
-	ptemu_run_result res{};
-	EXPECT_EQ(ptemu_run(&cfg, &m, &res), PTEMU_RUN_OK) << res.message;
-	EXPECT_EQ(m ? check_violation_count(m) : 1, 0u);
-	if (!res.hung)	/* stuck vCPU threads still use it */
-		ptemu_machine_destroy(m);
-	return res;
+	return run_clean(cfg);
 }
 
 } // namespace
