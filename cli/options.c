@@ -314,6 +314,9 @@ static int resolve_lists(const struct cli_command *cmd, struct cli_opts *o, bool
 		if (o->nprotocols > 1 && !protocol_list)
 			return usage_error("--protocol: '%s' is more than one protocol", o->protocol_list);
 	}
+	for (unsigned i = 0; o->reclaim && i < o->nprotocols; i++)
+		if (o->protocols[i] == PTEMU_PROTOCOL_LEGACY)
+			return usage_error("%s", PTEMU_RECLAIM_NEEDS_LOCKLESS);
 	return 0;
 }
 

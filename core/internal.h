@@ -14,7 +14,7 @@ void ptemu_rcu_unregister_thread(void);
 /* The held-lock bookkeeping behind every lock wrapper, for locks built elsewhere (the
  * folio lock). */
 void ptemu_lock_acquire_check(const void *lock, uint8_t lclass, bool sleeps, bool nested);
-void ptemu_lock_acquired(const void *lock, uint8_t lclass, bool sleeps);
+void ptemu_lock_acquired(const void *lock, uint8_t lclass, bool sleeps, bool exclusive);
 void ptemu_lock_released(const void *lock);
 
 struct ptemu_thread;

@@ -42,7 +42,7 @@ static void folio_lock_acquired(void)
 	struct ptemu_thread *t = ptemu_current();
 
 	if (t && t->folios_held++ == 0)
-		ptemu_lock_acquired(&folio_lock_class_token, LOCK_CLASS_FOLIO, true);
+		ptemu_lock_acquired(&folio_lock_class_token, LOCK_CLASS_FOLIO, true, true);
 }
 
 static void folio_lock_released(void)

@@ -27,9 +27,9 @@ const char *scan_result_name(enum scan_result r)
 		"SCAN_EXCEED_NONE_PTE", "SCAN_PTE_NON_PRESENT", "SCAN_PTE_MAPPED_HUGEPAGE",
 		"SCAN_PAGE_NULL", "SCAN_PAGE_LOCK", "SCAN_PAGE_COUNT", "SCAN_PAGE_COMPOUND",
 		"SCAN_VMA_CHECK", "SCAN_TRUNCATED", "SCAN_ALLOC_HUGE_PAGE_FAIL", "SCAN_PAGE_FILLED",
-		"SCAN_ANY_PROCESS", "SCAN_VMA_NULL", "SCAN_ADDRESS_RANGE",
+		"SCAN_ANY_PROCESS", "SCAN_VMA_NULL", "SCAN_ADDRESS_RANGE", "SCAN_PAGE_ANON",
 	};
-	return r <= SCAN_ADDRESS_RANGE ? names[r] : "?";
+	return r <= SCAN_PAGE_ANON ? names[r] : "?";
 }
 
 static unsigned hpage_order(const struct ptemu_arch *a)
@@ -196,24 +196,28 @@ static void khugepaged_add_pte_mapped_thp(struct mm_struct *mm, uint64_t addr)
 	spin_unlock(&mm->page_table_lock);
 }
 
-/* collapse_and_free_pmd (v6.5): mmap_lock and i_mmap held for write. */
+/* collapse_and_free_pmd (v6.5): no pmd lock, as mmap_lock and i_mmap_rwsem held for write
+ * keep every other pmd writer out; the table is freed at once, after the flush.
+ * v6.5 also calls tlb_remove_table_sync_one, an IPI that waits for GUP-fast walks with
+ * interrupts off: the model has no such walker, and its hardware walks are done once the
+ * flush is. */
 static void collapse_and_free_pmd(struct mm_struct *mm, uint64_t addr, pmd_t *pmd)
 {
-	struct ptemu_spinlock *pml = pmd_lock(mm, pmd);
-	uint64_t table;
-	pmd_t old = pmdp_collapse_flush(mm, addr, pmd);
-
-	spin_unlock(pml);
-	pmd_kind(old, &table);
-	free_retracted_table(mm, table, false);
+	free_retracted_table(mm, pmd_pgtable(pmdp_collapse_flush(mm, addr, pmd)), false);
 }
 
+/* v6.5's retract_page_tables: each mm's table removed under its mmap_lock, taken with a
+ * trylock (the folio lock held here orders before mmap_lock in the fault path), by
+ * khugepaged for every mm, by MADV_COLLAPSE for its own only; the others are left to
+ * khugepaged's next visit (khugepaged_add_pte_mapped_thp). MADV_COLLAPSE installs the
+ * huge pmd in its own mm at once. Returns the result for the target's VMA. */
 static enum scan_result retract_page_tables_legacy(struct ptemu_file *f, uint64_t pgoff,
 						   struct mm_struct *target_mm, uint64_t target_addr,
-						   struct page *hpage)
+						   struct page *hpage, bool is_khugepaged)
 {
 	struct ptemu_machine *m = f->machine;
-	enum scan_result result = SCAN_SUCCEED;
+	uint64_t hsize = 1ull << m->arch->pmd_leaf_shift;
+	enum scan_result target_result = SCAN_FAIL;
 
 	down_write(&f->i_mmap_rwsem);
 	for (size_t i = 0; i < f->nr_i_mmap; i++) {
@@ -221,41 +225,60 @@ static enum scan_result retract_page_tables_legacy(struct ptemu_file *f, uint64_
 		struct mm_struct *mm = vma->vm_mm;
 		uint64_t addr = vma_address(vma, pgoff);
 		bool is_target = mm == target_mm && addr == target_addr;
+		enum scan_result result;
 		pmd_t *pmd;
 
-		if (retract_skips_vma(vma, addr, &pmd)) {
-			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
-			continue;
-		}
-		if (!down_write_trylock(&mm->mmap_lock)) {
-			/* The mm is busy (a fault, an madvise): try again later. */
-			if (is_target)
-				result = SCAN_PTE_MAPPED_HUGEPAGE;
-			else
+		/* Written-to private mappings hold anon pages and would split again. */
+		if (__atomic_load_n(&vma->anon_vma, __ATOMIC_RELAXED))
+			result = SCAN_PAGE_ANON;
+		else if (!addr || (addr & (hsize - 1)) || vma->vm_end < addr + hsize)
+			result = SCAN_VMA_CHECK;
+		else
+			result = find_pmd_or_thp_or_none(mm, addr, &pmd);
+		if (result != SCAN_SUCCEED)
+			goto next;
+		result = SCAN_PTE_MAPPED_HUGEPAGE;
+		if (!(is_khugepaged || is_target) || !down_write_trylock(&mm->mmap_lock)) {
+			if (!is_target) {
 				khugepaged_add_pte_mapped_thp(mm, addr);
-			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
-			continue;
+				ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
+				continue;
+			}
+			goto next;
 		}
-		if (retract_skips_vma(vma, addr, &pmd)) {
-			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
-		} else {
+		/* vma_try_start_write: the model's faults take no per-VMA lock. anon_vma
+		 * again: a fault under mmap_lock for read may have set it since. */
+		if (vma->anon_vma)
+			result = SCAN_PAGE_ANON;
+		else if (!__atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE))
+			result = SCAN_ANY_PROCESS;
+		else {
 			collapse_and_free_pmd(mm, addr, pmd);
-			if (is_target && set_huge_pmd(vma, addr, pmd, hpage))
-				result = SCAN_FAIL;
+			if (!is_khugepaged && is_target)
+				result = set_huge_pmd(vma, addr, pmd, hpage) ? SCAN_FAIL : SCAN_SUCCEED;
+			else
+				result = SCAN_SUCCEED;
 		}
 		up_write(&mm->mmap_lock);
+next:
+		if (result != SCAN_SUCCEED)
+			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
+		if (is_target)
+			target_result = result;
 	}
 	up_write(&f->i_mmap_rwsem);
-	return result;
+	return target_result;
 }
 
 /* kernel-spec 3.3 (v6.6) or the v6.5 retract of 3.5, by the machine's protocol. hpage: the
  * new folio, locked, for the legacy protocol's install in the caller's own mm. */
 static enum scan_result retract_page_tables(struct ptemu_file *f, uint64_t pgoff, struct mm_struct *target_mm,
-					    uint64_t target_addr, struct page *hpage)
+					    uint64_t target_addr, struct page *hpage,
+					    const struct collapse_control *cc)
 {
 	if (f->machine->protocol == PTEMU_PROTOCOL_LEGACY)
-		return retract_page_tables_legacy(f, pgoff, target_mm, target_addr, hpage);
+		return retract_page_tables_legacy(f, pgoff, target_mm, target_addr, hpage,
+						  !cc || cc->is_khugepaged);
 	retract_page_tables_lockless(f, pgoff);
 	return SCAN_SUCCEED;
 }
@@ -529,7 +552,7 @@ enum scan_result collapse_file(struct mm_struct *mm, uint64_t addr, struct ptemu
 	if (f->shmem)
 		SetPageFlag(hpage, PG_dirty);
 
-	result = retract_page_tables(f, start, mm, addr, hpage);
+	result = retract_page_tables(f, start, mm, addr, hpage, cc);
 	ptemu_sched_long_window_end();
 	ptemu_stat_add(&m->stats, PTEMU_STAT_collapses, 1);
 	/* MADV_COLLAPSE then maps it in its own mm (collapse_pte_mapped_thp, install_pmd). */
@@ -593,69 +616,74 @@ static enum scan_result thp_pte_check(const struct ptemu_arch *a, pte_t v, uint6
 	return a->pte_leaf(v.val).pfn == pfn ? SCAN_SUCCEED : SCAN_FAIL;	/* a COWed copy, say */
 }
 
-enum scan_result collapse_pte_mapped_thp(struct mm_struct *mm, uint64_t addr, bool install_pmd)
+/* collapse_pte_mapped_thp's steps 1 to 4 as v6.5 has them, under mmap_lock and i_mmap_rwsem
+ * held for write: the entries are checked and their rmap dropped under the ptl but not
+ * cleared; the table goes with them, freed at once. */
+static enum scan_result cpmt_remove_table_legacy(struct mm_struct *mm, struct ptemu_file *f, pmd_t *pmd,
+						 uint64_t haddr, struct page *folio)
+{
+	const struct ptemu_arch *a = mm->machine->arch;
+	uint64_t nr = 1ull << hpage_order(a), count = 0;
+	enum scan_result result = SCAN_SUCCEED;
+	struct ptemu_spinlock *ptl;
+	pte_t *start_pte;
+
+	down_write(&f->i_mmap_rwsem);
+	start_pte = pte_offset_map_lock(mm, pmd, haddr, &ptl);
+	if (!start_pte) {
+		up_write(&f->i_mmap_rwsem);
+		return SCAN_FAIL;
+	}
+	for (uint64_t i = 0; i < nr && result == SCAN_SUCCEED; i++) {
+		pte_t v = ptep_get(start_pte + i);
+
+		result = thp_pte_check(a, v, folio_pfn(folio) + i);
+		count += result == SCAN_SUCCEED && !a->pte_none(v.val);
+	}
+	if (result == SCAN_SUCCEED)
+		__atomic_fetch_sub(&folio->mapcount, (int32_t)count, __ATOMIC_RELAXED);
+	pte_unmap_unlock(start_pte, ptl);
+	if (result == SCAN_SUCCEED) {
+		__atomic_fetch_sub(&folio->refcount, (int32_t)count, __ATOMIC_RELEASE);
+		add_mm_counter(mm, f->shmem ? MM_SHMEMPAGES : MM_FILEPAGES, -(int64_t)count);
+		collapse_and_free_pmd(mm, haddr, pmd);
+	}
+	up_write(&f->i_mmap_rwsem);
+	return result;
+}
+
+/* Steps 1 to 4 as v6.6 has them (kernel-spec 3.4), under mmap_lock for read: the entries
+ * cleared under the ptl, then the empty table removed under the pmd lock and the ptl,
+ * freed by RCU. */
+static enum scan_result cpmt_remove_table(struct mm_struct *mm, struct ptemu_file *f, pmd_t *pmd, uint64_t haddr,
+					  struct page *folio)
 {
 	struct ptemu_machine *m = mm->machine;
 	const struct ptemu_arch *a = m->arch;
-	bool legacy = m->protocol == PTEMU_PROTOCOL_LEGACY;
-	uint64_t hsize = 1ull << a->pmd_leaf_shift, haddr = addr & ~(hsize - 1);
-	uint64_t psize = ptemu_page_size(a), nr = hsize / psize, nr_ptes = 0, table = 0;
-	struct vm_area_struct *vma = vma_lookup(mm, haddr);
+	uint64_t psize = ptemu_page_size(a), nr = 1ull << hpage_order(a), nr_ptes = 0, table = 0;
+	enum scan_result result = SCAN_SUCCEED;
 	struct ptemu_spinlock *ptl, *pml;
-	enum scan_result result;
 	pte_t *start_pte;
-	pmd_t *pmd, pmdval;
-
-	/* First, in case the tables are being torn down. */
-	if (!a->pmd_leaf_shift || !vma || !vma->vm_file || haddr < vma->vm_start ||
-	    haddr + hsize > vma->vm_end)
-		return SCAN_VMA_CHECK;
-	result = find_pmd_or_thp_or_none(mm, haddr, &pmd);
-	if (result == SCAN_PMD_MAPPED)
-		return result;
-	uint64_t index = vma->vm_pgoff + ((haddr - vma->vm_start) >> a->page_shift);
-
-	if (!hugepage_vma_check(vma, vma->vm_flags, false))
-		return SCAN_VMA_CHECK;
-	struct ptemu_file *f = vma->vm_file;
-	struct page *folio = filemap_get_folio(f, index);
-
-	if (!folio)
-		return SCAN_PAGE_NULL;
-	folio_lock(folio);
-	if (folio->order != hpage_order(a) || folio->index != index || folio->mapping != f) {
-		result = SCAN_PAGE_COMPOUND;
-		goto drop_folio;
-	}
-	/* Stable now: the folio lock keeps collapse_file and truncation off the range. */
-	result = find_pmd_or_thp_or_none(mm, haddr, &pmd);
-	if (result == SCAN_PMD_NONE)
-		goto maybe_install_pmd;
-	if (result != SCAN_SUCCEED)
-		goto drop_folio;
-	if (legacy)
-		down_write(&f->i_mmap_rwsem);
+	pmd_t pmdval;
 
 	/* Step 1: every entry is none or maps its own page of the folio. */
 	start_pte = pte_offset_map_lock(mm, pmd, haddr, &ptl);
 	if (!start_pte) {
 		/* Only a reclaim of the (then empty) table can get here first. */
 		ptemu_note_map_failed_after_table(m);
-		result = SCAN_FAIL;
-		goto unlock_i_mmap;
+		return SCAN_FAIL;
 	}
 	for (uint64_t i = 0; i < nr && result == SCAN_SUCCEED; i++)
 		result = thp_pte_check(a, ptep_get(start_pte + i), folio_pfn(folio) + i);
 	pte_unmap_unlock(start_pte, ptl);
 	if (result != SCAN_SUCCEED)
-		goto unlock_i_mmap;
+		return result;
 
 	/* Step 2: clear them; their flush is pmdp_collapse_flush's. */
 	start_pte = __pte_offset_map(pmd, haddr, &pmdval);
 	if (!start_pte) {
 		ptemu_note_map_failed_after_table(m);
-		result = SCAN_FAIL;
-		goto abort;
+		return SCAN_FAIL;
 	}
 	pmd_kind(pmdval, &table);
 	ptl = pte_lockptr(mm, &pmdval);
@@ -694,30 +722,66 @@ enum scan_result collapse_pte_mapped_thp(struct mm_struct *mm, uint64_t addr, bo
 			goto abort;
 		}
 	}
-	if (ptl != pml && !legacy)
+	if (ptl != pml)
 		spin_lock_nested(ptl);
 	table = pmd_pgtable(pmdp_collapse_flush(mm, haddr, pmd));
-	if (ptl != pml && !legacy)
+	if (ptl != pml)
 		spin_unlock(ptl);
 	spin_unlock(pml);
-	free_retracted_table(mm, table, !legacy);
-	if (legacy)
-		up_write(&f->i_mmap_rwsem);
-
-maybe_install_pmd:
-	/* Step 5. */
-	if (install_pmd)
-		result = set_huge_pmd(vma, haddr, pmd, folio) ? SCAN_FAIL : SCAN_SUCCEED;
-	else
-		result = SCAN_SUCCEED;
-	goto drop_folio;
+	free_retracted_table(mm, table, true);
+	return SCAN_SUCCEED;
 
 abort:
 	if (nr_ptes)
 		flush_tlb_mm(mm);
-unlock_i_mmap:
-	if (legacy)
-		up_write(&f->i_mmap_rwsem);
+	return result;
+}
+
+/* kernel-spec 3.4 (v6.6, mmap_lock held for read) or v6.5's (held for write). */
+enum scan_result collapse_pte_mapped_thp(struct mm_struct *mm, uint64_t addr, bool install_pmd)
+{
+	struct ptemu_machine *m = mm->machine;
+	const struct ptemu_arch *a = m->arch;
+	bool legacy = m->protocol == PTEMU_PROTOCOL_LEGACY;
+	uint64_t hsize = 1ull << a->pmd_leaf_shift, haddr = addr & ~(hsize - 1);
+	struct vm_area_struct *vma = vma_lookup(mm, haddr);
+	enum scan_result result;
+	pmd_t *pmd;
+
+	/* First, in case the tables are being torn down. */
+	if (!a->pmd_leaf_shift || !vma || !vma->vm_file || haddr < vma->vm_start ||
+	    haddr + hsize > vma->vm_end)
+		return SCAN_VMA_CHECK;
+	result = find_pmd_or_thp_or_none(mm, haddr, &pmd);
+	if (result == SCAN_PMD_MAPPED)
+		return result;
+	uint64_t index = vma->vm_pgoff + ((haddr - vma->vm_start) >> a->page_shift);
+
+	if (!hugepage_vma_check(vma, vma->vm_flags, false))
+		return SCAN_VMA_CHECK;
+	/* v6.5, as its retract: a written-to private mapping would need its anon_vma locked. */
+	if (legacy && vma->anon_vma)
+		return SCAN_VMA_CHECK;
+	struct ptemu_file *f = vma->vm_file;
+	struct page *folio = filemap_get_folio(f, index);
+
+	if (!folio)
+		return SCAN_PAGE_NULL;
+	folio_lock(folio);
+	if (folio->order != hpage_order(a) || folio->index != index || folio->mapping != f) {
+		result = SCAN_PAGE_COMPOUND;
+		goto drop_folio;
+	}
+	/* Stable now: the folio lock keeps collapse_file and truncation off the range. */
+	result = find_pmd_or_thp_or_none(mm, haddr, &pmd);
+	if (result == SCAN_SUCCEED)
+		result = legacy ? cpmt_remove_table_legacy(mm, f, pmd, haddr, folio)
+				: cpmt_remove_table(mm, f, pmd, haddr, folio);
+	else if (result == SCAN_PMD_NONE)
+		result = SCAN_SUCCEED;	/* maybe_install_pmd */
+	/* Step 5. */
+	if (result == SCAN_SUCCEED && install_pmd)
+		result = set_huge_pmd(vma, haddr, pmd, folio) ? SCAN_FAIL : SCAN_SUCCEED;
 drop_folio:
 	folio_unlock(folio);
 	folio_put(folio);

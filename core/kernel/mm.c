@@ -234,21 +234,71 @@ static struct page *pte_folio(const struct ptemu_machine *m, uint64_t pte, uint6
 	return page_folio(pfn_to_page(m->phys, *pfn));
 }
 
-/* Returns false when the table went away under us: the caller redoes the pmd. *tablep: the
- * table that was zapped. */
+/* 6.14's free_pte: the table a reclaim detached goes through the gather, freed once walk
+ * caches forgot it and after a grace period. */
+static void free_pte(struct mmu_gather *tlb, pmd_t pmdval, uint64_t addr)
+{
+	struct mm_struct *mm = tlb->mm;
+	uint64_t table = 0;
+
+	pmd_kind(pmdval, &table);
+	mm_inc_pgtables(mm, -(int64_t)mm->machine->arch->pte_table_bytes);
+	pte_free_tlb(tlb, table, addr);
+	ptemu_stat_add(&mm->machine->stats, PTEMU_STAT_tables_reclaimed, 1);
+}
+
+/* 6.14's try_to_free_pte (mm/pt_reclaim.c), when the zap could not take the pmd lock while
+ * it held the ptl: the table is detached only if every entry is still none, checked under
+ * the pmd lock and the ptl, since a fault may have filled one after the zap. */
+static void try_to_free_pte(struct mmu_gather *tlb, pmd_t *pmd, uint64_t addr)
+{
+	struct mm_struct *mm = tlb->mm;
+	const struct ptemu_arch *a = mm->machine->arch;
+	unsigned n = a->pte_table_bytes / a->entry_bytes;
+	struct ptemu_spinlock *pml = pmd_lock(mm, pmd), *ptl = NULL;
+	pmd_t pmdval;
+	/* pte_offset_map_rw_nolock: the pmd's value with the map, stable under pml. */
+	pte_t *pte = __pte_offset_map(pmd, addr, &pmdval);
+	bool empty = pte != NULL;
+
+	if (pte)
+		ptl = pte_lockptr(mm, &pmdval);
+
+	if (pte && ptl != pml)
+		spin_lock_nested(ptl);
+	for (unsigned i = 0; empty && i < n; i++)
+		empty = a->pte_none(ptep_get(pte + i).val);
+	if (pte)
+		pte_unmap(pte);
+	if (empty)
+		pmd_clear(pmd);
+	if (pte && ptl != pml)
+		spin_unlock(ptl);
+	spin_unlock(pml);
+	if (empty)
+		free_pte(tlb, pmdval, addr);
+}
+
+/* Returns false when the table went away under us: the caller redoes the pmd.
+ * reclaim_pt (6.14's reclaim_pt_is_enabled): MADV_DONTNEED with reclaim_empty_tables over
+ * the table's whole PMD range. The zap skips no entry, so the table is then empty: it is
+ * detached at once if the pmd lock can be taken under the ptl (try_get_and_clear_pmd),
+ * else after the ptl by try_to_free_pte. */
 static bool zap_pte_range(struct mmu_gather *tlb, struct vm_area_struct *vma, pmd_t *pmd,
-			  uint64_t addr, uint64_t end, uint64_t *tablep)
+			  uint64_t addr, uint64_t end, bool reclaim_pt)
 {
 	struct mm_struct *mm = vma->vm_mm;
 	struct ptemu_machine *m = mm->machine;
 	const struct ptemu_arch *a = m->arch;
-	struct ptemu_spinlock *ptl;
+	struct ptemu_spinlock *ptl, *pml;
+	uint64_t start = addr;
 	pte_t *pte = pte_offset_map_lock(mm, pmd, addr, &ptl);
 	pte_t *first = pte;
+	pmd_t pmdval;
+	bool direct_reclaim = false;
 
 	if (!pte)
 		return false;
-	*tablep = ptemu_slot_pa(m, first) & ~(uint64_t)(a->pte_table_bytes - 1);
 	for (; addr < end; addr += ptemu_page_size(a), pte++) {
 		pte_t v = ptep_get(pte);
 		uint64_t pfn;
@@ -265,7 +315,21 @@ static bool zap_pte_range(struct mmu_gather *tlb, struct vm_area_struct *vma, pm
 		tlb_flush_range_add(tlb, addr, ptemu_page_size(a));
 		tlb_remove_page(tlb, folio);
 	}
+	if (reclaim_pt) {
+		pml = pmd_lockptr(mm, pmd);
+		/* A trylock of a lock we hold (no split pmd lock) fails, as the kernel's. */
+		direct_reclaim = pml != ptl && spin_trylock(pml);
+		if (direct_reclaim) {
+			pmdval = pmdp_get_lockless(pmd);
+			pmd_clear(pmd);
+			spin_unlock(pml);
+		}
+	}
 	pte_unmap_unlock(first, ptl);
+	if (direct_reclaim)
+		free_pte(tlb, pmdval, start);
+	else if (reclaim_pt)
+		try_to_free_pte(tlb, pmd, start);
 	return true;
 }
 
@@ -293,53 +357,6 @@ static void zap_huge_pmd(struct mmu_gather *tlb, struct vm_area_struct *vma, pmd
 	spin_unlock(pml);
 }
 
-/* Linux 6.14's try_to_free_pte (mm/pt_reclaim.c) on v6.6 primitives: a table that a
- * MADV_DONTNEED zap left with every entry none is detached as retract detaches one (pmd
- * lock, then ptl nested; pmdp_collapse_flush, which drops walk caches too) and freed by RCU.
- * A fault that mapped the table before the clear is kept out of it only by its pmd_same
- * re-check under the ptl (pte_offset_map_lock): no folio lock orders it against the zap. */
-static void reclaim_empty_table(struct mm_struct *mm, pmd_t *pmd, uint64_t addr, uint64_t table)
-{
-	struct ptemu_machine *m = mm->machine;
-	const struct ptemu_arch *a = m->arch;
-	unsigned n = a->pte_table_bytes / a->entry_bytes;
-	struct ptemu_spinlock *pml = pmd_lock(mm, pmd), *ptl;
-	pmd_t pmdval = pmdp_get_lockless(pmd);
-	bool empty = true;
-	uint64_t cur;
-	pte_t *pte;
-
-	/* Still the table we zapped: not retracted, not replaced after a refault. */
-	if (pmd_kind(pmdval, &cur) != PTEMU_ENTRY_TABLE || cur != table) {
-		spin_unlock(pml);
-		return;
-	}
-	ptl = pte_lockptr(mm, &pmdval);
-	if (ptl != pml)
-		spin_lock_nested(ptl);
-	/* Under both locks, so that no entry can be filled between the check and the clear. */
-	pte = pte_offset_map(pmd, addr & ~(ptemu_pmd_size(a) - 1));
-	for (unsigned i = 0; pte && empty && i < n; i++)
-		empty = a->pte_none(ptep_get(pte + i).val);
-	if (pte)
-		pte_unmap(pte);
-	if (empty)
-		pmdp_collapse_flush(mm, addr, pmd);
-	if (ptl != pml)
-		spin_unlock(ptl);
-	spin_unlock(pml);
-	if (!empty)
-		return;
-	free_detached_pte_table(mm, table, true);
-	ptemu_stat_add(&m->stats, PTEMU_STAT_tables_reclaimed, 1);
-}
-
-/* A table a zap went through, to be reclaimed if the zap left it empty. */
-struct zap_table {
-	pmd_t *pmd;
-	uint64_t addr, table;
-};
-
 /* unmap_page_range into the caller's gather. reclaim_pt: MADV_DONTNEED with
  * reclaim_empty_tables (6.14's zap_details.reclaim_pt). */
 static void zap_range(struct mmu_gather *tlb, struct vm_area_struct *vma, uint64_t start,
@@ -348,8 +365,6 @@ static void zap_range(struct mmu_gather *tlb, struct vm_area_struct *vma, uint64
 	struct mm_struct *mm = vma->vm_mm;
 	const struct ptemu_arch *a = mm->machine->arch;
 	uint64_t pmd_size = ptemu_pmd_size(a), table;
-	struct zap_table *tables = NULL;
-	size_t ntables = 0, cap = 0;
 
 	for (uint64_t addr = start; addr < end;) {
 		uint64_t next = (addr & ~(pmd_size - 1)) + pmd_size;
@@ -368,14 +383,9 @@ static void zap_range(struct mmu_gather *tlb, struct vm_area_struct *vma, uint64
 		case PTEMU_ENTRY_TABLE:
 			ptemu_sched_point_window(table);	/* the pmd seen, the table not yet mapped */
 			/* A failed map means the table was retracted: look at the pmd again. */
-			if (!zap_pte_range(tlb, vma, pmd, addr, next, &table)) {
+			if (!zap_pte_range(tlb, vma, pmd, addr, next, reclaim_pt && next - addr >= pmd_size)) {
 				ptemu_note_map_failed_after_table(mm->machine);
 				continue;
-			}
-			if (reclaim_pt) {
-				tables = ptemu_array_reserve(tables, &cap, ntables, sizeof(*tables), 8,
-							     "a zap");
-				tables[ntables++] = (struct zap_table){ pmd, addr, table };
 			}
 			break;
 		default:
@@ -383,15 +393,6 @@ static void zap_range(struct mmu_gather *tlb, struct vm_area_struct *vma, uint64
 		}
 		addr = next;
 	}
-	if (!ntables)
-		return;
-	/* After the flush and the page frees. (6.14 clears the pmd inside the zap and frees
-	 * the table through the mmu_gather after the flush; the detach is under both locks
-	 * either way.) */
-	tlb_flush_mmu(tlb);
-	for (size_t i = 0; i < ntables; i++)
-		reclaim_empty_table(mm, tables[i].pmd, tables[i].addr, tables[i].table);
-	free(tables);
 }
 
 static void zap_vma_range(struct vm_area_struct *vma, uint64_t start, uint64_t end, bool reclaim_pt)

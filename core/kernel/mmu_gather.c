@@ -59,10 +59,6 @@ void pte_free_tlb(struct mmu_gather *tlb, uint64_t table_pa, uint64_t addr)
 
 	tlb_flush_range_add(tlb, addr, ptemu_page_size(m->arch));
 	tlb->freed_tables = true;
-	/* From here only RCU readers may still be inside it (the checker's RCU_PENDING);
-	 * without rcu_table_free it stays detached until freed after the flush. */
-	if (m->arch->rcu_table_free)
-		check_table_defer(m, table_pa);
 	ptemu_stat_add(&m->stats, PTEMU_STAT_tables_gathered, 1);
 	m->arch->pte_free_tlb(tlb, table_pa);
 }
@@ -101,6 +97,10 @@ static void tlb_table_flush(struct mmu_gather *tlb)
 		tlb->ntables = 0;
 		return;
 	}
+	/* Invalidated now (tlb_table_invalidate): from here only RCU readers may still be
+	 * inside them, the checker's RCU_PENDING. */
+	for (size_t i = 0; i < tlb->ntables; i++)	/* s390's tokens carry the half below */
+		check_table_defer(m, tlb->tables[i] & ~(uint64_t)(m->arch->pte_table_bytes - 1));
 	b = malloc(sizeof(*b) + tlb->ntables * sizeof(b->tables[0]));
 	if (!b)
 		ptemu_bug("out of host memory for an mmu_gather table batch");

@@ -577,7 +577,10 @@ pmd_t pmdp_collapse_flush(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp)
 	uint64_t start = addr & ~(ptemu_pmd_size(m->arch) - 1);
 	pmd_t old;
 
-	require_pml(mm, pmdp, "pmdp_collapse_flush");
+	/* Or, as v6.5's collapse_and_free_pmd, mmap_lock and i_mmap_rwsem both held for
+	 * write: every other writer of this pmd holds one of them. */
+	if (!ptemu_holds_lock_exclusive(&mm->mmap_lock) || !ptemu_holds_class_exclusive(LOCK_CLASS_I_MMAP))
+		require_pml(mm, pmdp, "pmdp_collapse_flush");
 	if (m->arch->pmdp_collapse_flush)
 		return __pmd(m->arch->pmdp_collapse_flush(mm, addr, ptemu_slot_pa(m, pmdp)));
 	old = pmdp_get_lockless(pmdp);

@@ -72,6 +72,26 @@ const char *ptemu_lock_class_name(enum ptemu_lock_class c)
 	return c < LOCK_CLASS_COUNT ? class_names[c] : "?";
 }
 
+bool ptemu_holds_lock_exclusive(const void *lock)
+{
+	struct ptemu_thread *t = current_thread;
+
+	for (int i = t ? t->nr_held - 1 : -1; i >= 0; i--)
+		if (t->held[i].lock == lock)
+			return t->held[i].exclusive;
+	return false;
+}
+
+bool ptemu_holds_class_exclusive(enum ptemu_lock_class c)
+{
+	struct ptemu_thread *t = current_thread;
+
+	for (int i = t ? t->nr_held - 1 : -1; i >= 0; i--)
+		if (t->held[i].lclass == c && t->held[i].exclusive)
+			return true;
+	return false;
+}
+
 bool ptemu_holds_lock(const void *lock)
 {
 	struct ptemu_thread *t = current_thread;
@@ -127,7 +147,7 @@ void ptemu_lock_acquire_check(const void *lock, uint8_t lclass, bool sleeps, boo
 	}
 }
 
-void ptemu_lock_acquired(const void *lock, uint8_t lclass, bool sleeps)
+void ptemu_lock_acquired(const void *lock, uint8_t lclass, bool sleeps, bool exclusive)
 {
 	struct ptemu_thread *t = current_thread;
 
@@ -138,7 +158,7 @@ void ptemu_lock_acquired(const void *lock, uint8_t lclass, bool sleeps)
 			     "more than %d locks held at once", PTEMU_MAX_HELD_LOCKS);
 		return;
 	}
-	t->held[t->nr_held++] = (struct ptemu_held_lock){ lock, lclass, sleeps,
+	t->held[t->nr_held++] = (struct ptemu_held_lock){ lock, lclass, sleeps, exclusive,
 							  check_event_now(t->machine) };
 }
 
@@ -200,7 +220,7 @@ static void spin_acquire(struct ptemu_spinlock *l, bool nested)
 	ptemu_lock_acquire_check(l, spin_class(l), false, nested);
 	while (!spin_try(l))
 		wait_for(l, spin_class(l), &spins);
-	ptemu_lock_acquired(l, spin_class(l), false);
+	ptemu_lock_acquired(l, spin_class(l), false, true);
 }
 
 void spin_lock(struct ptemu_spinlock *l)
@@ -217,7 +237,7 @@ bool spin_trylock(struct ptemu_spinlock *l)
 {
 	if (!spin_try(l))
 		return false;
-	ptemu_lock_acquired(l, spin_class(l), false);
+	ptemu_lock_acquired(l, spin_class(l), false, true);
 	return true;
 }
 
@@ -259,7 +279,7 @@ void down_read(struct ptemu_rwsem *s)
 			wait_for(s, s->lclass, &spins);
 	else
 		pthread_rwlock_rdlock(&s->rw);
-	ptemu_lock_acquired(s, s->lclass, true);
+	ptemu_lock_acquired(s, s->lclass, true, false);
 }
 
 void down_write(struct ptemu_rwsem *s)
@@ -273,14 +293,14 @@ void down_write(struct ptemu_rwsem *s)
 			wait_for(s, s->lclass, &spins);
 	else
 		pthread_rwlock_wrlock(&s->rw);
-	ptemu_lock_acquired(s, s->lclass, true);
+	ptemu_lock_acquired(s, s->lclass, true, true);
 }
 
 bool down_read_trylock(struct ptemu_rwsem *s)
 {
 	if (pthread_rwlock_tryrdlock(&s->rw))
 		return false;
-	ptemu_lock_acquired(s, s->lclass, true);
+	ptemu_lock_acquired(s, s->lclass, true, false);
 	return true;
 }
 
@@ -288,7 +308,7 @@ bool down_write_trylock(struct ptemu_rwsem *s)
 {
 	if (pthread_rwlock_trywrlock(&s->rw))
 		return false;
-	ptemu_lock_acquired(s, s->lclass, true);
+	ptemu_lock_acquired(s, s->lclass, true, true);
 	return true;
 }
 
@@ -328,7 +348,7 @@ void mutex_lock(struct ptemu_mutex *m)
 			wait_for(m, m->lclass, &spins);
 	else
 		pthread_mutex_lock(&m->m);
-	ptemu_lock_acquired(m, m->lclass, true);
+	ptemu_lock_acquired(m, m->lclass, true, true);
 }
 
 void mutex_unlock(struct ptemu_mutex *m)

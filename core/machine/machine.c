@@ -85,6 +85,10 @@ struct ptemu_machine *ptemu_machine_create(const struct ptemu_machine_config *cf
 		snprintf(err, errlen, "injection not offered by model %s", cfg->arch->name);
 		return NULL;
 	}
+	if (cfg->protocol == PTEMU_PROTOCOL_LEGACY && cfg->features.reclaim_empty_tables) {
+		snprintf(err, errlen, "%s", PTEMU_RECLAIM_NEEDS_LOCKLESS);
+		return NULL;
+	}
 	m = calloc(1, sizeof(*m));
 	if (!m) {
 		snprintf(err, errlen, "out of host memory");

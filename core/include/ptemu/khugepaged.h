@@ -37,6 +37,7 @@ enum scan_result {
 	SCAN_ANY_PROCESS,
 	SCAN_VMA_NULL,
 	SCAN_ADDRESS_RANGE,
+	SCAN_PAGE_ANON,
 };
 
 const char *scan_result_name(enum scan_result r);

@@ -36,9 +36,17 @@ int ptemu_protocol_from_name(const char *name);
 
 /* Optional behaviours beyond v6.6. */
 struct ptemu_features {
-	/* Linux 6.14: MADV_DONTNEED frees a PTE table its zap left empty. */
+	/* Linux 6.14: MADV_DONTNEED frees a PTE table its zap left empty (a zap that covered
+	 * the table's whole PMD range and skipped nothing). Lockless protocol only. */
 	bool reclaim_empty_tables;
 };
+
+/* Why reclaim and the legacy protocol do not go together. */
+#define PTEMU_RECLAIM_NEEDS_LOCKLESS                                                          \
+	"--reclaim-empty-tables needs the lockless protocol: the kernels that reclaim empty "  \
+	"tables (6.14 on) have no legacy retract, whose removal trusts the pmd it looked at "  \
+	"before mmap_lock"
+
 
 struct ptemu_machine_config {
 	const struct ptemu_arch *arch;

@@ -84,6 +84,7 @@ struct ptemu_held_lock {
 	const void *lock;
 	uint8_t lclass;
 	bool sleeps;
+	bool exclusive;		/* a spinlock, a mutex, a folio lock, an rwsem taken for write */
 	uint64_t since;		/* the checker's event number when it was acquired */
 };
 
@@ -127,6 +128,10 @@ void might_sleep(const char *what);
 
 /* Is a lock held by the calling thread? */
 bool ptemu_holds_lock(const void *lock);
+/* ... and exclusively (an rwsem for write)? */
+bool ptemu_holds_lock_exclusive(const void *lock);
+/* Does the calling thread hold some lock of class c exclusively? */
+bool ptemu_holds_class_exclusive(enum ptemu_lock_class c);
 
 #ifdef __cplusplus
 }
