@@ -88,6 +88,7 @@ const struct cli_command cmd_campaign_merge = {
 static const enum ptemu_stat coverage_stats[] = {
 	PTEMU_STAT_pte_map_failures, PTEMU_STAT_pmd_recheck_retries, PTEMU_STAT_detach_with_reader,
 	PTEMU_STAT_walk_raced_detach, PTEMU_STAT_collapses, PTEMU_STAT_retracts,
+	PTEMU_STAT_removal_saw_pmd_change,
 };
 #define NCOVERAGE (sizeof(coverage_stats) / sizeof(coverage_stats[0]))
 

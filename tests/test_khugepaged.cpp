@@ -448,6 +448,39 @@ TEST_P(Collapse, LegacyRetractTakesMmapLockFreesAtOnceAndQueuesBusyMms)
 	EXPECT_EQ(s.violations(), 0u) << s.describe();
 }
 
+// v6.5 (retract_page_tables with cc): MADV_COLLAPSE takes the mmap_lock of its own mm
+// only; every other mm's table is left for khugepaged (khugepaged_add_pte_mapped_thp),
+// and collapse_pte_mapped_thp passes over a written-to private mapping (its anon_vma).
+TEST_P(Collapse, LegacyMadvCollapseLeavesOtherMmsToKhugepaged)
+{
+	Shmem s(GetParam());
+	s.m->protocol = PTEMU_PROTOCOL_LEGACY;
+	mm_struct *other = mm_alloc(s.m);
+	int64_t b = s.map_in(other);
+	ASSERT_GT(b, 0);
+	EXPECT_EQ(do_madvise(s.mm, s.addr, s.pmd, PTEMU_MADV_COLLAPSE), 0) << s.describe();
+	EXPECT_TRUE(pmd_trans_huge(pmdp_get_lockless(mm_find_pmd(s.mm, s.addr))));
+	EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 1u);
+	EXPECT_EQ(pmd_kind(pmdp_get_lockless(mm_find_pmd(other, b)), nullptr), PTEMU_ENTRY_TABLE);
+	ASSERT_EQ(other->nr_pte_mapped_thp, 1u);
+	EXPECT_EQ(other->pte_mapped_thp[0], (uint64_t)b);
+
+	// A private mapping of the same range, written to: it has an anon_vma.
+	int64_t p = do_mmap(other, 0, s.pmd, PTEMU_PROT_READ | PTEMU_PROT_WRITE, PTEMU_MAP_PRIVATE, s.f, 0);
+	ASSERT_GT(p, 0);
+	uint64_t v = 7;
+	ASSERT_EQ(copy_to_user(other, (uint64_t)p + s.page, &v, 8), 0);
+	down_write(&other->mmap_lock);
+	EXPECT_EQ(collapse_pte_mapped_thp(other, p, false), SCAN_VMA_CHECK);
+	EXPECT_EQ(collapse_pte_mapped_thp(other, b, false), SCAN_SUCCEED);
+	up_write(&other->mmap_lock);
+	EXPECT_TRUE(pmd_none(pmdp_get_lockless(mm_find_pmd(other, b))));
+	mm_audit_counters(other);
+	mm_destroy(other);
+	s.expect_data_unchanged();
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
 namespace {
 bool never(void *) { return false; }
 } // namespace

@@ -3,6 +3,7 @@
 // then kept out of it by pte_offset_map_lock's pmd_same re-check alone.
 #include "fixture.h"
 
+#include <chrono>
 #include <string>
 #include <thread>
 
@@ -313,7 +314,8 @@ struct ShmemSpace : Space {
 	}
 	~ShmemSpace()
 	{
-		mm_destroy(mm);
+		if (mm)
+			mm_destroy(mm);
 		mm = nullptr;
 		ptemu_file_put(f);
 	}
@@ -407,6 +409,64 @@ TEST_P(Reclaim, CollapsePteMappedThpRechecksAPmdThatReclaimEmptied)
 			EXPECT_GE(s.count(VIOLATION_PT_USE_AFTER_FREE), 1u) << s.describe();
 		}
 	}
+}
+
+namespace {
+
+// exit_mmap as v6.6 orders it: every VMA zapped first, the file VMAs unlinked from i_mmap
+// only in free_pgtables. A retract between its look at the pmd and its pmd lock holds
+// i_mmap_rwsem for read: the exit's zap runs meanwhile, and its unlink waits for it.
+struct ExitDuringRetract {
+	ShmemSpace *s;
+	std::thread exiter;
+	bool fired = false, zapped_while_retracting = false;
+
+	void install()
+	{
+		s->m->test_hooks.ctx = this;
+		s->m->test_hooks.before_retract_lock = [](void *c, mm_struct *mm, void *) {
+			auto *x = static_cast<ExitDuringRetract *>(c);
+			if (mm != x->s->mm || x->fired)
+				return;
+			x->fired = true;
+			mm_struct *exiting = x->s->mm;
+			x->exiter = std::thread([x, exiting] {
+				ptemu_thread_register(x->s->m, "exit");
+				exit_mmap(exiting);
+				ptemu_thread_unregister();
+			});
+			// The zap drops the anonymous page; the old order waited in the unlink.
+			for (int i = 0; i < 2000 && !x->zapped_while_retracting; i++) {
+				x->zapped_while_retracting = get_mm_counter(exiting, MM_ANONPAGES) == 0;
+				std::this_thread::sleep_for(std::chrono::milliseconds(1));
+			}
+		};
+	}
+	~ExitDuringRetract() { s->m->test_hooks.before_retract_lock = nullptr; }
+};
+
+} // namespace
+
+TEST_P(Reclaim, ExitZapsBeforeItLeavesIMmapSoARetractCanRaceTheZap)
+{
+	ShmemSpace s(GetParam(), INJECT_NONE);
+	int64_t anon = s.map_anon(s.page());
+	ASSERT_GT(anon, 0);
+	s.write64(anon, 1);
+	ASSERT_EQ(get_mm_counter(s.mm, MM_ANONPAGES), 1);
+	{
+		ExitDuringRetract race{&s, {}};
+		race.install();
+		EXPECT_EQ(collapse_file(nullptr, 0, s.f, 0, nullptr), SCAN_SUCCEED) << s.describe();
+		ASSERT_TRUE(race.fired);
+		race.exiter.join();
+		s.mm = nullptr;	// gone with the exit
+		EXPECT_TRUE(race.zapped_while_retracting);
+	}
+	// The retract went on in the exiting mm, the exit then freed what was left.
+	EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 1u);
+	rcu_barrier();
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, Reclaim, testing::ValuesIn(kModels), ModelName);

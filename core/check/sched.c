@@ -354,6 +354,15 @@ void ptemu_sched_point_window(uint64_t table_pa)
 		schedule(s, me, false, false, SCHED_WINDOW_SWITCH_ODDS, POINT_WINDOW, table_pa);
 }
 
+void ptemu_sched_point_wide_window(uint64_t table_pa)
+{
+	int me;
+	struct ptemu_sched *s = sched_of_current(&me);
+
+	if (s)
+		schedule(s, me, false, false, SCHED_WINDOW_SWITCH_ODDS, POINT_LONG_WINDOW, table_pa);
+}
+
 void ptemu_sched_long_window_begin(const uint64_t *tables, unsigned n)
 {
 	int me;

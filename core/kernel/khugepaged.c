@@ -134,7 +134,7 @@ static void before_retract_lock(struct mm_struct *mm, pmd_t *pmd, uint64_t table
 
 	if (m->test_hooks.before_retract_lock)
 		m->test_hooks.before_retract_lock(m->test_hooks.ctx, mm, pmd);
-	ptemu_sched_point_window(table);
+	ptemu_sched_point_wide_window(table);
 }
 
 static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
@@ -159,8 +159,11 @@ static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 		pmdval = pmdp_get_lockless(pmd);
 		/* Still a table under pml (6.14's check_pmd_state): empty-table reclaim may have
 		 * cleared the pmd since the lockless look. v6.6 goes on with whatever is there. */
-		if (pmd_kind(pmdval, &table) == PTEMU_ENTRY_TABLE ||
-		    ptemu_injected(m, INJECT_RETRACT_NO_RECHECK)) {
+		bool still_table = pmd_kind(pmdval, &table) == PTEMU_ENTRY_TABLE;
+
+		if (!still_table)
+			ptemu_stat_add(&m->stats, PTEMU_STAT_removal_saw_pmd_change, 1);
+		if (still_table || ptemu_injected(m, INJECT_RETRACT_NO_RECHECK)) {
 			ptl = pte_lockptr(mm, &pmdval);
 			if (ptl != pml)
 				spin_lock_nested(ptl);
@@ -712,11 +715,11 @@ static enum scan_result cpmt_remove_table(struct mm_struct *mm, struct ptemu_fil
 	 * whatever the pmd holds now, under the ptl of the table step 2 mapped. */
 	before_retract_lock(mm, pmd, table);
 	pml = pmd_lock(mm, pmd);
-	if (!ptemu_injected(m, INJECT_CPMT_NO_RECHECK)) {
-		uint64_t now_table = 0;
+	uint64_t now_table = 0;
 
-		pmdval = pmdp_get_lockless(pmd);
-		if (pmd_kind(pmdval, &now_table) != PTEMU_ENTRY_TABLE || now_table != table) {
+	if (pmd_kind(pmdp_get_lockless(pmd), &now_table) != PTEMU_ENTRY_TABLE || now_table != table) {
+		ptemu_stat_add(&m->stats, PTEMU_STAT_removal_saw_pmd_change, 1);
+		if (!ptemu_injected(m, INJECT_CPMT_NO_RECHECK)) {
 			spin_unlock(pml);
 			result = SCAN_FAIL;
 			goto abort;

@@ -853,20 +853,12 @@ static void free_level(struct mmu_gather *tlb, uint64_t table, unsigned level)
 	}
 }
 
-void exit_mmap(struct mm_struct *mm)
-{
-	/* Out of every i_mmap first: truncation and retract elsewhere can no longer zap
-	 * here, so the audit sees a quiescent mm. */
-	down_write(&mm->mmap_lock);
-	for (size_t i = 0; i < mm->nr_vmas; i++)
-		if (mm->vmas[i]->vm_file)
-			unlink_file_vma(mm->vmas[i]);
-	mm_audit_counters(mm);
-	up_write(&mm->mmap_lock);
-	mm_destroy(mm);
-}
-
-void mm_destroy(struct mm_struct *mm)
+/* exit_mmap (v6.6): unmap_vmas zaps every VMA under mmap_lock for read; then, under it
+ * for write, free_pgtables unlinks each file VMA from its i_mmap before freeing the
+ * tables. Until that unlink a retract, which holds only i_mmap_rwsem for read, still
+ * reaches the VMAs: it can race the zap, and the unlink waits for it. audit: the
+ * counters are checked once the mm is out of every i_mmap, before its tables go. */
+static void teardown_mm(struct mm_struct *mm, bool audit)
 {
 	struct ptemu_machine *m = mm->machine;
 	struct mmu_gather tlb;
@@ -874,15 +866,18 @@ void mm_destroy(struct mm_struct *mm)
 	/* khugepaged's hpage_collapse_test_exit sees this before anything is torn down. */
 	__atomic_store_n(&mm->mm_users, 0, __ATOMIC_RELEASE);
 	khugepaged_exit(mm);
-	down_write(&mm->mmap_lock);
+	down_read(&mm->mmap_lock);
 	tlb_gather_mmu_fullmm(&tlb, mm);
-	for (size_t i = 0; i < mm->nr_vmas; i++) {
-		struct vm_area_struct *vma = mm->vmas[i];
+	for (size_t i = 0; i < mm->nr_vmas; i++)
+		zap_range(&tlb, mm->vmas[i], mm->vmas[i]->vm_start, mm->vmas[i]->vm_end, false);
+	up_read(&mm->mmap_lock);
 
-		if (vma->vm_file)
-			unlink_file_vma(vma);
-		zap_range(&tlb, vma, vma->vm_start, vma->vm_end, false);
-	}
+	down_write(&mm->mmap_lock);
+	for (size_t i = 0; i < mm->nr_vmas; i++)
+		if (mm->vmas[i]->vm_file)
+			unlink_file_vma(mm->vmas[i]);
+	if (audit)
+		mm_audit_counters(mm);
 	/* Every vCPU of the mm has stopped: walk caches are flushed with the tables
 	 * (flush_tlb_mm, the fullmm tlb_flush of a gather that freed tables). */
 	free_level(&tlb, mm->pgd_pa, 0);
@@ -896,6 +891,16 @@ void mm_destroy(struct mm_struct *mm)
 	mm->pgd_pa = 0;
 	up_write(&mm->mmap_lock);
 	mmdrop(mm);
+}
+
+void exit_mmap(struct mm_struct *mm)
+{
+	teardown_mm(mm, true);
+}
+
+void mm_destroy(struct mm_struct *mm)
+{
+	teardown_mm(mm, false);
 }
 
 void mmgrab(struct mm_struct *mm)

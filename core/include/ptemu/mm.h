@@ -75,10 +75,10 @@ void mmdrop(struct mm_struct *mm);
 
 /* NULL on OOM. */
 struct mm_struct *mm_alloc(struct ptemu_machine *m);
-/* Unmaps every VMA, frees every page table and the mm. */
+/* Unmaps every VMA, frees every page table and the mm, in exit_mmap's order. */
 void mm_destroy(struct mm_struct *mm);
-/* A process's exit: leaves every i_mmap, audits the counters (counter-mismatch), then
- * mm_destroy. */
+/* A process's exit (v6.6): zaps every VMA, leaves every i_mmap, audits the counters
+ * (counter-mismatch), frees the tables and the mm. */
 void exit_mmap(struct mm_struct *mm);
 
 static inline void add_mm_counter(struct mm_struct *mm, enum mm_counter c, int64_t n)

@@ -72,6 +72,10 @@ void ptemu_sched_point(void);
  * reads, a map before its lock or unmap), where the races the checker watches happen:
  * switches are likelier there, and PCT adds preemptions there beyond its change points. */
 void ptemu_sched_point_window(uint64_t table_pa);
+/* A window point where nothing the caller holds keeps the racing side out, so a race
+ * needs only the preemption (a table removal between its look at the pmd and its pmd
+ * lock): PCT preempts there as at the start of a long window. */
+void ptemu_sched_point_wide_window(uint64_t table_pa);
 /* A long window of the protocol that will change `tables`: a collapse from its copy (after
  * the unmap) to its retract. On a machine other CPUs run meanwhile, through their own
  * windows, so PCT preempts at its start, and at other threads' window points on those

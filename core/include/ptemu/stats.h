@@ -35,6 +35,7 @@ extern "C" {
 	X(collapse_attempts)      /* collapse_file calls (khugepaged and MADV_COLLAPSE) */   \
 	X(khugepaged_full_scans)  /* passes of the khugepaged thread over every mm slot */   \
 	X(tables_reclaimed)       /* MADV_DONTNEED detached a table its zap left empty (6.14) */ \
+	X(removal_saw_pmd_change) /* a table removal found its pmd changed under pml (6.13/6.14 re-checks) */ \
 	X(fault_retries)          /* a fault found its table gone and let the access retry */ \
 	X(hw_walks)
 
