@@ -134,7 +134,12 @@ static void before_retract_lock(struct mm_struct *mm, pmd_t *pmd, uint64_t table
 
 	if (m->test_hooks.before_retract_lock)
 		m->test_hooks.before_retract_lock(m->test_hooks.ctx, mm, pmd);
-	ptemu_sched_point_wide_window(table);
+	/* Only a reclaim can empty the pmd meanwhile: then the race needs nothing but a
+	 * preemption here. */
+	if (m->features.reclaim_empty_tables)
+		ptemu_sched_point_wide_window(table);
+	else
+		ptemu_sched_point_window(table);
 }
 
 static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
