@@ -70,7 +70,9 @@ static const struct cli_option options[] = {
 	{ OPT_PROTOCOL, "protocol", 0, "P", K_PROTOCOLS, 0, 0, V(protocol_list),
 	  "lockless (v6.6) or legacy (retraction under mmap_write_trylock, as before v6.6)" },
 	{ OPT_RECLAIM, "reclaim-empty-tables", 0, NULL, K_FLAG, 0, 0, V(reclaim),
-	  "MADV_DONTNEED frees PTE tables its zap left empty (6.14)" },
+	  "MADV_DONTNEED frees a PTE table when it zapped the table's whole PMD range (6.14's "
+	  "PT_RECLAIM); upstream only on x86-64, so a what-if on every model here ('ptemu list "
+	  "arches' says why); lockless protocol only" },
 	{ OPT_KHUGEPAGED, "khugepaged", 0, "on|off", K_ONOFF, 0, 0, V(khugepaged),
 	  "run the khugepaged thread: it scans the mms that asked for MADV_HUGEPAGE and "
 	  "collapses their file and shmem ranges" },

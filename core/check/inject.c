@@ -6,7 +6,7 @@
 
 static const struct ptemu_injection_info injections[] = {
 	{ INJECT_FREE_IMMEDIATELY, "free-immediately",
-	  "retract and empty-table reclaim free the detached table at once (pte_free, not pte_free_defer)", false },
+	  "retract and collapse_pte_mapped_thp free the detached table at once (pte_free, not pte_free_defer)", false },
 	{ INJECT_NO_RCU_READ_LOCK, "no-rcu-read-lock",
 	  "pte_offset_map maps the table without entering an RCU read-side section", false },
 	{ INJECT_SKIP_PTE_UNMAP, "skip-pte-unmap",

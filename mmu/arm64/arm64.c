@@ -367,6 +367,9 @@ static enum ptemu_walk_fault arm64_39_hw_walk(const struct ptemu_walk_ctx *ctx,
 	.pte_free = ptemu_generic_pte_free,				\
 	.pte_free_defer = ptemu_generic_pte_free_defer,			\
 	.rcu_table_free = true,		/* arm64 selects MMU_GATHER_RCU_TABLE_FREE */ \
+	.pt_reclaim_status = "what-if: 6.14 reclaims on x86-64 only; arm64 qualifies for the "	\
+			     "later widening to MMU_GATHER_RCU_TABLE_FREE with the generic "	\
+			     "tlb_remove_table",						\
 	.pte_free_tlb = ptemu_generic_pte_free_tlb,			\
 	.tlb_remove_table = ptemu_generic_tlb_remove_table,		\
 	.flush_waits_for_walks = true,					\

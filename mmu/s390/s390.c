@@ -671,6 +671,8 @@ static int s390x_check_image(const struct ptemu_elf_image *img, char *err, size_
 
 const struct ptemu_arch ptemu_arch_s390 = {
 	.name = "s390",
+	.pt_reclaim_status = "what-if: s390 has its own tlb_remove_table, so no upstream kernel "
+			     "reclaims empty tables there",
 	.description = "s390x DAT, region-second root (53-bit VA), 2 KiB page tables two per "
 		       "page (v6.6 AA/PP halves), 1 MiB segment THP",
 

@@ -121,6 +121,9 @@ struct ptemu_isa {
 struct ptemu_arch {
 	const char *name;		/* the CLI's --arch value */
 	const char *description;
+	/* What --reclaim-empty-tables (6.14's PT_RECLAIM) is on this model's kernel: upstream
+	 * or a what-if, and why (ptemu list arches). */
+	const char *pt_reclaim_status;
 
 	/* Geometry. */
 	unsigned page_shift;		/* base page: 12, 13 or 16 */
