@@ -403,8 +403,9 @@ TEST_P(Collapse, MadviseCollapseErrnos)
 	EXPECT_EQ(s.violations(), 0u) << s.describe();
 }
 
-// --protocol legacy (v6.5): retraction under mmap_write_trylock and the i_mmap write lock,
-// tables freed at once; an mm whose mmap_lock is taken keeps its table and is queued.
+// --protocol legacy (v6.5): khugepaged retracts under mmap_write_trylock and the i_mmap
+// write lock, tables freed at once; an mm whose mmap_lock is taken keeps its table and is
+// queued.
 TEST_P(Collapse, LegacyRetractTakesMmapLockFreesAtOnceAndQueuesBusyMms)
 {
 	Shmem s(GetParam());
@@ -425,11 +426,12 @@ TEST_P(Collapse, LegacyRetractTakesMmapLockFreesAtOnceAndQueuesBusyMms)
 			ptemu_thread_unregister();
 		});
 		held.get_future().wait();
-		EXPECT_EQ(do_madvise(s.mm, s.addr, s.pmd, PTEMU_MADV_COLLAPSE), 0) << s.describe();
+		const collapse_control cc = {true, 0};
+		EXPECT_EQ(collapse_file(s.mm, s.addr, s.f, 0, &cc), SCAN_SUCCEED) << s.describe();
 		done.set_value();
 		faulter.join();
 	}
-	EXPECT_TRUE(pmd_trans_huge(pmdp_get_lockless(mm_find_pmd(s.mm, s.addr))));  // installed
+	EXPECT_TRUE(pmd_none(pmdp_get_lockless(mm_find_pmd(s.mm, s.addr))));  // khugepaged: no install
 	EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 1u);
 	EXPECT_EQ(s.stat(PTEMU_STAT_tables_freed_deferred), 0u);  // pte_free, not deferred
 	EXPECT_EQ(pmd_kind(pmdp_get_lockless(mm_find_pmd(busy, b)), nullptr), PTEMU_ENTRY_TABLE);
