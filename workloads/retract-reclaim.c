@@ -15,15 +15,15 @@
  * Every op of every vCPU writes its next page, reads a random one, drops a random extent
  * and reads a page of it back.
  *
- * Oracle: as shmem-stress, the object (key 4, EXTENTS PMD extents) is striped: page idx
+ * Oracle: as shmem-stress, the object (key 80, EXTENTS PMD extents) is striped: page idx
  * belongs to writer idx % W, which checks each own page exactly before and after writing
  * the next round; readers check others' pages for exact tags and rounds that never go
  * backwards. A DONTNEED, a split or a merge drops mappings only, never data.
  */
 #include "lib/work.h"
 
-#define SHM_KEY 4
-#define CTRL_KEY 5
+#define SHM_KEY 80
+#define CTRL_KEY 81
 #define EXTENTS 4
 #define SPLIT_EVERY 8		/* vCPU 0's ops between making an extent PTE-mapped */
 #define COLLAPSE_EVERY 16	/* vCPU 0 of process 0: ops between MADV_COLLAPSE requests */
