@@ -376,11 +376,14 @@ unsigned ptemu_user_fault(struct mm_struct *mm, uint64_t addr, unsigned flags)
 	struct vm_area_struct *vma;
 	unsigned ret;
 
+	unsigned read_flags = mm->machine->arch->read_fault_vm_flags ? mm->machine->arch->read_fault_vm_flags
+								     : VM_READ;
+
 	down_read(&mm->mmap_lock);
 	vma = vma_lookup(mm, addr);
 	if (!vma || ((flags & FAULT_FLAG_WRITE) && !(vma->vm_flags & VM_WRITE)) ||
 	    ((flags & FAULT_FLAG_INSTRUCTION) && !(vma->vm_flags & VM_EXEC)) ||
-	    (!(flags & (FAULT_FLAG_WRITE | FAULT_FLAG_INSTRUCTION)) && !(vma->vm_flags & VM_READ)))
+	    (!(flags & (FAULT_FLAG_WRITE | FAULT_FLAG_INSTRUCTION)) && !(vma->vm_flags & read_flags)))
 		ret = VM_FAULT_SIGSEGV;
 	else
 		ret = handle_mm_fault(vma, addr, flags);

@@ -39,6 +39,7 @@
 #include <capstone/capstone.h>
 #include <unicorn/unicorn.h>
 
+#include <ptemu/mm.h>
 #include <ptemu/mmu_gather.h>
 #include <ptemu/pgtable.h>
 
@@ -367,6 +368,8 @@ static enum ptemu_walk_fault arm64_39_hw_walk(const struct ptemu_walk_ctx *ctx,
 	.pte_free = ptemu_generic_pte_free,				\
 	.pte_free_defer = ptemu_generic_pte_free_defer,			\
 	.rcu_table_free = true,		/* arm64 selects MMU_GATHER_RCU_TABLE_FREE */ \
+	/* do_page_fault: a read also passes on VM_WRITE, and on VM_EXEC without EPAN. */	\
+	.read_fault_vm_flags = VM_READ | VM_WRITE | VM_EXEC,				\
 	.pt_reclaim_status = "what-if: 6.14 reclaims on x86-64 only; arm64 qualifies for the "	\
 			     "later widening to MMU_GATHER_RCU_TABLE_FREE with the generic "	\
 			     "tlb_remove_table",						\

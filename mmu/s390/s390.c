@@ -671,6 +671,7 @@ static int s390x_check_image(const struct ptemu_elf_image *img, char *err, size_
 
 const struct ptemu_arch ptemu_arch_s390 = {
 	.name = "s390",
+	.read_fault_vm_flags = VM_READ | VM_WRITE | VM_EXEC,	/* do_dat_exception: VM_ACCESS_FLAGS */
 	.pt_reclaim_status = "what-if: s390 has its own tlb_remove_table, so no upstream kernel "
 			     "reclaims empty tables there",
 	.description = "s390x DAT, region-second root (53-bit VA), 2 KiB page tables two per "

@@ -176,6 +176,9 @@ struct ptemu_arch {
 	 * freed no table) also drops walk-cache entries: false on arm64, whose TLBI VALE1IS
 	 * keeps them; true on s390, whose flushes purge the whole ASCE (__tlb_flush_mm_lazy). */
 	bool leaf_flush_drops_walk_cache;
+	/* The VMA flags of which one lets a read fault in: arm64 without EPAN and s390
+	 * (VM_ACCESS_FLAGS) take any of read, write and exec; 0 means VM_READ alone. */
+	unsigned read_fault_vm_flags;
 	/* pmdp_collapse_flush, when the model's is not the generic clear then
 	 * flush_tlb_range. Returns the old pmd; caller holds the pmd lock. */
 	uint64_t (*pmdp_collapse_flush)(struct mm_struct *mm, uint64_t addr, uint64_t pmd_pa);
