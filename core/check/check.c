@@ -259,7 +259,9 @@ enum ptemu_table_state check_table_defer(struct ptemu_machine *m, uint64_t table
 	digest_event(m, DIGEST_TABLE, table_pa, TABLE_RCU_PENDING);
 	if (old == TABLE_FREE) {
 		/* Freed already, or never a table: pmd_pgtable of a pmd that no longer points
-		 * to one is the page of pfn 0. */
+		 * to one is the page of pfn 0. It stays free, so a second such defer is caught
+		 * the same way. */
+		__atomic_store_n(&s->state, TABLE_FREE, __ATOMIC_SEQ_CST);
 		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
 			     "pte_free_defer of table %#" PRIx64 ", which is free", table_pa);
 		return TABLE_FREE;

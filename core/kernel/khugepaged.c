@@ -1111,7 +1111,8 @@ static enum scan_result hugepage_vma_revalidate(struct mm_struct *mm, uint64_t a
 
 	if (!__atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE))
 		return SCAN_ANY_PROCESS;
-	*vmap = vma = vma_lookup(mm, address);
+	/* find_vma: a VMA above a hole fails as SCAN_ADDRESS_RANGE. */
+	*vmap = vma = find_vma(mm, address);
 	if (!vma)
 		return SCAN_VMA_NULL;
 	if (!transhuge_vma_suitable(vma, address))

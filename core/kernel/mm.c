@@ -47,24 +47,6 @@ struct mm_struct *mm_alloc(struct ptemu_machine *m)
 	return mm;
 }
 
-struct vm_area_struct *vma_lookup(struct mm_struct *mm, uint64_t addr)
-{
-	size_t lo = 0, hi = mm->nr_vmas;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		struct vm_area_struct *v = mm->vmas[mid];
-
-		if (addr < v->vm_start)
-			hi = mid;
-		else if (addr >= v->vm_end)
-			lo = mid + 1;
-		else
-			return v;
-	}
-	return NULL;
-}
-
 /* Index of the first VMA ending above addr. */
 static size_t vma_index_after(const struct mm_struct *mm, uint64_t addr)
 {
@@ -79,6 +61,20 @@ static size_t vma_index_after(const struct mm_struct *mm, uint64_t addr)
 			hi = mid;
 	}
 	return lo;
+}
+
+struct vm_area_struct *find_vma(struct mm_struct *mm, uint64_t addr)
+{
+	size_t i = vma_index_after(mm, addr);
+
+	return i < mm->nr_vmas ? mm->vmas[i] : NULL;
+}
+
+struct vm_area_struct *vma_lookup(struct mm_struct *mm, uint64_t addr)
+{
+	struct vm_area_struct *vma = find_vma(mm, addr);
+
+	return vma && vma->vm_start <= addr ? vma : NULL;
 }
 
 static int vma_insert(struct mm_struct *mm, struct vm_area_struct *vma)

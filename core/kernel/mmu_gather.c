@@ -97,17 +97,22 @@ static void tlb_table_flush(struct mmu_gather *tlb)
 		tlb->ntables = 0;
 		return;
 	}
-	/* Invalidated now (tlb_table_invalidate): from here only RCU readers may still be
-	 * inside them, the checker's RCU_PENDING. */
-	for (size_t i = 0; i < tlb->ntables; i++)	/* s390's tokens carry the half below */
-		check_table_defer(m, tlb->tables[i] & ~(uint64_t)(m->arch->pte_table_bytes - 1));
 	b = malloc(sizeof(*b) + tlb->ntables * sizeof(b->tables[0]));
 	if (!b)
 		ptemu_bug("out of host memory for an mmu_gather table batch");
 	b->m = m;
-	b->n = tlb->ntables;
-	for (size_t i = 0; i < b->n; i++)
-		b->tables[i] = tlb->tables[i];
+	b->n = 0;
+	/* Invalidated now (tlb_table_invalidate): from here only RCU readers may still be
+	 * inside them, the checker's RCU_PENDING. A table that is free already (a broken
+	 * protocol gathered pmd_pgtable of a none pmd) is reported and left out: freeing it
+	 * again would break the simulated machine, not just the modelled kernel. */
+	for (size_t i = 0; i < tlb->ntables; i++) {
+		/* s390's tokens carry the half below the table's alignment. */
+		uint64_t table = tlb->tables[i] & ~(uint64_t)(m->arch->pte_table_bytes - 1);
+
+		if (check_table_defer(m, table) != TABLE_FREE)
+			b->tables[b->n++] = tlb->tables[i];
+	}
 	tlb->ntables = 0;
 	call_rcu(&b->rcu, tlb_remove_table_rcu);
 }

@@ -92,6 +92,8 @@ static inline int64_t get_mm_counter(const struct mm_struct *mm, enum mm_counter
 
 /* The VMA containing addr, or NULL. Caller holds mmap_lock. */
 struct vm_area_struct *vma_lookup(struct mm_struct *mm, uint64_t addr);
+/* The first VMA ending above addr (it may start above it), or NULL. */
+struct vm_area_struct *find_vma(struct mm_struct *mm, uint64_t addr);
 
 /* Memory system calls: 0 / an address, or a negative errno. They take mmap_lock. */
 int64_t do_mmap(struct mm_struct *mm, uint64_t addr, uint64_t len, unsigned prot, unsigned flags,
