@@ -403,15 +403,30 @@ TEST_P(Collapse, MadviseCollapseErrnos)
 	EXPECT_EQ(s.violations(), 0u) << s.describe();
 }
 
+namespace {
+
+// The legacy protocol, with a second mm mapping the file's first PMD through a table.
+struct LegacyPair : Shmem {
+	explicit LegacyPair(const char *arch) : Shmem(arch)
+	{
+		m->protocol = PTEMU_PROTOCOL_LEGACY;
+		other = mm_alloc(m);
+		b = map_in(other);
+	}
+	mm_struct *other;
+	int64_t b;
+};
+
+} // namespace
+
 // --protocol legacy (v6.5): khugepaged retracts under mmap_write_trylock and the i_mmap
 // write lock, tables freed at once; an mm whose mmap_lock is taken keeps its table and is
 // queued.
 TEST_P(Collapse, LegacyRetractTakesMmapLockFreesAtOnceAndQueuesBusyMms)
 {
-	Shmem s(GetParam());
-	s.m->protocol = PTEMU_PROTOCOL_LEGACY;
-	mm_struct *busy = mm_alloc(s.m);
-	int64_t b = s.map_in(busy);
+	LegacyPair s(GetParam());
+	mm_struct *busy = s.other;
+	int64_t b = s.b;
 	ASSERT_GT(b, 0);
 	uint64_t v;
 	{
@@ -455,10 +470,9 @@ TEST_P(Collapse, LegacyRetractTakesMmapLockFreesAtOnceAndQueuesBusyMms)
 // and collapse_pte_mapped_thp passes over a written-to private mapping (its anon_vma).
 TEST_P(Collapse, LegacyMadvCollapseLeavesOtherMmsToKhugepaged)
 {
-	Shmem s(GetParam());
-	s.m->protocol = PTEMU_PROTOCOL_LEGACY;
-	mm_struct *other = mm_alloc(s.m);
-	int64_t b = s.map_in(other);
+	LegacyPair s(GetParam());
+	mm_struct *other = s.other;
+	int64_t b = s.b;
 	ASSERT_GT(b, 0);
 	EXPECT_EQ(do_madvise(s.mm, s.addr, s.pmd, PTEMU_MADV_COLLAPSE), 0) << s.describe();
 	EXPECT_TRUE(pmd_trans_huge(pmdp_get_lockless(mm_find_pmd(s.mm, s.addr))));
