@@ -466,8 +466,9 @@ TEST_P(Collapse, LegacyRetractTakesMmapLockFreesAtOnceAndQueuesBusyMms)
 }
 
 // v6.5 (retract_page_tables with cc): MADV_COLLAPSE takes the mmap_lock of its own mm
-// only; every other mm's table is left for khugepaged (khugepaged_add_pte_mapped_thp),
-// and collapse_pte_mapped_thp passes over a written-to private mapping (its anon_vma).
+// only; every other mm's table is left for khugepaged (khugepaged_add_pte_mapped_thp).
+// collapse_pte_mapped_thp also takes a private mapping that has an anon_vma, as long as
+// its entries map the huge folio (6.2's "allow anon_vma").
 TEST_P(Collapse, LegacyMadvCollapseLeavesOtherMmsToKhugepaged)
 {
 	LegacyPair s(GetParam());
@@ -485,16 +486,50 @@ TEST_P(Collapse, LegacyMadvCollapseLeavesOtherMmsToKhugepaged)
 	int64_t p = do_mmap(other, 0, s.pmd, PTEMU_PROT_READ | PTEMU_PROT_WRITE, PTEMU_MAP_PRIVATE, s.f, 0);
 	ASSERT_GT(p, 0);
 	uint64_t v = 7;
-	ASSERT_EQ(copy_to_user(other, (uint64_t)p + s.page, &v, 8), 0);
+	ASSERT_EQ(copy_to_user(other, (uint64_t)p + s.page, &v, 8), 0);	// a COW: anon_vma
+	ASSERT_EQ(copy_from_user(other, &v, (uint64_t)p + 2 * s.page, 8), 0);	// the folio
 	down_write(&other->mmap_lock);
-	EXPECT_EQ(collapse_pte_mapped_thp(other, p, false), SCAN_VMA_CHECK);
+	EXPECT_EQ(collapse_pte_mapped_thp(other, p, false), SCAN_FAIL);	// the COWed page
+	up_write(&other->mmap_lock);
+	ASSERT_EQ(do_madvise(other, p + s.page, s.page, PTEMU_MADV_DONTNEED), 0);
+	down_write(&other->mmap_lock);
+	EXPECT_EQ(collapse_pte_mapped_thp(other, p, false), SCAN_SUCCEED);
 	EXPECT_EQ(collapse_pte_mapped_thp(other, b, false), SCAN_SUCCEED);
 	up_write(&other->mmap_lock);
+	EXPECT_TRUE(pmd_none(pmdp_get_lockless(mm_find_pmd(other, p))));
 	EXPECT_TRUE(pmd_none(pmdp_get_lockless(mm_find_pmd(other, b))));
 	mm_audit_counters(other);
 	mm_destroy(other);
 	s.expect_data_unchanged();
 	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
+
+// v6.5's collapse_pte_mapped_thp frees the table with its entries still in it (6.6 clears
+// them first: "freeing a page table still containing valid entries"). On s390 a freed
+// 2 KiB half goes back on pgtable_list while its page-mate is in use, and page_table_alloc
+// hands it out again without clearing it: the next table installed holds stale entries.
+TEST_P(Collapse, LegacyCollapsePteMappedThpFreesATableWithItsEntries)
+{
+	LegacyPair s(GetParam());
+	mm_struct *other = s.other;
+	ASSERT_GT(s.b, 0);
+	EXPECT_EQ(do_madvise(s.mm, s.addr, s.pmd, PTEMU_MADV_COLLAPSE), 0) << s.describe();
+	uint64_t v = 0;
+	ASSERT_EQ(copy_from_user(other, &v, s.b + 2 * s.page, 8), 0);	// PTE-maps the huge folio
+	// A second table in the same page (s390's other half), then the first one goes.
+	int64_t anon = do_mmap(other, 0, 4 * s.pmd, PTEMU_PROT_READ | PTEMU_PROT_WRITE,
+			       PTEMU_MAP_PRIVATE | PTEMU_MAP_ANONYMOUS, nullptr, 0);
+	ASSERT_GT(anon, 0);
+	ASSERT_EQ(copy_to_user(other, anon, &v, 8), 0);
+	down_write(&other->mmap_lock);
+	EXPECT_EQ(collapse_pte_mapped_thp(other, s.b, false), SCAN_SUCCEED);
+	up_write(&other->mmap_lock);
+	ASSERT_EQ(copy_to_user(other, anon + 2 * s.pmd, &v, 8), 0);	// a new table
+	if (s.m->arch->tables_per_page > 1)
+		EXPECT_GE(s.count(VIOLATION_INSTALLED_TABLE_NOT_EMPTY), 1u) << s.describe();
+	else
+		EXPECT_EQ(s.violations(), 0u) << s.describe();	// a whole page, freed to the allocator
+	mm_destroy(other);
 }
 
 namespace {

@@ -233,6 +233,18 @@ void check_table_attach(struct ptemu_machine *m, uint64_t table_pa)
 		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
 			     "table %#" PRIx64 " installed in a pmd while %s", table_pa,
 			     ptemu_table_state_name(old));
+	/* Every table is allocated empty: an entry here was left by a table freed with live
+	 * entries whose memory was handed out again (an s390 half is not cleared on reuse). */
+	for (unsigned i = 0; i < m->arch->pte_table_bytes / m->arch->entry_bytes; i++) {
+		uint64_t v = ptemu_entry_load(m, table_pa + (uint64_t)i * m->arch->entry_bytes);
+
+		if (!m->arch->pte_none(v)) {
+			ptemu_report(m, VIOLATION_INSTALLED_TABLE_NOT_EMPTY, table_pa,
+				     "table %#" PRIx64 " installed in a pmd with entry %u %#" PRIx64,
+				     table_pa, i, v);
+			break;
+		}
+	}
 }
 
 void check_table_detach(struct ptemu_machine *m, uint64_t table_pa)

@@ -654,6 +654,9 @@ static enum scan_result cpmt_remove_table_legacy(struct mm_struct *mm, struct pt
 	if (result == SCAN_SUCCEED) {
 		__atomic_fetch_sub(&folio->refcount, (int32_t)count, __ATOMIC_RELEASE);
 		add_mm_counter(mm, f->shmem ? MM_SHMEMPAGES : MM_FILEPAGES, -(int64_t)count);
+		/* v6.5 (since 6.2's "allow anon_vma") takes a written-to private mapping's
+		 * anon_vma lock for write around this, against anon rmap walks: the model has
+		 * none to keep out. */
 		collapse_and_free_pmd(mm, haddr, pmd);
 	}
 	up_write(&f->i_mmap_rwsem);
@@ -766,9 +769,6 @@ enum scan_result collapse_pte_mapped_thp(struct mm_struct *mm, uint64_t addr, bo
 	uint64_t index = vma->vm_pgoff + ((haddr - vma->vm_start) >> a->page_shift);
 
 	if (!hugepage_vma_check(vma, vma->vm_flags, false))
-		return SCAN_VMA_CHECK;
-	/* v6.5, as its retract: a written-to private mapping would need its anon_vma locked. */
-	if (legacy && vma->anon_vma)
 		return SCAN_VMA_CHECK;
 	struct ptemu_file *f = vma->vm_file;
 	struct page *folio = filemap_get_folio(f, index);

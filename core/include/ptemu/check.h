@@ -32,7 +32,8 @@ struct ptemu_machine;
 	X(DATA_MISMATCH, "data-mismatch")                           \
 	X(COUNTER_MISMATCH, "counter-mismatch")                     \
 	X(LEAK, "leak")                                             \
-	X(HANG, "hang")
+	X(HANG, "hang")                                             \
+	X(INSTALLED_TABLE_NOT_EMPTY, "installed-table-not-empty")
 
 enum ptemu_violation_kind {
 #define PTEMU_VIOLATION_ENUM(id, name) VIOLATION_##id,
