@@ -177,7 +177,13 @@ uint64_t phys_alloc_pages(struct ptemu_phys *phys, unsigned order)
 	head->order = (uint8_t)order;
 	head->refcount = 1;
 	SetPageFlag(head, PG_head);
-	memset(phys->base + (pfn << phys->page_shift), 0, (size_t)1 << (order + phys->page_shift));
+	/* Word by word, atomically: under an injected bug a walker may still be reading the
+	 * block's old contents (the use after free the checker reports), and the host must
+	 * not turn that simulated race into a real one. */
+	uint64_t *w = (uint64_t *)(void *)(phys->base + (pfn << phys->page_shift));
+
+	for (size_t i = 0; i < ((size_t)1 << (order + phys->page_shift)) / sizeof(*w); i++)
+		__atomic_store_n(&w[i], 0, __ATOMIC_RELAXED);
 	return pfn;
 }
 
