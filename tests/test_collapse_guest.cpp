@@ -32,11 +32,7 @@ struct CollapseRun {
 		cfg.inject = inject;
 		cfg.khugepaged = with & kKhugepaged;
 		cfg.features.reclaim_empty_tables = with & kReclaim;
-		cfg.deterministic = true;
-		cfg.sched.seed = seed;
-		cfg.sched.strategy = PTEMU_SCHED_PCT;
-		cfg.sched.pct_depth = depth;
-		cfg.sched.max_steps = 200000;
+		make_deterministic(cfg, seed, PTEMU_SCHED_PCT, depth);
 		error = ptemu_run(&cfg, &m, &res);
 	}
 	~CollapseRun()

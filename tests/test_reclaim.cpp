@@ -472,11 +472,7 @@ struct DontneedRace {
 		cfg.inject = inject;
 		cfg.features.reclaim_empty_tables = true;
 		cfg.phys_bytes = 128ull << 20;
-		cfg.deterministic = true;
-		cfg.sched.seed = seed;
-		cfg.sched.strategy = strategy;
-		cfg.sched.pct_depth = 3;
-		cfg.sched.max_steps = 200000;
+		make_deterministic(cfg, seed, strategy);
 		error = ptemu_run(&cfg, &m, &res);
 	}
 	~DontneedRace() { ptemu_machine_destroy(m); }

@@ -200,11 +200,7 @@ TEST(GuestRun, SameFaultWithoutProgressIsALivelockSaidAtOnce)
 			cfg.inject = INJECT_NO_TLB_FLUSH;
 			cfg.khugepaged = true;
 			cfg.phys_bytes = 128ull << 20;
-			cfg.deterministic = true;
-			cfg.sched.seed = seed;
-			cfg.sched.strategy = PTEMU_SCHED_PCT;
-			cfg.sched.pct_depth = 3;
-			cfg.sched.max_steps = 200000;
+			ptemu_test::make_deterministic(cfg, seed);
 			ptemu_machine *m = nullptr;
 			ptemu_run_result res{};
 			ptemu_run_error e = ptemu_run(&cfg, &m, &res);

@@ -43,11 +43,7 @@ StressOutcome det_stress(const char *arch, uint64_t seed, ptemu_sched_strategy s
 	cfg.seed = seed;
 	cfg.seconds = 60;
 	cfg.max_ops = 600;
-	cfg.deterministic = true;
-	cfg.sched.seed = seed;
-	cfg.sched.strategy = strategy;
-	cfg.sched.pct_depth = 3;
-	cfg.sched.max_steps = 200000;
+	make_deterministic(cfg, seed, strategy);
 	ptemu_pt_stress_result r{};
 	EXPECT_EQ(ptemu_pt_stress(h.m, &cfg, &r), 0);
 	StressOutcome o;
