@@ -222,6 +222,23 @@ void check_table_alloc(struct ptemu_machine *m, uint64_t table_pa)
 			     ptemu_table_state_name(old));
 }
 
+/* Reports the table's first entry that is not none, if any. */
+static void report_if_not_empty(struct ptemu_machine *m, uint64_t table_pa,
+				enum ptemu_violation_kind kind, const char *when)
+{
+	const struct ptemu_arch *a = m->arch;
+
+	for (unsigned i = 0; i < a->pte_table_bytes / a->entry_bytes; i++) {
+		uint64_t v = ptemu_entry_load(m, table_pa + (uint64_t)i * a->entry_bytes);
+
+		if (!a->pte_none(v)) {
+			ptemu_report(m, kind, table_pa, "table %#" PRIx64 " %s: entry %u is %#" PRIx64,
+				     table_pa, when, i, v);
+			return;
+		}
+	}
+}
+
 void check_table_attach(struct ptemu_machine *m, uint64_t table_pa)
 {
 	struct table_slot *s = slot_of(m, table_pa);
@@ -235,16 +252,7 @@ void check_table_attach(struct ptemu_machine *m, uint64_t table_pa)
 			     ptemu_table_state_name(old));
 	/* Every table is allocated empty: an entry here was left by a table freed with live
 	 * entries whose memory was handed out again (an s390 half is not cleared on reuse). */
-	for (unsigned i = 0; i < m->arch->pte_table_bytes / m->arch->entry_bytes; i++) {
-		uint64_t v = ptemu_entry_load(m, table_pa + (uint64_t)i * m->arch->entry_bytes);
-
-		if (!m->arch->pte_none(v)) {
-			ptemu_report(m, VIOLATION_INSTALLED_TABLE_NOT_EMPTY, table_pa,
-				     "table %#" PRIx64 " installed in a pmd with entry %u %#" PRIx64,
-				     table_pa, i, v);
-			break;
-		}
-	}
+	report_if_not_empty(m, table_pa, VIOLATION_INSTALLED_TABLE_NOT_EMPTY, "installed in a pmd");
 }
 
 void check_table_detach(struct ptemu_machine *m, uint64_t table_pa)
@@ -262,10 +270,8 @@ void check_table_detach(struct ptemu_machine *m, uint64_t table_pa)
 
 enum ptemu_table_state check_table_defer(struct ptemu_machine *m, uint64_t table_pa)
 {
-	const struct ptemu_arch *a = m->arch;
 	struct table_slot *s = slot_of(m, table_pa);
 	uint32_t old = __atomic_exchange_n(&s->state, TABLE_RCU_PENDING, __ATOMIC_SEQ_CST);
-	unsigned n = a->pte_table_bytes / a->entry_bytes;
 
 	check_event(m);
 	digest_event(m, DIGEST_TABLE, table_pa, TABLE_RCU_PENDING);
@@ -282,16 +288,7 @@ enum ptemu_table_state check_table_defer(struct ptemu_machine *m, uint64_t table
 		ptemu_report(m, VIOLATION_PT_FREE_WHILE_MAPPED, table_pa,
 			     "pte_free_defer of table %#" PRIx64 " while %s (not detached)",
 			     table_pa, ptemu_table_state_name(old));
-	for (unsigned i = 0; i < n; i++) {
-		uint64_t v = ptemu_entry_load(m, table_pa + (uint64_t)i * a->entry_bytes);
-
-		if (!a->pte_none(v)) {
-			ptemu_report(m, VIOLATION_DETACHED_TABLE_NOT_EMPTY, table_pa,
-				     "pte_free_defer of table %#" PRIx64 ": entry %u is %#" PRIx64,
-				     table_pa, i, v);
-			break;
-		}
-	}
+	report_if_not_empty(m, table_pa, VIOLATION_DETACHED_TABLE_NOT_EMPTY, "handed to pte_free_defer");
 	return (enum ptemu_table_state)old;
 }
 

@@ -114,16 +114,19 @@ static void free_retracted_table(struct mm_struct *mm, uint64_t table, bool defe
 	ptemu_stat_add(&mm->machine->stats, PTEMU_STAT_retracts, 1);
 }
 
-/* The per-VMA reasons any retraction passes a VMA over (kernel-spec 3.3). */
-static bool retract_skips_vma(struct vm_area_struct *vma, uint64_t addr, pmd_t **pmd)
+/* The per-VMA checks both retractions make first, in the kernel's order (kernel-spec 3.3,
+ * and 3.5 for v6.5): SCAN_SUCCEED when the VMA maps a whole PMD range at addr through a
+ * table, found in *pmd. */
+static enum scan_result retract_check_vma(struct vm_area_struct *vma, uint64_t addr, pmd_t **pmd)
 {
-	struct mm_struct *mm = vma->vm_mm;
-	uint64_t hsize = 1ull << mm->machine->arch->pmd_leaf_shift;
+	uint64_t hsize = 1ull << vma->vm_mm->machine->arch->pmd_leaf_shift;
 
 	/* Written-to private mappings hold anon pages and would split again. */
-	return !addr || __atomic_load_n(&vma->anon_vma, __ATOMIC_RELAXED) || (addr & (hsize - 1)) ||
-	       vma->vm_end < addr + hsize || find_pmd_or_thp_or_none(mm, addr, pmd) != SCAN_SUCCEED ||
-	       !__atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE);
+	if (__atomic_load_n(&vma->anon_vma, __ATOMIC_RELAXED))
+		return SCAN_PAGE_ANON;
+	if (!addr || (addr & (hsize - 1)) || vma->vm_end < addr + hsize)
+		return SCAN_VMA_CHECK;
+	return find_pmd_or_thp_or_none(vma->vm_mm, addr, pmd);
 }
 
 /* Between the look that found `table` in the pmd and the pmd lock of its removal: where
@@ -155,7 +158,8 @@ static void retract_page_tables_lockless(struct ptemu_file *f, uint64_t pgoff)
 		pmd_t *pmd, pmdval;
 		bool retracted = false;
 
-		if (retract_skips_vma(vma, addr, &pmd)) {
+		if (retract_check_vma(vma, addr, &pmd) != SCAN_SUCCEED ||
+		    !__atomic_load_n(&mm->mm_users, __ATOMIC_ACQUIRE)) {
 			ptemu_stat_add(&m->stats, PTEMU_STAT_retract_skips, 1);
 			continue;
 		}
@@ -224,7 +228,6 @@ static enum scan_result retract_page_tables_legacy(struct ptemu_file *f, uint64_
 						   struct page *hpage, bool is_khugepaged)
 {
 	struct ptemu_machine *m = f->machine;
-	uint64_t hsize = 1ull << m->arch->pmd_leaf_shift;
 	enum scan_result target_result = SCAN_FAIL;
 
 	down_write(&f->i_mmap_rwsem);
@@ -236,13 +239,7 @@ static enum scan_result retract_page_tables_legacy(struct ptemu_file *f, uint64_
 		enum scan_result result;
 		pmd_t *pmd;
 
-		/* Written-to private mappings hold anon pages and would split again. */
-		if (__atomic_load_n(&vma->anon_vma, __ATOMIC_RELAXED))
-			result = SCAN_PAGE_ANON;
-		else if (!addr || (addr & (hsize - 1)) || vma->vm_end < addr + hsize)
-			result = SCAN_VMA_CHECK;
-		else
-			result = find_pmd_or_thp_or_none(mm, addr, &pmd);
+		result = retract_check_vma(vma, addr, &pmd);
 		if (result != SCAN_SUCCEED)
 			goto next;
 		result = SCAN_PTE_MAPPED_HUGEPAGE;
