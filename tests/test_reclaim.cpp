@@ -349,6 +349,7 @@ TEST_P(Reclaim, RetractRechecksAPmdThatReclaimEmptiedBeforeItsLock)
 			ASSERT_TRUE(race.fired);
 		}
 		EXPECT_EQ(s.table_at(s.addr), 0u);
+		EXPECT_EQ(s.stat(PTEMU_STAT_removal_saw_pmd_change), 1u);
 		if (inj == INJECT_NONE) {
 			EXPECT_EQ(s.stat(PTEMU_STAT_retracts), 0u);
 			EXPECT_EQ(s.read64(s.addr + 2 * s.page()), 0xabc002u);
@@ -385,6 +386,7 @@ TEST_P(Reclaim, CollapsePteMappedThpRechecksAPmdThatReclaimEmptied)
 			}
 		}
 		EXPECT_EQ(s.table_at(s.addr), 0u);
+		EXPECT_EQ(s.stat(PTEMU_STAT_removal_saw_pmd_change), 1u);
 		if (inj == INJECT_NONE) {
 			EXPECT_EQ(s.read64(s.addr + 4 * s.page()), 0xabc004u);
 			EXPECT_EQ(s.violations(), 0u) << s.describe();
