@@ -335,6 +335,17 @@ TEST(Cli, ArchListsHaveNoEmptyNamesAndAllExpandsInside)
 
 // Every number is decimal digits only: no base prefix, sign, space or exponent. The bad
 // --arch ends each command line before anything runs.
+// No kernel has both 6.14's reclaim and v6.5's retract: refused, whichever command.
+TEST(Cli, ReclaimWithTheLegacyProtocolIsRefused)
+{
+	std::string out;
+	EXPECT_EQ(run_cli("run --arch arm64 --protocol legacy --reclaim-empty-tables", &out), 2);
+	EXPECT_NE(out.find("needs the lockless protocol"), std::string::npos) << out;
+	EXPECT_EQ(run_cli("campaign --arch arm64 --seeds 1 --protocol lockless,legacy "
+			  "--reclaim-empty-tables", &out), 2);
+	EXPECT_NE(out.find("needs the lockless protocol"), std::string::npos) << out;
+}
+
 TEST(Cli, NumbersAreDecimalDigitsOnly)
 {
 	std::string out;
