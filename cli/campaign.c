@@ -1028,8 +1028,9 @@ static int make_rows(struct campaign *c, const struct cli_opts *o)
 			enum ptemu_injection inj = (enum ptemu_injection)o->injects[i];
 
 			if (!ptemu_injection_applies(inj, o->arches[a])) {
-				fprintf(stderr, "ptemu: campaign: %s does not apply to %s: left out\n",
-					injection_name(inj), o->arches[a]->name);
+				fprintf(stderr, "ptemu: campaign: %s does not apply to %s (%s): left out\n",
+					injection_name(inj), o->arches[a]->name,
+					ptemu_injection_why_not(inj, o->arches[a]));
 				continue;
 			}
 			for (unsigned p = 0; p < o->nprotocols; p++) {

@@ -34,6 +34,10 @@ static int list_main(int argc, char **argv)
 				if (ptemu_injection_applies(i->id, *a))
 					printf(" %s", (*a)->name);
 			printf("]\n");
+			for (const struct ptemu_arch *const *a = ptemu_arch_all(); *a; a++)
+				if (!ptemu_injection_applies(i->id, *a))
+					printf("%-24s   not on %s: %s\n", "", (*a)->name,
+					       ptemu_injection_why_not(i->id, *a));
 		}
 	} else if (!strcmp(what, "violations")) {
 		for (int k = 0; k < VIOLATION_KIND_COUNT; k++)

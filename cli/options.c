@@ -325,9 +325,11 @@ static int resolve_lists(const struct cli_command *cmd, struct cli_opts *o, bool
 int check_injection(const struct cli_opts *o)
 {
 	for (unsigned i = 0; i < o->narches; i++) {
-		if (!ptemu_injection_applies((enum ptemu_injection)o->injects[0], o->arches[i])) {
-			fprintf(stderr, "ptemu: injection not offered by model %s ('ptemu list injections')\n",
-				o->arches[i]->name);
+		const char *why = ptemu_injection_why_not((enum ptemu_injection)o->injects[0], o->arches[i]);
+
+		if (why) {
+			fprintf(stderr, "ptemu: injection not offered by model %s: %s ('ptemu list injections')\n",
+				o->arches[i]->name, why);
 			return EXIT_USAGE;
 		}
 	}

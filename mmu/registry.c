@@ -3,6 +3,7 @@
 
 #include <ptemu/arch.h>
 
+#include "arm/arm.h"
 #include "arm64/arm64.h"
 #include "s390/s390.h"
 
@@ -10,6 +11,7 @@ static const struct ptemu_arch *const models[] = {
 	&ptemu_arch_arm64_48,
 	&ptemu_arch_arm64_39,
 	&ptemu_arch_s390,
+	&ptemu_arch_arm_lpae,
 	NULL,
 };
 

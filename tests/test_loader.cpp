@@ -856,24 +856,28 @@ TEST(ElfLoader, ASegmentBeyondTheModelsAddressSpaceIsBadInput)
 		const char *arch;
 		bool be;
 		uint16_t machine;
-		unsigned va_bits;
+		uint64_t top;	// TASK_SIZE
+		bool is64;
 	};
-	for (const Case &c : { Case{ "arm64", false, EM_AARCH64, 48 }, Case{ "arm64-39", false, EM_AARCH64, 39 },
-			       Case{ "s390", true, EM_S390, 53 } }) {
+	for (const Case &c : { Case{ "arm64", false, EM_AARCH64, 1ull << 48, true },
+			       Case{ "arm64-39", false, EM_AARCH64, 1ull << 39, true },
+			       Case{ "s390", true, EM_S390, 1ull << 53, true },
+			       Case{ "arm-lpae", false, EM_ARM, 0xbf000000ull, false } }) {
 		SCOPED_TRACE(c.arch);
-		ElfBuilder e(true, c.be);
+		ElfBuilder e(c.is64, c.be);
 		e.machine = c.machine;
 		e.entry = kText;
 		e.segs.push_back({ PT_LOAD, kText, 64, PF_R | PF_X, std::vector<uint8_t>(64, 0x07) });
 		// Its last byte is the first beyond the space.
-		uint64_t top = 1ull << c.va_bits;
-		e.segs.push_back({ PT_LOAD, top - 0x1000, 0x1001, PF_R | PF_W, {} });
+		e.segs.push_back({ PT_LOAD, c.top - 0x1000, 0x1001, PF_R | PF_W, {} });
 		std::vector<uint8_t> b = e.build();
 		std::string err, out;
 		ASSERT_EQ(check_for(c.arch, b, &err), -1);
-		char want[160];
-		snprintf(want, sizeof(want), "segment 1 (p_vaddr 0x%llx, p_memsz 0x1001) beyond the %u-bit virtual address space",
-			 (unsigned long long)(top - 0x1000), c.va_bits);
+		char want[200];
+		snprintf(want, sizeof(want),
+			 "segment 1 (p_vaddr 0x%llx, p_memsz 0x1001) beyond the user address space of "
+			 "model %s (below 0x%llx)",
+			 (unsigned long long)(c.top - 0x1000), c.arch, (unsigned long long)c.top);
 		EXPECT_NE(err.find(want), std::string::npos) << err;
 		EXPECT_EQ(run_image(c.arch, b, &out), 2) << out;
 		EXPECT_NE(out.find(want), std::string::npos) << out;

@@ -52,23 +52,49 @@ enum ptemu_injection ptemu_injection_from_name(const char *name)
 	return INJECT_COUNT;
 }
 
+/* The injections that remove a step of collapse or retraction. */
+static bool needs_collapse(enum ptemu_injection inj)
+{
+	return inj == INJECT_FREE_IMMEDIATELY || inj == INJECT_NO_TLB_FLUSH ||
+	       inj == INJECT_LEAF_FLUSH_ONLY || inj == INJECT_RETRACT_NO_RECHECK ||
+	       inj == INJECT_CPMT_NO_RECHECK;
+}
+
+const char *ptemu_injection_why_not(enum ptemu_injection inj, const struct ptemu_arch *arch)
+{
+	const struct ptemu_injection_info *i = injections;
+
+	if (inj == INJECT_NONE)
+		return NULL;
+	while (i->name && i->id != inj)
+		i++;
+	if (!i->name)
+		return "no such injection";
+	if (i->model_specific)
+		return (arch->model_injections >> inj) & 1u ? NULL : "a step of another model's own code";
+	if (needs_collapse(inj) && !arch->pmd_leaf_shift)
+		return "no THP, so no collapse and no retraction";
+	if (inj == INJECT_NO_TLB_FLUSH && arch->retract_flush == PTEMU_RETRACT_FLUSH_NONE)
+		return "retract issues no invalidation here, so there is none to leave out";
+	if (inj == INJECT_LEAF_FLUSH_ONLY) {
+		if (arch->retract_flush != PTEMU_RETRACT_FLUSH_RANGE || arch->pmdp_collapse_flush)
+			return "the model's pmdp_collapse_flush is not flush_tlb_range";
+		if (arch->leaf_flush_drops_walk_cache)
+			return "every invalidation of the model also drops walk caches: there is no "
+			       "last-level-only form";
+	}
+	/* Without RCU table freeing nothing detaches a table under a map: the re-check and the
+	 * RCU section guard a window the model never opens. */
+	if ((inj == INJECT_NO_RCU_READ_LOCK || inj == INJECT_NO_PMD_RECHECK) && !arch->pmd_leaf_shift &&
+	    !arch->rcu_table_free)
+		return "tables are detached only under mmap_lock held for write, which every map "
+		       "excludes (no THP, no RCU table freeing)";
+	return NULL;
+}
+
 bool ptemu_injection_applies(enum ptemu_injection inj, const struct ptemu_arch *arch)
 {
-	for (const struct ptemu_injection_info *i = injections; i->name; i++) {
-		if (i->id != inj)
-			continue;
-		if (i->model_specific)
-			return (arch->model_injections >> inj) & 1u;
-		/* Where retract issues no flush there is no flush to leave out. */
-		if (inj == INJECT_NO_TLB_FLUSH)
-			return arch->retract_flush != PTEMU_RETRACT_FLUSH_NONE;
-		/* Only where a last-level invalidation keeps walk caches (arm64). */
-		if (inj == INJECT_LEAF_FLUSH_ONLY)
-			return arch->retract_flush == PTEMU_RETRACT_FLUSH_RANGE &&
-			       !arch->pmdp_collapse_flush && !arch->leaf_flush_drops_walk_cache;
-		return true;
-	}
-	return inj == INJECT_NONE;
+	return !ptemu_injection_why_not(inj, arch);
 }
 
 bool ptemu_injected(const struct ptemu_machine *m, enum ptemu_injection inj)

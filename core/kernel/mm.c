@@ -495,7 +495,7 @@ static bool range_ok(const struct mm_struct *mm, uint64_t start, uint64_t len)
 	const struct ptemu_arch *a = mm->machine->arch;
 
 	return len && !(start & (ptemu_page_size(a) - 1)) && start + len > start &&
-	       start + len <= (1ull << a->va_bits);
+	       start + len <= ptemu_task_size(a);
 }
 
 static uint64_t page_align(const struct mm_struct *mm, uint64_t len)

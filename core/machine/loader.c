@@ -525,11 +525,11 @@ int ptemu_elf_check_arch(const struct ptemu_arch *arch, const struct ptemu_elf_i
 		/* The pages the segment maps: its end rounded up, without overflow. */
 		uint64_t last_page = (s->vaddr + (s->memsz - 1)) | (page - 1);
 
-		if (arch->va_bits < 64 && last_page >> arch->va_bits)
+		if (arch->va_bits < 64 && last_page > ptemu_task_size(arch) - 1)
 			return fail(err, errlen,
 				    "segment %u (p_vaddr 0x%" PRIx64 ", p_memsz 0x%" PRIx64
-				    ") beyond the %u-bit virtual address space of model %s",
-				    s->index, s->vaddr, s->memsz, arch->va_bits, arch->name);
+				    ") beyond the user address space of model %s (below 0x%" PRIx64 ")",
+				    s->index, s->vaddr, s->memsz, arch->name, ptemu_task_size(arch));
 	}
 	return arch->check_image ? arch->check_image(img, err, errlen) : 0;
 }

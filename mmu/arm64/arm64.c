@@ -293,10 +293,10 @@ static enum ptemu_walk_fault arm64_walk_leaf(uint64_t entry, uint64_t table, uns
 	return arm64_walk_fault(out, PTEMU_WALK_OK, level);
 }
 
-/* A stage-1 EL0 walk from TTBR0_EL1. TBI, when enabled, is applied by the vCPU before a
- * fill, so every bit above va_bits must be clear: anything else is outside TTBR0's range
- * (a TTBR1 address or a hole) and faults at the first level, as T0SZ makes it. */
-static enum ptemu_walk_fault arm64_hw_walk(const struct ptemu_arch *arch,
+/* A stage-1 EL0 walk with the 4 KiB-granule long-descriptor format that VMSAv8-64 and
+ * VMSAv7's LPAE share: levels 0 to nr_levels - 1 of the model are the VMSA levels that end
+ * at level 3, and output addresses are the bits of oa_mask. */
+enum ptemu_walk_fault ptemu_vmsa_long_walk(const struct ptemu_arch *arch, uint64_t oa_mask,
 					   const struct ptemu_walk_ctx *ctx, uint64_t root_pa,
 					   uint64_t va, enum ptemu_access access,
 					   struct ptemu_walk_result *out)
@@ -305,9 +305,6 @@ static enum ptemu_walk_fault arm64_hw_walk(const struct ptemu_arch *arch,
 	unsigned level;
 
 	*out = (struct ptemu_walk_result){ .fault = PTEMU_WALK_OK };
-	if (va >> arch->va_bits)
-		return arm64_walk_fault(out, PTEMU_WALK_TRANSLATION, 0);
-
 	for (level = 0;; level++) {
 		unsigned hw_level = arm64_hw_level(arch, level);
 		uint64_t entry;
@@ -317,7 +314,7 @@ static enum ptemu_walk_fault arm64_hw_walk(const struct ptemu_arch *arch,
 		if (!(entry & PTE_VALID))
 			return arm64_walk_fault(out, PTEMU_WALK_TRANSLATION, level);
 		if (hw_level < 3 && (entry & PTE_TABLE_BIT)) {
-			table_pa = entry & PTE_ADDR_MASK;
+			table_pa = entry & oa_mask;
 			table_limits |= entry & (PMD_TABLE_UXN | PMD_TABLE_AP_NO_EL0 |
 						 PMD_TABLE_AP_RDONLY);
 			continue;
@@ -325,9 +322,24 @@ static enum ptemu_walk_fault arm64_hw_walk(const struct ptemu_arch *arch,
 		/* an L0 block, or bits[1:0] = 01 at L3: reserved encodings */
 		if (hw_level == 0 || (hw_level == 3 && !(entry & PTE_TABLE_BIT)))
 			return arm64_walk_fault(out, PTEMU_WALK_BAD_ENTRY, level);
-		return arm64_walk_leaf(entry, table_limits, level, arch->level_shift[level], va,
-				       access, out);
+		return arm64_walk_leaf(entry & (oa_mask | ~PTE_ADDR_MASK), table_limits, level,
+				       arch->level_shift[level], va, access, out);
 	}
+}
+
+/* TBI, when enabled, is applied by the vCPU before a fill, so every bit above va_bits must
+ * be clear: anything else is outside TTBR0's range (a TTBR1 address or a hole) and faults
+ * at the first level, as T0SZ makes it. */
+static enum ptemu_walk_fault arm64_hw_walk(const struct ptemu_arch *arch,
+					   const struct ptemu_walk_ctx *ctx, uint64_t root_pa,
+					   uint64_t va, enum ptemu_access access,
+					   struct ptemu_walk_result *out)
+{
+	if (va >> arch->va_bits) {
+		*out = (struct ptemu_walk_result){ .fault = PTEMU_WALK_TRANSLATION };
+		return PTEMU_WALK_TRANSLATION;
+	}
+	return ptemu_vmsa_long_walk(arch, PTE_ADDR_MASK, ctx, root_pa, va, access, out);
 }
 
 static enum ptemu_walk_fault arm64_48_hw_walk(const struct ptemu_walk_ctx *ctx,

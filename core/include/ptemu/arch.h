@@ -128,6 +128,7 @@ struct ptemu_arch {
 	/* Geometry. */
 	unsigned page_shift;		/* base page: 12, 13 or 16 */
 	unsigned va_bits;
+	uint64_t task_size;		/* TASK_SIZE, the end of user space; 0 means 2^va_bits */
 	unsigned nr_levels;		/* levels actually walked, root to PTE */
 	unsigned level_shift[PTEMU_MAX_LEVELS];	/* VA shift of the index of each level */
 	unsigned level_bits[PTEMU_MAX_LEVELS];	/* index bits of each level */
@@ -204,6 +205,10 @@ const struct ptemu_arch *const *ptemu_arch_all(void);
 /* Geometry helpers shared by core and models. */
 static inline unsigned ptemu_pte_level(const struct ptemu_arch *a) { return a->nr_levels - 1; }
 static inline unsigned ptemu_pmd_level(const struct ptemu_arch *a) { return a->nr_levels - 2; }
+static inline uint64_t ptemu_task_size(const struct ptemu_arch *a)
+{
+	return a->task_size ? a->task_size : 1ull << a->va_bits;
+}
 static inline uint64_t ptemu_page_size(const struct ptemu_arch *a) { return 1ull << a->page_shift; }
 static inline unsigned ptemu_level_index(const struct ptemu_arch *a, unsigned level, uint64_t va)
 {

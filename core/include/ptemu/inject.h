@@ -36,7 +36,9 @@ struct ptemu_injection_info {
 	bool model_specific;
 };
 
-/* Whether a model contains the path the injection needs (DESIGN.md section 5). */
+/* Whether a model contains the path the injection needs (DESIGN.md section 5): NULL, or
+ * why the model has no such path. */
+const char *ptemu_injection_why_not(enum ptemu_injection inj, const struct ptemu_arch *arch);
 bool ptemu_injection_applies(enum ptemu_injection inj, const struct ptemu_arch *arch);
 
 /* The offered injections (without INJECT_NONE), terminated by a NULL name. */

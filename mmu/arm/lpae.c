@@ -1,0 +1,218 @@
+/* arm-lpae: ARMv7 with the Large Physical Address Extension, as Linux v6.6 uses it for user
+ * space under the 3G/1G split (CONFIG_ARM_LPAE, kernel-spec 2.6): three levels of 8-byte
+ * little-endian long descriptors, a first level of 4 x 1 GiB entries (TTBCR.T0SZ = 0,
+ * T1SZ = 2, so addresses from 0xC0000000 belong to TTBR1 and the kernel), then 512 x 2 MiB
+ * and 512 x 4 KiB. THP exists on arm only here: a 2 MiB block at the pmd level.
+ *
+ * The hardware format is VMSAv8-64's with a 40-bit output address, so the walk is the one
+ * mmu/arm64 implements (AF, AP[2:1], XN/PXN, APTable/XNTable/PXNTable). What differs is
+ * what Linux keeps in the software bits (asm/pgtable-3level.h):
+ *   bits 1:0    L_PTE_PRESENT (3); L_PTE_VALID is bit 0 alone
+ *   bits 4:2    AttrIndx: L_PTE_MT_WRITEALLOC (7) for user memory
+ *   bit 6       L_PTE_USER (AP[1]); bit 7 AP[2], computed by cpu_v7_set_pte_ext
+ *   bits 9:8    L_PTE_SHARED; bit 10 L_PTE_YOUNG (AF); bit 11 nG for user addresses
+ *   bit 54      L_PTE_XN; 55 L_PTE_DIRTY; 56 L_PTE_SPECIAL; 57 L_PTE_NONE;
+ *   bit 58      L_PTE_RDONLY (software: Linux tracks "not writable", not "writable")
+ * cpu_v7_set_pte_ext (proc-v7-3level.S) clears L_PTE_VALID for a PROT_NONE PTE and sets
+ * AP[2] unless the PTE is dirty and not read-only, so the first store to a clean page takes
+ * a permission fault that the fault path turns into pte_mkdirty; set_pmd_at does the same
+ * for a huge pmd. A PTE whose AF is clear takes an access flag fault.
+ *
+ * Tables are whole pages from the generic allocator and pte_free_defer; SMP LPAE selects
+ * MMU_GATHER_RCU_TABLE_FREE. ARMv7's TLB maintenance by MVA (TLBIMVAIS) also invalidates
+ * cached walks for that address: there is no last-level-only form (TLBIMVALIS came with
+ * ARMv8's AArch32), so every flush here drops walk caches.
+ */
+#include "arm.h"
+
+#include <elf.h>
+
+#include <capstone/capstone.h>
+#include <unicorn/unicorn.h>
+
+#include <ptemu/mm.h>
+#include <ptemu/mmu_gather.h>
+#include <ptemu/pgtable.h>
+
+#include "../arm64/arm64.h"
+
+#define LPAE_PAGE_SHIFT		12
+
+#define BIT_ULL(n)		(1ull << (n))
+#define GENMASK_ULL(h, l)	((~0ull << (l)) & (~0ull >> (63 - (h))))
+
+#define L_PTE_VALID		BIT_ULL(0)
+#define PMD_TABLE_BIT		BIT_ULL(1)
+#define L_PTE_PRESENT		(L_PTE_VALID | PMD_TABLE_BIT)
+#define PMD_TYPE_TABLE		(L_PTE_VALID | PMD_TABLE_BIT)
+#define L_PTE_MT_WRITEALLOC	(7ull << 2)
+#define L_PTE_USER		BIT_ULL(6)
+#define PTE_AP2			BIT_ULL(7)
+#define L_PTE_SHARED		(3ull << 8)
+#define L_PTE_YOUNG		BIT_ULL(10)
+#define PTE_EXT_NG		BIT_ULL(11)
+#define LPAE_OA_MASK		GENMASK_ULL(39, 12)
+#define L_PTE_XN		BIT_ULL(54)
+#define L_PTE_DIRTY		BIT_ULL(55)
+#define L_PTE_NONE		BIT_ULL(57)
+#define L_PTE_RDONLY		BIT_ULL(58)
+#define PMD_PXNTABLE		BIT_ULL(59)
+
+/* Level of the pmd: level 0 is the folded pud (the 4-entry pgd). */
+#define LPAE_PMD_LEVEL		1
+#define LPAE_PTE_LEVEL		2
+
+static uint64_t lpae_none_entry(unsigned level)
+{
+	return 0;
+}
+
+/* pud_bad/pmd_bad are !(val & 2), but at the pmd level pmd_trans_huge (any value that is not
+ * a table) is tested first in every path, so with THP a pmd is none, a table or huge. */
+static enum ptemu_entry_kind lpae_classify(unsigned level, uint64_t entry, uint64_t *table_pa)
+{
+	if (!entry)
+		return PTEMU_ENTRY_NONE;
+	if (level == LPAE_PTE_LEVEL) {
+		if ((entry & L_PTE_PRESENT) == L_PTE_PRESENT ||
+		    (entry & (L_PTE_PRESENT | L_PTE_NONE)) == (PMD_TABLE_BIT | L_PTE_NONE))
+			return PTEMU_ENTRY_LEAF;
+		/* bits[1:0] = 00: a swap entry; 01 is reserved at level 3 */
+		return (entry & L_PTE_PRESENT) ? PTEMU_ENTRY_BAD : PTEMU_ENTRY_MIGRATION;
+	}
+	if ((entry & PMD_TYPE_TABLE) == PMD_TYPE_TABLE) {
+		if (table_pa)
+			*table_pa = entry & LPAE_OA_MASK;
+		return PTEMU_ENTRY_TABLE;
+	}
+	return level == LPAE_PMD_LEVEL ? PTEMU_ENTRY_LEAF : PTEMU_ENTRY_BAD;
+}
+
+/* pmd_populate: user PTE tables are PXNTable (v6.6 sets it for LPAE on ARMv7); pud_populate
+ * writes the type alone. */
+static uint64_t lpae_mk_table(unsigned level, uint64_t table_pa)
+{
+	return (table_pa & LPAE_OA_MASK) | PMD_TYPE_TABLE |
+	       (level == LPAE_PMD_LEVEL ? PMD_PXNTABLE : 0);
+}
+
+static bool lpae_pte_none(uint64_t pte)
+{
+	return !pte;
+}
+
+/* pte_present: either of L_PTE_PRESENT's bits, so PROT_NONE (valid cleared) is present. */
+static bool lpae_pte_present(uint64_t pte)
+{
+	return pte & L_PTE_PRESENT;
+}
+
+/* protection_map[] (pgprot_user with L_PTE_USER, L_PTE_RDONLY, L_PTE_XN), then what
+ * set_pte_at and cpu_v7_set_pte_ext add: nG for a user address, VALID cleared for
+ * PROT_NONE, AP[2] unless dirty and writable. */
+static uint64_t lpae_mk_pte(struct ptemu_leaf leaf)
+{
+	unsigned prot = leaf.flags & (PTEMU_PROT_READ | PTEMU_PROT_WRITE | PTEMU_PROT_EXEC);
+	uint64_t pte = ((leaf.pfn << LPAE_PAGE_SHIFT) & LPAE_OA_MASK) | L_PTE_PRESENT |
+		       L_PTE_MT_WRITEALLOC | L_PTE_SHARED | PTE_EXT_NG;
+
+	if (!prot)
+		pte |= L_PTE_NONE;
+	else
+		pte |= L_PTE_USER;	/* no EL0 execute-only on ARMv7: exec implies read */
+	if (!(prot & PTEMU_PROT_WRITE))
+		pte |= L_PTE_RDONLY;
+	if (!(prot & PTEMU_PROT_EXEC))
+		pte |= L_PTE_XN;
+	if (leaf.flags & PTEMU_PTE_YOUNG)
+		pte |= L_PTE_YOUNG;
+	if (leaf.flags & PTEMU_PTE_DIRTY)
+		pte |= L_PTE_DIRTY;
+	if (pte & L_PTE_NONE)
+		pte &= ~L_PTE_VALID;
+	if ((pte & L_PTE_RDONLY) || !(pte & L_PTE_DIRTY))
+		pte |= PTE_AP2;
+	return pte;
+}
+
+static struct ptemu_leaf lpae_pte_leaf(uint64_t pte)
+{
+	struct ptemu_leaf leaf = { .pfn = (pte & LPAE_OA_MASK) >> LPAE_PAGE_SHIFT };
+
+	if (pte & L_PTE_USER) {
+		leaf.flags |= PTEMU_PROT_READ;
+		if (!(pte & L_PTE_XN))
+			leaf.flags |= PTEMU_PROT_EXEC;
+		if (!(pte & L_PTE_RDONLY))
+			leaf.flags |= PTEMU_PROT_WRITE;
+	}
+	if (pte & L_PTE_YOUNG)
+		leaf.flags |= PTEMU_PTE_YOUNG;
+	if (pte & L_PTE_DIRTY)
+		leaf.flags |= PTEMU_PTE_DIRTY;
+	return leaf;
+}
+
+/* pmd_mkhuge clears the table bit; set_pmd_at computes VALID and AP[2] as for a PTE. */
+static uint64_t lpae_mk_pmd_leaf(struct ptemu_leaf leaf)
+{
+	return lpae_mk_pte(leaf) & ~PMD_TABLE_BIT;
+}
+
+/* EL0 sees TTBR0 below 0xC0000000 only; above it TTBR1's kernel tables, never user. */
+static enum ptemu_walk_fault lpae_hw_walk(const struct ptemu_walk_ctx *ctx, uint64_t root_pa,
+					  uint64_t va, enum ptemu_access access,
+					  struct ptemu_walk_result *out)
+{
+	if (va >= 0xc0000000ull) {
+		*out = (struct ptemu_walk_result){ .fault = PTEMU_WALK_PERMISSION };
+		return PTEMU_WALK_PERMISSION;
+	}
+	return ptemu_vmsa_long_walk(&ptemu_arch_arm_lpae, LPAE_OA_MASK, ctx, root_pa, va, access,
+				    out);
+}
+
+const struct ptemu_arch ptemu_arch_arm_lpae = {
+	.name = "arm-lpae",
+	.description = "arm (ARMv7 LPAE), 3 levels of long descriptors, 2 MiB PMD THP",
+	.pt_reclaim_status = "what-if: 6.14 reclaims on x86-64 only; LPAE selects "
+			     "MMU_GATHER_RCU_TABLE_FREE with the generic tlb_remove_table",
+	.page_shift = LPAE_PAGE_SHIFT,
+	.va_bits = 32,
+	.task_size = ARM_TASK_SIZE,
+	.nr_levels = 3,
+	.level_shift = { 30, 21, 12 },
+	.level_bits = { 2, 9, 9 },
+	/* The pgd is 4 x 8 bytes; the model gives it a page of its own. */
+	.table_bytes = { 4096, 4096, 4096 },
+	.entry_bytes = 8,
+	.big_endian = false,
+	.pmd_leaf_shift = 21,
+	.none_entry = lpae_none_entry,
+	.classify = lpae_classify,
+	.mk_table = lpae_mk_table,
+	.pte_none = lpae_pte_none,
+	.pte_present = lpae_pte_present,
+	.mk_pte = lpae_mk_pte,
+	.pte_leaf = lpae_pte_leaf,
+	.mk_pmd_leaf = lpae_mk_pmd_leaf,
+	.pmd_leaf = lpae_pte_leaf,
+	.pte_table_bytes = 4096,
+	.tables_per_page = 1,
+	.pte_alloc_one = ptemu_generic_pte_alloc_one,
+	.pte_free = ptemu_generic_pte_free,
+	.pte_free_defer = ptemu_generic_pte_free_defer,
+	.rcu_table_free = true,
+	.pte_free_tlb = ptemu_generic_pte_free_tlb,
+	.tlb_remove_table = ptemu_generic_tlb_remove_table,
+	.hw_walk = lpae_hw_walk,
+	.flush_waits_for_walks = true,	/* TLBIMVAIS + DSB */
+	.walker_is_rcu_reader = false,
+	.retract_flush = PTEMU_RETRACT_FLUSH_RANGE,
+	.leaf_flush_drops_walk_cache = true,
+	/* do_page_fault: VM_ACCESS_FLAGS for a read, as on arm64 without EPAN. */
+	.read_fault_vm_flags = VM_READ | VM_WRITE | VM_EXEC,
+	.tlb_entries = 512,
+	.walk_cache_entries = 32,
+	.isa = PTEMU_ARM32_ISA,
+};
