@@ -228,8 +228,8 @@ static void report_if_not_empty(struct ptemu_machine *m, uint64_t table_pa,
 {
 	const struct ptemu_arch *a = m->arch;
 
-	for (unsigned i = 0; i < a->pte_table_bytes / a->entry_bytes; i++) {
-		uint64_t v = ptemu_entry_load(m, table_pa + (uint64_t)i * a->entry_bytes);
+	for (unsigned i = 0; i < ptemu_ptes_per_table(a); i++) {
+		uint64_t v = ptemu_table_entry_load(m, table_pa, ptemu_pte_level(a), i);
 
 		if (!a->pte_none(v)) {
 			ptemu_report(m, kind, table_pa, "table %#" PRIx64 " %s: entry %u is %#" PRIx64,
@@ -337,7 +337,7 @@ static struct ptemu_held_map *find_map(struct ptemu_thread *t, uint64_t slot)
 
 static struct ptemu_spinlock *ptl_of(const struct ptemu_machine *m, uint64_t pa)
 {
-	return &pfn_to_page(m->phys, pa >> m->arch->page_shift)->ptl;
+	return ptemu_table_ptl(m, pa);
 }
 
 static bool ptl_held_for(const struct ptemu_machine *m, uint64_t pa)
@@ -404,6 +404,20 @@ static uint32_t check_access(struct ptemu_machine *m, uint64_t pte_pa, const cha
 void check_pte_read(struct ptemu_machine *m, uint64_t pte_pa)
 {
 	check_access(m, pte_pa, "read");
+}
+
+void check_hw_twin(struct ptemu_machine *m, uint64_t pte_pa, uint64_t pte)
+{
+	const struct ptemu_arch *a = m->arch;
+
+	if (!a->pte_hw_twin || !ptl_held_for(m, pte_pa))
+		return;
+	uint64_t hw = ptemu_table_entry_load(m, pte_pa + a->hw_twin_offset, ptemu_pte_level(a), 0);
+
+	if (hw != a->pte_hw_twin(pte))
+		ptemu_report(m, VIOLATION_HW_TWIN_MISMATCH, pte_pa,
+			     "PTE %#" PRIx64 " is %#" PRIx64 " but its hardware twin is %#" PRIx64
+			     " (set_pte_ext writes %#" PRIx64 ")", pte_pa, pte, hw, a->pte_hw_twin(pte));
 }
 
 void check_pte_write(struct ptemu_machine *m, uint64_t pte_pa)

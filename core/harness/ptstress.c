@@ -109,7 +109,7 @@ static void lockless_read(struct stress *s, uint64_t addr, uint64_t *rng)
 {
 	const struct ptemu_arch *a = s->m->arch;
 	pmd_t *pmd = mm_find_pmd(s->mm, addr);
-	unsigned per_table = a->pte_table_bytes / a->entry_bytes;
+	unsigned per_table = ptemu_ptes_per_table(a);
 	pmd_t seen;
 	pte_t *pte;
 
@@ -125,9 +125,9 @@ static void lockless_read(struct stress *s, uint64_t addr, uint64_t *rng)
 	}
 	/* Linger in the table now and then, so that retracts land while it is mapped. */
 	unsigned first = (unsigned)((addr >> a->page_shift) % per_table);
-	pte_t *table = pte - first;
+	pte_t *table = ptemu_slot_ptr(s->m, ptemu_slot_pa(s->m, pte) - (uint64_t)first * a->entry_bytes);
 	for (unsigned i = 0; i < 8; i++) {
-		(void)ptep_get(table + (next_rand(rng) % per_table));
+		(void)ptep_get(ptep_add(table, (unsigned)(next_rand(rng) % per_table)));
 		if ((next_rand(rng) & 15) == 0)
 			stress_yield();
 	}
@@ -163,10 +163,12 @@ static void *worker_main(void *arg)
 static void clear_table(struct mm_struct *mm, pte_t *pte, uint64_t addr)
 {
 	const struct ptemu_arch *a = mm->machine->arch;
-	pte_t *first = pte - ptemu_level_index(a, ptemu_pte_level(a), addr);
+	pte_t *first = ptemu_slot_ptr(mm->machine, ptemu_slot_pa(mm->machine, pte) -
+						     (uint64_t)ptemu_level_index(a, ptemu_pte_level(a), addr) *
+							     a->entry_bytes);
 
-	for (unsigned i = 0; i < a->pte_table_bytes / a->entry_bytes; i++)
-		ptep_get_and_clear(mm, addr, first + i);
+	for (unsigned i = 0; i < ptemu_ptes_per_table(a); i++)
+		ptep_get_and_clear(mm, addr, ptep_add(first, i));
 }
 
 /* The harness maps without VMAs, so exit's zap would leave its entries behind: clear

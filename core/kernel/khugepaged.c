@@ -640,7 +640,7 @@ static enum scan_result cpmt_remove_table_legacy(struct mm_struct *mm, struct pt
 		return SCAN_FAIL;
 	}
 	for (uint64_t i = 0; i < nr && result == SCAN_SUCCEED; i++) {
-		pte_t v = ptep_get(start_pte + i);
+		pte_t v = ptep_get(ptep_add(start_pte, i));
 
 		result = thp_pte_check(a, v, folio_pfn(folio) + i);
 		count += result == SCAN_SUCCEED && !a->pte_none(v.val);
@@ -682,7 +682,7 @@ static enum scan_result cpmt_remove_table(struct mm_struct *mm, struct ptemu_fil
 		return SCAN_FAIL;
 	}
 	for (uint64_t i = 0; i < nr && result == SCAN_SUCCEED; i++)
-		result = thp_pte_check(a, ptep_get(start_pte + i), folio_pfn(folio) + i);
+		result = thp_pte_check(a, ptep_get(ptep_add(start_pte, i)), folio_pfn(folio) + i);
 	pte_unmap_unlock(start_pte, ptl);
 	if (result != SCAN_SUCCEED)
 		return result;
@@ -697,12 +697,12 @@ static enum scan_result cpmt_remove_table(struct mm_struct *mm, struct ptemu_fil
 	ptl = pte_lockptr(mm, &pmdval);
 	spin_lock(ptl);
 	for (uint64_t i = 0; i < nr && result == SCAN_SUCCEED; i++) {
-		pte_t v = ptep_get(start_pte + i);
+		pte_t v = ptep_get(ptep_add(start_pte, i));
 
 		/* Rechecked: an entry may have been swapped or migrated since step 1. */
 		result = thp_pte_check(a, v, folio_pfn(folio) + i);
 		if (result == SCAN_SUCCEED && !a->pte_none(v.val)) {
-			ptep_get_and_clear(mm, haddr + i * psize, start_pte + i);
+			ptep_get_and_clear(mm, haddr + i * psize, ptep_add(start_pte, i));
 			__atomic_fetch_sub(&folio->mapcount, 1, __ATOMIC_RELAXED);
 			nr_ptes++;
 		}

@@ -250,7 +250,7 @@ static void try_to_free_pte(struct mmu_gather *tlb, pmd_t *pmd, uint64_t addr)
 {
 	struct mm_struct *mm = tlb->mm;
 	const struct ptemu_arch *a = mm->machine->arch;
-	unsigned n = a->pte_table_bytes / a->entry_bytes;
+	unsigned n = ptemu_ptes_per_table(a);
 	struct ptemu_spinlock *pml = pmd_lock(mm, pmd), *ptl = NULL;
 	pmd_t pmdval;
 	/* pte_offset_map_rw_nolock: the pmd's value with the map, stable under pml. */
@@ -263,7 +263,7 @@ static void try_to_free_pte(struct mmu_gather *tlb, pmd_t *pmd, uint64_t addr)
 	if (pte && ptl != pml)
 		spin_lock_nested(ptl);
 	for (unsigned i = 0; empty && i < n; i++)
-		empty = a->pte_none(ptep_get(pte + i).val);
+		empty = a->pte_none(ptep_get(ptep_add(pte, i)).val);
 	if (pte)
 		pte_unmap(pte);
 	if (empty)
@@ -295,7 +295,7 @@ static bool zap_pte_range(struct mmu_gather *tlb, struct vm_area_struct *vma, pm
 
 	if (!pte)
 		return false;
-	for (; addr < end; addr += ptemu_page_size(a), pte++) {
+	for (; addr < end; addr += ptemu_page_size(a), pte = ptep_add(pte, 1)) {
 		pte_t v = ptep_get(pte);
 		uint64_t pfn;
 
@@ -671,7 +671,7 @@ static void change_protection(struct vm_area_struct *vma, uint64_t start, uint64
 		}
 		pte_t *first = pte;
 
-		for (; addr < next; addr += ptemu_page_size(a), pte++) {
+		for (; addr < next; addr += ptemu_page_size(a), pte = ptep_add(pte, 1)) {
 			pte_t e = ptep_get(pte);
 
 			if (!a->pte_present(e.val))
@@ -828,10 +828,10 @@ static void free_level(struct mmu_gather *tlb, uint64_t table, unsigned level)
 	struct mm_struct *mm = tlb->mm;
 	struct ptemu_machine *m = mm->machine;
 	const struct ptemu_arch *a = m->arch;
-	unsigned n = a->table_bytes[level] / a->entry_bytes;
+	unsigned n = a->table_bytes[level] / ptemu_entry_size(a, level);
 
 	for (unsigned i = 0; i < n; i++) {
-		uint64_t slot = table + (uint64_t)i * a->entry_bytes;
+		uint64_t slot = table + (uint64_t)i * ptemu_entry_size(a, level);
 		uint64_t next;
 
 		if (a->classify(level, ptemu_entry_load(m, slot), &next) != PTEMU_ENTRY_TABLE)
@@ -924,14 +924,12 @@ static void audit_level(struct mm_struct *mm, uint64_t table, unsigned level, st
 {
 	struct ptemu_machine *m = mm->machine;
 	const struct ptemu_arch *a = m->arch;
-	unsigned n = a->table_bytes[level] / a->entry_bytes;
 	bool pte_level = level == ptemu_pte_level(a);
+	unsigned n = pte_level ? ptemu_ptes_per_table(a) : a->table_bytes[level] / ptemu_entry_size(a, level);
 
 	au->table_bytes += pte_level ? a->pte_table_bytes : a->table_bytes[level];
-	if (pte_level)
-		n = a->pte_table_bytes / a->entry_bytes;
 	for (unsigned i = 0; i < n; i++) {
-		uint64_t e = ptemu_entry_load(m, table + (uint64_t)i * a->entry_bytes), next;
+		uint64_t e = ptemu_table_entry_load(m, table, level, i), next;
 
 		if (pte_level) {
 			if (a->pte_present(e)) {

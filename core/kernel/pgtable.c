@@ -19,27 +19,105 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the host must be litt
 
 /* ---- raw entries ------------------------------------------------------------------- */
 
+static uint64_t load_sized(const struct ptemu_machine *m, uint64_t pa, unsigned bytes)
+{
+	void *p = phys_to_virt(m->phys, pa);
+	bool be = m->arch->big_endian;
+
+	if (bytes == 4) {
+		uint32_t v = __atomic_load_n((uint32_t *)p, __ATOMIC_ACQUIRE);
+
+		return be ? __builtin_bswap32(v) : v;
+	}
+	uint64_t v = __atomic_load_n((uint64_t *)p, __ATOMIC_ACQUIRE);
+
+	return be ? __builtin_bswap64(v) : v;
+}
+
+static void store_sized(const struct ptemu_machine *m, uint64_t pa, uint64_t val, unsigned bytes)
+{
+	void *p = phys_to_virt(m->phys, pa);
+	bool be = m->arch->big_endian;
+
+	if (bytes == 4)
+		__atomic_store_n((uint32_t *)p, be ? __builtin_bswap32((uint32_t)val) : (uint32_t)val,
+				 __ATOMIC_RELEASE);
+	else
+		__atomic_store_n((uint64_t *)p, be ? __builtin_bswap64(val) : val, __ATOMIC_RELEASE);
+}
+
+static uint64_t xchg_sized(const struct ptemu_machine *m, uint64_t pa, uint64_t val, unsigned bytes)
+{
+	void *p = phys_to_virt(m->phys, pa);
+	bool be = m->arch->big_endian;
+
+	if (bytes == 4) {
+		uint32_t old = __atomic_exchange_n((uint32_t *)p,
+						   be ? __builtin_bswap32((uint32_t)val) : (uint32_t)val,
+						   __ATOMIC_ACQ_REL);
+
+		return be ? __builtin_bswap32(old) : old;
+	}
+	uint64_t old = __atomic_exchange_n((uint64_t *)p, be ? __builtin_bswap64(val) : val,
+					   __ATOMIC_ACQ_REL);
+
+	return be ? __builtin_bswap64(old) : old;
+}
+
 uint64_t ptemu_entry_load(const struct ptemu_machine *m, uint64_t entry_pa)
 {
-	uint64_t v = __atomic_load_n((uint64_t *)phys_to_virt(m->phys, entry_pa), __ATOMIC_ACQUIRE);
-
-	return m->arch->big_endian ? __builtin_bswap64(v) : v;
+	return load_sized(m, entry_pa, 8);
 }
 
 void ptemu_entry_store(const struct ptemu_machine *m, uint64_t entry_pa, uint64_t val)
 {
-	if (m->arch->big_endian)
-		val = __builtin_bswap64(val);
-	__atomic_store_n((uint64_t *)phys_to_virt(m->phys, entry_pa), val, __ATOMIC_RELEASE);
+	store_sized(m, entry_pa, val, 8);
 }
 
 static uint64_t entry_xchg(const struct ptemu_machine *m, uint64_t entry_pa, uint64_t val)
 {
-	bool be = m->arch->big_endian;
-	uint64_t old = __atomic_exchange_n((uint64_t *)phys_to_virt(m->phys, entry_pa),
-					   be ? __builtin_bswap64(val) : val, __ATOMIC_ACQ_REL);
+	return xchg_sized(m, entry_pa, val, 8);
+}
 
-	return be ? __builtin_bswap64(old) : old;
+uint64_t ptemu_pte_load(const struct ptemu_machine *m, uint64_t pte_pa)
+{
+	return load_sized(m, pte_pa, m->arch->entry_bytes);
+}
+
+/* The hardware twin follows the Linux PTE, as set_pte_ext writes them. */
+static void store_hw_twin(const struct ptemu_machine *m, uint64_t pte_pa, uint64_t val)
+{
+	const struct ptemu_arch *a = m->arch;
+
+	if (a->pte_hw_twin)
+		store_sized(m, pte_pa + a->hw_twin_offset, a->pte_hw_twin(val), a->entry_bytes);
+}
+
+void ptemu_pte_store(const struct ptemu_machine *m, uint64_t pte_pa, uint64_t val)
+{
+	store_sized(m, pte_pa, val, m->arch->entry_bytes);
+	store_hw_twin(m, pte_pa, val);
+}
+
+static uint64_t pte_xchg(const struct ptemu_machine *m, uint64_t pte_pa, uint64_t val)
+{
+	uint64_t old = xchg_sized(m, pte_pa, val, m->arch->entry_bytes);
+
+	store_hw_twin(m, pte_pa, val);
+	return old;
+}
+
+uint64_t ptemu_table_entry_load(const struct ptemu_machine *m, uint64_t table_pa, unsigned level,
+				unsigned index)
+{
+	unsigned size = ptemu_entry_size(m->arch, level);
+
+	return load_sized(m, table_pa + (uint64_t)index * size, size);
+}
+
+pte_t *ptep_add(pte_t *ptep, unsigned n)
+{
+	return (pte_t *)((uint8_t *)ptep + (size_t)n * ptemu_current_machine()->arch->entry_bytes);
 }
 
 uint64_t ptemu_slot_pa(const struct ptemu_machine *m, const void *slot)
@@ -60,9 +138,10 @@ static struct page *pa_to_page(const struct ptemu_machine *m, uint64_t pa)
 static void fill_none(const struct ptemu_machine *m, uint64_t pa, uint64_t bytes, unsigned level)
 {
 	uint64_t none = m->arch->none_entry(level);
+	unsigned size = ptemu_entry_size(m->arch, level);
 
-	for (uint64_t off = 0; off < bytes; off += m->arch->entry_bytes)
-		ptemu_entry_store(m, pa + off, none);
+	for (uint64_t off = 0; off < bytes; off += size)
+		store_sized(m, pa + off, none, size);
 }
 
 /* ---- classification ------------------------------------------------------------------ */
@@ -111,7 +190,10 @@ pte_t ptep_get(pte_t *ptep)
 
 	ptemu_sched_point();
 	check_pte_read(m, pa);
-	return __pte(ptemu_entry_load(m, pa));
+	uint64_t v = ptemu_pte_load(m, pa);
+
+	check_hw_twin(m, pa, v);
+	return __pte(v);
 }
 
 void set_pte_at(struct mm_struct *mm, uint64_t addr, pte_t *ptep, pte_t pte)
@@ -120,7 +202,7 @@ void set_pte_at(struct mm_struct *mm, uint64_t addr, pte_t *ptep, pte_t pte)
 
 	ptemu_sched_point();
 	check_pte_write(mm->machine, pa);
-	ptemu_entry_store(mm->machine, pa, pte.val);
+	ptemu_pte_store(mm->machine, pa, pte.val);
 }
 
 pte_t ptep_get_and_clear(struct mm_struct *mm, uint64_t addr, pte_t *ptep)
@@ -131,7 +213,7 @@ pte_t ptep_get_and_clear(struct mm_struct *mm, uint64_t addr, pte_t *ptep)
 	ptemu_sched_point();
 	check_pte_write(m, pa);
 	/* An exchange, so that a concurrent hardware access-flag update is not lost. */
-	return __pte(entry_xchg(m, pa, m->arch->none_entry(ptemu_pte_level(m->arch))));
+	return __pte(pte_xchg(m, pa, m->arch->none_entry(ptemu_pte_level(m->arch))));
 }
 
 void pte_clear(struct mm_struct *mm, uint64_t addr, pte_t *ptep)
@@ -147,7 +229,7 @@ void ptep_set_access_flags_hw(pte_t *ptep, pte_t pte)
 	/* Hardware updates take no lock (exempt from ptl-not-held) but still need a live table. */
 	check_walk_read(m, pa & ~(uint64_t)(m->arch->pte_table_bytes - 1), ptemu_pte_level(m->arch),
 			true);
-	ptemu_entry_store(m, pa, pte.val);
+	ptemu_pte_store(m, pa, pte.val);
 }
 
 /* ---- pmd accessors ------------------------------------------------------------------ */
@@ -222,16 +304,25 @@ void pmd_clear_bad(pmd_t *pmdp)
 
 /* ---- locks -------------------------------------------------------------------------- */
 
+struct ptemu_spinlock *ptemu_table_ptl(const struct ptemu_machine *m, uint64_t table_pa)
+{
+	struct page *page = pa_to_page(m, table_pa);
+
+	return m->arch->pte_lock_is_page_table_lock ? &page->pt_mm->page_table_lock : &page->ptl;
+}
+
 struct ptemu_spinlock *pte_lockptr(struct mm_struct *mm, pmd_t *pmdval)
 {
 	uint64_t table_pa = 0;
 
 	mm->machine->arch->classify(ptemu_pmd_level(mm->machine->arch), pmdval->val, &table_pa);
-	return &pa_to_page(mm->machine, table_pa)->ptl;
+	return ptemu_table_ptl(mm->machine, table_pa);
 }
 
 struct ptemu_spinlock *pmd_lockptr(struct mm_struct *mm, pmd_t *pmdp)
 {
+	if (mm->machine->arch->pmd_lock_is_page_table_lock)
+		return &mm->page_table_lock;
 	/* Split pmd locks: the lock of the pmd table's first page. */
 	return &pa_to_page(mm->machine, pmd_table_base(mm->machine, ptemu_slot_pa(mm->machine, pmdp)))->ptl;
 }
@@ -394,7 +485,7 @@ static pmd_t *walk_to_pmd(struct mm_struct *mm, uint64_t addr, bool alloc)
 	uint64_t table = mm->pgd_pa;
 
 	for (unsigned level = 0; level < ptemu_pmd_level(a); level++) {
-		uint64_t slot = table + (uint64_t)ptemu_level_index(a, level, addr) * a->entry_bytes;
+		uint64_t slot = table + (uint64_t)ptemu_level_index(a, level, addr) * ptemu_entry_size(a, level);
 		uint64_t next;
 
 		check_walk_read(m, table, level, false);
@@ -420,7 +511,7 @@ static pmd_t *walk_to_pmd(struct mm_struct *mm, uint64_t addr, bool alloc)
 		table = next;
 	}
 	return ptemu_slot_ptr(m, table + (uint64_t)ptemu_level_index(a, ptemu_pmd_level(a), addr) *
-					    a->entry_bytes);
+					    ptemu_entry_size(a, ptemu_pmd_level(a)));
 }
 
 pmd_t *mm_find_pmd(struct mm_struct *mm, uint64_t addr)
@@ -686,7 +777,7 @@ static uint64_t checked_read_entry(const struct ptemu_walk_ctx *ctx, unsigned le
 	struct ptemu_machine *m = ctx->opaque;
 
 	check_walk_read(m, table_pa, level, level == ptemu_pte_level(m->arch));
-	return ptemu_entry_load(m, table_pa + (uint64_t)index * m->arch->entry_bytes);
+	return ptemu_table_entry_load(m, table_pa, level, index);
 }
 
 void ptemu_checked_walk_ctx(struct ptemu_machine *m, struct ptemu_walk_ctx *ctx)

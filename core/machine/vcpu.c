@@ -290,7 +290,7 @@ static uint64_t vcpu_read_entry(const struct ptemu_walk_ctx *ctx, unsigned level
 		return a->mk_table(level, v->walk_cached);
 	}
 	check_walk_read(m, table_pa, level, level == ptemu_pte_level(a));
-	uint64_t e = ptemu_entry_load(m, table_pa + (uint64_t)index * a->entry_bytes);
+	uint64_t e = ptemu_table_entry_load(m, table_pa, level, index);
 
 	if (level == pmd_level) {
 		uint64_t t;

@@ -199,6 +199,9 @@ const struct ptemu_arch ptemu_arch_arm_lpae = {
 	.pmd_leaf = lpae_pte_leaf,
 	.pte_table_bytes = 4096,
 	.tables_per_page = 1,
+	/* arm selects no ARCH_ENABLE_SPLIT_PMD_PTLOCK: pmd_lock() is mm->page_table_lock
+	 * (pin_page_for_write takes it for a huge pmd). PTE tables keep split locks. */
+	.pmd_lock_is_page_table_lock = true,
 	.pte_alloc_one = ptemu_generic_pte_alloc_one,
 	.pte_free = ptemu_generic_pte_free,
 	.pte_free_defer = ptemu_generic_pte_free_defer,

@@ -26,6 +26,7 @@ struct mmu_gather;
 struct page;
 struct ptemu_elf_image;
 struct ptemu_machine;
+struct vm_area_struct;
 
 #define PTEMU_MAX_LEVELS 5
 
@@ -133,7 +134,10 @@ struct ptemu_arch {
 	unsigned level_shift[PTEMU_MAX_LEVELS];	/* VA shift of the index of each level */
 	unsigned level_bits[PTEMU_MAX_LEVELS];	/* index bits of each level */
 	unsigned table_bytes[PTEMU_MAX_LEVELS];	/* size of one table of each level */
-	unsigned entry_bytes;		/* 8 for every model implemented so far */
+	/* Bytes of a PTE: 4 on classic arm, 8 elsewhere. Entries of the other levels are
+	 * 8 bytes on every model (classic arm's is the pair of first-level descriptors that
+	 * one Linux pgd entry holds). */
+	unsigned entry_bytes;
 	bool big_endian;		/* byte order of entries in simulated memory */
 	unsigned pmd_leaf_shift;	/* THP size (0: no PMD leaf, e.g. classic arm) */
 
@@ -147,6 +151,17 @@ struct ptemu_arch {
 	struct ptemu_leaf (*pte_leaf)(uint64_t pte);	/* decode a present PTE */
 	uint64_t (*mk_pmd_leaf)(struct ptemu_leaf leaf);	/* pfn aligned to the THP size */
 	struct ptemu_leaf (*pmd_leaf)(uint64_t pmd);	/* decode a LEAF pmd */
+
+	/* Hardware twins (classic arm): a PTE table page holds the Linux PTEs and, hw_twin_offset
+	 * bytes further, the hardware descriptors the walker reads; set_pte_ext writes the Linux
+	 * PTE, then pte_hw_twin of it. NULL where the walker reads the Linux PTE itself. */
+	uint64_t (*pte_hw_twin)(uint64_t pte);
+	unsigned hw_twin_offset;
+
+	/* Without split page-table locks (USE_SPLIT_PMD_PTLOCKS or USE_SPLIT_PTE_PTLOCKS off)
+	 * the pmd lock, or also every PTE table's lock, is mm->page_table_lock. */
+	bool pmd_lock_is_page_table_lock;
+	bool pte_lock_is_page_table_lock;
 
 	/* PTE table allocation and freeing (kernel-spec section 2). A PTE table is
 	 * pte_table_bytes inside a page; tables_per_page > 1 where pages are shared
@@ -177,6 +192,9 @@ struct ptemu_arch {
 	 * freed no table) also drops walk-cache entries: false on arm64, whose TLBI VALE1IS
 	 * keeps them; true on s390, whose flushes purge the whole ASCE (__tlb_flush_mm_lazy). */
 	bool leaf_flush_drops_walk_cache;
+	/* update_mmu_cache after a fault installed or fixed up the PTE at pte_pa, under its ptl
+	 * (classic arm: make_coherent's adjust_pte of shared aliases); NULL: nothing to do. */
+	void (*update_mmu_cache)(struct vm_area_struct *vma, uint64_t addr, uint64_t pte_pa);
 	/* The VMA flags of which one lets a read fault in: arm64 without EPAN and s390
 	 * (VM_ACCESS_FLAGS) take any of read, write and exec; 0 means VM_READ alone. */
 	unsigned read_fault_vm_flags;
@@ -213,6 +231,16 @@ static inline uint64_t ptemu_page_size(const struct ptemu_arch *a) { return 1ull
 static inline unsigned ptemu_level_index(const struct ptemu_arch *a, unsigned level, uint64_t va)
 {
 	return (unsigned)((va >> a->level_shift[level]) & ((1ull << a->level_bits[level]) - 1));
+}
+/* Bytes of an entry at a level (see entry_bytes). */
+static inline unsigned ptemu_entry_size(const struct ptemu_arch *a, unsigned level)
+{
+	return level == ptemu_pte_level(a) ? a->entry_bytes : 8;
+}
+/* Linux PTEs in one PTE table (the hardware twins not counted). */
+static inline unsigned ptemu_ptes_per_table(const struct ptemu_arch *a)
+{
+	return 1u << a->level_bits[ptemu_pte_level(a)];
 }
 static inline uint64_t ptemu_pmd_size(const struct ptemu_arch *a)
 {

@@ -33,7 +33,8 @@ struct ptemu_machine;
 	X(COUNTER_MISMATCH, "counter-mismatch")                     \
 	X(LEAK, "leak")                                             \
 	X(HANG, "hang")                                             \
-	X(INSTALLED_TABLE_NOT_EMPTY, "installed-table-not-empty")
+	X(INSTALLED_TABLE_NOT_EMPTY, "installed-table-not-empty")   \
+	X(HW_TWIN_MISMATCH, "hw-twin-mismatch")
 
 enum ptemu_violation_kind {
 #define PTEMU_VIOLATION_ENUM(id, name) VIOLATION_##id,
@@ -102,6 +103,9 @@ uint32_t check_table_generation(const struct ptemu_machine *m, uint64_t table_pa
 
 /* Entry accesses through the pte_offset_map family (pte_pa: the entry's address). */
 void check_pte_read(struct ptemu_machine *m, uint64_t pte_pa);
+/* A PTE read under its ptl whose hardware twin (classic arm) is not what set_pte_ext makes
+ * of it: every writer holds the ptl and writes both, so none may be half-done. */
+void check_hw_twin(struct ptemu_machine *m, uint64_t pte_pa, uint64_t pte);
 void check_pte_write(struct ptemu_machine *m, uint64_t pte_pa);
 /* A hardware or software walker reading an entry of a table at level `level`. */
 void check_walk_read(struct ptemu_machine *m, uint64_t table_pa, unsigned level, bool pte_level);

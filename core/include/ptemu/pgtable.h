@@ -39,9 +39,20 @@ bool pte_present(pte_t pte);
 pte_t pmd_none_value(void);
 
 /* Raw entry access in the model's byte order, unchecked: for walkers' readers, table
- * initialisation and the checker. */
+ * initialisation and the checker. ptemu_entry_* access an 8-byte entry of a level above
+ * the PTEs. */
 uint64_t ptemu_entry_load(const struct ptemu_machine *m, uint64_t entry_pa);
 void ptemu_entry_store(const struct ptemu_machine *m, uint64_t entry_pa, uint64_t val);
+/* ptep + n, counted in the model's PTEs: a pte_t is 8 host bytes, a PTE 4 on classic arm. */
+pte_t *ptep_add(pte_t *ptep, unsigned n);
+/* A PTE (entry_bytes wide); the store writes its hardware twin too, as set_pte_ext. */
+uint64_t ptemu_pte_load(const struct ptemu_machine *m, uint64_t pte_pa);
+void ptemu_pte_store(const struct ptemu_machine *m, uint64_t pte_pa, uint64_t val);
+/* Entry `index` of a table of `level`, at that level's entry size. */
+uint64_t ptemu_table_entry_load(const struct ptemu_machine *m, uint64_t table_pa, unsigned level,
+				unsigned index);
+/* The lock of the PTE table at table_pa: its page's split ptl, or mm->page_table_lock. */
+struct ptemu_spinlock *ptemu_table_ptl(const struct ptemu_machine *m, uint64_t table_pa);
 /* Physical address of a slot pointer, and back. */
 uint64_t ptemu_slot_pa(const struct ptemu_machine *m, const void *slot);
 void *ptemu_slot_ptr(const struct ptemu_machine *m, uint64_t pa);
