@@ -319,6 +319,10 @@ static int resolve_lists(const struct cli_command *cmd, struct cli_opts *o, bool
 	for (unsigned i = 0; o->reclaim && i < o->nprotocols; i++)
 		if (o->protocols[i] == PTEMU_PROTOCOL_LEGACY)
 			return usage_error("%s", PTEMU_RECLAIM_NEEDS_LOCKLESS);
+	for (unsigned i = 0; o->reclaim && i < o->narches; i++)
+		if (!o->arches[i]->rcu_table_free)
+			return usage_error("--reclaim-empty-tables on model %s: " PTEMU_RECLAIM_NEEDS_RCU,
+					   o->arches[i]->name);
 	return 0;
 }
 

@@ -66,6 +66,15 @@ static struct page *alloc_anon_page(struct ptemu_machine *m)
 	return pfn_to_page(m->phys, pfn);
 }
 
+/* update_mmu_cache after a PTE was installed or changed, still under its ptl. */
+static void update_mmu_cache(struct vm_fault *vmf)
+{
+	const struct ptemu_arch *a = vmf->m->arch;
+
+	if (a->update_mmu_cache)
+		a->update_mmu_cache(vmf->vma, vmf->address, ptemu_slot_pa(vmf->m, vmf->pte));
+}
+
 static void *page_addr(struct ptemu_machine *m, const struct page *p)
 {
 	return phys_to_virt(m->phys, page_to_pfn(p) << m->arch->page_shift);
@@ -94,6 +103,7 @@ static unsigned set_pte_if_unchanged(struct vm_fault *vmf, struct page *page, un
 	set_pte_at(vmf->mm, vmf->address, vmf->pte, __pte(a->mk_pte(leaf)));
 	add_mm_counter(vmf->mm, counter, 1);
 	__atomic_fetch_add(&page_folio(page)->mapcount, 1, __ATOMIC_RELAXED);
+	update_mmu_cache(vmf);
 	pte_unmap_unlock(vmf->pte, vmf->ptl);
 	return 0;
 }
@@ -233,6 +243,7 @@ static unsigned do_wp_page(struct vm_fault *vmf)
 	if ((vmf->vma->vm_flags & VM_SHARED) || PageFlag(folio, PG_anon)) {
 		leaf.flags |= PTEMU_PROT_WRITE | PTEMU_PTE_DIRTY | PTEMU_PTE_YOUNG;
 		set_pte_at(vmf->mm, vmf->address, vmf->pte, __pte(a->mk_pte(leaf)));
+		update_mmu_cache(vmf);
 		pte_unmap_unlock(vmf->pte, vmf->ptl);
 		return 0;
 	}
@@ -264,6 +275,7 @@ static unsigned do_wp_page(struct vm_fault *vmf)
 	set_pte_at(vmf->mm, vmf->address, vmf->pte, __pte(a->mk_pte(nl)));
 	add_mm_counter(vmf->mm, MM_ANONPAGES, 1);
 	__atomic_fetch_add(&copy->mapcount, 1, __ATOMIC_RELAXED);
+	update_mmu_cache(vmf);
 	pte_unmap_unlock(vmf->pte, vmf->ptl);
 	folio_put(folio);	/* the old mapping's reference */
 	ret = 0;
@@ -317,9 +329,17 @@ static unsigned handle_pte_fault(struct vm_fault *vmf)
 			return do_wp_page(vmf);
 		leaf.flags |= PTEMU_PTE_DIRTY;
 	}
-	/* ptep_set_access_flags: young (and dirty), the spurious-fault fix-up. */
+	/* ptep_set_access_flags: young (and dirty). A change is the emulated access/dirty
+	 * fix-up (the models without hardware young and dirty bits take one per first access
+	 * and first write) and goes to update_mmu_cache; no change was a spurious fault. */
 	leaf.flags |= PTEMU_PTE_YOUNG;
-	set_pte_at(vmf->mm, vmf->address, vmf->pte, __pte(a->mk_pte(leaf)));
+	pte_t entry = __pte(a->mk_pte(leaf));
+
+	set_pte_at(vmf->mm, vmf->address, vmf->pte, entry);
+	if (!pte_same(entry, vmf->orig_pte)) {
+		ptemu_stat_add(&vmf->m->stats, PTEMU_STAT_access_fixups, 1);
+		update_mmu_cache(vmf);
+	}
 	pte_unmap_unlock(vmf->pte, vmf->ptl);
 	return 0;
 }

@@ -308,13 +308,27 @@ struct page *filemap_get_folio_trylocked(struct ptemu_file *f, uint64_t index, i
 
 /* ---- i_mmap ---------------------------------------------------------------------------- */
 
+void flush_dcache_mmap_lock(struct ptemu_file *f)
+{
+	if (f->machine->arch->flush_dcache_mmap_lock)
+		spin_lock(&f->i_pages_lock);
+}
+
+void flush_dcache_mmap_unlock(struct ptemu_file *f)
+{
+	if (f->machine->arch->flush_dcache_mmap_lock)
+		spin_unlock(&f->i_pages_lock);
+}
+
 void __vma_link_file(struct vm_area_struct *vma)
 {
 	struct ptemu_file *f = vma->vm_file;
 
+	flush_dcache_mmap_lock(f);
 	f->i_mmap = ptemu_array_reserve(f->i_mmap, &f->cap_i_mmap, f->nr_i_mmap, sizeof(*f->i_mmap),
 					8, "i_mmap");
 	f->i_mmap[f->nr_i_mmap++] = vma;
+	flush_dcache_mmap_unlock(f);
 }
 
 void vma_link_file(struct vm_area_struct *vma)
@@ -328,12 +342,14 @@ void __unlink_file_vma(struct vm_area_struct *vma)
 {
 	struct ptemu_file *f = vma->vm_file;
 
+	flush_dcache_mmap_lock(f);
 	for (size_t i = 0; i < f->nr_i_mmap; i++) {
 		if (f->i_mmap[i] == vma) {
 			f->i_mmap[i] = f->i_mmap[--f->nr_i_mmap];
 			break;
 		}
 	}
+	flush_dcache_mmap_unlock(f);
 }
 
 void unlink_file_vma(struct vm_area_struct *vma)

@@ -969,10 +969,14 @@ int khugepaged_start(struct ptemu_machine *m, const struct khugepaged_tunables *
 	struct ptemu_khugepaged *k = calloc(1, sizeof(*k));
 	uint64_t nr = a->pmd_leaf_shift ? 1ull << hpage_order(a) : 1;
 
-	if (!k || !a->pmd_leaf_shift) {
+	/* start_stop_khugepaged: no thread unless PMD THPs are enabled, which a model without
+	 * PMD leaves (classic arm) never has. */
+	if (!a->pmd_leaf_shift) {
 		free(k);
-		return -1;
+		return 0;
 	}
+	if (!k)
+		return -1;
 	k->m = m;
 	k->t = *t;
 	if (!k->t.pages_to_scan)

@@ -800,6 +800,9 @@ int do_madvise(struct mm_struct *mm, uint64_t start, uint64_t len_in, int advice
 
 	if (!write && advice != PTEMU_MADV_DONTNEED && advice != PTEMU_MADV_COLLAPSE)
 		return -EINVAL;
+	/* madvise_behavior_valid knows the THP advice only with CONFIG_TRANSPARENT_HUGEPAGE. */
+	if (advice != PTEMU_MADV_DONTNEED && !mm->machine->arch->pmd_leaf_shift)
+		return -EINVAL;
 	if ((start & (ptemu_page_size(mm->machine->arch) - 1)) || (len_in && !len) || end < start)
 		return -EINVAL;
 	if (end == start)

@@ -11,7 +11,11 @@
 #include <ptemu/uaccess.h>
 
 /* Copies within one page at addr, if it is mapped with the needed permission: under the
- * ptl (or pmd lock for a huge mapping) so that no zap can free the page meanwhile. */
+ * ptl (or pmd lock for a huge mapping) so that no zap can free the page meanwhile. A write
+ * needs what arm's pin_page_for_write (lib/uaccess_with_memcpy.c) needs: present, young,
+ * writable and dirty (pmd_hugewillfault for a huge pmd); else the caller faults the page in
+ * and retries, as __copy_to_user_memcpy does. Any access needs young: without it the
+ * models' hardware faults (an access-flag fault, an invalid classic-arm twin). */
 static bool copy_mapped(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, bool write)
 {
 	struct ptemu_machine *m = mm->machine;
@@ -31,7 +35,8 @@ static bool copy_mapped(struct mm_struct *mm, uint64_t addr, void *buf, size_t n
 		if (pmd_trans_huge(v)) {
 			leaf = a->pmd_leaf(v.val);
 			pa = (leaf.pfn << a->page_shift) + (addr & (ptemu_pmd_size(a) - 1));
-			ok = !write || ((leaf.flags & PTEMU_PROT_WRITE) && (leaf.flags & PTEMU_PTE_DIRTY));
+			ok = (leaf.flags & PTEMU_PTE_YOUNG) &&
+			     (!write || ((leaf.flags & PTEMU_PROT_WRITE) && (leaf.flags & PTEMU_PTE_DIRTY)));
 		}
 		if (ok) {
 			if (write)
@@ -51,7 +56,7 @@ static bool copy_mapped(struct mm_struct *mm, uint64_t addr, void *buf, size_t n
 	if (a->pte_present(v.val)) {
 		leaf = a->pte_leaf(v.val);
 		pa = (leaf.pfn << a->page_shift) + (addr & (ptemu_page_size(a) - 1));
-		ok = (leaf.flags & PTEMU_PROT_READ) &&
+		ok = (leaf.flags & PTEMU_PROT_READ) && (leaf.flags & PTEMU_PTE_YOUNG) &&
 		     (!write || ((leaf.flags & PTEMU_PROT_WRITE) && (leaf.flags & PTEMU_PTE_DIRTY)));
 		if (ok) {
 			if (write)

@@ -89,6 +89,11 @@ struct ptemu_machine *ptemu_machine_create(const struct ptemu_machine_config *cf
 		snprintf(err, errlen, "%s", PTEMU_RECLAIM_NEEDS_LOCKLESS);
 		return NULL;
 	}
+	if (!cfg->arch->rcu_table_free && cfg->features.reclaim_empty_tables) {
+		snprintf(err, errlen, "--reclaim-empty-tables on model %s: %s", cfg->arch->name,
+			 PTEMU_RECLAIM_NEEDS_RCU);
+		return NULL;
+	}
 	m = calloc(1, sizeof(*m));
 	if (!m) {
 		snprintf(err, errlen, "out of host memory");

@@ -47,6 +47,9 @@ enum {
 	PTEMU_PROT_EXEC = 1u << 2,
 	PTEMU_PTE_YOUNG = 1u << 3,	/* accessed (arm64 AF, s390 software young) */
 	PTEMU_PTE_DIRTY = 1u << 4,	/* software dirty */
+	/* Memory type made uncached (classic arm's adjust_pte); kept by the fix-ups that
+	 * decode and re-encode a PTE, as pte_mkyoung keeps it. */
+	PTEMU_PTE_UNCACHED = 1u << 5,
 };
 
 /* Decoded leaf entry (PTE or huge pmd). */
@@ -195,6 +198,9 @@ struct ptemu_arch {
 	/* update_mmu_cache after a fault installed or fixed up the PTE at pte_pa, under its ptl
 	 * (classic arm: make_coherent's adjust_pte of shared aliases); NULL: nothing to do. */
 	void (*update_mmu_cache)(struct vm_area_struct *vma, uint64_t addr, uint64_t pte_pa);
+	/* flush_dcache_mmap_lock is the mapping's i_pages lock (arm), taken around every i_mmap
+	 * change; false: a no-op, as on most architectures. */
+	bool flush_dcache_mmap_lock;
 	/* The VMA flags of which one lets a read fault in: arm64 without EPAN and s390
 	 * (VM_ACCESS_FLAGS) take any of read, write and exec; 0 means VM_READ alone. */
 	unsigned read_fault_vm_flags;

@@ -68,6 +68,12 @@ struct page *page_folio(struct page *page);
 int shmem_truncate(struct ptemu_file *f, uint64_t size);
 int shmem_punch_hole(struct ptemu_file *f, uint64_t offset, uint64_t len);
 
+/* flush_dcache_mmap_lock: the i_pages lock where the model's flush_dcache_mmap_lock is,
+ * else nothing. i_mmap changes happen under it too (vma_prepare, __remove_shared_vm_struct),
+ * so a holder may read i_mmap (arm's make_coherent). */
+void flush_dcache_mmap_lock(struct ptemu_file *f);
+void flush_dcache_mmap_unlock(struct ptemu_file *f);
+
 /* i_mmap maintenance, under i_mmap_rwsem for write; the __ forms for a caller that holds
  * it (a VMA split or merge changes bounds and i_mmap under one hold, as vma_prepare). */
 void vma_link_file(struct vm_area_struct *vma);

@@ -94,7 +94,8 @@ struct khugepaged_tunables {
 	void *ctx;
 };
 
-/* Starts the thread (registered with the scheduler when there is one). 0 or -1. */
+/* Starts the thread (registered with the scheduler when there is one). 0 or -1. A model
+ * without PMD THP has no khugepaged: 0, and nothing started. */
 int khugepaged_start(struct ptemu_machine *m, const struct khugepaged_tunables *t);
 /* Free-running: asks it to stop. Either mode: joins it. */
 void khugepaged_stop(struct ptemu_machine *m);

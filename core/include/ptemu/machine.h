@@ -46,6 +46,10 @@ struct ptemu_features {
 	"--reclaim-empty-tables needs the lockless protocol: the kernels that reclaim empty "  \
 	"tables (6.14 on) have no legacy retract, whose removal trusts the pmd it looked at "  \
 	"before mmap_lock"
+/* --reclaim-empty-tables detaches tables that software walkers may be inside: only a
+ * model that frees tables through RCU (MMU_GATHER_RCU_TABLE_FREE) can offer it. */
+#define PTEMU_RECLAIM_NEEDS_RCU "PT reclaim needs RCU table freeing"
+
 
 
 struct ptemu_machine_config {

@@ -37,6 +37,9 @@ extern "C" {
 	X(tables_reclaimed)       /* MADV_DONTNEED detached a table its zap left empty (6.14) */ \
 	X(removal_saw_pmd_change) /* a table removal found its pmd changed under pml (6.13/6.14 re-checks) */ \
 	X(fault_retries)          /* a fault found its table gone and let the access retry */ \
+	X(access_fixups)          /* faults that only made a present PTE young and/or dirty */ \
+	X(adjust_pte_calls)       /* make_coherent's adjust_pte of a shared alias (arm VIVT) */ \
+	X(adjust_pte_no_table)    /* of which the alias had no PTE table (map failed) */      \
 	X(hw_walks)
 
 enum ptemu_stat {
