@@ -63,13 +63,13 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 	npages = (u32)(c.pmd / c.page);
 
 	anon = (uptr)anon_map(c.pmd);
-	r = sys_madvise((void *)anon, c.pmd, PTEMU_MADV_HUGEPAGE);
+	r = thp_madvise((void *)anon, c.pmd, PTEMU_MADV_HUGEPAGE);
 	if (sys_failed(r))
 		die("madvise(MADV_HUGEPAGE) on anon", r);
 	anon_fill(&c, anon, 0, npages);
 
 	sh = shm_map(SHM_KEY, c.pmd, NULL);
-	r = sys_madvise(sh, c.pmd, PTEMU_MADV_HUGEPAGE);
+	r = thp_madvise(sh, c.pmd, PTEMU_MADV_HUGEPAGE);
 	if (sys_failed(r))
 		die("madvise(MADV_HUGEPAGE) on shmem", r);
 	stripe_init(&c, &s, sh, npages);

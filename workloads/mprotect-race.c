@@ -54,7 +54,7 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 	alen = round_up((unsigned long)nvcpus * rlen, c.pmd);
 	if (vcpu == 0) {
 		anon = (uptr)anon_map(alen);
-		r = sys_madvise((void *)anon, alen, PTEMU_MADV_HUGEPAGE);
+		r = thp_madvise((void *)anon, alen, PTEMU_MADV_HUGEPAGE);
 		if (sys_failed(r))
 			die("madvise(MADV_HUGEPAGE) on anon", r);
 		stw_rel(&c.ctrl->slot[proc], anon);
@@ -66,7 +66,7 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 
 	slen = round_up((unsigned long)c.W * rlen, c.pmd);
 	shm = (uptr)shm_map(SHM_KEY, slen, NULL);
-	r = sys_madvise((void *)shm, slen, PTEMU_MADV_HUGEPAGE);
+	r = thp_madvise((void *)shm, slen, PTEMU_MADV_HUGEPAGE);
 	if (sys_failed(r))
 		die("madvise(MADV_HUGEPAGE) on shmem", r);
 	spage = c.slot * REGION;

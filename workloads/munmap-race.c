@@ -67,7 +67,7 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 	wctx_init(&c, "munmap-race", vcpu, nvcpus, proc, nprocs, CTRL_KEY);
 	c.extra_name = "pmd_regions";
 	sh = shm_map(SHM_KEY, c.pmd, NULL);
-	r = sys_madvise(sh, c.pmd, PTEMU_MADV_HUGEPAGE);
+	r = thp_madvise(sh, c.pmd, PTEMU_MADV_HUGEPAGE);
 	if (sys_failed(r))
 		die("madvise(MADV_HUGEPAGE) on shmem", r);
 	stripe_init(&c, &s, sh, (u32)(c.pmd / c.page));

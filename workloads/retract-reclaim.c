@@ -32,7 +32,8 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs);
 
 static void madvise_or_die(void *addr, unsigned long len, long advice, const char *what)
 {
-	long r = sys_madvise(addr, len, advice);
+	long r = advice == PTEMU_MADV_DONTNEED ? sys_madvise(addr, len, advice) :
+						 thp_madvise(addr, len, advice);
 
 	if (sys_failed(r))
 		die(what, r);

@@ -37,7 +37,7 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 
 	len = EXTENTS * c.pmd;
 	base = shm_map(SHM_KEY, len, NULL);
-	r = sys_madvise(base, len, PTEMU_MADV_HUGEPAGE);
+	r = thp_madvise(base, len, PTEMU_MADV_HUGEPAGE);
 	if (sys_failed(r))
 		die("madvise(MADV_HUGEPAGE) on shmem", r);
 	stripe_init(&c, &s, base, (u32)(len / c.page));

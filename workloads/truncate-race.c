@@ -99,7 +99,7 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 	c.extra_name = "truncations";
 	t.size = EXTENTS * c.pmd;
 	t.base = (uptr)shm_map(SHM_KEY, t.size, &t.fd);
-	r = sys_madvise((void *)t.base, t.size, PTEMU_MADV_HUGEPAGE);
+	r = thp_madvise((void *)t.base, t.size, PTEMU_MADV_HUGEPAGE);
 	if (sys_failed(r))
 		die("madvise(MADV_HUGEPAGE) on shmem", r);
 	t.npages = (u32)(t.size / c.page);

@@ -635,7 +635,8 @@ static bool do_syscall(struct vcpu *v)
 		      a[0] == PTEMU_PARAM_pmd_size ? (int64_t)ptemu_pmd_size(r->m->arch) :
 		      a[0] == PTEMU_PARAM_page_size ? (int64_t)ptemu_page_size(r->m->arch) :
 		      a[0] == PTEMU_PARAM_ops ? (int64_t)r->cfg->ops :
-		      a[0] == PTEMU_PARAM_collapse ? (int64_t)!r->cfg->no_collapse : -PTEMU_EINVAL;
+		      a[0] == PTEMU_PARAM_collapse ? (int64_t)!r->cfg->no_collapse :
+		      a[0] == PTEMU_PARAM_thp ? (int64_t)(r->m->arch->pmd_leaf_shift != 0) : -PTEMU_EINVAL;
 		break;
 	default:
 		ret = -PTEMU_ENOSYS;

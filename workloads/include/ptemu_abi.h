@@ -56,6 +56,8 @@ enum ptemu_param {
 	PTEMU_PARAM_page_size = 2,	/* base page size of the model */
 	PTEMU_PARAM_ops = 3,		/* the --ops bound, 0 if none */
 	PTEMU_PARAM_collapse = 4,	/* 1: the workload may ask for MADV_COLLAPSE (0 in benchmarks) */
+	PTEMU_PARAM_thp = 5,		/* 1: the model has PMD THP; else MADV_HUGEPAGE, NOHUGEPAGE and
+					 * COLLAPSE fail with EINVAL, as without CONFIG_TRANSPARENT_HUGEPAGE */
 };
 
 /* PTEMU_SYS_report kinds. */

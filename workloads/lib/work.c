@@ -24,6 +24,13 @@ void *shm_map(long key, unsigned long size, long *fd)
 	return (void *)r;
 }
 
+long thp_madvise(void *addr, unsigned long len, long advice)
+{
+	long r = sys_madvise(addr, len, advice);
+
+	return r == -PTEMU_EINVAL && !sys_param(PTEMU_PARAM_thp) ? 0 : r;
+}
+
 const volatile u64 *file_map_huge(long key, unsigned long size)
 {
 	long fd = sys_file_open(key, size), r;
@@ -33,7 +40,7 @@ const volatile u64 *file_map_huge(long key, unsigned long size)
 	r = sys_mmap(NULL, size, PTEMU_PROT_READ | PTEMU_PROT_EXEC, PTEMU_MAP_PRIVATE, fd, 0);
 	if (sys_failed(r))
 		die("mmap file", r);
-	if (sys_failed(sys_madvise((void *)r, size, PTEMU_MADV_HUGEPAGE)))
+	if (sys_failed(thp_madvise((void *)r, size, PTEMU_MADV_HUGEPAGE)))
 		die("madvise(MADV_HUGEPAGE) on the file", -1);
 	return (const volatile u64 *)r;
 }

@@ -75,6 +75,11 @@ static always_inline void check_u64(struct wctx *c, const volatile u64 *p, u64 e
 	}
 }
 
+/* madvise with a THP advice (MADV_HUGEPAGE, NOHUGEPAGE, COLLAPSE): 0 also when the model
+ * has no THP and the kernel refused the advice as unknown (EINVAL), as a program that
+ * treats the advice as a hint does. */
+long thp_madvise(void *addr, unsigned long len, long advice);
+
 /* Set-up helpers; they die on failure. */
 void *anon_map(unsigned long len);			/* private anonymous, RW */
 void *shm_map(long key, unsigned long size, long *fd);	/* shm_open + MAP_SHARED RW */
