@@ -86,6 +86,13 @@ static void print_run(FILE *summary, const struct ptemu_arch *a, const struct pt
 		m ? ptemu_stat_get(&m->stats, PTEMU_STAT_fault_retries) : 0, r->syscalls,
 		r->shootdowns, m ? ptemu_stat_get(&m->stats, PTEMU_STAT_collapses) : 0,
 		m ? ptemu_stat_get(&m->stats, PTEMU_STAT_retracts) : 0, nviol);
+	if (m)
+		fprintf(summary, " access_fixups=%" PRIu64,
+			ptemu_stat_get(&m->stats, PTEMU_STAT_access_fixups));
+	if (m && a->update_mmu_cache)
+		fprintf(summary, " adjust_pte=%" PRIu64 " adjust_pte_no_table=%" PRIu64,
+			ptemu_stat_get(&m->stats, PTEMU_STAT_adjust_pte_calls),
+			ptemu_stat_get(&m->stats, PTEMU_STAT_adjust_pte_no_table));
 	if (cfg->deterministic)
 		fprintf(summary, " steps=%" PRIu64 " digest=%016" PRIx64, r->steps, r->digest);
 	fputc('\n', summary);

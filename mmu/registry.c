@@ -11,6 +11,7 @@ static const struct ptemu_arch *const models[] = {
 	&ptemu_arch_arm64_48,
 	&ptemu_arch_arm64_39,
 	&ptemu_arch_s390,
+	&ptemu_arch_arm,
 	&ptemu_arch_arm_lpae,
 	NULL,
 };

@@ -9,6 +9,7 @@
 extern "C" {
 #endif
 
+extern const struct ptemu_arch ptemu_arch_arm;		/* "arm": 2 levels, PTE twins, no THP */
 extern const struct ptemu_arch ptemu_arch_arm_lpae;	/* "arm-lpae": 3 levels, 2 MiB THP */
 
 /* TASK_SIZE of the 3G/1G split (PAGE_OFFSET 0xC0000000 less 16 MiB for modules). */
