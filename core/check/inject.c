@@ -87,8 +87,8 @@ const char *ptemu_injection_why_not(enum ptemu_injection inj, const struct ptemu
 	 * RCU section guard a window the model never opens. */
 	if ((inj == INJECT_NO_RCU_READ_LOCK || inj == INJECT_NO_PMD_RECHECK) && !arch->pmd_leaf_shift &&
 	    !arch->rcu_table_free)
-		return "tables are detached only under mmap_lock held for write, which every map "
-		       "excludes (no THP, no RCU table freeing)";
+		return "without THP or RCU table freeing a table is detached only by free_pgtables, "
+		       "after its VMAs left the VMA tree and i_mmap, so no map can reach it";
 	return NULL;
 }
 
