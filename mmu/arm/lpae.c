@@ -56,7 +56,6 @@
 #define L_PTE_DIRTY		BIT_ULL(55)
 #define L_PTE_NONE		BIT_ULL(57)
 #define L_PTE_RDONLY		BIT_ULL(58)
-#define PMD_PXNTABLE		BIT_ULL(59)
 
 /* Level of the pmd: level 0 is the folded pud (the 4-entry pgd). */
 #define LPAE_PMD_LEVEL		1
@@ -88,12 +87,13 @@ static enum ptemu_entry_kind lpae_classify(unsigned level, uint64_t entry, uint6
 	return level == LPAE_PMD_LEVEL ? PTEMU_ENTRY_LEAF : PTEMU_ENTRY_BAD;
 }
 
-/* pmd_populate: user PTE tables are PXNTable (v6.6 sets it for LPAE on ARMv7); pud_populate
- * writes the type alone. */
+/* The type alone at both levels. pud_populate writes PMD_TYPE_TABLE; pmd_populate writes
+ * _PAGE_USER_TABLE, which is PMD_TYPE_TABLE | PMD_BIT4 | PMD_DOMAIN(), and both of those are 0
+ * in pgtable-3level-hwdef.h. user_pmd_table, the one that can gain PMD_PXNTABLE, is used
+ * only for the classic format (asm/pgalloc.h, build_mem_type_table in mm/mmu.c). */
 static uint64_t lpae_mk_table(unsigned level, uint64_t table_pa)
 {
-	return (table_pa & LPAE_OA_MASK) | PMD_TYPE_TABLE |
-	       (level == LPAE_PMD_LEVEL ? PMD_PXNTABLE : 0);
+	return (table_pa & LPAE_OA_MASK) | PMD_TYPE_TABLE;
 }
 
 static bool lpae_pte_none(uint64_t pte)
