@@ -5,8 +5,9 @@
  * and 512 x 4 KiB. THP exists on arm only here: a 2 MiB block at the pmd level.
  *
  * The hardware format is VMSAv8-64's with a 40-bit output address, so the walk is the one
- * mmu/arm64 implements (AF, AP[2:1], XN/PXN, APTable/XNTable/PXNTable). What differs is
- * what Linux keeps in the software bits (asm/pgtable-3level.h):
+ * mmu/arm64 implements (AF, AP[2:1], XN/PXN, APTable/XNTable/PXNTable), except that PL0
+ * cannot execute what it cannot read (lpae_hw_walk). What differs is what Linux keeps in
+ * the software bits (asm/pgtable-3level.h):
  *   bits 1:0    L_PTE_PRESENT (3); L_PTE_VALID is bit 0 alone
  *   bits 4:2    AttrIndx: L_PTE_MT_WRITEALLOC (7) for user memory
  *   bit 6       L_PTE_USER (AP[1]); bit 7 AP[2] (PTE_AP2), computed when the entry is set
@@ -200,17 +201,32 @@ static uint64_t lpae_mk_pmd_leaf(struct ptemu_leaf leaf)
 	return pmd | PMD_SECT_nG;
 }
 
-/* EL0 sees TTBR0 below 0xC0000000 only; above it TTBR1's kernel tables, never user. */
+/* PL0 sees TTBR0 below 0xC0000000 only; above it TTBR1's kernel tables, never user.
+ *
+ * The shared walk gives VMSAv8-64's EL0 rule, where execute depends on UXN alone (an EL0
+ * execute-only page). VMSAv7 has no such page: an instruction fetch also needs read
+ * permission at the current PL (ARMv7 ARM, "Execute-never restrictions on instruction
+ * fetching"; QEMU's get_S1prot makes PL0 XN when the PL0 read is refused). So a page that
+ * PL0 cannot read, by AP[1] or by APTable[0] above it, is not executable by PL0 either. */
 static enum ptemu_walk_fault lpae_hw_walk(const struct ptemu_walk_ctx *ctx, uint64_t root_pa,
 					  uint64_t va, enum ptemu_access access,
 					  struct ptemu_walk_result *out)
 {
+	enum ptemu_walk_fault f;
+
 	if (va >= 0xc0000000ull) {
 		*out = (struct ptemu_walk_result){ .fault = PTEMU_WALK_PERMISSION };
 		return PTEMU_WALK_PERMISSION;
 	}
-	return ptemu_vmsa_long_walk(&ptemu_arch_arm_lpae, LPAE_OA_MASK, ctx, root_pa, va, access,
-				    out);
+	f = ptemu_vmsa_long_walk(&ptemu_arch_arm_lpae, LPAE_OA_MASK, ctx, root_pa, va, access,
+				 out);
+	if (!(out->perms & PTEMU_PROT_READ))
+		out->perms &= ~PTEMU_PROT_EXEC;
+	/* An access flag fault keeps its priority over the permission check. */
+	if (f == PTEMU_WALK_OK && access == PTEMU_ACCESS_FETCH &&
+	    !(out->perms & PTEMU_PROT_EXEC))
+		f = out->fault = PTEMU_WALK_PERMISSION;
+	return f;
 }
 
 const struct ptemu_arch ptemu_arch_arm_lpae = {
