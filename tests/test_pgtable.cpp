@@ -56,12 +56,21 @@ TEST_P(PteOffsetMap, BadPmdFailsAndIsCleared)
 {
 	MmHolder h(GetParam());
 	const ptemu_arch *a = h.arch();
-	// Search the encodings for one the model calls bad (every real layout has some).
+	// Search the encodings for one the model calls bad.
 	uint64_t bad = 0, unused;
 	for (uint64_t v = 1; v < (1u << 12) && !bad; v++)
 		if (a->classify(ptemu_pmd_level(a), v, &unused) == PTEMU_ENTRY_BAD)
 			bad = v;
-	ASSERT_NE(bad, 0u) << "the model has no bad pmd encoding below 4096";
+	if (!bad) {
+		// arm-lpae: pmd_trans_huge is "not a table", and __pte_offset_map tests it
+		// before pmd_bad, so no pmd value ever reaches pmd_clear_bad.
+		ASSERT_NE(a->pmd_leaf_shift, 0u) << "the model has no bad pmd encoding below 4096";
+		for (uint64_t v = 1; v < (1u << 12); v++) {
+			enum ptemu_entry_kind k = a->classify(ptemu_pmd_level(a), v, &unused);
+			ASSERT_TRUE(k == PTEMU_ENTRY_TABLE || k == PTEMU_ENTRY_LEAF) << v;
+		}
+		GTEST_SKIP() << "every pmd that is neither none nor a table is huge on " << a->name;
+	}
 	ptemu_entry_store(h.m, ptemu_slot_pa(h.m, h.pmd), bad);
 	EXPECT_EQ(pte_offset_map(h.pmd, h.addr), nullptr);
 	EXPECT_EQ(h.rcu_depth(), 0);

@@ -5,18 +5,22 @@
  * and 512 x 4 KiB. THP exists on arm only here: a 2 MiB block at the pmd level.
  *
  * The hardware format is VMSAv8-64's with a 40-bit output address, so the walk is the one
- * mmu/arm64 implements (AF, AP[2:1], XN/PXN, APTable/XNTable/PXNTable). What differs is
- * what Linux keeps in the software bits (asm/pgtable-3level.h):
+ * mmu/arm64 implements (AF, AP[2:1], XN/PXN, APTable/XNTable/PXNTable), except that PL0
+ * cannot execute what it cannot read (lpae_hw_walk). What differs is what Linux keeps in
+ * the software bits (asm/pgtable-3level.h):
  *   bits 1:0    L_PTE_PRESENT (3); L_PTE_VALID is bit 0 alone
  *   bits 4:2    AttrIndx: L_PTE_MT_WRITEALLOC (7) for user memory
- *   bit 6       L_PTE_USER (AP[1]); bit 7 AP[2], computed by cpu_v7_set_pte_ext
- *   bits 9:8    L_PTE_SHARED; bit 10 L_PTE_YOUNG (AF); bit 11 nG for user addresses
+ *   bit 6       L_PTE_USER (AP[1]); bit 7 AP[2] (PTE_AP2), computed when the entry is set
+ *   bits 9:8    L_PTE_SHARED; bit 10 L_PTE_YOUNG (AF); bit 11 nG (PTE_EXT_NG)
+ *   bit 53      PXN (PTE_EXT_PXN), in every user protection
  *   bit 54      L_PTE_XN; 55 L_PTE_DIRTY; 56 L_PTE_SPECIAL; 57 L_PTE_NONE;
  *   bit 58      L_PTE_RDONLY (software: Linux tracks "not writable", not "writable")
- * cpu_v7_set_pte_ext (proc-v7-3level.S) clears L_PTE_VALID for a PROT_NONE PTE and sets
- * AP[2] unless the PTE is dirty and not read-only, so the first store to a clean page takes
- * a permission fault that the fault path turns into pte_mkdirty; set_pmd_at does the same
- * for a huge pmd. A PTE whose AF is clear takes an access flag fault.
+ * What reaches the table is not the pgprot alone: set_ptes (mm/mmu.c) adds nG only to a
+ * valid, user, young PTE, and cpu_v7_set_pte_ext (proc-v7-3level.S) clears L_PTE_VALID of a
+ * PROT_NONE PTE or else sets AP[2] unless the PTE is dirty and writable, so the first store
+ * to a clean page takes a permission fault that the fault path turns into pte_mkdirty.
+ * set_pmd_at (pgtable-3level.h) does its own version for a huge pmd. A PTE whose AF is
+ * clear takes an access flag fault.
  *
  * Tables are whole pages from the generic allocator and pte_free_defer; SMP LPAE selects
  * MMU_GATHER_RCU_TABLE_FREE. ARMv7's TLB maintenance by MVA (TLBIMVAIS) also invalidates
@@ -52,11 +56,19 @@
 #define L_PTE_YOUNG		BIT_ULL(10)
 #define PTE_EXT_NG		BIT_ULL(11)
 #define LPAE_OA_MASK		GENMASK_ULL(39, 12)
+#define PTE_EXT_PXN		BIT_ULL(53)
 #define L_PTE_XN		BIT_ULL(54)
 #define L_PTE_DIRTY		BIT_ULL(55)
 #define L_PTE_NONE		BIT_ULL(57)
 #define L_PTE_RDONLY		BIT_ULL(58)
-#define PMD_PXNTABLE		BIT_ULL(59)
+
+/* The same bits under their pmd names (pgtable-3level.h, pgtable-3level-hwdef.h). */
+#define L_PMD_SECT_VALID	L_PTE_VALID
+#define PMD_SECT_AP2		PTE_AP2
+#define PMD_SECT_nG		PTE_EXT_NG
+#define L_PMD_SECT_DIRTY	L_PTE_DIRTY
+#define L_PMD_SECT_NONE		L_PTE_NONE
+#define L_PMD_SECT_RDONLY	L_PTE_RDONLY
 
 /* Level of the pmd: level 0 is the folded pud (the 4-entry pgd). */
 #define LPAE_PMD_LEVEL		1
@@ -88,12 +100,13 @@ static enum ptemu_entry_kind lpae_classify(unsigned level, uint64_t entry, uint6
 	return level == LPAE_PMD_LEVEL ? PTEMU_ENTRY_LEAF : PTEMU_ENTRY_BAD;
 }
 
-/* pmd_populate: user PTE tables are PXNTable (v6.6 sets it for LPAE on ARMv7); pud_populate
- * writes the type alone. */
+/* The type alone at both levels. pud_populate writes PMD_TYPE_TABLE; pmd_populate writes
+ * _PAGE_USER_TABLE, which is PMD_TYPE_TABLE | PMD_BIT4 | PMD_DOMAIN(), and both of those are 0
+ * in pgtable-3level-hwdef.h. user_pmd_table, the one that can gain PMD_PXNTABLE, is used
+ * only for the classic format (asm/pgalloc.h, build_mem_type_table in mm/mmu.c). */
 static uint64_t lpae_mk_table(unsigned level, uint64_t table_pa)
 {
-	return (table_pa & LPAE_OA_MASK) | PMD_TYPE_TABLE |
-	       (level == LPAE_PMD_LEVEL ? PMD_PXNTABLE : 0);
+	return (table_pa & LPAE_OA_MASK) | PMD_TYPE_TABLE;
 }
 
 static bool lpae_pte_none(uint64_t pte)
@@ -107,19 +120,20 @@ static bool lpae_pte_present(uint64_t pte)
 	return pte & L_PTE_PRESENT;
 }
 
-/* protection_map[] (pgprot_user with L_PTE_USER, L_PTE_RDONLY, L_PTE_XN), then what
- * set_pte_at and cpu_v7_set_pte_ext add: nG for a user address, VALID cleared for
- * PROT_NONE, AP[2] unless dirty and writable. */
-static uint64_t lpae_mk_pte(struct ptemu_leaf leaf)
+/* pfn_pte(pfn, vma->vm_page_prot) after pte_mkyoung/pte_mkdirty: protection_map[] is
+ * _L_PTE_DEFAULT (L_PTE_PRESENT | L_PTE_YOUNG) and the protection's L_PTE_USER, L_PTE_RDONLY,
+ * L_PTE_XN, L_PTE_NONE, plus user_pgprot, which build_mem_type_table (mm/mmu.c) makes
+ * L_PTE_MT_WRITEALLOC and L_PTE_SHARED (both forced on SMP) and, on LPAE, PTE_EXT_PXN. */
+static uint64_t lpae_pteval(struct ptemu_leaf leaf)
 {
 	unsigned prot = leaf.flags & (PTEMU_PROT_READ | PTEMU_PROT_WRITE | PTEMU_PROT_EXEC);
 	uint64_t pte = ((leaf.pfn << LPAE_PAGE_SHIFT) & LPAE_OA_MASK) | L_PTE_PRESENT |
-		       L_PTE_MT_WRITEALLOC | L_PTE_SHARED | PTE_EXT_NG;
+		       L_PTE_MT_WRITEALLOC | L_PTE_SHARED | PTE_EXT_PXN;
 
 	if (!prot)
-		pte |= L_PTE_NONE;
+		pte |= L_PTE_NONE;	/* __PAGE_NONE: no L_PTE_USER */
 	else
-		pte |= L_PTE_USER;	/* no EL0 execute-only on ARMv7: exec implies read */
+		pte |= L_PTE_USER;	/* every other entry, PROT_EXEC and PROT_WRITE alone too */
 	if (!(prot & PTEMU_PROT_WRITE))
 		pte |= L_PTE_RDONLY;
 	if (!(prot & PTEMU_PROT_EXEC))
@@ -128,10 +142,28 @@ static uint64_t lpae_mk_pte(struct ptemu_leaf leaf)
 		pte |= L_PTE_YOUNG;
 	if (leaf.flags & PTEMU_PTE_DIRTY)
 		pte |= L_PTE_DIRTY;
+	return pte;
+}
+
+/* set_ptes for a user address, then cpu_v7_set_pte_ext. nG comes only with
+ * pte_valid_user(): valid, L_PTE_USER and young, so neither a PROT_NONE nor an old PTE has
+ * it (the __sync_icache_dcache that goes with it is cache maintenance, no bit).
+ * cpu_v7_set_pte_ext leaves AP[2] alone in a PROT_NONE PTE (it only clears VALID); for the
+ * others AP[2] is !L_PTE_DIRTY || L_PTE_RDONLY. */
+static uint64_t lpae_mk_pte(struct ptemu_leaf leaf)
+{
+	uint64_t pte = lpae_pteval(leaf);
+
+	if ((pte & L_PTE_VALID) && (pte & L_PTE_USER) && (pte & L_PTE_YOUNG))
+		pte |= PTE_EXT_NG;
+	if (!(pte & L_PTE_VALID))
+		return pte;
 	if (pte & L_PTE_NONE)
 		pte &= ~L_PTE_VALID;
-	if ((pte & L_PTE_RDONLY) || !(pte & L_PTE_DIRTY))
+	else if ((pte & L_PTE_RDONLY) || !(pte & L_PTE_DIRTY))
 		pte |= PTE_AP2;
+	else
+		pte &= ~PTE_AP2;
 	return pte;
 }
 
@@ -153,23 +185,48 @@ static struct ptemu_leaf lpae_pte_leaf(uint64_t pte)
 	return leaf;
 }
 
-/* pmd_mkhuge clears the table bit; set_pmd_at computes VALID and AP[2] as for a PTE. */
+/* mk_huge_pmd: pmd_mkhuge clears the table bit of pfn_pmd(pfn, vm_page_prot). set_pmd_at
+ * differs from the PTE path: nG always (PMD_SECT_nG, young or not), and AP[2] unless
+ * pmd_write && pmd_dirty even for PROT_NONE, whose VALID it clears. */
 static uint64_t lpae_mk_pmd_leaf(struct ptemu_leaf leaf)
 {
-	return lpae_mk_pte(leaf) & ~PMD_TABLE_BIT;
+	uint64_t pmd = lpae_pteval(leaf) & ~PMD_TABLE_BIT;
+
+	if (pmd & L_PMD_SECT_NONE)
+		pmd &= ~L_PMD_SECT_VALID;
+	if (!(pmd & L_PMD_SECT_RDONLY) && (pmd & L_PMD_SECT_DIRTY))
+		pmd &= ~PMD_SECT_AP2;
+	else
+		pmd |= PMD_SECT_AP2;
+	return pmd | PMD_SECT_nG;
 }
 
-/* EL0 sees TTBR0 below 0xC0000000 only; above it TTBR1's kernel tables, never user. */
+/* PL0 sees TTBR0 below 0xC0000000 only; above it TTBR1's kernel tables, never user.
+ *
+ * The shared walk gives VMSAv8-64's EL0 rule, where execute depends on UXN alone (an EL0
+ * execute-only page). VMSAv7 has no such page: an instruction fetch also needs read
+ * permission at the current PL (ARMv7 ARM, "Execute-never restrictions on instruction
+ * fetching"; QEMU's get_S1prot makes PL0 XN when the PL0 read is refused). So a page that
+ * PL0 cannot read, by AP[1] or by APTable[0] above it, is not executable by PL0 either. */
 static enum ptemu_walk_fault lpae_hw_walk(const struct ptemu_walk_ctx *ctx, uint64_t root_pa,
 					  uint64_t va, enum ptemu_access access,
 					  struct ptemu_walk_result *out)
 {
+	enum ptemu_walk_fault f;
+
 	if (va >= 0xc0000000ull) {
 		*out = (struct ptemu_walk_result){ .fault = PTEMU_WALK_PERMISSION };
 		return PTEMU_WALK_PERMISSION;
 	}
-	return ptemu_vmsa_long_walk(&ptemu_arch_arm_lpae, LPAE_OA_MASK, ctx, root_pa, va, access,
-				    out);
+	f = ptemu_vmsa_long_walk(&ptemu_arch_arm_lpae, LPAE_OA_MASK, ctx, root_pa, va, access,
+				 out);
+	if (!(out->perms & PTEMU_PROT_READ))
+		out->perms &= ~PTEMU_PROT_EXEC;
+	/* An access flag fault keeps its priority over the permission check. */
+	if (f == PTEMU_WALK_OK && access == PTEMU_ACCESS_FETCH &&
+	    !(out->perms & PTEMU_PROT_EXEC))
+		f = out->fault = PTEMU_WALK_PERMISSION;
+	return f;
 }
 
 const struct ptemu_arch ptemu_arch_arm_lpae = {
