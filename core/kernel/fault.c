@@ -242,7 +242,10 @@ static unsigned do_wp_page(struct vm_fault *vmf)
 
 	if ((vmf->vma->vm_flags & VM_SHARED) || PageFlag(folio, PG_anon)) {
 		leaf.flags |= PTEMU_PROT_WRITE | PTEMU_PTE_DIRTY | PTEMU_PTE_YOUNG;
+		/* wp_page_reuse: ptep_set_access_flags */
 		set_pte_at(vmf->mm, vmf->address, vmf->pte, __pte(a->mk_pte(leaf)));
+		if (a->access_fixup_flushes_tlb)
+			flush_tlb_page(vmf->mm, vmf->address);
 		update_mmu_cache(vmf);
 		pte_unmap_unlock(vmf->pte, vmf->ptl);
 		return 0;
@@ -338,6 +341,8 @@ static unsigned handle_pte_fault(struct vm_fault *vmf)
 	set_pte_at(vmf->mm, vmf->address, vmf->pte, entry);
 	if (!pte_same(entry, vmf->orig_pte)) {
 		ptemu_stat_add(&vmf->m->stats, PTEMU_STAT_access_fixups, 1);
+		if (a->access_fixup_flushes_tlb)
+			flush_tlb_page(vmf->mm, vmf->address);
 		update_mmu_cache(vmf);
 	}
 	pte_unmap_unlock(vmf->pte, vmf->ptl);

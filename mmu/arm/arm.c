@@ -95,8 +95,8 @@ static uint64_t arm_none_entry(unsigned level)
 }
 
 /* The pgd entry's first word is the pmd Linux tests: pmd_none is zero, pmd_bad is bit 1 (a
- * section, never in user space); without THP anything else non-zero that is not a page
- * table descriptor is garbage too. */
+ * section, never in user space). Without THP nothing else is tested, so any other non-zero
+ * word is mapped as a table, even a type-00 word that the hardware treats as a fault. */
 static enum ptemu_entry_kind arm_classify(unsigned level, uint64_t entry, uint64_t *table_pa)
 {
 	uint32_t lo = (uint32_t)entry;
@@ -108,7 +108,7 @@ static enum ptemu_entry_kind arm_classify(unsigned level, uint64_t entry, uint64
 	}
 	if (!lo)
 		return PTEMU_ENTRY_NONE;
-	if ((lo & PMD_TYPE_MASK) != PMD_TYPE_TABLE)
+	if (lo & PMD_TYPE_SECT)
 		return PTEMU_ENTRY_BAD;
 	if (table_pa)
 		*table_pa = lo & ARM_PAGE_MASK;	/* pmd_page_vaddr: the page, Linux half first */
@@ -398,6 +398,7 @@ const struct ptemu_arch ptemu_arch_arm = {
 	.walker_is_rcu_reader = false,
 	.retract_flush = PTEMU_RETRACT_FLUSH_RANGE,
 	.leaf_flush_drops_walk_cache = true,	/* ARMv7 TLBIMVA has no last-level-only form */
+	.access_fixup_flushes_tlb = true,	/* the generic ptep_set_access_flags */
 	.update_mmu_cache = arm_update_mmu_cache,
 	.flush_dcache_mmap_lock = true,
 	/* do_page_fault: VM_ACCESS_FLAGS for a read, as on arm-lpae. */

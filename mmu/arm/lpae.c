@@ -270,6 +270,7 @@ const struct ptemu_arch ptemu_arch_arm_lpae = {
 	.walker_is_rcu_reader = false,
 	.retract_flush = PTEMU_RETRACT_FLUSH_RANGE,
 	.leaf_flush_drops_walk_cache = true,
+	.access_fixup_flushes_tlb = true,	/* the generic ptep_set_access_flags */
 	/* do_page_fault: VM_ACCESS_FLAGS for a read, as on arm64 without EPAN. */
 	.read_fault_vm_flags = VM_READ | VM_WRITE | VM_EXEC,
 	.tlb_entries = 512,

@@ -198,6 +198,9 @@ struct ptemu_arch {
 	/* update_mmu_cache after a fault installed or fixed up the PTE at pte_pa, under its ptl
 	 * (classic arm: make_coherent's adjust_pte of shared aliases); NULL: nothing to do. */
 	void (*update_mmu_cache)(struct vm_area_struct *vma, uint64_t addr, uint64_t pte_pa);
+	/* ptep_set_access_flags flushes the page when a fault changed the PTE: the generic one
+	 * (flush_tlb_fix_spurious_fault, arm); arm64's own does not. */
+	bool access_fixup_flushes_tlb;
 	/* flush_dcache_mmap_lock is the mapping's i_pages lock (arm), taken around every i_mmap
 	 * change; false: a no-op, as on most architectures. */
 	bool flush_dcache_mmap_lock;
