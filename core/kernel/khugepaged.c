@@ -373,6 +373,7 @@ static void try_to_unmap(struct ptemu_file *f, struct page *page, uint64_t index
 
 		if (a->pte_present(v.val) && a->pte_leaf(v.val).pfn == pfn) {
 			ptep_get_and_clear(mm, addr, pte);
+			set_tlb_ubc_flush_pending(mm);
 			unmap_batch_add(batch, mm, addr, ptemu_page_size(a));
 			add_mm_counter(mm, f->shmem ? MM_SHMEMPAGES : MM_FILEPAGES, -1);
 			__atomic_fetch_sub(&page->mapcount, 1, __ATOMIC_RELAXED);

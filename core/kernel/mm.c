@@ -295,6 +295,7 @@ static bool zap_pte_range(struct mmu_gather *tlb, struct vm_area_struct *vma, pm
 
 	if (!pte)
 		return false;
+	flush_tlb_batched_pending(mm);
 	for (; addr < end; addr += ptemu_page_size(a), pte = ptep_add(pte, 1)) {
 		pte_t v = ptep_get(pte);
 		uint64_t pfn;
@@ -669,6 +670,7 @@ static void change_protection(struct vm_area_struct *vma, uint64_t start, uint64
 			ptemu_note_map_failed_after_table(m);
 			continue;	/* -EAGAIN in the kernel: redo this pmd */
 		}
+		flush_tlb_batched_pending(mm);
 		pte_t *first = pte;
 
 		for (; addr < next; addr += ptemu_page_size(a), pte = ptep_add(pte, 1)) {

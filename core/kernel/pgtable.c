@@ -633,6 +633,38 @@ void flush_tlb_mm(struct mm_struct *mm)
 	flush_tlb_range(mm, 0, 1ull << mm->machine->arch->va_bits);
 }
 
+#define TLB_FLUSH_BATCH_FLUSHED_SHIFT	16
+#define TLB_FLUSH_BATCH_PENDING_MASK	((1u << TLB_FLUSH_BATCH_FLUSHED_SHIFT) - 1)
+#define TLB_FLUSH_BATCH_PENDING_LARGE	(TLB_FLUSH_BATCH_PENDING_MASK / 2)
+
+void set_tlb_ubc_flush_pending(struct mm_struct *mm)
+{
+	uint32_t batch = __atomic_load_n(&mm->tlb_flush_batched, __ATOMIC_ACQUIRE);
+
+	for (;;) {
+		/* pending must not wrap round to flushed: restart at pending 1, flushed 0 */
+		uint32_t next = (batch & TLB_FLUSH_BATCH_PENDING_MASK) > TLB_FLUSH_BATCH_PENDING_LARGE ?
+					1 : batch + 1;
+
+		if (__atomic_compare_exchange_n(&mm->tlb_flush_batched, &batch, next, false,
+						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			return;
+	}
+}
+
+void flush_tlb_batched_pending(struct mm_struct *mm)
+{
+	uint32_t batch = __atomic_load_n(&mm->tlb_flush_batched, __ATOMIC_ACQUIRE);
+	uint32_t pending = batch & TLB_FLUSH_BATCH_PENDING_MASK;
+
+	if (pending != batch >> TLB_FLUSH_BATCH_FLUSHED_SHIFT) {
+		flush_tlb_mm(mm);
+		__atomic_compare_exchange_n(&mm->tlb_flush_batched, &batch,
+					    pending | pending << TLB_FLUSH_BATCH_FLUSHED_SHIFT, false,
+					    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+	}
+}
+
 static uint64_t pmd_xchg_none(struct mm_struct *mm, uint64_t pmd_pa)
 {
 	struct ptemu_machine *m = mm->machine;

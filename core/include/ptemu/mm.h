@@ -67,6 +67,9 @@ struct mm_struct {
 	 * next visit (khugepaged_add_pte_mapped_thp), under page_table_lock. */
 	uint64_t pte_mapped_thp[MAX_PTE_MAPPED_THP];
 	unsigned nr_pte_mapped_thp;
+	/* Atomic: PTEs cleared by try_to_unmap whose batched flush may still be pending (low
+	 * 16 bits), and the count a flush_tlb_batched_pending has caught up with (high 16). */
+	uint32_t tlb_flush_batched;
 };
 
 /* The struct stays until the last mmdrop (khugepaged holds one while it scans an mm). */

@@ -134,6 +134,11 @@ void flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end);
 void flush_tlb_page(struct mm_struct *mm, uint64_t addr);
 /* The whole ASID: TLB entries and walk caches. */
 void flush_tlb_mm(struct mm_struct *mm);
+/* try_to_unmap cleared a PTE of mm and left its flush to a batch (set_tlb_ubc_flush_pending);
+ * a zap or mprotect of mm that takes a ptl must first flush what such a batch may still owe
+ * (flush_tlb_batched_pending), or a PTE it finds none may still be cached. */
+void set_tlb_ubc_flush_pending(struct mm_struct *mm);
+void flush_tlb_batched_pending(struct mm_struct *mm);
 
 /* ---- building blocks for the models' allocators ---------------------------------- */
 /* A fresh page for PTE tables: PG_table, ptl initialised, every slot none. 0 on OOM. */
