@@ -106,7 +106,7 @@ INSTANTIATE_TEST_SUITE_P(
 	Guests, Workload,
 	testing::Combine(testing::Values("arm64", "s390", "arm-lpae", "arm"),
 			 testing::Values("shmem-stress", "munmap-race", "mprotect-race",
-					 "dontneed-race", "truncate-race", "file-thp"),
+					 "dontneed-race", "truncate-race", "file-thp", "shared-alias"),
 			 testing::Values(1u, 2u), testing::Values(1u, 2u)),
 	ShapeName);
 

@@ -162,7 +162,7 @@ INSTANTIATE_TEST_SUITE_P(
 	Guests, DetGuest,
 	testing::Combine(testing::Values("arm64", "s390", "arm-lpae", "arm"),
 			 testing::Values("shmem-stress", "munmap-race", "mprotect-race",
-					 "dontneed-race", "truncate-race")),
+					 "dontneed-race", "truncate-race", "shared-alias")),
 	GuestName);
 
 // Two threads take two locks in opposite order, yielding in between: the scheduler sees
