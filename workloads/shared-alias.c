@@ -90,7 +90,7 @@ static always_inline void alias_remap(struct wctx *c, struct obj *o, struct alia
 	if (sys_failed(r))
 		die("mmap alias", r);
 	if (n == o->npages) {
-		long h = sys_madvise((void *)r, len, PTEMU_MADV_HUGEPAGE);
+		long h = thp_madvise((void *)r, len, PTEMU_MADV_HUGEPAGE);
 
 		if (sys_failed(h))
 			die("madvise(MADV_HUGEPAGE) on an alias", h);
