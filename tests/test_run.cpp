@@ -192,8 +192,8 @@ TEST(GuestRun, SameFaultWithoutProgressIsALivelockSaidAtOnce)
 	for (const char *arch : {"arm64", "s390"}) {
 		std::string path = workload_image(arch, "shmem-stress"), caught;
 		// Not every seed's stale walk cache ends in one vCPU's endless fault (some runs
-		// are clean, some end at the step bound's safety net): the first of three that does.
-		for (uint64_t seed = 1; seed <= 3 && caught.empty(); seed++) {
+		// are clean, some end at the step bound's safety net): the first of eight that does.
+		for (uint64_t seed = 1; seed <= 8 && caught.empty(); seed++) {
 			ptemu_run_config cfg =
 				guest_run_config(ptemu_arch_find(arch), "shmem-stress", path, 2, 2, 3600);
 			cfg.seed = seed;
