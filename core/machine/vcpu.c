@@ -1184,7 +1184,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		t.scan_sleep_steps = (uint64_t)(t.scan_sleep_ms * 100);
 		if (khugepaged_start(r->m, &t))
 			run_fail(r, PTEMU_RUN_INTERNAL, "cannot start the khugepaged thread");
-		else
+		else if (r->m->khugepaged)	/* none without THP */
 			ptemu_sched_wait_threads(r->m, 1 + ++nstarted);
 	}
 
