@@ -83,6 +83,11 @@
 #define PTE_HWTABLE_OFF		2048u	/* PTRS_PER_PTE * sizeof(pte_t) */
 #define HW_PT_BYTES		1024u	/* one hardware table: 256 x 4 B, 1 MiB */
 
+static const struct arm_linux_pte_bits arm_linux_bits = {
+	.user = L_PTE_USER, .rdonly = L_PTE_RDONLY, .xn = L_PTE_XN,
+	.young = L_PTE_YOUNG, .dirty = L_PTE_DIRTY, .none = L_PTE_NONE,
+};
+
 #define ARM_PGD_LEVEL		0
 #define ARM_PTE_LEVEL		1
 
@@ -133,44 +138,21 @@ static bool arm_pte_present(uint64_t pte)
 	return pte & L_PTE_PRESENT;
 }
 
-/* protection_map[] (with build_mem_type_table's user_pgprot: write-alloc, shared on SMP):
- * _L_PTE_DEFAULT is PRESENT | YOUNG, PROT_NONE is L_PTE_NONE without L_PTE_USER, and
- * L_PTE_RDONLY / L_PTE_XN mark what is not allowed. Exec without read is readable: the
- * short-descriptor format has no execute-only. A PTE made uncached by adjust_pte keeps
- * that memory type through later fix-ups (pte_mkyoung and friends touch one bit). */
+/* protection_map[] with build_mem_type_table's user_pgprot (write-alloc, shared on SMP).
+ * A PTE made uncached by adjust_pte keeps that memory type through later fix-ups
+ * (pte_mkyoung and friends touch one bit). */
 static uint64_t arm_mk_pte(struct ptemu_leaf leaf)
 {
-	unsigned prot = leaf.flags & (PTEMU_PROT_READ | PTEMU_PROT_WRITE | PTEMU_PROT_EXEC);
-	uint32_t pte = (uint32_t)(leaf.pfn << ARM_PAGE_SHIFT) | L_PTE_PRESENT | L_PTE_SHARED |
-		       (leaf.flags & PTEMU_PTE_UNCACHED ? SHARED_PTE_MASK : L_PTE_MT_WRITEALLOC);
-
-	pte |= prot ? L_PTE_USER : L_PTE_NONE;
-	if (!(prot & PTEMU_PROT_WRITE))
-		pte |= L_PTE_RDONLY;
-	if (!(prot & PTEMU_PROT_EXEC))
-		pte |= L_PTE_XN;
-	if (leaf.flags & PTEMU_PTE_YOUNG)
-		pte |= L_PTE_YOUNG;
-	if (leaf.flags & PTEMU_PTE_DIRTY)
-		pte |= L_PTE_DIRTY;
-	return pte;
+	return (uint32_t)(leaf.pfn << ARM_PAGE_SHIFT) | L_PTE_PRESENT | L_PTE_SHARED |
+	       (leaf.flags & PTEMU_PTE_UNCACHED ? SHARED_PTE_MASK : L_PTE_MT_WRITEALLOC) |
+	       (uint32_t)arm_linux_pte_prot(&arm_linux_bits, leaf.flags);
 }
 
 static struct ptemu_leaf arm_pte_leaf(uint64_t pte)
 {
-	struct ptemu_leaf leaf = { .pfn = (uint32_t)pte >> ARM_PAGE_SHIFT };
+	struct ptemu_leaf leaf = { .pfn = (uint32_t)pte >> ARM_PAGE_SHIFT,
+				   .flags = arm_linux_pte_flags(&arm_linux_bits, pte) };
 
-	if (pte & L_PTE_USER) {
-		leaf.flags |= PTEMU_PROT_READ;
-		if (!(pte & L_PTE_XN))
-			leaf.flags |= PTEMU_PROT_EXEC;
-		if (!(pte & L_PTE_RDONLY))
-			leaf.flags |= PTEMU_PROT_WRITE;
-	}
-	if (pte & L_PTE_YOUNG)
-		leaf.flags |= PTEMU_PTE_YOUNG;
-	if (pte & L_PTE_DIRTY)
-		leaf.flags |= PTEMU_PTE_DIRTY;
 	if ((pte & L_PTE_MT_MASK) == SHARED_PTE_MASK)
 		leaf.flags |= PTEMU_PTE_UNCACHED;
 	return leaf;

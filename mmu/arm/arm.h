@@ -12,6 +12,49 @@ extern "C" {
 extern const struct ptemu_arch ptemu_arch_arm;		/* "arm": 2 levels, PTE twins, no THP */
 extern const struct ptemu_arch ptemu_arch_arm_lpae;	/* "arm-lpae": 3 levels, 2 MiB THP */
 
+/* The Linux PTE bits both formats have (L_PTE_*), each at its format's position. */
+struct arm_linux_pte_bits {
+	uint64_t user, rdonly, xn, young, dirty, none;
+};
+
+/* What protection_map[] and pte_mkyoung/pte_mkdirty put in a PTE, the same on both formats:
+ * L_PTE_NONE for PROT_NONE (no L_PTE_USER), else L_PTE_USER (PROT_EXEC or PROT_WRITE alone
+ * too: there is no execute-only), L_PTE_RDONLY and L_PTE_XN for what is not allowed. */
+static inline uint64_t arm_linux_pte_prot(const struct arm_linux_pte_bits *b, unsigned flags)
+{
+	unsigned prot = flags & (PTEMU_PROT_READ | PTEMU_PROT_WRITE | PTEMU_PROT_EXEC);
+	uint64_t pte = prot ? b->user : b->none;
+
+	if (!(prot & PTEMU_PROT_WRITE))
+		pte |= b->rdonly;
+	if (!(prot & PTEMU_PROT_EXEC))
+		pte |= b->xn;
+	if (flags & PTEMU_PTE_YOUNG)
+		pte |= b->young;
+	if (flags & PTEMU_PTE_DIRTY)
+		pte |= b->dirty;
+	return pte;
+}
+
+/* The leaf flags of a present PTE's L_PTE_* bits. */
+static inline unsigned arm_linux_pte_flags(const struct arm_linux_pte_bits *b, uint64_t pte)
+{
+	unsigned flags = 0;
+
+	if (pte & b->user) {
+		flags |= PTEMU_PROT_READ;
+		if (!(pte & b->xn))
+			flags |= PTEMU_PROT_EXEC;
+		if (!(pte & b->rdonly))
+			flags |= PTEMU_PROT_WRITE;
+	}
+	if (pte & b->young)
+		flags |= PTEMU_PTE_YOUNG;
+	if (pte & b->dirty)
+		flags |= PTEMU_PTE_DIRTY;
+	return flags;
+}
+
 /* TASK_SIZE of the 3G/1G split (PAGE_OFFSET 0xC0000000 less 16 MiB for modules). */
 #define ARM_TASK_SIZE		0xbf000000ull
 

@@ -70,6 +70,11 @@
 #define L_PMD_SECT_NONE		L_PTE_NONE
 #define L_PMD_SECT_RDONLY	L_PTE_RDONLY
 
+static const struct arm_linux_pte_bits lpae_linux_bits = {
+	.user = L_PTE_USER, .rdonly = L_PTE_RDONLY, .xn = L_PTE_XN,
+	.young = L_PTE_YOUNG, .dirty = L_PTE_DIRTY, .none = L_PTE_NONE,
+};
+
 /* Level of the pmd: level 0 is the folded pud (the 4-entry pgd). */
 #define LPAE_PMD_LEVEL		1
 #define LPAE_PTE_LEVEL		2
@@ -126,23 +131,9 @@ static bool lpae_pte_present(uint64_t pte)
  * L_PTE_MT_WRITEALLOC and L_PTE_SHARED (both forced on SMP) and, on LPAE, PTE_EXT_PXN. */
 static uint64_t lpae_pteval(struct ptemu_leaf leaf)
 {
-	unsigned prot = leaf.flags & (PTEMU_PROT_READ | PTEMU_PROT_WRITE | PTEMU_PROT_EXEC);
-	uint64_t pte = ((leaf.pfn << LPAE_PAGE_SHIFT) & LPAE_OA_MASK) | L_PTE_PRESENT |
-		       L_PTE_MT_WRITEALLOC | L_PTE_SHARED | PTE_EXT_PXN;
-
-	if (!prot)
-		pte |= L_PTE_NONE;	/* __PAGE_NONE: no L_PTE_USER */
-	else
-		pte |= L_PTE_USER;	/* every other entry, PROT_EXEC and PROT_WRITE alone too */
-	if (!(prot & PTEMU_PROT_WRITE))
-		pte |= L_PTE_RDONLY;
-	if (!(prot & PTEMU_PROT_EXEC))
-		pte |= L_PTE_XN;
-	if (leaf.flags & PTEMU_PTE_YOUNG)
-		pte |= L_PTE_YOUNG;
-	if (leaf.flags & PTEMU_PTE_DIRTY)
-		pte |= L_PTE_DIRTY;
-	return pte;
+	return ((leaf.pfn << LPAE_PAGE_SHIFT) & LPAE_OA_MASK) | L_PTE_PRESENT |
+	       L_PTE_MT_WRITEALLOC | L_PTE_SHARED | PTE_EXT_PXN |
+	       arm_linux_pte_prot(&lpae_linux_bits, leaf.flags);
 }
 
 /* set_ptes for a user address, then cpu_v7_set_pte_ext. nG comes only with
@@ -169,20 +160,8 @@ static uint64_t lpae_mk_pte(struct ptemu_leaf leaf)
 
 static struct ptemu_leaf lpae_pte_leaf(uint64_t pte)
 {
-	struct ptemu_leaf leaf = { .pfn = (pte & LPAE_OA_MASK) >> LPAE_PAGE_SHIFT };
-
-	if (pte & L_PTE_USER) {
-		leaf.flags |= PTEMU_PROT_READ;
-		if (!(pte & L_PTE_XN))
-			leaf.flags |= PTEMU_PROT_EXEC;
-		if (!(pte & L_PTE_RDONLY))
-			leaf.flags |= PTEMU_PROT_WRITE;
-	}
-	if (pte & L_PTE_YOUNG)
-		leaf.flags |= PTEMU_PTE_YOUNG;
-	if (pte & L_PTE_DIRTY)
-		leaf.flags |= PTEMU_PTE_DIRTY;
-	return leaf;
+	return (struct ptemu_leaf){ .pfn = (pte & LPAE_OA_MASK) >> LPAE_PAGE_SHIFT,
+				    .flags = arm_linux_pte_flags(&lpae_linux_bits, pte) };
 }
 
 /* mk_huge_pmd: pmd_mkhuge clears the table bit of pfn_pmd(pfn, vm_page_prot). set_pmd_at
