@@ -15,6 +15,7 @@
 #include <ptemu/pgtable.h>
 
 #include "../mmu/arm64/arm64.h"
+#include "long_walk_memory.h"
 
 namespace {
 
@@ -50,42 +51,16 @@ uint64_t mk_pmd_leaf(const ptemu_arch &a, uint64_t pfn, unsigned flags)
 
 // The fixture is simulated physical memory for walks: a plain buffer of little-endian
 // descriptors, reachable by the walker only through read_entry, which logs every read.
-class Arm64Model : public ::testing::Test {
+class Arm64Model : public ::testing::Test, protected LongWalkMemory {
 protected:
-	using Read = std::tuple<unsigned, uint64_t, unsigned>;	// level, table_pa, index
+	Arm64Model() : LongWalkMemory(A48, 16 * SZ_4K) {}
 
 	static constexpr uint64_t T0 = 0x1000, T1 = 0x2000, T2 = 0x3000, T3 = 0x4000;
 	// L0 index 1, L1 index 2, L2 index 3, L3 index 4, offset 0x567.
 	static constexpr uint64_t VA =
 		(1ull << 39) | (2ull << 30) | (3ull << 21) | (4ull << 12) | 0x567;
 
-	std::vector<uint8_t> mem = std::vector<uint8_t>(16 * SZ_4K);
-	std::vector<Read> reads;
-	ptemu_walk_ctx ctx{ read_entry, this };
 	ptemu_walk_result out{};
-
-	static uint64_t read_entry(const ptemu_walk_ctx *c, unsigned level, uint64_t table_pa,
-				   unsigned index)
-	{
-		auto *self = static_cast<Arm64Model *>(c->opaque);
-		uint64_t pa = table_pa + 8ull * index, v = 0;
-
-		self->reads.emplace_back(level, table_pa, index);
-		EXPECT_LT(index, 512u);
-		if (pa + 8 > self->mem.size()) {
-			ADD_FAILURE() << "read outside the tables at " << std::hex << pa;
-			return 0;
-		}
-		for (int i = 7; i >= 0; i--)
-			v = v << 8 | self->mem[pa + i];
-		return v;
-	}
-
-	void set(uint64_t table_pa, unsigned index, uint64_t v)
-	{
-		for (unsigned i = 0; i < 8; i++)
-			mem[table_pa + 8ull * index + i] = uint8_t(v >> (8 * i));
-	}
 
 	// The 48-bit chain for VA down to the PTE table.
 	void build48()

@@ -22,6 +22,7 @@
 
 #include "../mmu/arm/arm.h"
 #include "../mmu/arm64/arm64.h"
+#include "long_walk_memory.h"
 
 using namespace ptemu_test;
 
@@ -61,41 +62,15 @@ uint64_t mk_pmd_leaf(uint64_t pfn, unsigned flags)
 
 // Simulated physical memory for walks: little-endian descriptors in a plain buffer,
 // reachable by the walker only through read_entry, which logs every read.
-class ArmLpaeModel : public ::testing::Test {
+class ArmLpaeModel : public ::testing::Test, protected LongWalkMemory {
 protected:
-	using Read = std::tuple<unsigned, uint64_t, unsigned>;	// level, table_pa, index
+	ArmLpaeModel() : LongWalkMemory(A, 8 * SZ_4K) {}
 
 	static constexpr uint64_t T0 = 0x1000, T1 = 0x2000, T2 = 0x3000;
 	// pgd index 2, pmd index 3, PTE index 4, offset 0x567: a user address.
 	static constexpr uint64_t VA = (2ull << 30) | (3ull << 21) | (4ull << 12) | 0x567;
 
-	std::vector<uint8_t> mem = std::vector<uint8_t>(8 * SZ_4K);
-	std::vector<Read> reads;
-	ptemu_walk_ctx ctx{ read_entry, this };
 	ptemu_walk_result out{};
-
-	static uint64_t read_entry(const ptemu_walk_ctx *c, unsigned level, uint64_t table_pa,
-				   unsigned index)
-	{
-		auto *self = static_cast<ArmLpaeModel *>(c->opaque);
-		uint64_t pa = table_pa + 8ull * index, v = 0;
-
-		self->reads.emplace_back(level, table_pa, index);
-		EXPECT_LT(index, level == 0 ? 4u : 512u);
-		if (pa + 8 > self->mem.size()) {
-			ADD_FAILURE() << "read outside the tables at " << std::hex << pa;
-			return 0;
-		}
-		for (int i = 7; i >= 0; i--)
-			v = v << 8 | self->mem[pa + i];
-		return v;
-	}
-
-	void set(uint64_t table_pa, unsigned index, uint64_t v)
-	{
-		for (unsigned i = 0; i < 8; i++)
-			mem[table_pa + 8ull * index + i] = uint8_t(v >> (8 * i));
-	}
 
 	// pgd -> pmd table -> PTE table for VA, as pud_populate and pmd_populate write them.
 	void build()
