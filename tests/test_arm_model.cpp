@@ -1043,3 +1043,26 @@ TEST(ArmOptions, ThpAdviceIsEinval)
 }
 
 } // namespace
+
+// An alias in the same PTE table as the faulting PTE: adjust_pte maps the table the fault
+// already holds locked. With one page_table_lock per mm, do_pte_lock takes nothing, so there
+// is no self-deadlock (the case 6.13's `ptl != vmf->ptl` guards with split locks).
+TEST(ArmCoherent, AliasInTheSameTableIsAdjustedUnderTheOneLock)
+{
+	Space s;
+	ASSERT_NE(s.mm, nullptr);
+	constexpr uint64_t kNear = kA + 0x10000;  // the same 2 MiB pgd entry
+	ptemu_file *f = ptemu_file_create(s.m, 5, true, 4 * 4096, 4 * 4096);
+	ASSERT_EQ(s.map(kA, 4 * 4096, kRW, PTEMU_MAP_SHARED, f), (int64_t)kA);
+	ASSERT_EQ(s.map(kNear, 4 * 4096, kRW, PTEMU_MAP_SHARED, f), (int64_t)kNear);
+	ASSERT_EQ(ptemu_user_fault(s.mm, kA + 4096, 0), 0u);
+	ASSERT_EQ(ptemu_user_fault(s.mm, kNear + 4096, 0), 0u);
+	EXPECT_EQ(s.pte_pa(kA) & ~0xfffull, s.pte_pa(kNear) & ~0xfffull);  // one PTE page
+	EXPECT_EQ(s.stat(PTEMU_STAT_adjust_pte_calls), 2u);
+	EXPECT_EQ(s.stat(PTEMU_STAT_adjust_pte_no_table), 0u);  // the table exists from the start
+	for (uint64_t va : {kA + 4096, kNear + 4096})
+		EXPECT_EQ(s.linux_pte(va) & L_MT_MASK, L_MT_BUFFERABLE) << std::hex << va;
+	mm_audit_counters(s.mm);
+	ptemu_file_put(f);
+	EXPECT_EQ(s.violations(), 0u) << s.describe();
+}
