@@ -89,10 +89,20 @@ static void print_run(FILE *summary, const struct ptemu_arch *a, const struct pt
 	if (m)
 		fprintf(summary, " access_fixups=%" PRIu64,
 			ptemu_stat_get(&m->stats, PTEMU_STAT_access_fixups));
-	if (m && a->update_mmu_cache)
+	/* The model's own machinery: VIVT alias fix-ups, TSBs, register windows. */
+	if (m && a->flush_dcache_mmap_lock)
 		fprintf(summary, " adjust_pte=%" PRIu64 " adjust_pte_no_table=%" PRIu64,
 			ptemu_stat_get(&m->stats, PTEMU_STAT_adjust_pte_calls),
 			ptemu_stat_get(&m->stats, PTEMU_STAT_adjust_pte_no_table));
+	if (m && a->hw_cache_maps_pfn)
+		fprintf(summary, " tsb_hits=%" PRIu64 " tsb_misses=%" PRIu64 " tsb_pmd_scans=%" PRIu64,
+			ptemu_stat_get(&m->stats, PTEMU_STAT_tsb_hits),
+			ptemu_stat_get(&m->stats, PTEMU_STAT_tsb_misses),
+			ptemu_stat_get(&m->stats, PTEMU_STAT_tsb_pmd_scans));
+	if (m && a->isa.wants_trap)
+		fprintf(summary, " window_spills=%" PRIu64 " window_fills=%" PRIu64,
+			ptemu_stat_get(&m->stats, PTEMU_STAT_window_spills),
+			ptemu_stat_get(&m->stats, PTEMU_STAT_window_fills));
 	if (cfg->deterministic)
 		fprintf(summary, " steps=%" PRIu64 " digest=%016" PRIx64, r->steps, r->digest);
 	fputc('\n', summary);

@@ -6,6 +6,7 @@
 #include "arm/arm.h"
 #include "arm64/arm64.h"
 #include "s390/s390.h"
+#include "sparc/sparc64.h"
 
 static const struct ptemu_arch *const models[] = {
 	&ptemu_arch_arm64_48,
@@ -13,6 +14,7 @@ static const struct ptemu_arch *const models[] = {
 	&ptemu_arch_s390,
 	&ptemu_arch_arm,
 	&ptemu_arch_arm_lpae,
+	&ptemu_arch_sparc64,
 	NULL,
 };
 

@@ -26,7 +26,7 @@ protected:
 	const ptemu_arch &arch_;
 	std::vector<uint8_t> mem;
 	std::vector<Read> reads;
-	ptemu_walk_ctx ctx{ read_entry, this };
+	ptemu_walk_ctx ctx{ read_entry, this, nullptr };
 
 private:
 	static uint64_t read_entry(const ptemu_walk_ctx *c, unsigned level, uint64_t table_pa,

@@ -34,6 +34,12 @@ static const struct ptemu_injection_info injections[] = {
 	  "collapse_pte_mapped_thp as v6.6 wrote it: no pmd_same re-check before removing the "
 	  "table (undoes 6.13's fix); reachable with --reclaim-empty-tables",
 	  false },
+	{ INJECT_SPARC_MISS_IRQS_ON, "sparc-miss-irqs-on",
+	  "sparc64's TSB-miss page-table walk runs as if interrupts were on: it is no RCU "
+	  "read-side section, so a table pte_free_defer queued can be freed under it", true },
+	{ INJECT_SPARC_NO_TLB_BATCH, "sparc-no-tlb-batch",
+	  "sparc64 clears a PTE without tlb_batch_add: no TSB flush and no demap, so the TSB "
+	  "and TLBs keep mapping the old page", true },
 	{ INJECT_NONE, NULL, NULL, false },
 };
 

@@ -136,6 +136,15 @@ static bool folio_fits_pmd(const struct vm_fault *vmf, const struct page *folio)
 	       linear_page_index(vmf->vma, haddr) == folio->index;
 }
 
+/* update_mmu_cache_pmd after a huge pmd was installed or changed, under the pmd lock. */
+static void update_mmu_cache_pmd(struct vm_fault *vmf, uint64_t addr)
+{
+	const struct ptemu_arch *a = vmf->m->arch;
+
+	if (a->update_mmu_cache_pmd)
+		a->update_mmu_cache_pmd(vmf->vma, addr, ptemu_slot_pa(vmf->m, vmf->pmd));
+}
+
 /* Maps a PMD-sized page-cache folio by one pmd if the pmd is still none. */
 static unsigned do_set_pmd(struct vm_fault *vmf, struct page *folio, unsigned flags)
 {
@@ -151,6 +160,7 @@ static unsigned do_set_pmd(struct vm_fault *vmf, struct page *folio, unsigned fl
 			       1ll << folio->order);
 		__atomic_fetch_add(&folio->mapcount, 1, __ATOMIC_RELAXED);
 		folio_get(folio);
+		update_mmu_cache_pmd(vmf, haddr);
 		ret = 0;
 	}
 	spin_unlock(pml);
@@ -338,8 +348,8 @@ static unsigned handle_pte_fault(struct vm_fault *vmf)
 	leaf.flags |= PTEMU_PTE_YOUNG;
 	pte_t entry = __pte(a->mk_pte(leaf));
 
-	set_pte_at(vmf->mm, vmf->address, vmf->pte, entry);
 	if (!pte_same(entry, vmf->orig_pte)) {
+		set_pte_at(vmf->mm, vmf->address, vmf->pte, entry);
 		ptemu_stat_add(&vmf->m->stats, PTEMU_STAT_access_fixups, 1);
 		if (a->access_fixup_flushes_tlb)
 			flush_tlb_page(vmf->mm, vmf->address);
@@ -371,7 +381,13 @@ static unsigned do_huge_pmd_fault(struct vm_fault *vmf)
 			}
 			leaf.flags |= PTEMU_PROT_WRITE | PTEMU_PTE_DIRTY;
 		}
-		set_pmd_at(vmf->mm, vmf->address, vmf->pmd, __pmd(a->mk_pmd_leaf(leaf)));
+		/* pmdp_set_access_flags: only a change is stored (and flushed). */
+		pmd_t entry = __pmd(a->mk_pmd_leaf(leaf));
+
+		if (entry.val != v.val) {
+			set_pmd_at(vmf->mm, vmf->address, vmf->pmd, entry);
+			update_mmu_cache_pmd(vmf, vmf->address);
+		}
 	}
 	spin_unlock(pml);
 	return 0;
@@ -413,6 +429,8 @@ unsigned ptemu_user_fault(struct mm_struct *mm, uint64_t addr, unsigned flags)
 	else
 		ret = handle_mm_fault(vma, addr, flags);
 	up_read(&mm->mmap_lock);
+	if (mm->machine->arch->fault_epilogue && !(ret & VM_FAULT_ERROR))
+		mm->machine->arch->fault_epilogue(mm);
 	ptemu_stat_add(&mm->machine->stats, PTEMU_STAT_faults, 1);
 	return ret;
 }

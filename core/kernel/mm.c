@@ -44,6 +44,13 @@ struct mm_struct *mm_alloc(struct ptemu_machine *m)
 	/* mmap hands out addresses top-down below the top of a 32-bit-safe window. */
 	mm->mmap_base = 0x10000000ull;
 	mm->mmap_top = a->va_bits > 32 ? 1ull << (a->va_bits - 1) : 0xa0000000ull;
+	if (mm->mmap_top >= ptemu_task_size(a))
+		mm->mmap_top = ptemu_task_size(a) / 2;	/* below sparc64's VA hole */
+	if (a->init_new_context && a->init_new_context(mm)) {
+		ptemu_upper_table_free(m, mm->pgd_pa, 0);
+		free(mm);
+		return NULL;
+	}
 	return mm;
 }
 
@@ -296,6 +303,7 @@ static bool zap_pte_range(struct mmu_gather *tlb, struct vm_area_struct *vma, pm
 	if (!pte)
 		return false;
 	flush_tlb_batched_pending(mm);
+	arch_enter_lazy_mmu_mode(mm);
 	for (; addr < end; addr += ptemu_page_size(a), pte = ptep_add(pte, 1)) {
 		pte_t v = ptep_get(pte);
 		uint64_t pfn;
@@ -312,6 +320,7 @@ static bool zap_pte_range(struct mmu_gather *tlb, struct vm_area_struct *vma, pm
 		tlb_flush_range_add(tlb, addr, ptemu_page_size(a));
 		tlb_remove_page(tlb, folio);
 	}
+	arch_leave_lazy_mmu_mode(mm);
 	if (reclaim_pt) {
 		pml = pmd_lockptr(mm, pmd);
 		/* A trylock of a lock we hold (no split pmd lock) fails, as the kernel's. */
@@ -671,6 +680,7 @@ static void change_protection(struct vm_area_struct *vma, uint64_t start, uint64
 			continue;	/* -EAGAIN in the kernel: redo this pmd */
 		}
 		flush_tlb_batched_pending(mm);
+		arch_enter_lazy_mmu_mode(mm);
 		pte_t *first = pte;
 
 		for (; addr < next; addr += ptemu_page_size(a), pte = ptep_add(pte, 1)) {
@@ -686,6 +696,7 @@ static void change_protection(struct vm_area_struct *vma, uint64_t start, uint64
 			l.flags = nf;
 			set_pte_at(mm, addr, pte, __pte(a->mk_pte(l)));
 		}
+		arch_leave_lazy_mmu_mode(mm);
 		pte_unmap_unlock(first, ptl);
 	}
 	/* tlb_finish_mmu of a gather that freed no table: last-level only. */

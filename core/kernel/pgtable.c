@@ -198,11 +198,16 @@ pte_t ptep_get(pte_t *ptep)
 
 void set_pte_at(struct mm_struct *mm, uint64_t addr, pte_t *ptep, pte_t pte)
 {
+	const struct ptemu_arch *a = mm->machine->arch;
 	uint64_t pa = ptemu_slot_pa(mm->machine, ptep);
 
 	ptemu_sched_point();
 	check_pte_write(mm->machine, pa);
-	ptemu_pte_store(mm->machine, pa, pte.val);
+	if (!a->maybe_tlb_batch_add) {
+		ptemu_pte_store(mm->machine, pa, pte.val);
+		return;
+	}
+	a->maybe_tlb_batch_add(mm, addr, pte_xchg(mm->machine, pa, pte.val), pte.val);
 }
 
 pte_t ptep_get_and_clear(struct mm_struct *mm, uint64_t addr, pte_t *ptep)
@@ -213,7 +218,12 @@ pte_t ptep_get_and_clear(struct mm_struct *mm, uint64_t addr, pte_t *ptep)
 	ptemu_sched_point();
 	check_pte_write(m, pa);
 	/* An exchange, so that a concurrent hardware access-flag update is not lost. */
-	return __pte(pte_xchg(m, pa, m->arch->none_entry(ptemu_pte_level(m->arch))));
+	pte_t old = __pte(pte_xchg(m, pa, m->arch->none_entry(ptemu_pte_level(m->arch))));
+
+	if (m->arch->maybe_tlb_batch_add)
+		m->arch->maybe_tlb_batch_add(mm, addr, old.val,
+						m->arch->none_entry(ptemu_pte_level(m->arch)));
+	return old;
 }
 
 void pte_clear(struct mm_struct *mm, uint64_t addr, pte_t *ptep)
@@ -286,12 +296,22 @@ void pmd_clear(pmd_t *pmdp)
 	pmd_changed(m, entry_xchg(m, ptemu_slot_pa(m, pmdp), none), none);
 }
 
-void set_pmd_at(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp, pmd_t pmd)
+/* set_pmd_at without the lock check: pmdp_huge_get_and_clear's store. */
+static uint64_t set_pmd_at_unchecked(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp, pmd_t pmd)
 {
 	struct ptemu_machine *m = mm->machine;
+	uint64_t old = entry_xchg(m, ptemu_slot_pa(m, pmdp), pmd.val);
 
+	pmd_changed(m, old, pmd.val);
+	if (m->arch->set_pmd_at_batch)
+		m->arch->set_pmd_at_batch(mm, addr, old, pmd.val);
+	return old;
+}
+
+void set_pmd_at(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp, pmd_t pmd)
+{
 	require_pml(mm, pmdp, "set_pmd_at");
-	pmd_changed(m, entry_xchg(m, ptemu_slot_pa(m, pmdp), pmd.val), pmd.val);
+	set_pmd_at_unchecked(mm, addr, pmdp, pmd);
 }
 
 void pmd_clear_bad(pmd_t *pmdp)
@@ -598,6 +618,8 @@ static void flush_range_now(struct mm_struct *mm, uint64_t start, uint64_t end, 
 {
 	struct ptemu_machine *m = mm->machine;
 
+	if (m->arch->flush_tlb_range_is_noop)
+		return;
 	if (__atomic_exchange_n(&mm->context.flush_mm, false, __ATOMIC_SEQ_CST)) {
 		start = 0;
 		end = 1ull << m->arch->va_bits;
@@ -613,9 +635,33 @@ static void flush_range_now(struct mm_struct *mm, uint64_t start, uint64_t end, 
 
 void __flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end, bool last_level)
 {
-	if (mm->machine->tlb.flush_range)
+	if (mm->machine->tlb.flush_range && !mm->machine->arch->flush_tlb_range_is_noop)
 		ptemu_sched_point();	/* the initiator's side of a shootdown */
 	flush_range_now(mm, start, end, last_level);
+}
+
+void ptemu_tlb_demap(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	struct ptemu_machine *m = mm->machine;
+
+	if (!m->tlb.flush_range)
+		return;
+	ptemu_sched_point();
+	ptemu_stat_add(&m->stats, PTEMU_STAT_tlb_range_flushes, 1);
+	ptemu_stat_add(&m->stats, PTEMU_STAT_tlb_last_level_flushes, 1);
+	m->tlb.flush_range(m->tlb.ctx, mm, start, end, false);
+}
+
+void arch_enter_lazy_mmu_mode(struct mm_struct *mm)
+{
+	if (mm->machine->arch->arch_enter_lazy_mmu_mode)
+		mm->machine->arch->arch_enter_lazy_mmu_mode();
+}
+
+void arch_leave_lazy_mmu_mode(struct mm_struct *mm)
+{
+	if (mm->machine->arch->arch_leave_lazy_mmu_mode)
+		mm->machine->arch->arch_leave_lazy_mmu_mode();
 }
 
 void flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end)
@@ -706,8 +752,8 @@ pmd_t pmdp_collapse_flush(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp)
 		require_pml(mm, pmdp, "pmdp_collapse_flush");
 	if (m->arch->pmdp_collapse_flush)
 		return __pmd(m->arch->pmdp_collapse_flush(mm, addr, ptemu_slot_pa(m, pmdp)));
-	old = pmdp_get_lockless(pmdp);
-	pmd_clear(pmdp);
+	/* pmdp_huge_get_and_clear: set_pmd_at to none, which is where sparc64 invalidates. */
+	old = __pmd(set_pmd_at_unchecked(mm, addr, pmdp, __pmd(m->arch->none_entry(ptemu_pmd_level(m->arch)))));
 	if (m->arch->retract_flush == PTEMU_RETRACT_FLUSH_NONE || ptemu_injected(m, INJECT_NO_TLB_FLUSH))
 		return old;
 	/* leaf-flush-only: the TLBI VALE1IS that leaves the detached table in walk caches. */

@@ -15,13 +15,13 @@ int ptemu_tlb_init(struct ptemu_tlb *t, struct ptemu_machine *m)
 	memset(t, 0, sizeof(*t));
 	t->machine = m;
 	t->capacity = a->tlb_entries ? a->tlb_entries : 256;
-	t->wc_capacity = a->walk_cache_entries ? a->walk_cache_entries : 16;
+	t->wc_capacity = a->walk_cache_entries;
 	t->page_shift = a->page_shift;
 	t->pmd_shift = a->level_shift[ptemu_pmd_level(a)];
 	t->nbuckets = 2 * t->capacity;
 	t->entries = calloc(t->capacity, sizeof(*t->entries));
 	t->buckets = malloc(t->nbuckets * sizeof(*t->buckets));
-	t->wc = calloc(t->wc_capacity, sizeof(*t->wc));
+	t->wc = calloc(t->wc_capacity ? t->wc_capacity : 1, sizeof(*t->wc));
 	if (!t->entries || !t->buckets || !t->wc) {
 		ptemu_tlb_destroy(t);
 		return -ENOMEM;
@@ -131,6 +131,8 @@ void ptemu_walk_cache_insert(struct ptemu_tlb *t, uint64_t va, uint64_t table_pa
 	uint64_t idx = va >> t->pmd_shift;
 	unsigned slot = t->wc_fifo;
 
+	if (!t->wc_capacity)
+		return;
 	pthread_mutex_lock(&t->lock);
 	for (unsigned i = 0; i < t->wc_capacity; i++) {
 		if (t->wc[i].valid && t->wc[i].pmd_index == idx) {

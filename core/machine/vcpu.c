@@ -74,6 +74,7 @@ struct vcpu {
 	uint64_t fault_va;
 	unsigned fault_flags;
 	bool syscall;
+	int trap;		/* a trap for the ISA's handle_trap, 0 if none */
 	int terminate;		/* atomic: leave at the next block */
 	bool hw_flush_pending;	/* Unicorn's TLB to be flushed before the next run */
 	bool deterministic;
@@ -248,6 +249,19 @@ static void run_pages_freed(void *ctx, uint64_t pfn, uint64_t nr)
 					     "page %#" PRIx64 " freed while vCPU %u.%u's TLB maps it at %#" PRIx64,
 					     pfn << r->m->arch->page_shift, p, i, va);
 		}
+	if (!r->m->arch->hw_cache_maps_pfn)
+		return;
+	/* The model's own translation cache of each mm a vCPU can still translate through. */
+	for (unsigned p = 0; p < r->nprocs; p++) {
+		bool live = false;
+
+		for (unsigned i = 0; i < r->procs[p].nvcpus; i++)
+			live |= vcpu_translates(&r->procs[p].vcpus[i]);
+		if (live && r->m->arch->hw_cache_maps_pfn(r->procs[p].mm, pfn, nr, &va))
+			ptemu_report(r->m, VIOLATION_TLB_MAPS_FREED_PAGE, pfn << r->m->arch->page_shift,
+				     "page %#" PRIx64 " freed while process %u's TSB maps it at %#" PRIx64,
+				     pfn << r->m->arch->page_shift, p, va);
+	}
 }
 
 static void run_table_freed(void *ctx, uint64_t table_pa)
@@ -347,6 +361,7 @@ static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 		ptemu_sched_point();
 	v->walk_va = vaddr;
 	v->walk_table = 0;
+	v->walk.mm = v->proc->mm;
 	if (!ptemu_walk_cache_lookup(&v->tlb, vaddr, &v->walk_cached))
 		v->walk_cached = 0;
 	enum ptemu_walk_fault f = a->hw_walk(&v->walk, v->proc->mm->pgd_pa, vaddr, acc, &res);
@@ -414,9 +429,16 @@ static void intr_hook(uc_engine *uc, uint32_t intno, void *user)
 {
 	struct vcpu *v = user;
 
-	if ((int)intno == v->run->m->arch->isa.syscall_intno) {
+	const struct ptemu_isa *isa = &v->run->m->arch->isa;
+
+	if ((int)intno == isa->syscall_intno) {
 		v->syscall = true;
 		uc_emu_stop(uc);	/* from the vCPU's own thread: safe */
+		return;
+	}
+	if (isa->wants_trap && isa->wants_trap((int)intno)) {
+		v->trap = (int)intno;	/* handled outside guest mode: it may fault */
+		uc_emu_stop(uc);
 		return;
 	}
 	run_fail(v->run, PTEMU_RUN_GUEST_ERROR, "process %u vCPU %u: guest exception %u",
@@ -791,6 +813,7 @@ static void vcpu_loop(struct vcpu *v)
 
 		v->fault = false;
 		v->syscall = false;
+		v->trap = 0;
 		__atomic_store_n(&v->activity, ACT_GUEST, __ATOMIC_RELAXED);
 		ptemu_tlb_enter_guest(&v->tlb);
 		if (v->hw_flush_pending) {
@@ -834,6 +857,21 @@ static void vcpu_loop(struct vcpu *v)
 			v->same_faults = 0;	/* the guest made progress */
 			if (!do_syscall(v))
 				return;
+			continue;
+		}
+		if (v->trap) {
+			char err[256];
+
+			__atomic_store_n(&v->activity, ACT_FAULT, __ATOMIC_RELAXED);
+			note_progress(v);
+			int rc = isa->handle_trap(v->uc, v->proc->mm, v->trap, err, sizeof(err));
+
+			check_op_end("trap");
+			if (rc) {
+				run_fail(r, PTEMU_RUN_GUEST_ERROR, "process %u vCPU %u: %s", v->proc->index,
+					 v->index, err);
+				return;
+			}
 			continue;
 		}
 		if (e != UC_ERR_OK) {

@@ -85,6 +85,9 @@ struct ptemu_walk_ctx {
 	uint64_t (*read_entry)(const struct ptemu_walk_ctx *ctx, unsigned level,
 			       uint64_t table_pa, unsigned index);
 	void *opaque;
+	/* The address space walked, for a model's own translation caches in memory (sparc64's
+	 * TSB); NULL when a bare table walk is wanted (tests). */
+	struct mm_struct *mm;
 };
 
 /* Which invalidation a retract's pmdp_collapse_flush issues (DESIGN.md section 3). */
@@ -120,6 +123,13 @@ struct ptemu_isa {
 	bool pc_after_syscall;
 	/* Extra CPU set-up before the first run (s390x: 64-bit addressing); 0 or -1. */
 	int (*cpu_init)(void *uc);
+	/* Traps other than the syscall that the kernel handles for the program (sparc64's
+	 * register-window spill and fill): wants_trap says which UC_HOOK_INTR numbers;
+	 * handle_trap runs them outside guest mode, taking faults through the model's
+	 * translation as copy_to_user does, and leaves the PC after the trapping instruction.
+	 * 0, or -1 with a message (the process dies, as the kernel's SIGSEGV). */
+	bool (*wants_trap)(int intno);
+	int (*handle_trap)(void *uc, struct mm_struct *mm, int intno, char *err, size_t errlen);
 };
 
 struct ptemu_arch {
@@ -181,7 +191,10 @@ struct ptemu_arch {
 	void (*pte_free_tlb)(struct mmu_gather *tlb, uint64_t table_pa);
 	/* __tlb_remove_table: free a gathered table, the token pte_free_tlb queued. */
 	void (*tlb_remove_table)(struct ptemu_machine *m, uint64_t table);
-	/* Tear down what the model keeps per mm (fragment caches) at mm free. */
+	/* Set up what the model keeps per mm (sparc64's base TSB) at mm creation: 0, or
+	 * -ENOMEM. NULL: nothing to set up. */
+	int (*init_new_context)(struct mm_struct *mm);
+	/* Tear down what the model keeps per mm (fragment caches, TSBs) at mm free. */
 	void (*mm_destroy_context)(struct mm_struct *mm);
 
 	/* The hardware side. */
@@ -204,6 +217,29 @@ struct ptemu_arch {
 	/* flush_dcache_mmap_lock is the mapping's i_pages lock (arm), taken around every i_mmap
 	 * change; false: a no-op, as on most architectures. */
 	bool flush_dcache_mmap_lock;
+	/* Invalidation driven by the entry changes themselves (sparc64's tlb_batch_add): after
+	 * set_pte_at or ptep_get_and_clear stored over old_pte, and after set_pmd_at (also
+	 * pmdp_huge_get_and_clear) stored over old_pmd, under the ptl or the pmd lock. Between
+	 * arch_enter_lazy_mmu_mode and arch_leave_lazy_mmu_mode the model may batch them (per
+	 * thread, as the kernel's per-CPU batch); leaving flushes the batch. NULL: nothing. */
+	void (*maybe_tlb_batch_add)(struct mm_struct *mm, uint64_t addr, uint64_t old_pte,
+				    uint64_t new_pte);
+	void (*set_pmd_at_batch)(struct mm_struct *mm, uint64_t addr, uint64_t old_pmd,
+				 uint64_t new_pmd);
+	void (*arch_enter_lazy_mmu_mode)(void);
+	void (*arch_leave_lazy_mmu_mode)(void);
+	/* flush_tlb_range, flush_tlb_page and flush_tlb_mm are empty (sparc64): every
+	 * invalidation was issued by the entry change itself. */
+	bool flush_tlb_range_is_noop;
+	/* update_mmu_cache_pmd after a fault installed or fixed up a huge pmd, under the pmd
+	 * lock; NULL: nothing to do. */
+	void (*update_mmu_cache_pmd)(struct vm_area_struct *vma, uint64_t addr, uint64_t pmd_pa);
+	/* The architecture's fault handler after handle_mm_fault, mmap_lock released
+	 * (sparc64's do_sparc64_fault sizes the TSBs: the huge TSB on first use); NULL. */
+	void (*fault_epilogue)(struct mm_struct *mm);
+	/* A translation cache of the model's own in memory, beside the per-vCPU TLBs
+	 * (sparc64's TSB): does the mm's still map a page of [pfn, pfn + nr)? At which va. */
+	bool (*hw_cache_maps_pfn)(struct mm_struct *mm, uint64_t pfn, uint64_t nr, uint64_t *va);
 	/* The VMA flags of which one lets a read fault in: arm64 without EPAN and s390
 	 * (VM_ACCESS_FLAGS) take any of read, write and exec; 0 means VM_READ alone. */
 	unsigned read_fault_vm_flags;
@@ -211,7 +247,7 @@ struct ptemu_arch {
 	 * flush_tlb_range. Returns the old pmd; caller holds the pmd lock. */
 	uint64_t (*pmdp_collapse_flush)(struct mm_struct *mm, uint64_t addr, uint64_t pmd_pa);
 	unsigned tlb_entries;		/* logical TLB capacity */
-	unsigned walk_cache_entries;
+	unsigned walk_cache_entries;	/* 0: no paging-structure cache (sparc64's software walk) */
 
 	/* Optional: refuses an image the engine cannot run (0, or -1 with a message naming the
 	 * instruction, its address and why), after the loader's own checks. It looks at the

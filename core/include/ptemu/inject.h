@@ -25,6 +25,8 @@ enum ptemu_injection {
 	INJECT_S390_RELIST_ACTIVE,	/* s390 puts an Active page back on pgtable_list */
 	INJECT_RETRACT_NO_RECHECK,	/* retract without 6.14's pmd re-check under pml (v6.6) */
 	INJECT_CPMT_NO_RECHECK,		/* collapse_pte_mapped_thp without 6.13's pmd re-check */
+	INJECT_SPARC_MISS_IRQS_ON,	/* sparc64's TSB-miss walk is no RCU read-side section */
+	INJECT_SPARC_NO_TLB_BATCH,	/* sparc64 clears a PTE without tlb_batch_add */
 	INJECT_COUNT
 };
 

@@ -43,6 +43,14 @@ struct mm_context {
 	/* A lazy invalidation left its purge to the mm's next flush, which then covers the
 	 * whole mm (s390's context.flush_mm and __tlb_flush_mm_lazy). Atomic. */
 	bool flush_mm;
+	/* sparc64's context.tsb_block: the base-page and huge-page TSBs (physical address,
+	 * 0 until allocated; atomic, read by TLB-miss walks) and their sizes in entries, and
+	 * thp_pte_count, the huge pmds mapped (atomic). */
+	struct {
+		uint64_t pa;
+		unsigned nentries;
+	} tsb_block[2];
+	int64_t thp_pte_count;
 };
 
 #define MAX_PTE_MAPPED_THP 8

@@ -134,6 +134,13 @@ void flush_tlb_range(struct mm_struct *mm, uint64_t start, uint64_t end);
 void flush_tlb_page(struct mm_struct *mm, uint64_t addr);
 /* The whole ASID: TLB entries and walk caches. */
 void flush_tlb_mm(struct mm_struct *mm);
+/* The model's own invalidation of [start, end) on every CPU of mm, TLB entries only (sparc64's
+ * demap cross-call), whatever flush_tlb_range_is_noop says. */
+void ptemu_tlb_demap(struct mm_struct *mm, uint64_t start, uint64_t end);
+/* Around a run of PTE changes under one ptl (zap, mprotect): the model may batch the
+ * invalidations they issue and flushes them on leaving (sparc64's tlb_batch). */
+void arch_enter_lazy_mmu_mode(struct mm_struct *mm);
+void arch_leave_lazy_mmu_mode(struct mm_struct *mm);
 /* try_to_unmap cleared a PTE of mm and left its flush to a batch (set_tlb_ubc_flush_pending);
  * a zap or mprotect of mm that takes a ptl must first flush what such a batch may still owe
  * (flush_tlb_batched_pending), or a PTE it finds none may still be cached. */

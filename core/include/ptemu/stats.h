@@ -40,6 +40,11 @@ extern "C" {
 	X(access_fixups)          /* faults that only made a present PTE young and/or dirty */ \
 	X(adjust_pte_calls)       /* make_coherent's adjust_pte of a shared alias (arm VIVT) */ \
 	X(adjust_pte_no_table)    /* of which the alias had no PTE table (map failed) */      \
+	X(tsb_hits)               /* sparc64: a TLB miss found its translation in the TSB */ \
+	X(tsb_misses)             /* sparc64: a TSB miss ran the page-table walk */           \
+	X(tsb_pmd_scans)          /* sparc64: set_pmd_at over a table read it to flush its PTEs */ \
+	X(window_spills)          /* sparc64: register-window spill traps handled */          \
+	X(window_fills)           /* sparc64: register-window fill traps handled */           \
 	X(hw_walks)
 
 enum ptemu_stat {
