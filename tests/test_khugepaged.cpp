@@ -3,6 +3,7 @@
 
 #include <errno.h>
 
+#include <algorithm>
 #include <future>
 #include <thread>
 
@@ -229,9 +230,17 @@ TEST_P(Collapse, PartialZapOfAHugePmdFlushesTheWholePmdRange)
 	s.m->tlb.ctx = &log;
 	ASSERT_EQ(do_madvise(s.mm, s.addr + 3 * s.page, s.page, PTEMU_MADV_DONTNEED), 0);
 	s.m->tlb.flush_range = nullptr;
-	ASSERT_EQ(log.flushes.size(), 1u);
+	// One flush (sparc64: one demap per 4 MiB hardware half), covering the range whole.
+	ASSERT_GE(log.flushes.size(), 1u);
+	std::sort(log.flushes.begin(), log.flushes.end(),
+		  [](const FlushLog::Flush &x, const FlushLog::Flush &y) { return x.start < y.start; });
+	uint64_t covered = log.flushes[0].start;
+	for (const auto &f : log.flushes) {
+		EXPECT_LE(f.start, covered);
+		covered = std::max(covered, f.end);
+	}
 	EXPECT_LE(log.flushes[0].start, (uint64_t)s.addr);
-	EXPECT_GE(log.flushes[0].end, s.addr + s.pmd);
+	EXPECT_GE(covered, s.addr + s.pmd);
 	EXPECT_EQ(s.violations(), 0u) << s.describe();
 }
 

@@ -346,6 +346,8 @@ TEST_P(PteOffsetMap, CollapseFlushInvalidatesThePmdRangeWithTables)
 		bool tables = false;
 	};
 	for (ptemu_injection inj : {INJECT_NONE, INJECT_NO_TLB_FLUSH}) {
+		if (!ptemu_injection_applies(inj, ptemu_arch_find(GetParam())))
+			continue;	// sparc64: there is no retract flush to leave out
 		MmHolder h(GetParam(), inj);
 		Seen seen;
 		h.m->tlb.ctx = &seen;
@@ -360,7 +362,11 @@ TEST_P(PteOffsetMap, CollapseFlushInvalidatesThePmdRangeWithTables)
 		h.detach_table();
 		pte_free_defer(h.mm, table);
 		uint64_t size = ptemu_pmd_size(h.arch());
-		if (inj == INJECT_NONE) {
+		if (h.arch()->retract_flush == PTEMU_RETRACT_FLUSH_NONE) {
+			// sparc64: flush_tlb_range is empty and set_pmd_at's scan of the detached
+			// table finds no valid PTE to demap.
+			EXPECT_EQ(seen.calls, 0);
+		} else if (inj == INJECT_NONE) {
 			EXPECT_EQ(seen.calls, 1);
 			EXPECT_EQ(seen.start, h.addr & ~(size - 1));
 			EXPECT_EQ(seen.end, (h.addr & ~(size - 1)) + size);

@@ -731,6 +731,9 @@ const struct ptemu_arch ptemu_arch_sparc64 = {
 	.init_new_context = sparc64_init_new_context,
 	.mm_destroy_context = sparc64_destroy_context,
 
+	/* do_sparc64_fault: "allow reads even for write-only mappings", by VM_READ | VM_EXEC. */
+	.read_fault_vm_flags = VM_READ | VM_EXEC,
+
 	.hw_walk = sparc64_hw_walk,
 	/* A demap is a cross-call, which a CPU takes only with interrupts on again: after its
 	 * miss walk has finished. */
