@@ -232,6 +232,9 @@ TEST_P(Collapse, PartialZapOfAHugePmdFlushesTheWholePmdRange)
 	s.m->tlb.flush_range = nullptr;
 	// One flush (sparc64: one demap per 4 MiB hardware half), covering the range whole.
 	ASSERT_GE(log.flushes.size(), 1u);
+	if (!s.m->arch->flush_tlb_range_is_noop) {
+		EXPECT_EQ(log.flushes.size(), 1u);
+	}
 	std::sort(log.flushes.begin(), log.flushes.end(),
 		  [](const FlushLog::Flush &x, const FlushLog::Flush &y) { return x.start < y.start; });
 	uint64_t covered = log.flushes[0].start;
