@@ -205,13 +205,26 @@ static void tsb_flush(const struct ptemu_machine *m, uint64_t ent, uint64_t tag)
 	}
 }
 
+/* TSB_LOAD_QUAD: the tag and the TTE as one atomic 16-byte load. Every writer moves the
+ * tag (to locked, or invalid) around its TTE store, so a tag read unchanged on both sides
+ * of the TTE read is the pair as one load would have seen it; otherwise the entry is in
+ * flux and the caller treats it as a miss. Without this, a probe could pair its tag with
+ * the TTE of another address hashing to the same entry (4 MiB apart in the base TSB). */
+static bool tsb_load_quad(const struct ptemu_machine *m, uint64_t ent, uint64_t *tag, uint64_t *tte)
+{
+	uint64_t t = tsb_word_load(m, ent);
+
+	*tte = tsb_word_load(m, ent + 8);
+	*tag = t;
+	return tsb_word_load(m, ent) == t;
+}
+
 /* A TSB hit: the entry's tag is va >> 22, unlocked and valid. */
 static bool tsb_probe(const struct ptemu_machine *m, uint64_t ent, uint64_t va, uint64_t *tte)
 {
-	if (!ent || tsb_word_load(m, ent) != va >> 22)
-		return false;
-	*tte = tsb_word_load(m, ent + 8);
-	return true;
+	uint64_t tag;
+
+	return ent && tsb_load_quad(m, ent, &tag, tte) && tag == va >> 22;
 }
 
 /* tsb_grow from nothing: a fresh 8 KiB TSB, every tag invalid (tsb_init). */
@@ -289,12 +302,12 @@ static bool sparc64_tsb_maps_pfn(struct mm_struct *mm, uint64_t pfn, uint64_t nr
 		if (!base)
 			continue;
 		for (unsigned i = 0; i < mm->context.tsb_block[w].nentries; i++) {
-			uint64_t ent = base + (uint64_t)i * TSB_ENTRY_BYTES;
-			uint64_t tag = tsb_word_load(m, ent);
+			uint64_t ent = base + (uint64_t)i * TSB_ENTRY_BYTES, tag, tte;
 
-			if (tag & (SPARC64_TSB_TAG_INVALID | SPARC64_TSB_TAG_LOCK))
+			/* An entry in flux is being rewritten: its old TTE is going away. */
+			if (!tsb_load_quad(m, ent, &tag, &tte) ||
+			    (tag & (SPARC64_TSB_TAG_INVALID | SPARC64_TSB_TAG_LOCK)))
 				continue;
-			uint64_t tte = tsb_word_load(m, ent + 8);
 			uint64_t first = (tte & SPARC64_PAGE_PADDR) >> SPARC64_PAGE_SHIFT;
 			uint64_t n = 1ull << (shift - SPARC64_PAGE_SHIFT);
 
