@@ -87,8 +87,9 @@ static void print_run(FILE *summary, const struct ptemu_arch *a, const struct pt
 		r->shootdowns, m ? ptemu_stat_get(&m->stats, PTEMU_STAT_collapses) : 0,
 		m ? ptemu_stat_get(&m->stats, PTEMU_STAT_retracts) : 0, nviol);
 	if (m)
-		fprintf(summary, " access_fixups=%" PRIu64,
-			ptemu_stat_get(&m->stats, PTEMU_STAT_access_fixups));
+		fprintf(summary, " access_fixups=%" PRIu64 " uaccess_faults=%" PRIu64,
+			ptemu_stat_get(&m->stats, PTEMU_STAT_access_fixups),
+			ptemu_stat_get(&m->stats, PTEMU_STAT_uaccess_faults));
 	/* The model's own machinery: VIVT alias fix-ups, TSBs, register windows. */
 	if (m && a->flush_dcache_mmap_lock)
 		fprintf(summary, " adjust_pte=%" PRIu64 " adjust_pte_no_table=%" PRIu64,

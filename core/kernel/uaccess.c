@@ -95,6 +95,7 @@ static int copy_user(struct mm_struct *mm, uint64_t uaddr, void *buf, size_t len
 			len -= n;
 			continue;
 		}
+		ptemu_stat_add(&mm->machine->stats, PTEMU_STAT_uaccess_faults, 1);
 		if (handle_mm_fault(vma, uaddr, write ? FAULT_FLAG_WRITE : 0) & VM_FAULT_ERROR) {
 			err = -EFAULT;
 			break;

@@ -29,6 +29,7 @@ extern "C" {
 	X(tlb_range_flushes)                                                                  \
 	X(tlb_last_level_flushes) /* of which last-level only (TLBI VALE1IS): walk caches kept */ \
 	X(faults)                 /* user faults handled */                                   \
+	X(uaccess_faults)         /* copy_{to,from}_user faulted a page in (kernel-mode faults) */ \
 	X(collapses)              /* collapse_file committed a huge folio */                  \
 	X(retracts)               /* retract_page_tables detached a table */                  \
 	X(retract_skips)          /* a VMA retract_page_tables passed over */                 \
