@@ -4,8 +4,9 @@
  * (all going through the per-ISA stub ptemu_syscall6 in rt/<isa>/crt0.S), atomics, a
  * xorshift PRNG and a tiny formatter for the write syscall. See workloads/README.md.
  *
- * sparc64 note: every non-leaf function costs a register window; the runtime has no
- * spill/fill trap handlers, so keep call chains shallow (README.md, "sparc64 call depth").
+ * sparc64 note: every non-leaf function costs a register window, and each window trap is
+ * handled by the host outside guest mode, so keep call chains shallow (README.md,
+ * "sparc64 call depth").
  * The wrappers here are inline and ptemu_syscall6 is a leaf, so a system call costs no
  * window.
  */
