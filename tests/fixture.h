@@ -19,7 +19,7 @@
 namespace ptemu_test {
 
 // The models the core tests run against.
-inline const char *const kModels[] = {"arm64", "arm64-39", "s390", "arm-lpae"};
+inline const char *const kModels[] = {"arm64", "arm64-39", "s390", "arm-lpae", "sparc64"};
 
 #ifdef PTEMU_WORKLOAD_DIR
 // The built guest image of a workload for a model.

@@ -7,6 +7,7 @@
 #include <ptemu/run.h>
 
 #include <algorithm>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -57,11 +58,19 @@ struct CollapseRun {
 
 class CollapseGuest : public testing::TestWithParam<const char *> {};
 
+std::string injection_name(int inj)
+{
+	for (const ptemu_injection_info *i = ptemu_injections(); i->name; i++)
+		if (i->id == inj)
+			return i->name;
+	return std::to_string(inj);
+}
+
 struct Caught {
 	ptemu_injection inj;
 	const char *workload;
 	unsigned with;
-	uint64_t seed_arm64, seed_s390, seed_arm_lpae;	// 0: not offered by that model
+	std::map<std::string, uint64_t> seeds;	// by model; a model not named does not offer it
 	unsigned depth;
 	std::vector<ptemu_violation_kind> kinds;
 };
@@ -103,44 +112,69 @@ TEST_P(CollapseGuest, EveryCoverageCounterIsHitOverFiveSeeds)
 
 TEST_P(CollapseGuest, EachInjectionIsCaughtWithItsKindTheSameWayTwice)
 {
-	const bool s390 = std::string(GetParam()) == "s390";
-	const bool lpae = std::string(GetParam()) == "arm-lpae";
 	const Caught cases[] = {
-		{INJECT_FREE_IMMEDIATELY, "shmem-stress", kKhugepaged, 3, 1, 3, 3,
+		{INJECT_FREE_IMMEDIATELY, "shmem-stress", kKhugepaged,
+		 {{"arm64", 3}, {"s390", 1}, {"arm-lpae", 3}, {"sparc64", 3}}, 3,
 		 {VIOLATION_PT_USE_AFTER_FREE, VIOLATION_PT_FREE_WHILE_MAPPED}},
-		{INJECT_NO_RCU_READ_LOCK, "shmem-stress", kKhugepaged, 1, 2, 1, 3,
+		{INJECT_NO_RCU_READ_LOCK, "shmem-stress", kKhugepaged,
+		 {{"arm64", 1}, {"s390", 2}, {"arm-lpae", 1}, {"sparc64", 1}}, 3,
 		 {VIOLATION_PT_READ_UNPROTECTED, VIOLATION_PT_USE_AFTER_FREE,
 		  VIOLATION_PT_FREE_WHILE_MAPPED}},
-		{INJECT_SKIP_PTE_UNMAP, "shmem-stress", kKhugepaged, 1, 1, 1, 3,
+		{INJECT_SKIP_PTE_UNMAP, "shmem-stress", kKhugepaged,
+		 {{"arm64", 1}, {"s390", 1}, {"arm-lpae", 1}, {"sparc64", 1}}, 3,
 		 {VIOLATION_RCU_IMBALANCE, VIOLATION_MAP_UNMAP_IMBALANCE}},
 		// The first seeds that report without ending in a livelock (most failing runs
 		// of no-tlb-flush then loop on a stale walk cache until the livelock bound).
-		{INJECT_NO_TLB_FLUSH, "shmem-stress", kKhugepaged, 4, 15, 1, 3,
+		{INJECT_NO_TLB_FLUSH, "shmem-stress", kKhugepaged,
+		 {{"arm64", 4}, {"s390", 15}, {"arm-lpae", 1}}, 3,
 		 {VIOLATION_PT_USE_AFTER_FREE, VIOLATION_TLB_MAPS_FREED_PAGE}},
-		{INJECT_NO_PMD_RECHECK, "dontneed-race", kReclaim, 3, 1, 2, 3,
+		{INJECT_NO_PMD_RECHECK, "dontneed-race", kReclaim,
+		 {{"arm64", 3}, {"s390", 1}, {"arm-lpae", 2}, {"sparc64", 4}}, 3,
 		 {VIOLATION_PTE_IN_DETACHED_TABLE, VIOLATION_DATA_MISMATCH}},
 		// A walk cache that keeps the detached table: every failing run then livelocks.
 		// (or reads the table through it once its grace period has begun)
-		{INJECT_LEAF_FLUSH_ONLY, "shmem-stress", kKhugepaged, 1, 0, 0, 3,
+		{INJECT_LEAF_FLUSH_ONLY, "shmem-stress", kKhugepaged, {{"arm64", 1}}, 3,
 		 {VIOLATION_PT_USE_AFTER_FREE, VIOLATION_TLB_MAPS_FREED_PAGE, VIOLATION_PT_READ_UNPROTECTED}},
-		{INJECT_S390_RELIST_ACTIVE, "shmem-stress", kKhugepaged, 0, 1, 0, 3,
+		{INJECT_S390_RELIST_ACTIVE, "shmem-stress", kKhugepaged, {{"s390", 1}}, 3,
 		 {VIOLATION_PT_USE_AFTER_FREE}},
 		// A half freed through the mmu_gather is reused only by a later allocation in the
 		// same mm: munmap-race frees tables while it runs, shmem-stress only at exit.
-		{INJECT_S390_IGNORE_PENDING, "munmap-race", kKhugepaged, 0, 1, 0, 3,
+		{INJECT_S390_IGNORE_PENDING, "munmap-race", kKhugepaged, {{"s390", 1}}, 3,
 		 {VIOLATION_PT_USE_AFTER_FREE, VIOLATION_PT_FREE_WHILE_MAPPED, VIOLATION_TLB_MAPS_FREED_PAGE}},
 		// A whole-extent DONTNEED that reclaims the table a removal has looked at but not
 		// locked yet: v6.6's retract and collapse_pte_mapped_thp then free pmd_pgtable of
 		// the none pmd (3 to 5 seeds in 30 per model find them).
-		{INJECT_RETRACT_NO_RECHECK, "retract-reclaim", kKhugepaged | kReclaim, 2, 6, 3, 3,
+		{INJECT_RETRACT_NO_RECHECK, "retract-reclaim", kKhugepaged | kReclaim,
+		 {{"arm64", 2}, {"s390", 6}, {"arm-lpae", 3}, {"sparc64", 4}}, 3,
 		 {VIOLATION_PT_USE_AFTER_FREE}},
-		{INJECT_CPMT_NO_RECHECK, "retract-reclaim", kKhugepaged | kReclaim, 9, 4, 15, 3,
+		{INJECT_CPMT_NO_RECHECK, "retract-reclaim", kKhugepaged | kReclaim,
+		 {{"arm64", 9}, {"s390", 4}, {"arm-lpae", 15}, {"sparc64", 1}}, 3,
 		 {VIOLATION_PT_USE_AFTER_FREE}},
+		// The TSB-miss walk outside a read-side section: the retracted table is freed
+		// under it, or it reads one whose free is already queued.
+		{INJECT_SPARC_MISS_IRQS_ON, "shmem-stress", kKhugepaged, {{"sparc64", 2}}, 3,
+		 {VIOLATION_PT_USE_AFTER_FREE, VIOLATION_PT_READ_UNPROTECTED}},
+		// A stale TSB entry or TLB entry: most failing runs then livelock on a write that
+		// the stale read-only translation refuses; seed 3 ends sooner.
+		{INJECT_SPARC_NO_TLB_BATCH, "shmem-stress", kKhugepaged, {{"sparc64", 3}}, 3,
+		 {VIOLATION_TLB_MAPS_FREED_PAGE}},
 	};
-	for (const Caught &c : cases) {
-		uint64_t seed = s390 ? c.seed_s390 : lpae ? c.seed_arm_lpae : c.seed_arm64;
-		if (!seed)
+	const ptemu_arch *arch = ptemu_arch_find(GetParam());
+	// Every injection the model offers has its case.
+	for (int inj = INJECT_NONE + 1; inj < INJECT_COUNT; inj++) {
+		if (!ptemu_injection_applies((ptemu_injection)inj, arch))
 			continue;
+		bool found = false;
+		for (const Caught &c : cases)
+			found |= c.inj == inj && c.seeds.count(GetParam());
+		EXPECT_TRUE(found) << "no case for " << injection_name(inj);
+	}
+	for (const Caught &c : cases) {
+		auto it = c.seeds.find(GetParam());
+		if (it == c.seeds.end())
+			continue;
+		uint64_t seed = it->second;
+		EXPECT_TRUE(ptemu_injection_applies(c.inj, arch)) << injection_name(c.inj);
 		CollapseRun a(GetParam(), c.workload, seed, c.inj, c.with, c.depth);
 		CollapseRun b(GetParam(), c.workload, seed, c.inj, c.with, c.depth);
 		const ptemu_violation *va = a.first(), *vb = b.first();
@@ -163,7 +197,8 @@ TEST_P(CollapseGuest, EachInjectionIsCaughtWithItsKindTheSameWayTwice)
 	}
 }
 
-INSTANTIATE_TEST_SUITE_P(Guests, CollapseGuest, testing::Values("arm64", "s390", "arm-lpae"), ModelName);
+INSTANTIATE_TEST_SUITE_P(Guests, CollapseGuest, testing::Values("arm64", "s390", "arm-lpae", "sparc64"),
+			 ModelName);
 
 // Classic arm has no THP, so no collapse: skip-pte-unmap is the one injection with a path
 // there ('ptemu list injections' says why the others have none), caught on the fault path.
