@@ -13,6 +13,7 @@
 #include <ptemu/khugepaged.h>
 #include <ptemu/machine.h>
 #include <ptemu/mm.h>
+#include <ptemu/mmu_gather.h>
 #include <ptemu/pgtable.h>
 #include <ptemu/phys.h>
 #include <ptemu/sched.h>
@@ -209,13 +210,16 @@ static void khugepaged_add_pte_mapped_thp(struct mm_struct *mm, uint64_t addr)
 }
 
 /* collapse_and_free_pmd (v6.5): no pmd lock, as mmap_lock and i_mmap_rwsem held for write
- * keep every other pmd writer out; the table is freed at once, after the flush.
- * v6.5 also calls tlb_remove_table_sync_one, an IPI that waits for GUP-fast walks with
- * interrupts off: the model has no such walker, and its hardware walks are done once the
- * flush is. */
+ * keep every other pmd writer out; the table is freed at once, after the flush and
+ * tlb_remove_table_sync_one, whose IPI waits for the walks that run with interrupts off.
+ * On sparc64 that IPI is all that keeps a TSB-miss walk out of the freed table: its
+ * pmdp_collapse_flush invalidates nothing. */
 static void collapse_and_free_pmd(struct mm_struct *mm, uint64_t addr, pmd_t *pmd)
 {
-	free_retracted_table(mm, pmd_pgtable(pmdp_collapse_flush(mm, addr, pmd)), false);
+	uint64_t table = pmd_pgtable(pmdp_collapse_flush(mm, addr, pmd));
+
+	tlb_remove_table_sync_one(mm->machine);
+	free_retracted_table(mm, table, false);
 }
 
 /* v6.5's retract_page_tables: each mm's table removed under its mmap_lock, taken with a

@@ -9,6 +9,7 @@
 #include <ptemu/pgtable.h>
 #include <ptemu/phys.h>
 #include <ptemu/rcu.h>
+#include <ptemu/sched.h>
 
 #include "internal.h"
 
@@ -156,4 +157,12 @@ void ptemu_generic_pte_free_tlb(struct mmu_gather *tlb, uint64_t table_pa)
 void ptemu_generic_tlb_remove_table(struct ptemu_machine *m, uint64_t table)
 {
 	ptemu_table_page_free(m, pfn_to_page(m->phys, table >> m->arch->page_shift));
+}
+
+void tlb_remove_table_sync_one(struct ptemu_machine *m)
+{
+	if (!m->arch->rcu_table_free || !m->tlb.ipi_all)
+		return;
+	ptemu_sched_point();	/* the initiator's side of the IPI */
+	m->tlb.ipi_all(m->tlb.ctx);
 }

@@ -235,6 +235,27 @@ static void run_flush_range(void *ctx, struct mm_struct *mm, uint64_t start, uin
 			    start, end, tables);
 }
 
+/* tlb_remove_table_sync_one's IPI: an empty request to every vCPU that can translate. A
+ * vCPU in guest mode acknowledges it only between walks (as a CPU takes an interrupt only
+ * once its interrupts-off section is over); one outside guest mode is in no walk. */
+static void run_ipi_all(void *ctx)
+{
+	struct run *r = ctx;
+	struct ptemu_tlb *targets[MAX_VCPUS];
+	unsigned n = 0;
+
+	for (unsigned p = 0; p < r->nprocs; p++)
+		for (unsigned i = 0; i < r->procs[p].nvcpus; i++)
+			if (vcpu_translates(&r->procs[p].vcpus[i]))
+				targets[n++] = &r->procs[p].vcpus[i].tlb;
+	if (!n)
+		return;
+	if (ptemu_sched_scheduled())
+		ptemu_sched_fold(r->m, PTEMU_EV_SHOOTDOWN | (uint64_t)(ptemu_current()->sched_id + 1) << 8,
+				 0, 0);
+	ptemu_tlb_shootdown(targets, n, current_vcpu ? &current_vcpu->tlb : NULL, 0, 0, false);
+}
+
 static void run_pages_freed(void *ctx, uint64_t pfn, uint64_t nr)
 {
 	struct run *r = ctx;
@@ -1150,6 +1171,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 	*machine_out = r->m;
 	r->m->tlb = (struct ptemu_tlb_ops){
 		.flush_range = run_flush_range,
+		.ipi_all = run_ipi_all,
 		.pages_freed = run_pages_freed,
 		.table_freed = run_table_freed,
 		.ctx = r,

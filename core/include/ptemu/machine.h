@@ -76,6 +76,9 @@ struct ptemu_tlb_ops {
 	void (*pages_freed)(void *ctx, uint64_t pfn, uint64_t nr);
 	/* A PTE table is being freed: no walk cache may still point at it. */
 	void (*table_freed)(void *ctx, uint64_t table_pa);
+	/* An IPI to every CPU, returning once each has taken it: every section it was running
+	 * with interrupts off (a sparc64 TSB-miss walk) has ended (tlb_remove_table_sync_one). */
+	void (*ipi_all)(void *ctx);
 	void *ctx;
 };
 

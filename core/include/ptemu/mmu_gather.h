@@ -44,6 +44,10 @@ void tlb_remove_table(struct mmu_gather *tlb, uint64_t table);
 /* Flush, then free what was gathered; the gather stays usable. */
 void tlb_flush_mmu(struct mmu_gather *tlb);
 void tlb_finish_mmu(struct mmu_gather *tlb);
+/* With MMU_GATHER_RCU_TABLE_FREE: an IPI to every CPU that returns once each has taken
+ * it, so no walk that runs with interrupts off is still inside a table just detached (a
+ * sparc64 TSB-miss walk; GUP-fast is not modelled). Without it, nothing. */
+void tlb_remove_table_sync_one(struct ptemu_machine *m);
 
 /* The generic __pte_free_tlb and __tlb_remove_table (asm-generic/tlb.h: a table is a
  * whole page). */
