@@ -713,3 +713,26 @@ TEST(Sparc64Windows, DeepCallChainsIntoDroppedStackPages)
 		<< "spills faulting dropped pages";
 	ptemu_machine_destroy(m);
 }
+
+// ---- the legacy protocol ---------------------------------------------------------------------
+
+// v6.5 freed a retracted table at once, after pmdp_collapse_flush (nothing, on sparc64) and
+// tlb_remove_table_sync_one, whose IPI waits for every interrupts-off section: the only
+// thing that kept a TSB-miss walk out of the freed table. Seed 19 (a campaign's) has a walk
+// inside the table when it is detached; without the IPI it reads it freed.
+TEST(Sparc64Legacy, RetractWaitsForMissWalksWithTheIpiBeforeFreeing)
+{
+	std::string path = workload_image("sparc64", "shmem-stress");
+	ptemu_run_config cfg = guest_run_config(&A, "shmem-stress", path, 2, 2, 3);
+	cfg.seed = 19;
+	cfg.khugepaged = true;
+	cfg.protocol = PTEMU_PROTOCOL_LEGACY;
+	make_deterministic(cfg, 19);
+	ptemu_machine *m = nullptr;
+	ptemu_run_result res{};
+	ASSERT_EQ(ptemu_run(&cfg, &m, &res), PTEMU_RUN_OK) << res.message;
+	EXPECT_EQ(check_violation_count(m), 0u);
+	EXPECT_GE(ptemu_stat_get(&m->stats, PTEMU_STAT_walk_raced_detach), 1u);
+	EXPECT_GT(ptemu_stat_get(&m->stats, PTEMU_STAT_retracts), 0u);
+	ptemu_machine_destroy(m);
+}
