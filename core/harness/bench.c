@@ -135,6 +135,12 @@ static void bare_intr(uc_engine *uc, uint32_t intno, void *user)
 	uint64_t nr = 0, a[6] = { 0 }, pc;
 	int64_t ret = 0;
 
+	if (isa->wants_trap && isa->wants_trap((int)intno)) {
+		/* sparc64's window traps, on the engine's identity-mapped memory (no mm). */
+		if (isa->handle_trap(uc, NULL, (int)intno, b->res->error, sizeof(b->res->error)))
+			uc_emu_stop(uc);
+		return;
+	}
 	if ((int)intno != isa->syscall_intno) {
 		snprintf(b->res->error, sizeof(b->res->error), "guest exception %u", intno);
 		uc_emu_stop(uc);

@@ -635,6 +635,24 @@ static bool sparc64_wants_trap(int intno)
  * window is stored through the model's translation by copy_to_user, which resolves a
  * fault as the kernel's window fix-up does, and the registers change only once it is
  * stored, so a spill that faults loses nothing. */
+/* The window's memory: through the model's translation, or without an mm (the bench's
+ * bare Unicorn, identity-mapped) through the engine's own. Both return 0 on success. */
+static int window_read(uc_engine *uc, struct mm_struct *mm, void *dst, uint64_t va, size_t n)
+{
+	return mm ? copy_from_user(mm, dst, va, n) : uc_mem_read(uc, va, dst, n) != UC_ERR_OK;
+}
+
+static int window_write(uc_engine *uc, struct mm_struct *mm, uint64_t va, const void *src, size_t n)
+{
+	return mm ? copy_to_user(mm, va, src, n) : uc_mem_write(uc, va, src, n) != UC_ERR_OK;
+}
+
+static void window_stat(struct mm_struct *mm, enum ptemu_stat stat)
+{
+	if (mm)
+		ptemu_stat_add(&mm->machine->stats, stat, 1);
+}
+
 static int sparc64_handle_trap(void *engine, struct mm_struct *mm, int intno, char *err, size_t errlen)
 {
 	uc_engine *uc = engine;
@@ -644,7 +662,7 @@ static int sparc64_handle_trap(void *engine, struct mm_struct *mm, int intno, ch
 	uint32_t insn;
 
 	uc_reg_read(uc, UC_SPARC_REG_PC, &pc);
-	if (copy_from_user(mm, &insn, pc, sizeof(insn))) {
+	if (window_read(uc, mm, &insn, pc, sizeof(insn))) {
 		snprintf(err, errlen, "window %s trap at pc %#" PRIx64 ": the instruction is not readable",
 			 spill ? "spill" : "fill", pc);
 		return -1;
@@ -669,18 +687,18 @@ static int sparc64_handle_trap(void *engine, struct mm_struct *mm, int intno, ch
 
 			memcpy(buf + 8 * i, &be, 8);
 		}
-		if (copy_to_user(mm, sp + SPARC64_STACK_BIAS, buf, sizeof(buf))) {
+		if (window_write(uc, mm, sp + SPARC64_STACK_BIAS, buf, sizeof(buf))) {
 			snprintf(err, errlen, "window spill at pc %#" PRIx64 " to %#" PRIx64 ": no writable "
 				 "stack there (the kernel's SIGSEGV)", pc, sp + SPARC64_STACK_BIAS);
 			return -1;
 		}
 		for (unsigned i = 0; i < 8; i++)
 			reg_set(uc, 24 + i, reg_get(uc, 8 + i));
-		ptemu_stat_add(&mm->machine->stats, PTEMU_STAT_window_spills, 1);
+		window_stat(mm, PTEMU_STAT_window_spills);
 	} else {
 		uint64_t sp = reg_get(uc, 30);	/* the callee's %fp is the caller's %sp */
 
-		if (copy_from_user(mm, buf, sp + SPARC64_STACK_BIAS, sizeof(buf))) {
+		if (window_read(uc, mm, buf, sp + SPARC64_STACK_BIAS, sizeof(buf))) {
 			snprintf(err, errlen, "window fill at pc %#" PRIx64 " from %#" PRIx64 ": no readable "
 				 "stack there (the kernel's SIGSEGV)", pc, sp + SPARC64_STACK_BIAS);
 			return -1;
@@ -691,7 +709,7 @@ static int sparc64_handle_trap(void *engine, struct mm_struct *mm, int intno, ch
 			memcpy(&regs[i], buf + 8 * i, 8);
 			reg_set(uc, 16 + i, __builtin_bswap64(regs[i]));
 		}
-		ptemu_stat_add(&mm->machine->stats, PTEMU_STAT_window_fills, 1);
+		window_stat(mm, PTEMU_STAT_window_fills);
 	}
 	reg_set(uc, rd, result);
 	pc += 4;

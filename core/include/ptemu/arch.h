@@ -127,7 +127,8 @@ struct ptemu_isa {
 	 * register-window spill and fill): wants_trap says which UC_HOOK_INTR numbers;
 	 * handle_trap runs them outside guest mode, taking faults through the model's
 	 * translation as copy_to_user does, and leaves the PC after the trapping instruction.
-	 * 0, or -1 with a message (the process dies, as the kernel's SIGSEGV). */
+	 * 0, or -1 with a message (the process dies, as the kernel's SIGSEGV). mm NULL: the
+	 * engine's own memory is the guest's (the bench's bare Unicorn). */
 	bool (*wants_trap)(int intno);
 	int (*handle_trap)(void *uc, struct mm_struct *mm, int intno, char *err, size_t errlen);
 };
