@@ -106,4 +106,20 @@ TEST_P(Defer, ImmediateFreeUnderAReaderIsCaught)
 	EXPECT_GE(h.count(VIOLATION_PT_USE_AFTER_FREE), 1u) << h.describe();
 }
 
+// The contract of pte_free_defer is a free from an RCU callback: a destructor run anywhere
+// else did not wait for the grace period, whether or not a reader happened to be inside.
+TEST_P(Defer, AFreeOfADeferredTableOutsideAnRcuCallbackIsCaught)
+{
+	MmHolder h(GetParam());
+	uint64_t table = h.install_table();
+	h.detach_table();
+	pte_free_defer(h.mm, table);
+	ASSERT_EQ(check_table_state(h.m, table), TABLE_RCU_PENDING);
+	ptemu_pte_table_dtor(h.m, table);
+	EXPECT_EQ(h.count(VIOLATION_PT_FREE_BEFORE_GRACE_PERIOD), 1u) << h.describe();
+	rcu_barrier();	// the callback frees the page; the table is not destructed twice
+	EXPECT_EQ(h.count(VIOLATION_PT_USE_AFTER_FREE), 0u) << h.describe();
+	EXPECT_EQ(h.violations(), 1u) << h.describe();
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, Defer, testing::ValuesIn(kModels), ModelName);

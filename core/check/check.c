@@ -292,6 +292,19 @@ enum ptemu_table_state check_table_defer(struct ptemu_machine *m, uint64_t table
 	return (enum ptemu_table_state)old;
 }
 
+/* Depth of RCU callbacks the calling thread is running. */
+static _Thread_local unsigned rcu_callback_depth;
+
+void check_rcu_callback_enter(void)
+{
+	rcu_callback_depth++;
+}
+
+void check_rcu_callback_leave(void)
+{
+	rcu_callback_depth--;
+}
+
 enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_pa)
 {
 	struct table_slot *s = slot_of(m, table_pa);
@@ -310,6 +323,10 @@ enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_
 	else if (old == TABLE_ATTACHED)
 		ptemu_report(m, VIOLATION_PT_FREE_WHILE_MAPPED, table_pa,
 			     "table %#" PRIx64 " freed while a pmd still points at it", table_pa);
+	else if (old == TABLE_RCU_PENDING && rcu_callback_depth == 0)
+		ptemu_report(m, VIOLATION_PT_FREE_BEFORE_GRACE_PERIOD, table_pa,
+			     "table %#" PRIx64 " handed to pte_free_defer freed outside an RCU "
+			     "callback: nothing waited for its grace period", table_pa);
 	return (enum ptemu_table_state)old;
 }
 

@@ -660,8 +660,11 @@ static void *rcu_main(void *arg)
 			fold_locked(s, PTEMU_EV_GP_END, nready, s->steps);
 		}
 		pthread_mutex_unlock(&s->mu);
-		for (size_t i = 0; i < nready; i++)
+		for (size_t i = 0; i < nready; i++) {
+			check_rcu_callback_enter();
 			ready[i]->func(ready[i]);
+			check_rcu_callback_leave();
+		}
 		if (nready) {
 			ptemu_sched_wake(&s->rcu_token);	/* rcu_barrier waiters */
 			continue;	/* more may be ready */

@@ -84,7 +84,9 @@ static void rcu_trampoline(struct rcu_head *urcu)
 
 	hb_acquire(head);
 	hb_acquire(&grace_period_hb);
+	check_rcu_callback_enter();
 	head->func(head);
+	check_rcu_callback_leave();
 	hb_release(&barrier_hb);
 	__atomic_sub_fetch(&callbacks_in_flight, 1, __ATOMIC_RELEASE);
 }

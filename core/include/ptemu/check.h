@@ -34,7 +34,8 @@ struct ptemu_machine;
 	X(LEAK, "leak")                                             \
 	X(HANG, "hang")                                             \
 	X(INSTALLED_TABLE_NOT_EMPTY, "installed-table-not-empty")   \
-	X(HW_TWIN_MISMATCH, "hw-twin-mismatch")
+	X(HW_TWIN_MISMATCH, "hw-twin-mismatch")                     \
+	X(PT_FREE_BEFORE_GRACE_PERIOD, "pt-free-before-grace-period")
 
 enum ptemu_violation_kind {
 #define PTEMU_VIOLATION_ENUM(id, name) VIOLATION_##id,
@@ -96,10 +97,15 @@ void check_table_detach(struct ptemu_machine *m, uint64_t table_pa);
 /* At pte_free_defer: the table must be detached and empty (arch pte_none). Returns the
  * state it had: TABLE_FREE is a free of no table, which must go no further. */
 enum ptemu_table_state check_table_defer(struct ptemu_machine *m, uint64_t table_pa);
-/* The table's destructor; returns the state it had. */
+/* The table's destructor; returns the state it had. A table handed to pte_free_defer may be
+ * destructed only by an RCU callback: anything else freed it before its grace period. */
 enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_pa);
 enum ptemu_table_state check_table_state(const struct ptemu_machine *m, uint64_t table_pa);
 uint32_t check_table_generation(const struct ptemu_machine *m, uint64_t table_pa);
+
+/* Around every RCU callback the grace-period machinery runs (liburcu's or the scheduler's). */
+void check_rcu_callback_enter(void);
+void check_rcu_callback_leave(void);
 
 /* Entry accesses through the pte_offset_map family (pte_pa: the entry's address). */
 void check_pte_read(struct ptemu_machine *m, uint64_t pte_pa);
