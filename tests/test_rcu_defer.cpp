@@ -122,4 +122,20 @@ TEST_P(Defer, AFreeOfADeferredTableOutsideAnRcuCallbackIsCaught)
 	EXPECT_EQ(h.violations(), 1u) << h.describe();
 }
 
+// A callback queued before the deferral proves nothing about the deferred table's readers.
+TEST_P(Defer, AFreeByAnRcuCallbackQueuedBeforeTheDeferralIsCaught)
+{
+	MmHolder h(GetParam());
+	uint64_t table = h.install_table();
+	h.detach_table();
+	uint64_t queued_before = check_rcu_stamp();	// a callback queued before the deferral
+	pte_free_defer(h.mm, table);
+	uint64_t outer = check_rcu_callback_enter(queued_before);
+	ptemu_pte_table_dtor(h.m, table);
+	check_rcu_callback_leave(outer);
+	EXPECT_EQ(h.count(VIOLATION_PT_FREE_BEFORE_GRACE_PERIOD), 1u) << h.describe();
+	rcu_barrier();
+	EXPECT_EQ(h.violations(), 1u) << h.describe();
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, Defer, testing::ValuesIn(kModels), ModelName);

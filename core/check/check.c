@@ -25,6 +25,9 @@ struct table_slot {
 	 * whether a lock was taken while the table was attached. */
 	uint64_t attached_at;
 	uint64_t detached_at;
+	/* The RCU stamp of its pte_free_defer (or gather): only a callback queued later may
+	 * free it. */
+	uint64_t deferred_stamp;
 };
 
 struct ptemu_checker {
@@ -273,6 +276,7 @@ enum ptemu_table_state check_table_defer(struct ptemu_machine *m, uint64_t table
 	struct table_slot *s = slot_of(m, table_pa);
 	uint32_t old = __atomic_exchange_n(&s->state, TABLE_RCU_PENDING, __ATOMIC_SEQ_CST);
 
+	__atomic_store_n(&s->deferred_stamp, check_rcu_stamp(), __ATOMIC_SEQ_CST);
 	check_event(m);
 	digest_event(m, DIGEST_TABLE, table_pa, TABLE_RCU_PENDING);
 	if (old == TABLE_FREE) {
@@ -292,17 +296,28 @@ enum ptemu_table_state check_table_defer(struct ptemu_machine *m, uint64_t table
 	return (enum ptemu_table_state)old;
 }
 
-/* Depth of RCU callbacks the calling thread is running. */
-static _Thread_local unsigned rcu_callback_depth;
+/* One order for call_rcu and the deferrals: a callback queued after a table's deferral
+ * runs after a grace period that began after it. */
+static uint64_t rcu_stamps;
+/* The stamp of the RCU callback the calling thread is running, 0 outside one. */
+static _Thread_local uint64_t running_callback_stamp;
 
-void check_rcu_callback_enter(void)
+uint64_t check_rcu_stamp(void)
 {
-	rcu_callback_depth++;
+	return __atomic_add_fetch(&rcu_stamps, 1, __ATOMIC_SEQ_CST);
 }
 
-void check_rcu_callback_leave(void)
+uint64_t check_rcu_callback_enter(uint64_t queued_stamp)
 {
-	rcu_callback_depth--;
+	uint64_t outer = running_callback_stamp;
+
+	running_callback_stamp = queued_stamp;
+	return outer;
+}
+
+void check_rcu_callback_leave(uint64_t outer)
+{
+	running_callback_stamp = outer;
 }
 
 enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_pa)
@@ -323,10 +338,13 @@ enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_
 	else if (old == TABLE_ATTACHED)
 		ptemu_report(m, VIOLATION_PT_FREE_WHILE_MAPPED, table_pa,
 			     "table %#" PRIx64 " freed while a pmd still points at it", table_pa);
-	else if (old == TABLE_RCU_PENDING && rcu_callback_depth == 0)
+	else if (old == TABLE_RCU_PENDING &&
+		 running_callback_stamp <= __atomic_load_n(&s->deferred_stamp, __ATOMIC_SEQ_CST))
 		ptemu_report(m, VIOLATION_PT_FREE_BEFORE_GRACE_PERIOD, table_pa,
-			     "table %#" PRIx64 " handed to pte_free_defer freed outside an RCU "
-			     "callback: nothing waited for its grace period", table_pa);
+			     "table %#" PRIx64 " freed %s: nothing waited for a grace period after "
+			     "its pte_free_defer", table_pa,
+			     running_callback_stamp ? "by an RCU callback queued before it was deferred"
+						    : "outside an RCU callback");
 	return (enum ptemu_table_state)old;
 }
 

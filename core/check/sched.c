@@ -661,9 +661,10 @@ static void *rcu_main(void *arg)
 		}
 		pthread_mutex_unlock(&s->mu);
 		for (size_t i = 0; i < nready; i++) {
-			check_rcu_callback_enter();
+			uint64_t outer = check_rcu_callback_enter(ready[i]->queued_stamp);
+
 			ready[i]->func(ready[i]);
-			check_rcu_callback_leave();
+			check_rcu_callback_leave(outer);
 		}
 		if (nready) {
 			ptemu_sched_wake(&s->rcu_token);	/* rcu_barrier waiters */

@@ -84,9 +84,10 @@ static void rcu_trampoline(struct rcu_head *urcu)
 
 	hb_acquire(head);
 	hb_acquire(&grace_period_hb);
-	check_rcu_callback_enter();
+	uint64_t outer = check_rcu_callback_enter(head->queued_stamp);
+
 	head->func(head);
-	check_rcu_callback_leave();
+	check_rcu_callback_leave(outer);
 	hb_release(&barrier_hb);
 	__atomic_sub_fetch(&callbacks_in_flight, 1, __ATOMIC_RELEASE);
 }
@@ -96,6 +97,7 @@ void call_rcu(struct ptemu_rcu_head *head, void (*func)(struct ptemu_rcu_head *h
 	struct ptemu_thread *t = ptemu_current();
 
 	head->func = func;
+	head->queued_stamp = check_rcu_stamp();
 	if (t && t->machine->sched) {
 		ptemu_sched_call_rcu(t->machine, head);	/* the grace period is the scheduler's */
 		return;
@@ -130,7 +132,7 @@ void synchronize_rcu(void)
 
 	if (t && t->machine->sched && may_wait_for_gp("synchronize_rcu")) {
 		/* A callback queued now runs once every current reader has left. */
-		struct ptemu_rcu_head marker = { { 0 }, NULL };
+		struct ptemu_rcu_head marker = { { 0 }, NULL, 0 };
 
 		call_rcu(&marker, gp_marker_done);
 		ptemu_sched_rcu_barrier(t->machine);

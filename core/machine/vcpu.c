@@ -1188,6 +1188,10 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 		p->nvcpus = cfg->vcpus;
 		pthread_mutex_init(&p->fd_lock, NULL);
 		p->mm = mm_alloc(r->m);
+		/* The run's own reference: other processes' page frees look into this mm's
+		 * translation caches (run_pages_freed) while it may be exiting. */
+		if (p->mm)
+			mmgrab(p->mm);
 		int loaded = p->mm ? load_image(r, p) : -1;
 
 		check_op_end("image load");
@@ -1395,6 +1399,8 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 					ptemu_file_put(p->fds[i]);
 			mm_destroy(p->mm);
 		}
+		if (p->mm)
+			mmdrop(p->mm);
 		res->exit_codes[pi] = p->exit_code;
 		/* A guest that gave up (its runtime's die(), a failed check) is no clean run. */
 		if (p->exit_code && !p->killed)

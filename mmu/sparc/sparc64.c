@@ -311,7 +311,11 @@ static bool sparc64_tsb_maps_pfn(struct mm_struct *mm, uint64_t pfn, uint64_t nr
 			uint64_t first = (tte & SPARC64_PAGE_PADDR) >> SPARC64_PAGE_SHIFT;
 			uint64_t n = 1ull << (shift - SPARC64_PAGE_SHIFT);
 
-			if (first < pfn + nr && pfn < first + n) {
+			/* A TSB that its exiting mm freed meanwhile maps nothing: the caller
+			 * checked the mm live before the scan, and destroy_context clears the
+			 * base before it frees the pages. */
+			if (first < pfn + nr && pfn < first + n &&
+			    __atomic_load_n(&mm->context.tsb_block[w].pa, __ATOMIC_ACQUIRE) == base) {
 				/* The tag holds va bits 63:22, the index the bits below. */
 				*va = tag << 22 | ((uint64_t)i << shift & ((1ull << 22) - 1));
 				return true;

@@ -98,14 +98,18 @@ void check_table_detach(struct ptemu_machine *m, uint64_t table_pa);
  * state it had: TABLE_FREE is a free of no table, which must go no further. */
 enum ptemu_table_state check_table_defer(struct ptemu_machine *m, uint64_t table_pa);
 /* The table's destructor; returns the state it had. A table handed to pte_free_defer may be
- * destructed only by an RCU callback: anything else freed it before its grace period. */
+ * destructed only by an RCU callback queued after that: anything else freed it before its
+ * grace period (pt-free-before-grace-period). */
 enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_pa);
 enum ptemu_table_state check_table_state(const struct ptemu_machine *m, uint64_t table_pa);
 uint32_t check_table_generation(const struct ptemu_machine *m, uint64_t table_pa);
 
-/* Around every RCU callback the grace-period machinery runs (liburcu's or the scheduler's). */
-void check_rcu_callback_enter(void);
-void check_rcu_callback_leave(void);
+/* RCU order: call_rcu stamps each callback; every RCU callback the grace-period machinery
+ * runs (liburcu's or the scheduler's) is bracketed with its stamp, enter returning what
+ * leave restores. */
+uint64_t check_rcu_stamp(void);
+uint64_t check_rcu_callback_enter(uint64_t queued_stamp);
+void check_rcu_callback_leave(uint64_t outer);
 
 /* Entry accesses through the pte_offset_map family (pte_pa: the entry's address). */
 void check_pte_read(struct ptemu_machine *m, uint64_t pte_pa);

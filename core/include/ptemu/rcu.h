@@ -6,6 +6,8 @@
 #ifndef PTEMU_RCU_H
 #define PTEMU_RCU_H
 
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -13,6 +15,7 @@ extern "C" {
 struct ptemu_rcu_head {
 	void *urcu_head[2];	/* liburcu's struct rcu_head; rcu.c asserts the size */
 	void (*func)(struct ptemu_rcu_head *head);
+	uint64_t queued_stamp;	/* check_rcu_stamp() at call_rcu */
 };
 
 void rcu_read_lock(void);
