@@ -40,6 +40,16 @@ static const struct ptemu_injection_info injections[] = {
 	{ INJECT_SPARC_NO_TLB_BATCH, "sparc-no-tlb-batch",
 	  "sparc64 clears a PTE without tlb_batch_add: no TSB flush and no demap, so the TSB "
 	  "and TLBs keep mapping the old page", true },
+	{ INJECT_PPC_V66_FRAG_DESTROY, "ppc-v6.6-frag-destroy",
+	  "powerpc's pte_frag_destroy at exit frees the mm's cursor page at once when its "
+	  "count drops to 0, without looking at PG_active: a fragment of it still in its "
+	  "grace period after pte_free_defer goes with it (v6.6; fixed upstream in 2026)", true },
+	{ INJECT_PPC_FRAG_REUSE, "ppc-frag-reuse",
+	  "powerpc's pte_free_defer puts the fragment back in the mm's fragment cache: it is "
+	  "handed out again while a lockless walker may still be inside it", true },
+	{ INJECT_PPC_NO_PAGE_ACTIVE, "ppc-no-page-active",
+	  "powerpc's pte_free_defer without SetPageActive: when the page's last fragment goes "
+	  "the page is freed at once, before the deferred fragment's grace period", true },
 	{ INJECT_NONE, NULL, NULL, false },
 };
 

@@ -350,6 +350,8 @@ static unsigned handle_pte_fault(struct vm_fault *vmf)
 
 	if (!pte_same(entry, vmf->orig_pte)) {
 		set_pte_at(vmf->mm, vmf->address, vmf->pte, entry);
+		if (a->pte_update_asserts_locked)
+			assert_pte_locked(vmf->mm, vmf->address);
 		ptemu_stat_add(&vmf->m->stats, PTEMU_STAT_access_fixups, 1);
 		if (a->access_fixup_flushes_tlb)
 			flush_tlb_page(vmf->mm, vmf->address);

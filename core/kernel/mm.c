@@ -879,6 +879,8 @@ static void teardown_mm(struct mm_struct *mm, bool audit)
 	__atomic_store_n(&mm->mm_users, 0, __ATOMIC_RELEASE);
 	khugepaged_exit(mm);
 	down_read(&mm->mmap_lock);
+	if (m->arch->arch_exit_mmap)
+		m->arch->arch_exit_mmap(mm);
 	tlb_gather_mmu_fullmm(&tlb, mm);
 	for (size_t i = 0; i < mm->nr_vmas; i++)
 		zap_range(&tlb, mm->vmas[i], mm->vmas[i]->vm_start, mm->vmas[i]->vm_end, false);

@@ -223,6 +223,8 @@ pte_t ptep_get_and_clear(struct mm_struct *mm, uint64_t addr, pte_t *ptep)
 	if (m->arch->maybe_tlb_batch_add)
 		m->arch->maybe_tlb_batch_add(mm, addr, old.val,
 						m->arch->none_entry(ptemu_pte_level(m->arch)));
+	if (m->arch->pte_update_asserts_locked)
+		assert_pte_locked(mm, addr);
 	return old;
 }
 
@@ -463,6 +465,37 @@ pte_t *pte_offset_map_nolock(struct mm_struct *mm, pmd_t *pmdp, uint64_t addr,
 	if (pte)
 		*ptlp = pte_lockptr(mm, &pmdval);
 	return pte;
+}
+
+/* powerpc's DEBUG_VM assert_pte_locked (v6.6), after pte_update changed the PTE at addr:
+ * the ptl found again through pte_offset_map_nolock must be held. A none pmd returns
+ * early (khugepaged clears the pmd before the PTEs); a map that fails is the kernel's
+ * BUG_ON. Both failures are reported as ptl-not-held. */
+void assert_pte_locked(struct mm_struct *mm, uint64_t addr)
+{
+	struct ptemu_machine *m = mm->machine;
+	pmd_t *pmdp = mm_find_pmd(mm, addr);
+	struct ptemu_spinlock *ptl;
+	pte_t *pte;
+
+	if (!pmdp) {
+		ptemu_report(m, VIOLATION_PTL_NOT_HELD, addr,
+			     "assert_pte_locked at %#" PRIx64 ": no pmd table above it (BUG_ON)", addr);
+		return;
+	}
+	if (pmd_none(pmdp_get_lockless(pmdp)))
+		return;
+	pte = pte_offset_map_nolock(mm, pmdp, addr, &ptl);
+	if (!pte) {
+		ptemu_report(m, VIOLATION_PTL_NOT_HELD, addr,
+			     "assert_pte_locked at %#" PRIx64 ": pte_offset_map_nolock failed (BUG_ON)",
+			     addr);
+		return;
+	}
+	if (!spin_is_locked(ptl))
+		ptemu_report(m, VIOLATION_PTL_NOT_HELD, addr,
+			     "assert_pte_locked at %#" PRIx64 ": the PTE's ptl is not held", addr);
+	pte_unmap(pte);
 }
 
 /* ---- upper levels -------------------------------------------------------------------- */

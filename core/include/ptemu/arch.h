@@ -195,6 +195,9 @@ struct ptemu_arch {
 	/* Set up what the model keeps per mm (sparc64's base TSB) at mm creation: 0, or
 	 * -ENOMEM. NULL: nothing to set up. */
 	int (*init_new_context)(struct mm_struct *mm);
+	/* arch_exit_mmap: at the start of exit_mmap, before the zap, under mmap_lock for read
+	 * (powerpc's destroy_pagetable_cache); NULL: nothing. */
+	void (*arch_exit_mmap)(struct mm_struct *mm);
 	/* Tear down what the model keeps per mm (fragment caches, TSBs) at mm free. */
 	void (*mm_destroy_context)(struct mm_struct *mm);
 
@@ -215,6 +218,9 @@ struct ptemu_arch {
 	/* ptep_set_access_flags flushes the page when a fault changed the PTE: the generic one
 	 * (flush_tlb_fix_spurious_fault, arm); arm64's own does not. */
 	bool access_fixup_flushes_tlb;
+	/* pte_update runs assert_pte_locked on every non-huge PTE it changes (powerpc with
+	 * DEBUG_VM): ptep_get_and_clear and the access-flag fix-up. */
+	bool pte_update_asserts_locked;
 	/* flush_dcache_mmap_lock is the mapping's i_pages lock (arm), taken around every i_mmap
 	 * change; false: a no-op, as on most architectures. */
 	bool flush_dcache_mmap_lock;

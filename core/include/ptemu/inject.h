@@ -27,6 +27,9 @@ enum ptemu_injection {
 	INJECT_CPMT_NO_RECHECK,		/* collapse_pte_mapped_thp without 6.13's pmd re-check */
 	INJECT_SPARC_MISS_IRQS_ON,	/* sparc64's TSB-miss walk is no RCU read-side section */
 	INJECT_SPARC_NO_TLB_BATCH,	/* sparc64 clears a PTE without tlb_batch_add */
+	INJECT_PPC_V66_FRAG_DESTROY,	/* powerpc pte_frag_destroy ignores PG_active (v6.6) */
+	INJECT_PPC_FRAG_REUSE,		/* powerpc hands a deferred fragment out again */
+	INJECT_PPC_NO_PAGE_ACTIVE,	/* powerpc pte_free_defer without SetPageActive */
 	INJECT_COUNT
 };
 

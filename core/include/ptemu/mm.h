@@ -40,6 +40,9 @@ struct mm_context {
 	struct ptemu_spinlock lock;
 	struct list_head pgtable_list;
 	uint64_t pte_frag;	/* next never-used fragment, 0 when none */
+	/* A freed fragment kept to be handed out again: only under ppc-frag-reuse, the bug
+	 * that the never-reuse rule prevents. */
+	uint64_t pte_frag_freed;
 	/* A lazy invalidation left its purge to the mm's next flush, which then covers the
 	 * whole mm (s390's context.flush_mm and __tlb_flush_mm_lazy). Atomic. */
 	bool flush_mm;

@@ -89,6 +89,8 @@ pte_t *pte_offset_map_lock(struct mm_struct *mm, pmd_t *pmdp, uint64_t addr,
 pte_t *pte_offset_map_nolock(struct mm_struct *mm, pmd_t *pmdp, uint64_t addr,
 			     struct ptemu_spinlock **ptlp);
 void pte_unmap(pte_t *pte);
+/* powerpc's DEBUG_VM check in pte_update (arch->pte_update_asserts_locked). */
+void assert_pte_locked(struct mm_struct *mm, uint64_t addr);
 void pte_unmap_unlock(pte_t *pte, struct ptemu_spinlock *ptl);
 /* Caller-side count of the strict pte_map_failures: it had read a pmd pointing at a
  * table, and its map of that pmd then failed. */
