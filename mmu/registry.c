@@ -5,6 +5,7 @@
 
 #include "arm/arm.h"
 #include "arm64/arm64.h"
+#include "powerpc/book3s64.h"
 #include "s390/s390.h"
 #include "sparc/sparc64.h"
 
@@ -15,6 +16,7 @@ static const struct ptemu_arch *const models[] = {
 	&ptemu_arch_arm,
 	&ptemu_arch_arm_lpae,
 	&ptemu_arch_sparc64,
+	&ptemu_arch_ppc64_radix,
 	NULL,
 };
 
