@@ -14,7 +14,8 @@ namespace {
 
 const char *const kWorkloads[] = {"shmem-stress", "munmap-race", "mprotect-race",
 				  "dontneed-race", "truncate-race", "file-thp", "wild-access",
-				  "khugepaged-wait", "early-exit", "shared-alias", "deep-calls"};
+				  "khugepaged-wait", "early-exit", "shared-alias", "deep-calls",
+				  "frag-rollover"};
 
 } // namespace
 

@@ -679,7 +679,9 @@ static bool do_syscall(struct vcpu *v)
 		      a[0] == PTEMU_PARAM_page_size ? (int64_t)ptemu_page_size(r->m->arch) :
 		      a[0] == PTEMU_PARAM_ops ? (int64_t)r->cfg->ops :
 		      a[0] == PTEMU_PARAM_collapse ? (int64_t)!r->cfg->no_collapse :
-		      a[0] == PTEMU_PARAM_thp ? (int64_t)(r->m->arch->pmd_leaf_shift != 0) : -PTEMU_EINVAL;
+		      a[0] == PTEMU_PARAM_thp ? (int64_t)(r->m->arch->pmd_leaf_shift != 0) :
+		      a[0] == PTEMU_PARAM_pte_tables_per_page ? (int64_t)r->m->arch->tables_per_page :
+		      -PTEMU_EINVAL;
 		break;
 	default:
 		ret = -PTEMU_ENOSYS;

@@ -58,6 +58,8 @@ enum ptemu_param {
 	PTEMU_PARAM_collapse = 4,	/* 1: the workload may ask for MADV_COLLAPSE (0 in benchmarks) */
 	PTEMU_PARAM_thp = 5,		/* 1: the model has PMD THP; else MADV_HUGEPAGE, NOHUGEPAGE and
 					 * COLLAPSE fail with EINVAL, as without CONFIG_TRANSPARENT_HUGEPAGE */
+	PTEMU_PARAM_pte_tables_per_page = 6,	/* PTE tables sharing one page: 1; 2 on s390;
+						 * powerpc's fragments: 16 (hash), 256 (radix) */
 };
 
 /* PTEMU_SYS_report kinds. */
