@@ -16,10 +16,20 @@
 #include <ptemu/stats.h>
 #include <ptemu/sync.h>
 
+#include "../mmu/powerpc/book3s64.h"
+
 namespace ptemu_test {
 
+// powerpc's PTE fragments (mmu/powerpc/pgtable-frag.c) are never handed out again, and
+// their page, the mm's fragment cursor until exit_mmap's pte_frag_destroy, goes only with
+// its last fragment: a deferred fragment stays RCU_PENDING until then.
+inline bool fragments_never_reused(const ptemu_arch *a)
+{
+	return a->pte_alloc_one == pte_fragment_alloc;
+}
+
 // The models the core tests run against.
-inline const char *const kModels[] = {"arm64", "arm64-39", "s390", "arm-lpae", "sparc64"};
+inline const char *const kModels[] = {"arm64", "arm64-39", "s390", "arm-lpae", "sparc64", "ppc64-radix"};
 
 #ifdef PTEMU_WORKLOAD_DIR
 // The built guest image of a workload for a model.
@@ -125,6 +135,13 @@ class MmHolder : public MachineHolder {
 			mm_destroy(mm);
 	}
 
+	// What exit_mmap does first (powerpc: the fragment cursor goes), so that a page whose
+	// fragments are all freed can go too.
+	void arch_exit_mmap()
+	{
+		if (m->arch->arch_exit_mmap)
+			m->arch->arch_exit_mmap(mm);
+	}
 	uint64_t pte_level() const { return ptemu_pte_level(m->arch); }
 	uint64_t pmd_level() const { return ptemu_pmd_level(m->arch); }
 	uint64_t table_of_pmd() const

@@ -290,6 +290,8 @@ TEST_P(PteOffsetMap, DeferringANonEmptyTableIsReported)
 TEST_P(PteOffsetMap, StalePointerIntoAReusedTableIsUseAfterFree)
 {
 	MmHolder h(GetParam());
+	if (fragments_never_reused(h.arch()))
+		GTEST_SKIP() << "a freed fragment is never handed out again (ppc-frag-reuse's bug)";
 	uint64_t table = h.install_table();
 	pte_t *pte = pte_offset_map(h.pmd, h.addr);
 	ASSERT_NE(pte, nullptr);

@@ -146,6 +146,7 @@ TEST_P(PhysPerModel, FreedTableIsPoisonedWithTheInvalidPattern)
 	pte_unmap_unlock(pte, ptl);
 	h.detach_table();
 	pte_free(h.mm, table);
+	h.arch_exit_mmap();
 	rcu_barrier();
 	// The table was alone in its page, so the page went back, poisoned.
 	EXPECT_FALSE(PageFlag(pfn_to_page(h.m->phys, table >> a->page_shift), PG_table));

@@ -104,7 +104,7 @@ TEST_P(Workload, RunsCleanWithFaultsAndFillsAndVerifiedData)
 
 INSTANTIATE_TEST_SUITE_P(
 	Guests, Workload,
-	testing::Combine(testing::Values("arm64", "s390", "arm-lpae", "arm", "sparc64"),
+	testing::Combine(testing::Values("arm64", "s390", "arm-lpae", "arm", "sparc64", "ppc64-radix"),
 			 testing::Values("shmem-stress", "munmap-race", "mprotect-race",
 					 "dontneed-race", "truncate-race", "file-thp", "shared-alias"),
 			 testing::Values(1u, 2u), testing::Values(1u, 2u)),
