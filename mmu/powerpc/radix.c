@@ -199,8 +199,9 @@ const struct ptemu_arch ptemu_arch_ppc64_radix = {
 	.arch_exit_mmap = pte_frag_destroy,
 	.pte_update_asserts_locked = true,
 
-	/* access_error: a read needs vma_is_accessible (VM_ACCESS_FLAGS). */
-	.read_fault_vm_flags = VM_READ | VM_WRITE | VM_EXEC,
+	/* access_error: a read needs vma_is_accessible, and radix refuses it on a VM_EXEC-only
+	 * VMA (execute-only memory, PAGE_EXECONLY): VM_READ or VM_WRITE. */
+	.read_fault_vm_flags = VM_READ | VM_WRITE,
 
 	.hw_walk = radix_hw_walk,
 	.flush_waits_for_walks = true,	/* tlbie; eieio; tlbsync; ptesync */
