@@ -581,6 +581,7 @@ void check_leaks(struct ptemu_machine *m, uint64_t pages_expected_in_use)
 {
 	struct ptemu_phys_stats s = phys_stats(m->phys);
 
+	pages_expected_in_use += m->arch_mem_pages;
 	if (s.pages_allocated > pages_expected_in_use)
 		ptemu_report(m, VIOLATION_LEAK, 0,
 			     "%" PRIu64 " pages still allocated after teardown (%" PRIu64

@@ -50,6 +50,16 @@ static const struct ptemu_injection_info injections[] = {
 	{ INJECT_PPC_NO_PAGE_ACTIVE, "ppc-no-page-active",
 	  "powerpc's pte_free_defer without SetPageActive: when the page's last fragment goes "
 	  "the page is freed at once, before the deferred fragment's grace period", true },
+	{ INJECT_PPC_HASH_NO_BUSY, "ppc-hash-no-busy",
+	  "ppc64-hash's hash_page inserts its HPTE without the BUSY handshake on the PTE: a "
+	  "pte_update that clears the PTE meanwhile neither waits nor finds the HPTE to flush, "
+	  "which then maps a page that was unmapped", true },
+	{ INJECT_PPC_NO_SERIALIZE, "ppc-no-serialize",
+	  "ppc64-hash's pmdp_collapse_flush without serialize_against_pte_lookup. Expected to "
+	  "stay clean: file collapse cleared every PTE of the table, and flushed its HPTE, "
+	  "under the handshake before the retract, so a hash_page still in flight finds none "
+	  "present and the detached table is RCU-protected; only anonymous collapse, which "
+	  "copies from PTEs still mapped, needs the wait", true },
 	{ INJECT_NONE, NULL, NULL, false },
 };
 

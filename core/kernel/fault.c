@@ -151,10 +151,25 @@ static unsigned do_set_pmd(struct vm_fault *vmf, struct page *folio, unsigned fl
 	const struct ptemu_arch *a = vmf->m->arch;
 	uint64_t haddr = vmf->address & ~(ptemu_pmd_size(a) - 1);
 	struct ptemu_leaf leaf = { folio_pfn(folio), flags };
-	struct ptemu_spinlock *pml = pmd_lock(vmf->mm, vmf->pmd);
+	uint64_t prealloc = 0;
+	struct ptemu_spinlock *pml;
 	unsigned ret = VM_FAULT_NOPAGE;
 
+	/* arch_needs_pgtable_deposit: the table goes beside the huge pmd (hash keeps its
+	 * HPTE slots there), allocated before the lock as do_set_pmd does. */
+	if (a->pgtable_deposit_offset) {
+		prealloc = pte_alloc_one(vmf->mm);
+		if (!prealloc)
+			return VM_FAULT_OOM;
+	}
+	pml = pmd_lock(vmf->mm, vmf->pmd);
 	if (pmd_none(pmdp_get_lockless(vmf->pmd))) {
+		if (prealloc) {
+			/* deposit_prealloc_pte, before the pmd is visible to hash_page */
+			pgtable_trans_huge_deposit(vmf->mm, ptemu_slot_pa(vmf->m, vmf->pmd), prealloc);
+			mm_inc_pgtables(vmf->mm, a->pte_table_bytes);
+			prealloc = 0;
+		}
 		set_pmd_at(vmf->mm, haddr, vmf->pmd, __pmd(a->mk_pmd_leaf(leaf)));
 		add_mm_counter(vmf->mm, PageFlag(folio, PG_swapbacked) ? MM_SHMEMPAGES : MM_FILEPAGES,
 			       1ll << folio->order);
@@ -164,6 +179,8 @@ static unsigned do_set_pmd(struct vm_fault *vmf, struct page *folio, unsigned fl
 		ret = 0;
 	}
 	spin_unlock(pml);
+	if (prealloc)
+		pte_free(vmf->mm, prealloc);
 	return ret;
 }
 

@@ -354,6 +354,11 @@ static void zap_huge_pmd(struct mmu_gather *tlb, struct vm_area_struct *vma, pmd
 		struct page *folio = page_folio(pfn_to_page(m->phys, a->pmd_leaf(v.val).pfn));
 
 		set_pmd_at(mm, addr, pmd, __pmd(a->none_entry(ptemu_pmd_level(a))));
+		if (a->pgtable_deposit_offset) {
+			/* zap_deposited_table: freed at once, never having been attached */
+			pte_free(mm, pgtable_trans_huge_withdraw(mm, ptemu_slot_pa(m, pmd)));
+			mm_inc_pgtables(mm, -(int64_t)a->pte_table_bytes);
+		}
 		add_mm_counter(mm, folio_counter(folio), -(int64_t)(1ull << folio->order));
 		__atomic_fetch_sub(&folio->mapcount, 1, __ATOMIC_RELAXED);
 		/* Cleared whole, so flushed whole (tlb_remove_pmd_tlb_entry). */
@@ -966,6 +971,8 @@ static void audit_level(struct mm_struct *mm, uint64_t table, unsigned level, st
 				struct page *f = page_folio(pfn_to_page(m->phys, a->pmd_leaf(e).pfn));
 
 				au->rss[folio_counter(f)] += 1ll << f->order;
+				if (a->pgtable_deposit_offset)	/* mm_inc_nr_ptes at the deposit */
+					au->table_bytes += a->pte_table_bytes;
 			}
 			break;
 		default:

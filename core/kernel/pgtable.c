@@ -3,6 +3,7 @@
  * file owns walking, locking, mapping and the checker calls. */
 #include <errno.h>
 #include <inttypes.h>
+#include <string.h>
 
 #include <ptemu/check.h>
 #include <ptemu/inject.h>
@@ -74,9 +75,40 @@ void ptemu_entry_store(const struct ptemu_machine *m, uint64_t entry_pa, uint64_
 	store_sized(m, entry_pa, val, 8);
 }
 
+bool ptemu_entry_cmpxchg(const struct ptemu_machine *m, uint64_t entry_pa, uint64_t old, uint64_t val)
+{
+	bool be = m->arch->big_endian;
+	uint64_t expected = be ? __builtin_bswap64(old) : old;
+
+	return __atomic_compare_exchange_n((uint64_t *)phys_to_virt(m->phys, entry_pa), &expected,
+					   be ? __builtin_bswap64(val) : val, false, __ATOMIC_ACQ_REL,
+					   __ATOMIC_ACQUIRE);
+}
+
+/* Every change of an entry: a plain exchange, or on a hash MMU pte_update's (and
+ * pmd_hugepage_update's) loop, which waits while hash_page holds the entry busy and then
+ * swaps it in one compare-and-swap, so that hash_page's final store cannot undo it. */
+static uint64_t update_sized(const struct ptemu_machine *m, uint64_t pa, uint64_t val, unsigned bytes)
+{
+	uint64_t busy = m->arch->pte_busy_bit;
+
+	if (!busy || bytes != 8)
+		return xchg_sized(m, pa, val, bytes);
+	for (;;) {
+		uint64_t old = load_sized(m, pa, 8);
+
+		if (!(old & busy) && ptemu_entry_cmpxchg(m, pa, old, val))
+			return old;
+		if (ptemu_sched_scheduled())
+			ptemu_sched_spin_wait();	/* the hash_page holding it must run */
+		else
+			sched_yield();
+	}
+}
+
 static uint64_t entry_xchg(const struct ptemu_machine *m, uint64_t entry_pa, uint64_t val)
 {
-	return xchg_sized(m, entry_pa, val, 8);
+	return update_sized(m, entry_pa, val, 8);
 }
 
 uint64_t ptemu_pte_load(const struct ptemu_machine *m, uint64_t pte_pa)
@@ -101,7 +133,7 @@ void ptemu_pte_store(const struct ptemu_machine *m, uint64_t pte_pa, uint64_t va
 
 static uint64_t pte_xchg(const struct ptemu_machine *m, uint64_t pte_pa, uint64_t val)
 {
-	uint64_t old = xchg_sized(m, pte_pa, val, m->arch->entry_bytes);
+	uint64_t old = update_sized(m, pte_pa, val, m->arch->entry_bytes);
 
 	store_hw_twin(m, pte_pa, val);
 	return old;
@@ -174,6 +206,11 @@ bool pte_present(pte_t pte)
 	return ptemu_current_machine()->arch->pte_present(pte.val);
 }
 
+bool pte_same(pte_t a, pte_t b)
+{
+	return !((a.val ^ b.val) & ~ptemu_current_machine()->arch->pte_hash_flags);
+}
+
 pte_t pmd_none_value(void)
 {
 	const struct ptemu_arch *a = ptemu_current_machine()->arch;
@@ -207,7 +244,7 @@ void set_pte_at(struct mm_struct *mm, uint64_t addr, pte_t *ptep, pte_t pte)
 		ptemu_pte_store(mm->machine, pa, pte.val);
 		return;
 	}
-	a->maybe_tlb_batch_add(mm, addr, pte_xchg(mm->machine, pa, pte.val), pte.val);
+	a->maybe_tlb_batch_add(mm, addr, pa, pte_xchg(mm->machine, pa, pte.val), pte.val);
 }
 
 pte_t ptep_get_and_clear(struct mm_struct *mm, uint64_t addr, pte_t *ptep)
@@ -221,7 +258,7 @@ pte_t ptep_get_and_clear(struct mm_struct *mm, uint64_t addr, pte_t *ptep)
 	pte_t old = __pte(pte_xchg(m, pa, m->arch->none_entry(ptemu_pte_level(m->arch))));
 
 	if (m->arch->maybe_tlb_batch_add)
-		m->arch->maybe_tlb_batch_add(mm, addr, old.val,
+		m->arch->maybe_tlb_batch_add(mm, addr, pa, old.val,
 						m->arch->none_entry(ptemu_pte_level(m->arch)));
 	if (m->arch->pte_update_asserts_locked)
 		assert_pte_locked(mm, addr);
@@ -302,11 +339,12 @@ void pmd_clear(pmd_t *pmdp)
 static uint64_t set_pmd_at_unchecked(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp, pmd_t pmd)
 {
 	struct ptemu_machine *m = mm->machine;
-	uint64_t old = entry_xchg(m, ptemu_slot_pa(m, pmdp), pmd.val);
+	uint64_t pa = ptemu_slot_pa(m, pmdp);
+	uint64_t old = entry_xchg(m, pa, pmd.val);
 
 	pmd_changed(m, old, pmd.val);
 	if (m->arch->set_pmd_at_batch)
-		m->arch->set_pmd_at_batch(mm, addr, old, pmd.val);
+		m->arch->set_pmd_at_batch(mm, addr, pa, old, pmd.val);
 	return old;
 }
 
@@ -763,6 +801,36 @@ uint64_t ptemu_pmdp_clear_flush_one_step(struct mm_struct *mm, uint64_t addr, ui
 	old = pmd_xchg_none(mm, pmd_pa);
 	flush_range_now(mm, start, start + ptemu_pmd_size(mm->machine->arch), false);
 	return old;
+}
+
+uint64_t ptemu_pmdp_clear(struct mm_struct *mm, uint64_t pmd_pa)
+{
+	return pmd_xchg_none(mm, pmd_pa);
+}
+
+uint64_t ptemu_pgtable_deposited(const struct ptemu_machine *m, uint64_t pmd_pa)
+{
+	return ptemu_entry_load(m, pmd_pa + m->arch->pgtable_deposit_offset);
+}
+
+void pgtable_trans_huge_deposit(struct mm_struct *mm, uint64_t pmd_pa, uint64_t table)
+{
+	struct ptemu_machine *m = mm->machine;
+
+	require_pml(mm, ptemu_slot_ptr(m, pmd_pa), "pgtable_trans_huge_deposit");
+	ptemu_entry_store(m, pmd_pa + m->arch->pgtable_deposit_offset, table);
+}
+
+uint64_t pgtable_trans_huge_withdraw(struct mm_struct *mm, uint64_t pmd_pa)
+{
+	struct ptemu_machine *m = mm->machine;
+	uint64_t table = ptemu_pgtable_deposited(m, pmd_pa);
+
+	require_pml(mm, ptemu_slot_ptr(m, pmd_pa), "pgtable_trans_huge_withdraw");
+	ptemu_entry_store(m, pmd_pa + m->arch->pgtable_deposit_offset, 0);
+	if (table)
+		memset(ptemu_slot_ptr(m, table), 0, m->arch->pte_table_bytes);
+	return table;
 }
 
 uint64_t ptemu_pmdp_clear_flush_lazy(struct mm_struct *mm, uint64_t pmd_pa)

@@ -117,6 +117,12 @@ struct ptemu_machine *ptemu_machine_create(const struct ptemu_machine_config *cf
 		free(m);
 		return NULL;
 	}
+	if (m->arch->machine_init && m->arch->machine_init(m, err, errlen)) {
+		check_destroy(m->checker);
+		phys_destroy(m->phys);
+		free(m);
+		return NULL;
+	}
 	return m;
 }
 
@@ -124,6 +130,8 @@ void ptemu_machine_destroy(struct ptemu_machine *m)
 {
 	if (!m)
 		return;
+	if (m->arch->machine_destroy)
+		m->arch->machine_destroy(m);
 	check_destroy(m->checker);
 	phys_destroy(m->phys);
 	free(m);

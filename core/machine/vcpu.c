@@ -381,14 +381,26 @@ static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 	if (v->deterministic)
 		ptemu_sched_point();
 	v->walk_va = vaddr;
-	v->walk_table = 0;
 	v->walk.mm = v->proc->mm;
-	if (!ptemu_walk_cache_lookup(&v->tlb, vaddr, &v->walk_cached))
-		v->walk_cached = 0;
-	enum ptemu_walk_fault f = a->hw_walk(&v->walk, v->proc->mm->pgd_pa, vaddr, acc, &res);
+	enum ptemu_walk_fault f;
 
-	if (v->walk_table)
-		check_walk_leave(m, v->walk_table);
+	for (;;) {
+		v->walk_table = 0;
+		if (!ptemu_walk_cache_lookup(&v->tlb, vaddr, &v->walk_cached))
+			v->walk_cached = 0;
+		f = a->hw_walk(&v->walk, v->proc->mm->pgd_pa, vaddr, acc, &res);
+		if (v->walk_table)
+			check_walk_leave(m, v->walk_table);
+		if (f != PTEMU_WALK_RETRY)
+			break;
+		/* The access again, once whoever holds the entry has gone on. */
+		if (v->deterministic)
+			ptemu_sched_spin_wait();
+		else
+			sched_yield();
+		if (__atomic_load_n(&v->terminate, __ATOMIC_ACQUIRE))
+			break;
+	}
 	if (f == PTEMU_WALK_OK && (res.perms & need)) {
 		uint64_t page_pa = res.paddr & ~(psize - 1);
 

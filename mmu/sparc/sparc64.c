@@ -548,9 +548,10 @@ static void tlb_batch_add_one(struct mm_struct *mm, uint64_t vaddr, unsigned hug
 }
 
 /* set_pte_at's maybe_tlb_batch_add: a change of a valid (pte_accessible) PTE. */
-static void sparc64_maybe_tlb_batch_add(struct mm_struct *mm, uint64_t addr, uint64_t old,
-					uint64_t new)
+static void sparc64_maybe_tlb_batch_add(struct mm_struct *mm, uint64_t addr, uint64_t pte_pa,
+					uint64_t old, uint64_t new)
 {
+	(void)pte_pa;
 	if (!(old & SPARC64_PAGE_VALID))
 		return;
 	if (!new && ptemu_injected(mm->machine, INJECT_SPARC_NO_TLB_BATCH))
@@ -576,10 +577,12 @@ static void tlb_batch_pmd_scan(struct mm_struct *mm, uint64_t vaddr, uint64_t ta
 }
 
 /* sparc64's set_pmd_at after its store: thp_pte_count, then the old mapping's flush. */
-static void sparc64_set_pmd_at_batch(struct mm_struct *mm, uint64_t addr, uint64_t old, uint64_t new)
+static void sparc64_set_pmd_at_batch(struct mm_struct *mm, uint64_t addr, uint64_t pmd_pa,
+				     uint64_t old, uint64_t new)
 {
 	uint64_t table;
 
+	(void)pmd_pa;
 	if ((old ^ new) & SPARC64_PAGE_PMD_HUGE)
 		__atomic_add_fetch(&mm->context.thp_pte_count, new & SPARC64_PAGE_PMD_HUGE ? 1 : -1,
 				   __ATOMIC_ACQ_REL);

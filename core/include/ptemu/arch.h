@@ -67,6 +67,9 @@ enum ptemu_walk_fault {
 	PTEMU_WALK_PERMISSION,	/* mapping present, access not allowed */
 	PTEMU_WALK_ACCESS_FLAG,	/* arm64: AF clear (Linux keeps AF set; counted, not fatal) */
 	PTEMU_WALK_BAD_ENTRY,	/* a reserved encoding: the walker would take an exception */
+	/* Nothing to enter yet: the access is retried, the walk run again (hash_page found
+	 * the PTE busy, or its new HPTE gone already). */
+	PTEMU_WALK_RETRY,
 };
 
 struct ptemu_walk_result {
@@ -192,6 +195,11 @@ struct ptemu_arch {
 	void (*pte_free_tlb)(struct mmu_gather *tlb, uint64_t table_pa);
 	/* __tlb_remove_table: free a gathered table, the token pte_free_tlb queued. */
 	void (*tlb_remove_table)(struct ptemu_machine *m, uint64_t table);
+	/* Set up what the model keeps per machine (ppc64-hash's hashed page table, in simulated
+	 * memory: machine->arch_mem_pa) once the memory exists: 0, or -1 with a message.
+	 * machine_destroy undoes it. NULL: nothing. */
+	int (*machine_init)(struct ptemu_machine *m, char *err, size_t errlen);
+	void (*machine_destroy)(struct ptemu_machine *m);
 	/* Set up what the model keeps per mm (sparc64's base TSB) at mm creation: 0, or
 	 * -ENOMEM. NULL: nothing to set up. */
 	int (*init_new_context)(struct mm_struct *mm);
@@ -229,12 +237,24 @@ struct ptemu_arch {
 	 * pmdp_huge_get_and_clear) stored over old_pmd, under the ptl or the pmd lock. Between
 	 * arch_enter_lazy_mmu_mode and arch_leave_lazy_mmu_mode the model may batch them (per
 	 * thread, as the kernel's per-CPU batch); leaving flushes the batch. NULL: nothing. */
-	void (*maybe_tlb_batch_add)(struct mm_struct *mm, uint64_t addr, uint64_t old_pte,
-				    uint64_t new_pte);
-	void (*set_pmd_at_batch)(struct mm_struct *mm, uint64_t addr, uint64_t old_pmd,
-				 uint64_t new_pmd);
+	void (*maybe_tlb_batch_add)(struct mm_struct *mm, uint64_t addr, uint64_t pte_pa,
+				    uint64_t old_pte, uint64_t new_pte);
+	void (*set_pmd_at_batch)(struct mm_struct *mm, uint64_t addr, uint64_t pmd_pa,
+				 uint64_t old_pmd, uint64_t new_pmd);
 	void (*arch_enter_lazy_mmu_mode)(void);
 	void (*arch_leave_lazy_mmu_mode)(void);
+	/* A hash MMU's bookkeeping in Linux PTEs and huge pmds (ppc64-hash's _PAGE_HPTEFLAGS):
+	 * pte_same ignores these bits. pte_busy_bit, one of them (H_PAGE_BUSY), is held by
+	 * hash_page while it inserts a hardware entry: every update of a PTE or huge pmd
+	 * (pte_update, pmd_hugepage_update) spins until it is clear, then changes the entry
+	 * with one compare-and-swap. 0: no such bits. */
+	uint64_t pte_hash_flags;
+	uint64_t pte_busy_bit;
+	/* arch_needs_pgtable_deposit (ppc64-hash): do_set_pmd deposits a fresh PTE table with
+	 * every huge pmd it installs, even for a file THP, at this many bytes past the pmd
+	 * (the doubled PMD table's second half, pgtable_trans_huge_deposit); zapping the huge
+	 * pmd withdraws it, zeroed, and frees it at once with pte_free. 0: no deposit. */
+	unsigned pgtable_deposit_offset;
 	/* flush_tlb_range, flush_tlb_page and flush_tlb_mm are empty (sparc64): every
 	 * invalidation was issued by the entry change itself. */
 	bool flush_tlb_range_is_noop;

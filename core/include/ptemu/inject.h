@@ -30,6 +30,8 @@ enum ptemu_injection {
 	INJECT_PPC_V66_FRAG_DESTROY,	/* powerpc pte_frag_destroy ignores PG_active (v6.6) */
 	INJECT_PPC_FRAG_REUSE,		/* powerpc hands a deferred fragment out again */
 	INJECT_PPC_NO_PAGE_ACTIVE,	/* powerpc pte_free_defer without SetPageActive */
+	INJECT_PPC_HASH_NO_BUSY,	/* ppc64-hash's hash_page without the BUSY handshake */
+	INJECT_PPC_NO_SERIALIZE,	/* hash pmdp_collapse_flush without serialize_against_pte_lookup */
 	INJECT_COUNT
 };
 

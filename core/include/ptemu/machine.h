@@ -109,6 +109,10 @@ struct ptemu_machine {
 	struct ptemu_khugepaged *khugepaged;	/* NULL unless the khugepaged thread runs */
 	FILE *log;
 	unsigned noted;			/* atomic: the PTEMU_NOTE_* already written */
+	/* What arch->machine_init set up in simulated memory (ppc64-hash's HPT): where, 0 if
+	 * nothing, and its pages, in use until machine_destroy (check_leaks counts them). */
+	uint64_t arch_mem_pa;
+	uint64_t arch_mem_pages;
 };
 
 /* NULL with a message in err on a bad configuration. */

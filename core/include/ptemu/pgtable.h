@@ -28,7 +28,6 @@ typedef struct { uint64_t val; } pmd_t;
 static inline pte_t __pte(uint64_t v) { pte_t p = { v }; return p; }
 static inline pmd_t __pmd(uint64_t v) { pmd_t p = { v }; return p; }
 static inline bool pmd_same(pmd_t a, pmd_t b) { return a.val == b.val; }
-static inline bool pte_same(pte_t a, pte_t b) { return a.val == b.val; }
 
 /* Classification through the model (the calling thread's machine). */
 enum ptemu_entry_kind pmd_kind(pmd_t pmd, uint64_t *table_pa);
@@ -37,12 +36,16 @@ bool pmd_trans_huge(pmd_t pmd);
 bool pte_none(pte_t pte);
 bool pte_present(pte_t pte);
 pte_t pmd_none_value(void);
+/* The same mapping: equal but for the model's hash bookkeeping (pte_hash_flags). */
+bool pte_same(pte_t a, pte_t b);
 
 /* Raw entry access in the model's byte order, unchecked: for walkers' readers, table
  * initialisation and the checker. ptemu_entry_* access an 8-byte entry of a level above
  * the PTEs. */
 uint64_t ptemu_entry_load(const struct ptemu_machine *m, uint64_t entry_pa);
 void ptemu_entry_store(const struct ptemu_machine *m, uint64_t entry_pa, uint64_t val);
+/* One compare-and-swap of an 8-byte entry (hash_page's handshake on a PTE or huge pmd). */
+bool ptemu_entry_cmpxchg(const struct ptemu_machine *m, uint64_t entry_pa, uint64_t old, uint64_t val);
 /* ptep + n, counted in the model's PTEs: a pte_t is 8 host bytes, a PTE 4 on classic arm. */
 pte_t *ptep_add(pte_t *ptep, unsigned n);
 /* A PTE (entry_bytes wide); the store writes its hardware twin too, as set_pte_ext. */
@@ -125,6 +128,15 @@ pmd_t pmdp_collapse_flush(struct mm_struct *mm, uint64_t addr, pmd_t *pmdp);
  * flush (a lazy invalidation). Both return the old pmd. */
 uint64_t ptemu_pmdp_clear_flush_one_step(struct mm_struct *mm, uint64_t addr, uint64_t pmd_pa);
 uint64_t ptemu_pmdp_clear_flush_lazy(struct mm_struct *mm, uint64_t pmd_pa);
+/* pmd_clear for a model's own pmdp_collapse_flush, which then invalidates as it must. */
+uint64_t ptemu_pmdp_clear(struct mm_struct *mm, uint64_t pmd_pa);
+/* pgtable_trans_huge_deposit and _withdraw where arch->pgtable_deposit_offset is set,
+ * under the pmd lock: the table kept beside the huge pmd at pmd_pa (withdraw returns it
+ * zeroed, as hash__pgtable_trans_huge_withdraw, and leaves the slot 0); and the table
+ * deposited there now, 0 if none (hash_page's get_hpte_slot_array, the audit). */
+void pgtable_trans_huge_deposit(struct mm_struct *mm, uint64_t pmd_pa, uint64_t table);
+uint64_t pgtable_trans_huge_withdraw(struct mm_struct *mm, uint64_t pmd_pa);
+uint64_t ptemu_pgtable_deposited(const struct ptemu_machine *m, uint64_t pmd_pa);
 
 /* TLB invalidation by the arm64 primitives the kernel uses (DESIGN.md section 3):
  * last_level is TLBI VALE1IS, which leaves walk-cache entries alone (unless the model's

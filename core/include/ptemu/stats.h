@@ -46,6 +46,10 @@ extern "C" {
 	X(tsb_pmd_scans)          /* sparc64: set_pmd_at over a table read it to flush its PTEs */ \
 	X(window_spills)          /* sparc64: register-window spill traps handled */          \
 	X(window_fills)           /* sparc64: register-window fill traps handled */           \
+	X(hpt_hits)               /* ppc64-hash: a TLB miss found its HPTE in the HPT */      \
+	X(hpt_misses)             /* ppc64-hash: hash_page ran (no HPTE, or a store to a read-only one) */ \
+	X(hpte_evictions)         /* ppc64-hash: hpte_remove made room in a full group */    \
+	X(hpte_invalidations)     /* ppc64-hash: a flush by slot found its HPTE and cleared it */ \
 	X(hw_walks)
 
 enum ptemu_stat {
