@@ -90,12 +90,24 @@ static void print_run(FILE *summary, const struct ptemu_arch *a, const struct pt
 		fprintf(summary, " access_fixups=%" PRIu64 " uaccess_faults=%" PRIu64,
 			ptemu_stat_get(&m->stats, PTEMU_STAT_access_fixups),
 			ptemu_stat_get(&m->stats, PTEMU_STAT_uaccess_faults));
-	/* The model's own machinery: VIVT alias fix-ups, TSBs, register windows. */
+	/* The model's own machinery: VIVT alias fix-ups, shared table pages, the HPT, TSBs,
+	 * register windows. */
 	if (m && a->flush_dcache_mmap_lock)
 		fprintf(summary, " adjust_pte=%" PRIu64 " adjust_pte_no_table=%" PRIu64,
 			ptemu_stat_get(&m->stats, PTEMU_STAT_adjust_pte_calls),
 			ptemu_stat_get(&m->stats, PTEMU_STAT_adjust_pte_no_table));
-	if (m && a->hw_cache_maps_pfn)
+	if (m && a->tables_per_page > 1)
+		fprintf(summary, " pt_frags_allocated=%" PRIu64 " pt_frags_deferred=%" PRIu64,
+			ptemu_stat_get(&m->stats, PTEMU_STAT_tables_allocated),
+			ptemu_stat_get(&m->stats, PTEMU_STAT_tables_freed_deferred));
+	if (m && a->pte_busy_bit)
+		fprintf(summary, " hpt_hits=%" PRIu64 " hpt_misses=%" PRIu64 " hpte_evictions=%" PRIu64
+			" hpte_invalidations=%" PRIu64,
+			ptemu_stat_get(&m->stats, PTEMU_STAT_hpt_hits),
+			ptemu_stat_get(&m->stats, PTEMU_STAT_hpt_misses),
+			ptemu_stat_get(&m->stats, PTEMU_STAT_hpte_evictions),
+			ptemu_stat_get(&m->stats, PTEMU_STAT_hpte_invalidations));
+	else if (m && a->hw_cache_maps_pfn)
 		fprintf(summary, " tsb_hits=%" PRIu64 " tsb_misses=%" PRIu64 " tsb_pmd_scans=%" PRIu64,
 			ptemu_stat_get(&m->stats, PTEMU_STAT_tsb_hits),
 			ptemu_stat_get(&m->stats, PTEMU_STAT_tsb_misses),

@@ -17,6 +17,7 @@ static const struct ptemu_arch *const models[] = {
 	&ptemu_arch_arm_lpae,
 	&ptemu_arch_sparc64,
 	&ptemu_arch_ppc64_radix,
+	&ptemu_arch_ppc64_hash,
 	NULL,
 };
 

@@ -18,6 +18,7 @@ struct mmu_gather;
 struct ptemu_machine;
 
 extern const struct ptemu_arch ptemu_arch_ppc64_radix;
+extern const struct ptemu_arch ptemu_arch_ppc64_hash;
 
 #define BOOK3S64_PAGE_SHIFT	16
 
@@ -37,6 +38,33 @@ extern const struct ptemu_arch ptemu_arch_ppc64_radix;
 #define PPC_PTE_RPN_MASK	0x001fffffffff0000ull	/* ((1 << 53) - 1) & PAGE_MASK */
 /* What a directory entry keeps beside the next table's address (PMD_MASKED_BITS). */
 #define PPC_PMD_MASKED_BITS	0xc0000000000000ffull
+
+/* QEMU's POWERPC_EXCP_SYSCALL: what UC_HOOK_INTR reports for sc. */
+#define PPC_EXCP_SYSCALL	8
+
+/* The guest side both models share: Unicorn PPC64 big-endian, ELFv2 images, sc with r0
+ * the number and r3.. the arguments (the including file has unicorn.h, capstone.h and
+ * elf.h). */
+#define BOOK3S64_ISA {								\
+		.uc_arch = UC_ARCH_PPC,						\
+		.uc_mode = UC_MODE_PPC64 | UC_MODE_BIG_ENDIAN,			\
+		.cs_arch = CS_ARCH_PPC,						\
+		.cs_mode = CS_MODE_64 | CS_MODE_BIG_ENDIAN,			\
+		.elf_machine = EM_PPC64,					\
+		.elf_class = 64,						\
+		.clang_target = "powerpc64-linux-gnu",				\
+		.binutils_triple = "powerpc64-linux-gnu",			\
+		.workload_dir = "ppc64",					\
+		.reg_pc = UC_PPC_REG_PC,					\
+		.reg_sp = UC_PPC_REG_1,						\
+		.reg_sysno = UC_PPC_REG_0,					\
+		.reg_arg = { UC_PPC_REG_3, UC_PPC_REG_4, UC_PPC_REG_5,		\
+			     UC_PPC_REG_6, UC_PPC_REG_7, UC_PPC_REG_8 },	\
+		.reg_ret = UC_PPC_REG_3,					\
+		.syscall_intno = PPC_EXCP_SYSCALL,				\
+		.syscall_insn_bytes = 4,					\
+		.pc_after_syscall = true,					\
+	}
 
 /* PTEs and huge pmds: the encoding both MMUs share. */
 uint64_t book3s64_mk_pte(struct ptemu_leaf leaf);

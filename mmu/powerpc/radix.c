@@ -37,9 +37,6 @@
 #include <ptemu/mmu_gather.h>
 #include <ptemu/pgtable.h>
 
-/* QEMU's POWERPC_EXCP_SYSCALL: what UC_HOOK_INTR reports for sc. */
-#define PPC_EXCP_SYSCALL	8
-
 #define RADIX_PTE_LEVEL		3
 #define RADIX_PMD_LEVEL		2
 /* RADIX_PMD_BAD_BITS: no _PAGE_PTE, no _RPAGE_SW0, none of 0xe0 in a table pointer. */
@@ -213,24 +210,5 @@ const struct ptemu_arch ptemu_arch_ppc64_radix = {
 	.model_injections = 1u << INJECT_PPC_V66_FRAG_DESTROY | 1u << INJECT_PPC_FRAG_REUSE |
 			    1u << INJECT_PPC_NO_PAGE_ACTIVE,
 
-	.isa = {
-		.uc_arch = UC_ARCH_PPC,
-		.uc_mode = UC_MODE_PPC64 | UC_MODE_BIG_ENDIAN,
-		.cs_arch = CS_ARCH_PPC,
-		.cs_mode = CS_MODE_64 | CS_MODE_BIG_ENDIAN,
-		.elf_machine = EM_PPC64,
-		.elf_class = 64,
-		.clang_target = "powerpc64-linux-gnu",
-		.binutils_triple = "powerpc64-linux-gnu",
-		.workload_dir = "ppc64",
-		.reg_pc = UC_PPC_REG_PC,
-		.reg_sp = UC_PPC_REG_1,
-		.reg_sysno = UC_PPC_REG_0,
-		.reg_arg = { UC_PPC_REG_3, UC_PPC_REG_4, UC_PPC_REG_5,
-			     UC_PPC_REG_6, UC_PPC_REG_7, UC_PPC_REG_8 },
-		.reg_ret = UC_PPC_REG_3,
-		.syscall_intno = PPC_EXCP_SYSCALL,
-		.syscall_insn_bytes = 4,
-		.pc_after_syscall = true,
-	},
+	.isa = BOOK3S64_ISA,
 };
