@@ -1,6 +1,7 @@
 // Shared test scaffolding: a machine for a named model, with the test thread registered.
 #pragma once
 
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <string>
@@ -29,7 +30,16 @@ inline bool fragments_never_reused(const ptemu_arch *a)
 }
 
 // The models the core tests run against.
-inline const char *const kModels[] = {"arm64", "arm64-39", "s390", "arm-lpae", "sparc64", "ppc64-radix"};
+// ppc64-hash flushes only what hash_page entered in the HPT (PTEs with H_PAGE_HASHPTE,
+// huge pmds with their slot arrays): a test that runs no vCPU hashes nothing, and the
+// model then issues no invalidation at all.
+inline bool flushes_only_hashed(const ptemu_arch *a)
+{
+	return a->pte_hash_flags != 0;
+}
+
+inline const char *const kModels[] = {"arm64", "arm64-39", "s390", "arm-lpae", "sparc64", "ppc64-radix",
+					"ppc64-hash"};
 
 #ifdef PTEMU_WORKLOAD_DIR
 // The built guest image of a workload for a model.
@@ -74,11 +84,12 @@ class MachineHolder {
       public:
 	explicit MachineHolder(const char *arch, enum ptemu_injection inject = INJECT_NONE,
 			       enum ptemu_check_mode mode = PTEMU_CHECK_CONTINUE,
-			       uint64_t bytes = 64ull << 20)
+			       uint64_t bytes = 0)
 	{
 		ptemu_machine_config cfg{};
 		cfg.arch = ptemu_arch_find(arch);
-		cfg.phys_bytes = bytes;
+		// 64 MiB, or the 8 PMDs the machine needs at least (ppc64-hash's are 16 MiB).
+		cfg.phys_bytes = bytes ? bytes : cfg.arch ? std::max<uint64_t>(64ull << 20, 8 * ptemu_pmd_size(cfg.arch)) : 0;
 		cfg.check_mode = mode;
 		cfg.inject = inject;
 		char err[256] = "";

@@ -57,7 +57,7 @@ TEST(Phys, FrameZeroIsNeverHandedOut)
 	EXPECT_TRUE(PageFlag(pfn_to_page(h.m->phys, 0), PG_reserved));
 	for (uint64_t p : seen)
 		phys_free_pages(h.m->phys, p, 0);
-	EXPECT_EQ(phys_stats(h.m->phys).pages_allocated, 0u);
+	EXPECT_EQ(phys_stats(h.m->phys).pages_allocated, h.m->arch_mem_pages);
 }
 
 TEST(Phys, EveryOrderIsAlignedAndZeroed)

@@ -160,7 +160,7 @@ TEST_P(DetGuest, SameSeedGivesABitIdenticalRun)
 
 INSTANTIATE_TEST_SUITE_P(
 	Guests, DetGuest,
-	testing::Combine(testing::Values("arm64", "s390", "arm-lpae", "arm", "sparc64", "ppc64-radix"),
+	testing::Combine(testing::Values("arm64", "s390", "arm-lpae", "arm", "sparc64", "ppc64-radix", "ppc64-hash"),
 			 testing::Values("shmem-stress", "munmap-race", "mprotect-race",
 					 "dontneed-race", "truncate-race", "shared-alias")),
 	GuestName);
