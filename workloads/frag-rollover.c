@@ -12,7 +12,9 @@
  *  4. has every extent collapsed (MADV_COLLAPSE, or khugepaged's next full scan where
  *     MADV_COLLAPSE is not allowed), which retracts the extents' tables by pte_free_defer,
  *     and reads its pages back;
- *  5. returns, and the process exits.
+ *  5. drops the object's mappings (MADV_DONTNEED), with them a huge pmd's deposited
+ *     table (ppc64-hash), another fragment of the page;
+ *  6. returns, and the process exits.
  * Other vCPUs return at once.
  *
  * Oracle: the object is striped by process (page idx belongs to process idx % nprocs); an
@@ -71,5 +73,11 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 	check_own_pages(&c, base, npages);
 	c.extra = (unsigned long)sys_thp_mapped(base);
 	c.extra_name = "thp_seen";
+	/* Drop the mappings (the data stays in the object): where a huge pmd keeps a
+	 * deposited table (ppc64-hash), that fragment of the same page goes with the zap, so
+	 * that the page's last fragments are the cursor's at exit. */
+	r = sys_madvise(base, len, PTEMU_MADV_DONTNEED);
+	if (sys_failed(r))
+		die("frag-rollover: madvise(MADV_DONTNEED)", r);
 	return wctx_finish(&c);
 }
