@@ -102,6 +102,9 @@ const char *ptemu_injection_why_not(enum ptemu_injection inj, const struct ptemu
 		return "no THP, so no collapse and no retraction";
 	if (inj == INJECT_NO_TLB_FLUSH && arch->retract_flush == PTEMU_RETRACT_FLUSH_NONE)
 		return "retract issues no invalidation here, so there is none to leave out";
+	if (inj == INJECT_NO_TLB_FLUSH && arch->retract_flush == PTEMU_RETRACT_FLUSH_HASH)
+		return "the retract's HPTE flush has nothing to do: file collapse cleared every PTE "
+		       "of the table, and flushed its HPTE, under the BUSY handshake before it";
 	if (inj == INJECT_LEAF_FLUSH_ONLY) {
 		if (arch->retract_flush != PTEMU_RETRACT_FLUSH_RANGE || arch->pmdp_collapse_flush)
 			return "the model's pmdp_collapse_flush is not flush_tlb_range";

@@ -280,7 +280,8 @@ static void run_pages_freed(void *ctx, uint64_t pfn, uint64_t nr)
 			live |= vcpu_translates(&r->procs[p].vcpus[i]);
 		if (live && r->m->arch->hw_cache_maps_pfn(r->procs[p].mm, pfn, nr, &va))
 			ptemu_report(r->m, VIOLATION_TLB_MAPS_FREED_PAGE, pfn << r->m->arch->page_shift,
-				     "page %#" PRIx64 " freed while process %u's TSB maps it at %#" PRIx64,
+				     "page %#" PRIx64 " freed while process %u's translation cache in "
+				     "memory (TSB, HPT) maps it at %#" PRIx64,
 				     pfn << r->m->arch->page_shift, p, va);
 	}
 }

@@ -703,8 +703,8 @@ static void hash_pmd_update_flush(struct mm_struct *mm, uint64_t addr, uint64_t 
  * off); then flush_hash_table_pmd_range over the old table, mapped from the old value as
  * pte_offset_map would (so under RCU: it is detached already), each hashed PTE flushed.
  * With file collapse every PTE was cleared, and its HPTE flushed, under the handshake
- * before this: ppc-no-serialize and no-tlb-flush leave out steps that have nothing left
- * to do (ptemu list injections). */
+ * before this: ppc-no-serialize leaves out a step with nothing left to guard, and
+ * no-tlb-flush is not offered here (ptemu list injections). */
 static uint64_t hash_pmdp_collapse_flush(struct mm_struct *mm, uint64_t addr, uint64_t pmd_pa)
 {
 	struct ptemu_machine *m = mm->machine;
@@ -713,8 +713,7 @@ static uint64_t hash_pmdp_collapse_flush(struct mm_struct *mm, uint64_t addr, ui
 
 	if (!ptemu_injected(m, INJECT_PPC_NO_SERIALIZE) && m->tlb.ipi_all)
 		m->tlb.ipi_all(m->tlb.ctx);
-	if (ptemu_injected(m, INJECT_NO_TLB_FLUSH) ||
-	    hash_classify(HASH_PMD_LEVEL, old, &table) != PTEMU_ENTRY_TABLE)
+	if (hash_classify(HASH_PMD_LEVEL, old, &table) != PTEMU_ENTRY_TABLE)
 		return old;
 	ptemu_checked_walk_ctx(m, &ctx);
 	hash_enter_lazy_mmu_mode();
