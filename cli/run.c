@@ -102,11 +102,14 @@ static void print_run(FILE *summary, const struct ptemu_arch *a, const struct pt
 			ptemu_stat_get(&m->stats, PTEMU_STAT_tables_freed_deferred));
 	if (m && a->pte_busy_bit)
 		fprintf(summary, " hpt_hits=%" PRIu64 " hpt_misses=%" PRIu64 " hpte_evictions=%" PRIu64
-			" hpte_invalidations=%" PRIu64,
+			" hpte_invalidations=%" PRIu64 " hash_page_busy=%" PRIu64
+			" pte_update_busy_waits=%" PRIu64,
 			ptemu_stat_get(&m->stats, PTEMU_STAT_hpt_hits),
 			ptemu_stat_get(&m->stats, PTEMU_STAT_hpt_misses),
 			ptemu_stat_get(&m->stats, PTEMU_STAT_hpte_evictions),
-			ptemu_stat_get(&m->stats, PTEMU_STAT_hpte_invalidations));
+			ptemu_stat_get(&m->stats, PTEMU_STAT_hpte_invalidations),
+			ptemu_stat_get(&m->stats, PTEMU_STAT_hash_page_busy),
+			ptemu_stat_get(&m->stats, PTEMU_STAT_pte_update_busy_waits));
 	else if (m && a->hw_cache_maps_pfn)
 		fprintf(summary, " tsb_hits=%" PRIu64 " tsb_misses=%" PRIu64 " tsb_pmd_scans=%" PRIu64,
 			ptemu_stat_get(&m->stats, PTEMU_STAT_tsb_hits),

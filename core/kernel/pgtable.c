@@ -88,17 +88,19 @@ bool ptemu_entry_cmpxchg(const struct ptemu_machine *m, uint64_t entry_pa, uint6
 /* Every change of an entry: a plain exchange, or on a hash MMU pte_update's (and
  * pmd_hugepage_update's) loop, which waits while hash_page holds the entry busy and then
  * swaps it in one compare-and-swap, so that hash_page's final store cannot undo it. */
-static uint64_t update_sized(const struct ptemu_machine *m, uint64_t pa, uint64_t val, unsigned bytes)
+static uint64_t update_sized(struct ptemu_machine *m, uint64_t pa, uint64_t val, unsigned bytes)
 {
 	uint64_t busy = m->arch->pte_busy_bit;
 
 	if (!busy || bytes != 8)
 		return xchg_sized(m, pa, val, bytes);
-	for (;;) {
+	for (bool waited = false;; waited = true) {
 		uint64_t old = load_sized(m, pa, 8);
 
 		if (!(old & busy) && ptemu_entry_cmpxchg(m, pa, old, val))
 			return old;
+		if (!waited && (old & busy))
+			ptemu_stat_add(&m->stats, PTEMU_STAT_pte_update_busy_waits, 1);
 		if (ptemu_sched_scheduled())
 			ptemu_sched_spin_wait();	/* the hash_page holding it must run */
 		else
@@ -106,7 +108,7 @@ static uint64_t update_sized(const struct ptemu_machine *m, uint64_t pa, uint64_
 	}
 }
 
-static uint64_t entry_xchg(const struct ptemu_machine *m, uint64_t entry_pa, uint64_t val)
+static uint64_t entry_xchg(struct ptemu_machine *m, uint64_t entry_pa, uint64_t val)
 {
 	return update_sized(m, entry_pa, val, 8);
 }
@@ -131,7 +133,7 @@ void ptemu_pte_store(const struct ptemu_machine *m, uint64_t pte_pa, uint64_t va
 	store_hw_twin(m, pte_pa, val);
 }
 
-static uint64_t pte_xchg(const struct ptemu_machine *m, uint64_t pte_pa, uint64_t val)
+static uint64_t pte_xchg(struct ptemu_machine *m, uint64_t pte_pa, uint64_t val)
 {
 	uint64_t old = update_sized(m, pte_pa, val, m->arch->entry_bytes);
 

@@ -109,10 +109,12 @@ static uint64_t hash_none_entry(unsigned level)
 }
 
 /* A directory entry is _PAGE_PRESENT | the next table's address, nothing in the bits the
- * table's alignment leaves free (hash__pmd_bad, hash__pud_bad); a leaf is _PAGE_PTE. */
+ * next table's alignment leaves free (hash__pmd_bad: a 4 KiB fragment; hash__pud_bad: a
+ * doubled PMD table); a leaf is _PAGE_PTE. */
 static enum ptemu_entry_kind hash_classify(unsigned level, uint64_t entry, uint64_t *table_pa)
 {
-	uint64_t bad = level == HASH_PMD_LEVEL ? H_PMD_BAD_BITS : H_PUD_BAD_BITS;
+	/* hash__p4d_bad is only a zero entry: the PGD level checks no alignment. */
+	uint64_t bad = level == HASH_PMD_LEVEL ? H_PMD_BAD_BITS : level ? H_PUD_BAD_BITS : 0;
 
 	if (!entry)
 		return PTEMU_ENTRY_NONE;
@@ -395,16 +397,21 @@ static bool check_pte_access(uint64_t pte, enum ptemu_access access)
  * read. ppc-hash-no-busy leaves the entry alone. */
 static enum hash_result mark_busy(struct ptemu_machine *m, const struct ptemu_walk_ctx *ctx,
 				  unsigned level, uint64_t table, unsigned index,
-				  enum ptemu_access access, uint64_t *old, uint64_t *new)
+				  enum ptemu_access access, uint64_t *old, uint64_t *new,
+				  enum ptemu_walk_fault *why)
 {
 	uint64_t pa = table + (uint64_t)index * 8;
 
 	for (;;) {
 		*old = ctx->read_entry(ctx, level, table, index);
-		if (*old & H_PAGE_BUSY)
+		if (*old & H_PAGE_BUSY) {
+			ptemu_stat_add(&m->stats, PTEMU_STAT_hash_page_busy, 1);
 			return HASH_RETRY;
-		if (!check_pte_access(*old, access))
+		}
+		if (!check_pte_access(*old, access)) {
+			*why = *old & PPC_PAGE_PRESENT ? PTEMU_WALK_PERMISSION : PTEMU_WALK_TRANSLATION;
 			return HASH_FAULT;
+		}
 		*new = *old | H_PAGE_BUSY | PPC_PAGE_ACCESSED;
 		if (access == PTEMU_ACCESS_WRITE)
 			*new |= PPC_PAGE_DIRTY;
@@ -428,11 +435,11 @@ static void unmark_busy(struct ptemu_machine *m, uint64_t pa, uint64_t old, uint
 /* __hash_page_64K for the PTE at index of table. */
 static enum hash_result hash_page_64k(struct ptemu_machine *m, const struct ptemu_walk_ctx *ctx,
 				      uint64_t table, unsigned index, uint64_t vpn,
-				      enum ptemu_access access)
+				      enum ptemu_access access, enum ptemu_walk_fault *why)
 {
 	uint64_t pte_pa = table + (uint64_t)index * 8, hidx_pa = pte_pa + H_PTE_TABLE_SIZE;
 	uint64_t old, new;
-	enum hash_result res = mark_busy(m, ctx, HASH_PTE_LEVEL, table, index, access, &old, &new);
+	enum hash_result res = mark_busy(m, ctx, HASH_PTE_LEVEL, table, index, access, &old, &new, why);
 	unsigned hidx;
 
 	if (res != HASH_INSERTED)
@@ -452,11 +459,12 @@ static enum hash_result hash_page_64k(struct ptemu_machine *m, const struct ptem
  * withdraws and frees that table, out meanwhile. */
 static enum hash_result hash_page_thp(struct ptemu_machine *m, const struct ptemu_walk_ctx *ctx,
 				      uint64_t pmd_table, unsigned index, uint64_t va, uint64_t vpn,
-				      enum ptemu_access access)
+				      enum ptemu_access access, enum ptemu_walk_fault *why)
 {
 	uint64_t pmd_pa = pmd_table + (uint64_t)index * 8, old, new, slots;
 	unsigned piece = (unsigned)((va & (H_PMD_SIZE - 1)) >> BOOK3S64_PAGE_SHIFT), hidx = 0;
-	enum hash_result res = mark_busy(m, ctx, HASH_PMD_LEVEL, pmd_table, index, access, &old, &new);
+	enum hash_result res = mark_busy(m, ctx, HASH_PMD_LEVEL, pmd_table, index, access, &old, &new,
+					 why);
 	uint8_t *slot;
 
 	if (res != HASH_INSERTED)
@@ -494,7 +502,7 @@ static enum hash_result hash_page(struct ptemu_machine *m, const struct ptemu_wa
 		enum ptemu_entry_kind kind = hash_classify(level, e, &table);
 
 		if (kind == PTEMU_ENTRY_LEAF) {	/* classify left table the pmd's */
-			res = hash_page_thp(m, ctx, table, index, va, vpn, access);
+			res = hash_page_thp(m, ctx, table, index, va, vpn, access, why);
 			goto out;
 		}
 		if (kind != PTEMU_ENTRY_TABLE) {
@@ -503,7 +511,7 @@ static enum hash_result hash_page(struct ptemu_machine *m, const struct ptemu_wa
 			goto out;
 		}
 	}
-	res = hash_page_64k(m, ctx, table, ptemu_level_index(a, HASH_PTE_LEVEL, va), vpn, access);
+	res = hash_page_64k(m, ctx, table, ptemu_level_index(a, HASH_PTE_LEVEL, va), vpn, access, why);
 out:
 	rcu_read_unlock();
 	return res;

@@ -50,6 +50,8 @@ extern "C" {
 	X(hpt_misses)             /* ppc64-hash: hash_page ran (no HPTE, or a store to a read-only one) */ \
 	X(hpte_evictions)         /* ppc64-hash: hpte_remove made room in a full group */    \
 	X(hpte_invalidations)     /* ppc64-hash: a flush by slot found its HPTE and cleared it */ \
+	X(hash_page_busy)         /* ppc64-hash: hash_page found the PTE BUSY and let the access retry */ \
+	X(pte_update_busy_waits)  /* a pte_update waited for a hash_page holding the entry BUSY */ \
 	X(hw_walks)
 
 enum ptemu_stat {
