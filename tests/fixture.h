@@ -30,6 +30,37 @@ inline bool fragments_never_reused(const ptemu_arch *a)
 }
 
 // The models the core tests run against.
+// Installs the table in the pmd covering addr, then detaches it as retract does (pmd
+// lock, ptl, pmdp_collapse_flush): the state pte_free_defer expects.
+inline void attach_and_detach(mm_struct *mm, uint64_t table, uint64_t addr)
+{
+	pmd_t *pmdp = pmd_alloc_path(mm, addr);
+	ASSERT_NE(pmdp, nullptr);
+	uint64_t t = table;
+	pmd_install(mm, pmdp, &t);
+	ASSERT_EQ(t, 0u);
+	ASSERT_EQ(check_table_state(mm->machine, table), TABLE_ATTACHED);
+	pmd_t val = pmdp_get_lockless(pmdp);
+	ptemu_spinlock *pml = pmd_lock(mm, pmdp);
+	ptemu_spinlock *ptl = pte_lockptr(mm, &val);
+	spin_lock(ptl);
+	pmdp_collapse_flush(mm, addr, pmdp);
+	mm_inc_pgtables(mm, -(int64_t)mm->machine->arch->pte_table_bytes);
+	spin_unlock(ptl);
+	spin_unlock(pml);
+	ASSERT_EQ(check_table_state(mm->machine, table), TABLE_DETACHED);
+}
+
+// A TLB miss of a vCPU of mm at va: the model's hardware walk with its caches in memory
+// (sparc64's TSB, ppc64-hash's HPT), every table read through the checker.
+inline ptemu_walk_fault mmu_walk(mm_struct *mm, uint64_t va, ptemu_access acc, ptemu_walk_result *out)
+{
+	ptemu_walk_ctx ctx;
+	ptemu_checked_walk_ctx(mm->machine, &ctx);
+	ctx.mm = mm;
+	return mm->machine->arch->hw_walk(&ctx, mm->pgd_pa, va, acc, out);
+}
+
 // ppc64-hash flushes only what hash_page entered in the HPT (PTEs with H_PAGE_HASHPTE,
 // huge pmds with their slot arrays): a test that runs no vCPU hashes nothing, and the
 // model then issues no invalidation at all.

@@ -213,11 +213,8 @@ struct HashSpace : MmHolder {
 	// A TLB miss of a vCPU of this mm: the HPT search, then hash_page.
 	ptemu_walk_fault hw(uint64_t va, ptemu_access acc, ptemu_walk_result *out)
 	{
-		ptemu_walk_ctx ctx;
-		ptemu_checked_walk_ctx(m, &ctx);
-		ctx.mm = mm;
 		*out = ptemu_walk_result{};
-		ptemu_walk_fault f = A.hw_walk(&ctx, mm->pgd_pa, va, acc, out);
+		ptemu_walk_fault f = mmu_walk(mm, va, acc, out);
 		EXPECT_EQ(f, out->fault);
 		return f;
 	}

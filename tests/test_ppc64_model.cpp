@@ -791,26 +791,7 @@ class Ppc64Frag : public testing::Test {
 		return t;
 	}
 
-	// Installs the table in the pmd covering addr, then detaches it as retract does
-	// (pmd lock, ptl, pmdp_collapse_flush): the state pte_free_defer expects.
-	void attach_and_detach(uint64_t table, uint64_t addr)
-	{
-		pmd_t *pmdp = pmd_alloc_path(mm, addr);
-		ASSERT_NE(pmdp, nullptr);
-		uint64_t t = table;
-		pmd_install(mm, pmdp, &t);
-		ASSERT_EQ(t, 0u);
-		ASSERT_EQ(state(table), TABLE_ATTACHED);
-		pmd_t val = pmdp_get_lockless(pmdp);
-		ptemu_spinlock *pml = pmd_lock(mm, pmdp);
-		ptemu_spinlock *ptl = pte_lockptr(mm, &val);
-		spin_lock(ptl);
-		pmdp_collapse_flush(mm, addr, pmdp);
-		mm_inc_pgtables(mm, -(int64_t)A.pte_table_bytes);
-		spin_unlock(ptl);
-		spin_unlock(pml);
-		ASSERT_EQ(state(table), TABLE_DETACHED);
-	}
+	void attach_and_detach(uint64_t table, uint64_t addr) { ptemu_test::attach_and_detach(mm, table, addr); }
 
 	ptemu_machine *m = nullptr;
 	mm_struct *mm = nullptr;

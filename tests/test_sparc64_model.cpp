@@ -304,10 +304,7 @@ struct Space : MmHolder {
 	}
 	ptemu_walk_fault hw(uint64_t va, ptemu_access acc, ptemu_walk_result *out)
 	{
-		ptemu_walk_ctx ctx;
-		ptemu_checked_walk_ctx(m, &ctx);
-		ctx.mm = mm;
-		return A.hw_walk(&ctx, mm->pgd_pa, va, acc, out);
+		return mmu_walk(mm, va, acc, out);
 	}
 
 	std::vector<std::pair<uint64_t, uint64_t>> demaps;

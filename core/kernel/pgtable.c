@@ -725,6 +725,17 @@ void ptemu_tlb_demap(struct mm_struct *mm, uint64_t start, uint64_t end)
 	m->tlb.flush_range(m->tlb.ctx, mm, start, end, false);
 }
 
+void ptemu_tlb_demap_runs(struct mm_struct *mm, const uint64_t *vaddrs, unsigned n, uint64_t size)
+{
+	for (unsigned i = 0; i < n;) {
+		uint64_t start = vaddrs[i], end = start + size;
+
+		for (i++; i < n && vaddrs[i] == end; i++)
+			end += size;
+		ptemu_tlb_demap(mm, start, end);
+	}
+}
+
 void arch_enter_lazy_mmu_mode(struct mm_struct *mm)
 {
 	if (mm->machine->arch->arch_enter_lazy_mmu_mode)

@@ -628,13 +628,7 @@ static void hash_flush_batch(struct ppc64_tlb_batch *b)
 	for (unsigned i = 0; i < b->index; i++)
 		if (b->hidx[i])
 			hpte_invalidate(m, hpte_slot_pa(m, b->vpn[i], b->hidx[i] - 1), b->vpn[i]);
-	for (unsigned i = 0; i < b->index;) {
-		uint64_t start = b->vaddr[i], end = start + H_PAGE_SIZE;
-
-		for (i++; i < b->index && b->vaddr[i] == end; i++)
-			end += H_PAGE_SIZE;
-		ptemu_tlb_demap(b->mm, start, end);
-	}
+	ptemu_tlb_demap_runs(b->mm, b->vaddr, b->index, H_PAGE_SIZE);
 	b->index = 0;
 }
 

@@ -491,18 +491,11 @@ static void flush_tsb_user(struct tlb_batch *tb)
 static void flush_tlb_pending(void)
 {
 	struct tlb_batch *tb = &tlb_batch;
-	uint64_t size = 1ull << tb->hugepage_shift;
 
 	if (!tb->tlb_nr)
 		return;
 	flush_tsb_user(tb);
-	for (unsigned i = 0; i < tb->tlb_nr;) {
-		uint64_t start = tb->vaddrs[i], end = start + size;
-
-		for (i++; i < tb->tlb_nr && tb->vaddrs[i] == end; i++)
-			end += size;
-		ptemu_tlb_demap(tb->mm, start, end);
-	}
+	ptemu_tlb_demap_runs(tb->mm, tb->vaddrs, tb->tlb_nr, 1ull << tb->hugepage_shift);
 	tb->tlb_nr = 0;
 }
 

@@ -151,6 +151,9 @@ void flush_tlb_mm(struct mm_struct *mm);
 /* The model's own invalidation of [start, end) on every CPU of mm, TLB entries only (sparc64's
  * demap cross-call), whatever flush_tlb_range_is_noop says. */
 void ptemu_tlb_demap(struct mm_struct *mm, uint64_t start, uint64_t end);
+/* The same for a model's batch of pages of `size` bytes: one invalidation per run of
+ * adjacent pages, in batch order (the one cross-call covers exactly those pages). */
+void ptemu_tlb_demap_runs(struct mm_struct *mm, const uint64_t *vaddrs, unsigned n, uint64_t size);
 /* Around a run of PTE changes under one ptl (zap, mprotect): the model may batch the
  * invalidations they issue and flushes them on leaving (sparc64's tlb_batch). */
 void arch_enter_lazy_mmu_mode(struct mm_struct *mm);
