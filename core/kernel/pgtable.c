@@ -87,17 +87,23 @@ bool ptemu_entry_cmpxchg(const struct ptemu_machine *m, uint64_t entry_pa, uint6
 
 /* Every change of an entry: a plain exchange, or on a hash MMU pte_update's (and
  * pmd_hugepage_update's) loop, which waits while hash_page holds the entry busy and then
- * swaps it in one compare-and-swap, so that hash_page's final store cannot undo it. */
+ * swaps it in one compare-and-swap, so that hash_page's final store cannot undo it. A
+ * change that leaves the entry mapped (access flags, write protection) is pte_update
+ * with clr and set bits: the hash bookkeeping stays, so that no hash_page can enter a
+ * second HPTE, and overwrite the slot, before the flush of the first reads it. */
 static uint64_t update_sized(struct ptemu_machine *m, uint64_t pa, uint64_t val, unsigned bytes)
 {
-	uint64_t busy = m->arch->pte_busy_bit;
+	const struct ptemu_arch *a = m->arch;
+	uint64_t busy = a->pte_busy_bit, keep = a->pte_hash_flags & ~busy;
 
 	if (!busy || bytes != 8)
 		return xchg_sized(m, pa, val, bytes);
 	for (bool waited = false;; waited = true) {
-		uint64_t old = load_sized(m, pa, 8);
+		uint64_t old = load_sized(m, pa, 8), new = val;
 
-		if (!(old & busy) && ptemu_entry_cmpxchg(m, pa, old, val))
+		if ((val & ~a->pte_hash_flags) && a->pte_present(old))
+			new = (val & ~a->pte_hash_flags) | (old & keep);
+		if (!(old & busy) && ptemu_entry_cmpxchg(m, pa, old, new))
 			return old;
 		if (!waited && (old & busy))
 			ptemu_stat_add(&m->stats, PTEMU_STAT_pte_update_busy_waits, 1);

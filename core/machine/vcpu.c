@@ -394,7 +394,9 @@ static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 			check_walk_leave(m, v->walk_table);
 		if (f != PTEMU_WALK_RETRY)
 			break;
-		/* The access again, once whoever holds the entry has gone on. */
+		/* The access again, once whoever holds the entry has gone on; between the two
+		 * the CPU takes the invalidations posted to it, as a return to the guest does. */
+		ptemu_tlb_apply_requests(&v->tlb);
 		if (v->deterministic)
 			ptemu_sched_spin_wait();
 		else

@@ -39,6 +39,7 @@
 #include <elf.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <capstone/capstone.h>
 #include <unicorn/unicorn.h>
@@ -674,8 +675,9 @@ static void hash_pte_update_flush(struct mm_struct *mm, uint64_t addr, uint64_t 
 }
 
 /* hpte_do_hugepage_flush from pmd_hugepage_update: every valid slot of the deposited slot
- * array invalidated, then tlbie for the whole 16 MiB (flush_hash_hugepage). The array is
- * cleared, as hash__pmdp_huge_get_and_clear and the withdraw clear it. */
+ * array invalidated, then tlbie for the whole 16 MiB (flush_hash_hugepage). A clear
+ * (hash__pmdp_huge_get_and_clear) also zeroes the array; a change that keeps the pmd
+ * mapped keeps it, and a hash_page of it finds those slots gone and enters new ones. */
 static void hash_pmd_update_flush(struct mm_struct *mm, uint64_t addr, uint64_t pmd_pa,
 				  uint64_t old, uint64_t new)
 {
@@ -683,7 +685,6 @@ static void hash_pmd_update_flush(struct mm_struct *mm, uint64_t addr, uint64_t 
 	uint64_t slots, haddr = addr & ~(H_PMD_SIZE - 1);
 	uint8_t *slot;
 
-	(void)new;
 	if (hash_classify(HASH_PMD_LEVEL, old, NULL) != PTEMU_ENTRY_LEAF || !(old & H_PAGE_HASHPTE))
 		return;
 	slots = ptemu_pgtable_deposited(m, pmd_pa);
@@ -694,8 +695,9 @@ static void hash_pmd_update_flush(struct mm_struct *mm, uint64_t addr, uint64_t 
 
 			if (slot[i] & 1)
 				hpte_invalidate(m, hpte_slot_pa(m, vpn, slot[i] >> 1), vpn);
-			slot[i] = 0;
 		}
+		if (!(new & ~H_PAGE_HPTEFLAGS))
+			memset(slot, 0, H_PMD_SIZE / H_PAGE_SIZE);
 	}
 	ptemu_tlb_demap(mm, haddr, haddr + H_PMD_SIZE);
 }
