@@ -620,14 +620,22 @@ TEST(PpcHashFlush, ClearInvalidatesTheHpteBySlotAndFlushesThePage)
 	EXPECT_TRUE(s.take_flushes().empty()) << "nothing hashed, nothing to flush";
 	EXPECT_EQ(s.stat(PTEMU_STAT_hpte_invalidations), inv + 1);
 
-	// set_pte_at over a hashed PTE is a pte_update too (a write-protect).
+	// set_pte_at over a hashed PTE is a pte_update too (a write-protect): with clr and
+	// set bits, so HASHPTE and the slot word stay; the HPTE is flushed all the same, and
+	// the next hash_page finds the slot stale and enters a fresh one.
 	s.set_pte(va, mk(pfn, R | W | Y));
 	ASSERT_EQ(s.hw(va, PTEMU_ACCESS_READ, &out), PTEMU_WALK_OK);
+	const uint64_t slot_word = s.hidx(va);
 	s.take_flushes();
 	s.set_pte(va, mk(pfn, R | Y));
 	EXPECT_TRUE(s.hptes_mapping(pfn << 16).empty());
 	EXPECT_EQ(s.take_flushes(), want);
 	EXPECT_EQ(s.stat(PTEMU_STAT_hpte_invalidations), inv + 2);
+	EXPECT_EQ(s.pte(va) & (K_HASHPTE | K_BUSY), K_HASHPTE) << "pte_update keeps the hash bits";
+	EXPECT_EQ(s.hidx(va), slot_word);
+	EXPECT_EQ(s.pte(va) & ~K_HASHPTE, mk(pfn, R | Y));
+	ASSERT_EQ(s.hw(va, PTEMU_ACCESS_READ, &out), PTEMU_WALK_OK);
+	EXPECT_EQ(s.hptes_mapping(pfn << 16).size(), 1u);
 	s.clear_pte(va);
 	EXPECT_EQ(s.violations(), 0u) << s.describe();
 }

@@ -39,7 +39,6 @@ struct sthread {
 	 * anyone else can run, or two spinners waiting for a third would only ever hand the
 	 * baton to each other. */
 	bool spinning;
-	uint64_t ran_at;	/* the step it last took the baton */
 	/* Preempted at a window point: below everyone until it next runs, then back. Among
 	 * the sunk, the one preempted first runs first: a thread preempted inside another's
 	 * window stays there while the first goes on through it. */
@@ -178,7 +177,6 @@ static void handoff_locked(struct ptemu_sched *s, int me, int next)
 {
 	if (next != me) {
 		s->current = next;
-		s->th[next].ran_at = s->steps;
 		fold_locked(s, PTEMU_EV_SWITCH, ((uint64_t)(me & 0xffff) << 16) | (uint64_t)next, s->steps);
 		pthread_cond_signal(&s->th[next].cv);
 	}
@@ -247,13 +245,6 @@ static int pick_locked(struct ptemu_sched *s, int me, bool force_switch, uint64_
 						     c->sunk && b->sunk && c->sunk_seq < b->sunk_seq)
 				best = candidates[k];
 		}
-		/* Everyone who can run is spinning: the one that waited longest goes, or the
-		 * two of highest priority would hand the baton to each other for ever while a
-		 * third spinner, the one whose progress they wait for, starves. */
-		if (s->th[best].spinning)
-			for (int k = 0; k < nc; k++)
-				if (s->th[candidates[k]].ran_at < s->th[best].ran_at)
-					best = candidates[k];
 		return best;
 	}
 	if (!force_switch && me >= 0 && runnable(s, me) && next_rand(&s->rng) % odds)
@@ -528,7 +519,6 @@ void ptemu_sched_detach(struct ptemu_thread *t)
 	next = pick_locked(s, me, true, SCHED_SWITCH_ODDS);
 	if (next >= 0) {
 		s->current = next;
-		s->th[next].ran_at = s->steps;
 		fold_locked(s, PTEMU_EV_SWITCH, ((uint64_t)(me & 0xffff) << 16) | (uint64_t)next, s->steps);
 		pthread_cond_signal(&s->th[next].cv);
 	} else {

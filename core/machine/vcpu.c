@@ -395,10 +395,12 @@ static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 		if (f != PTEMU_WALK_RETRY)
 			break;
 		/* The access again, once whoever holds the entry has gone on; between the two
-		 * the CPU takes the invalidations posted to it, as a return to the guest does. */
+		 * the CPU takes the invalidations posted to it, as a return to the guest does.
+		 * A yield, not a spin-wait: PCT passes over spinners while others can run, and
+		 * initiators spinning for this CPU's acknowledgement would starve it. */
 		ptemu_tlb_apply_requests(&v->tlb);
 		if (v->deterministic)
-			ptemu_sched_spin_wait();
+			ptemu_sched_yield();
 		else
 			sched_yield();
 		if (__atomic_load_n(&v->terminate, __ATOMIC_ACQUIRE))
