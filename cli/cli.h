@@ -74,8 +74,8 @@ struct cli_command {
 };
 
 extern const struct cli_command cmd_run, cmd_stress, cmd_bench_overhead, cmd_bench_latency,
-	cmd_replay, cmd_minimize, cmd_trace_dump, cmd_trace_stats, cmd_trace_export, cmd_campaign,
-	cmd_campaign_merge, cmd_list;
+	cmd_bench_determinism, cmd_replay, cmd_minimize, cmd_trace_dump, cmd_trace_stats,
+	cmd_trace_export, cmd_campaign, cmd_campaign_merge, cmd_list;
 
 #define CLI_HELP (-1)	/* cli_parse printed the command's help */
 

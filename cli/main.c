@@ -5,9 +5,9 @@
 #include "cli.h"
 
 static const struct cli_command *const commands[] = {
-	&cmd_run, &cmd_stress, &cmd_bench_overhead, &cmd_bench_latency, &cmd_replay, &cmd_minimize,
-	&cmd_trace_dump, &cmd_trace_stats, &cmd_trace_export, &cmd_campaign, &cmd_campaign_merge,
-	&cmd_list, NULL,
+	&cmd_run, &cmd_stress, &cmd_bench_overhead, &cmd_bench_latency, &cmd_bench_determinism,
+	&cmd_replay, &cmd_minimize, &cmd_trace_dump, &cmd_trace_stats, &cmd_trace_export,
+	&cmd_campaign, &cmd_campaign_merge, &cmd_list, NULL,
 };
 
 static void print_help(FILE *f)

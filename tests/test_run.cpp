@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <regex>
+#include <vector>
 #include <string>
 #include <tuple>
 
@@ -418,6 +420,36 @@ TEST(Cli, JsonThatCannotBeWrittenExitsThreeNamingTheFile)
 	EXPECT_EQ(run_cli("stress --arch s390 --seconds 0.1 --json - >/dev/full", &out), 3) << out;
 }
 
+// bench determinism: both runs clean, each rate the instructions over the CPU time it
+// reports, and the cost their ratio.
+TEST(Cli, BenchDeterminismReportsBothRatesAndTheirRatio)
+{
+	std::string out;
+	ASSERT_EQ(run_cli("bench determinism --arch s390 --seconds 0.3 --steps 3000 --procs 1 --vcpus 1 "
+			  "--khugepaged off --json -",
+			  &out),
+		  0) << out;
+	std::vector<double> rate, instr, cpu;
+	std::smatch mt;
+	std::string rest = out;
+	std::regex run("\\{\"instructions\":([0-9]+),\"cpu_seconds\":([0-9.]+),\"elapsed\":[0-9.]+,"
+		       "(\"steps\":[0-9]+,)?\"instructions_per_cpu_second\":([0-9]+)\\}");
+	while (std::regex_search(rest, mt, run)) {
+		instr.push_back(std::stod(mt[1]));
+		cpu.push_back(std::stod(mt[2]));
+		rate.push_back(std::stod(mt[4]));
+		rest = mt.suffix();
+	}
+	ASSERT_EQ(rate.size(), 2u) << out;
+	for (int i = 0; i < 2; i++) {
+		EXPECT_GT(instr[i], 0) << out;
+		EXPECT_NEAR(rate[i], instr[i] / cpu[i], rate[i] * 0.01 + 1) << out;
+	}
+	ASSERT_TRUE(std::regex_search(out, mt, std::regex("\"cost_ratio\":([0-9.]+)"))) << out;
+	EXPECT_NEAR(std::stod(mt[1]), rate[0] / rate[1], 0.01 * rate[0] / rate[1] + 0.001) << out;
+	EXPECT_NE(out.find("(target <= 5)"), std::string::npos) << out;
+}
+
 // A guest that runs the machine out of memory is told which option gives it more.
 TEST(Cli, MemoryExhaustionNamesTheMemoryOption)
 {
@@ -433,8 +465,9 @@ TEST(Cli, EveryCommandHasItsHelpAndPtemuHelpListsThemAll)
 {
 	std::string all, out;
 	ASSERT_EQ(run_cli("help", &all), 0);
-	for (const char *cmd : {"run", "stress", "bench overhead", "bench latency", "replay", "minimize",
-				"trace dump", "trace stats", "trace export", "campaign", "campaign merge", "list"}) {
+	for (const char *cmd : {"run", "stress", "bench overhead", "bench latency", "bench determinism", "replay",
+				"minimize", "trace dump", "trace stats", "trace export", "campaign", "campaign merge",
+				"list"}) {
 		EXPECT_EQ(run_cli(std::string(cmd) + " --help", &out), 0) << cmd;
 		EXPECT_EQ(out.rfind(std::string("usage: ptemu ") + cmd + " ", 0), 0u) << cmd << ": " << out;
 		EXPECT_NE(all.find(std::string("  ptemu ") + cmd + " "), std::string::npos) << cmd;

@@ -1,0 +1,138 @@
+/* ptemu bench determinism: what the deterministic scheduler costs. The same workload, seed
+ * and configuration free-running and deterministic; guest instructions per host
+ * CPU-second (user + system time of the whole process, so that the number of cores does
+ * not matter) of each, and their ratio. A measurement, not a check. */
+#include <inttypes.h>
+#include <sys/resource.h>
+
+#include <ptemu/check.h>
+
+#include "cli.h"
+
+static int determinism_main(int argc, char **argv);
+
+static const struct cli_use determinism_options[] = {
+	{ OPT_ARCH, "default: all with a guest ISA", false },
+	{ OPT_WORKLOAD, NULL, false },
+	{ OPT_SECONDS, "here the free-running run's; default 3", false },
+	{ OPT_STEPS, "here the deterministic run's length, the other run being free; default 200000", false },
+	{ OPT_SEED, NULL, false },
+	{ OPT_PROCS, NULL, false },
+	{ OPT_VCPUS, NULL, false },
+	{ OPT_KHUGEPAGED, NULL, false },
+	{ OPT_MEMORY, NULL, false },
+	{ OPT_JSON, NULL, false },
+	{ 0 },
+};
+
+static const struct cli_opts determinism_defaults = {
+	.arch_list = "all", .workload = "shmem-stress", .seconds = 3, .steps = 200000, .seed = 1,
+	.procs = 2, .vcpus = 2, .khugepaged = true, .memory = 256, .sched = PTEMU_SCHED_PCT,
+	.pct_depth = 3,
+};
+
+const struct cli_command cmd_bench_determinism = {
+	"bench determinism", "[options]",
+	"one workload free-running and deterministic (PCT): guest instructions per host "
+	"CPU-second of each, and the cost of determinism as their ratio (target <= 5)",
+	determinism_options, &determinism_defaults, true, NULL, determinism_main,
+};
+
+static double cpu_seconds(void)
+{
+	struct rusage u;
+
+	getrusage(RUSAGE_SELF, &u);
+	return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec / 1e6 + (double)u.ru_stime.tv_sec +
+	       (double)u.ru_stime.tv_usec / 1e6;
+}
+
+struct determinism_row {
+	uint64_t instructions, steps;
+	double cpu, elapsed, per_cpu_second;
+};
+
+/* One run; 0, or the exit status with the reason on stderr (a run that is not clean
+ * measures nothing). */
+static int measure(const struct ptemu_arch *a, const struct cli_opts *o, bool deterministic,
+		   struct determinism_row *row)
+{
+	char path[4096];
+	struct ptemu_run_config cfg = {
+		.arch = a, .workload = o->workload, .procs = (unsigned)o->procs, .vcpus = (unsigned)o->vcpus,
+		.seconds = o->seconds, .seed = o->seed, .phys_bytes = o->memory << 20,
+		.khugepaged = o->khugepaged, .deterministic = deterministic,
+		.sched = { .seed = o->seed, .strategy = o->sched, .pct_depth = (unsigned)o->pct_depth,
+			   .max_steps = o->steps },
+	};
+	struct ptemu_run_result r;
+	struct ptemu_machine *m;
+	double before;
+	enum ptemu_run_error e;
+
+	workload_image_path(a, o->workload, path, sizeof(path));
+	cfg.image_path = path;
+	if (deterministic)
+		fprintf(stderr, "ptemu: %s: %s, %" PRIu64 " steps (deterministic)...\n", a->name, o->workload,
+			o->steps);
+	else
+		fprintf(stderr, "ptemu: %s: %s, %.1f s (free-running)...\n", a->name, o->workload, o->seconds);
+	before = cpu_seconds();
+	e = ptemu_run(&cfg, &m, &r);
+	row->cpu = cpu_seconds() - before;
+	if (e != PTEMU_RUN_OK || check_violation_count(m)) {
+		fprintf(stderr, "ptemu: %s: %s\n", a->name,
+			e != PTEMU_RUN_OK ? r.message : "violations: the measurement is void");
+		if (m && !r.hung)
+			ptemu_machine_destroy(m);
+		return e != PTEMU_RUN_OK ? EXIT_INTERNAL : EXIT_VIOLATIONS;
+	}
+	ptemu_machine_destroy(m);
+	row->instructions = r.instructions;
+	row->steps = r.steps;
+	row->elapsed = r.elapsed;
+	row->per_cpu_second = row->cpu > 0 ? (double)r.instructions / row->cpu : 0;
+	return 0;
+}
+
+static int determinism_main(int argc, char **argv)
+{
+	struct cli_opts o = determinism_defaults;
+	struct out_file json = { 0 };
+	FILE *summary = stdout;
+	int rc = cli_parse(&cmd_bench_determinism, argc, argv, &o, 0, 0);
+
+	if (rc)
+		return rc == CLI_HELP ? EXIT_CLEAN : rc;
+	if ((rc = json_list_begin(&json, o.json, "determinism", &summary)))
+		return rc;
+	for (unsigned i = 0; i < o.narches; i++) {
+		const struct ptemu_arch *a = o.arches[i];
+		struct determinism_row free_run, det;
+		double cost;
+
+		if ((rc = measure(a, &o, false, &free_run)) || (rc = measure(a, &o, true, &det))) {
+			out_discard(&json);
+			return rc;
+		}
+		cost = det.per_cpu_second > 0 ? free_run.per_cpu_second / det.per_cpu_second : 0;
+		fprintf(summary,
+			"%-11s free-running %.0f instr/cpu-s (%" PRIu64 " in %.2f cpu-s) | deterministic "
+			"%.0f instr/cpu-s (%" PRIu64 " in %.2f cpu-s, %" PRIu64 " steps) | cost %.2f "
+			"(target <= 5)\n",
+			a->name, free_run.per_cpu_second, free_run.instructions, free_run.cpu,
+			det.per_cpu_second, det.instructions, det.cpu, det.steps, cost);
+		fflush(summary);
+		if (json.path)
+			fprintf(json.f, "%s{\"arch\":\"%s\",\"workload\":\"%s\",\"seed\":%" PRIu64
+				",\"free_running\":{\"instructions\":%" PRIu64 ",\"cpu_seconds\":%.3f,"
+				"\"elapsed\":%.3f,\"instructions_per_cpu_second\":%.0f},"
+				"\"deterministic\":{\"instructions\":%" PRIu64 ",\"cpu_seconds\":%.3f,"
+				"\"elapsed\":%.3f,\"steps\":%" PRIu64 ",\"instructions_per_cpu_second\":%.0f},"
+				"\"cost_ratio\":%.3f}",
+				i ? "," : "", a->name, o.workload, o.seed, free_run.instructions, free_run.cpu,
+				free_run.elapsed, free_run.per_cpu_second, det.instructions, det.cpu, det.elapsed,
+				det.steps, det.per_cpu_second, cost);
+	}
+	return json_list_end(&json, EXIT_CLEAN);
+}
