@@ -14,7 +14,7 @@
  * store to a read-only HPTE, runs hash_page with interrupts off (an RCU reader): the
  * lockless walk of the Linux tables, then the handshake on the PTE (one compare-and-swap
  * sets H_PAGE_BUSY with ACCESSED, and DIRTY for a store, if the PTE is present and allows
- * the access), the HPTE insert (primary group, secondary, else evict a random entry and
+ * the access), the HPTE insert (primary group, secondary, else evict a pseudo-random entry and
  * try again), the slot recorded, BUSY cleared by the final store of the PTE.
  *
  * Invalidation is driven by the PTE changes themselves: every pte_update of a PTE with
