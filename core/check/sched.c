@@ -27,6 +27,8 @@
 #define SCHED_WINDOW_SWITCH_ODDS 2
 #define SCHED_WINDOW_ODDS_PCT 64
 #define SCHED_LONG_WINDOW_ODDS_PCT 2
+/* Rounds of a pause a thread that passed the baton on watches for its return. */
+#define SCHED_HANDOFF_SPINS 256
 
 struct sthread {
 	struct ptemu_thread *t;
@@ -172,13 +174,29 @@ bool ptemu_sched_deadlocked(const struct ptemu_machine *m)
 	return m->sched && __atomic_load_n(&m->sched->deadlocked, __ATOMIC_ACQUIRE);
 }
 
-/* Hands the baton to `next` and waits until it comes back to `me` (mu held). */
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+/* Hands the baton to `next` and waits until it comes back to `me` (mu held). The wait
+ * watches s->current for a while before it sleeps: a baton often comes back within
+ * microseconds, and a futex wait and wake cost more than that. A thread that is spinning
+ * is not in its condition wait, so the signal to it costs nothing. */
 static void handoff_locked(struct ptemu_sched *s, int me, int next)
 {
 	if (next != me) {
-		s->current = next;
+		__atomic_store_n(&s->current, next, __ATOMIC_RELEASE);
 		fold_locked(s, PTEMU_EV_SWITCH, ((uint64_t)(me & 0xffff) << 16) | (uint64_t)next, s->steps);
 		pthread_cond_signal(&s->th[next].cv);
+		pthread_mutex_unlock(&s->mu);
+		for (unsigned i = 0; i < SCHED_HANDOFF_SPINS && __atomic_load_n(&s->current, __ATOMIC_ACQUIRE) != me; i++)
+			cpu_relax();
+		pthread_mutex_lock(&s->mu);
 	}
 	while (s->current != me)
 		pthread_cond_wait(&s->th[me].cv, &s->mu);
@@ -321,7 +339,7 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spin
 	}
 	if (next < 0 && only_rcu_thread_left(s)) {
 		/* Idle: the RCU thread waits for work; the next thread to come takes the baton. */
-		s->current = -1;
+		__atomic_store_n(&s->current, -1, __ATOMIC_RELEASE);
 		while (s->current != me)
 			pthread_cond_wait(&s->th[me].cv, &s->mu);
 		pthread_mutex_unlock(&s->mu);
@@ -491,7 +509,7 @@ static void attach(struct ptemu_thread *t, bool wait_for_baton)
 	pthread_cond_broadcast(&s->registered);
 	/* After the start, a newcomer to an idle scheduler takes the baton. */
 	if (s->started && s->current < 0)
-		s->current = id;
+		__atomic_store_n(&s->current, id, __ATOMIC_RELEASE);
 	while (wait_for_baton && s->current != id)
 		pthread_cond_wait(&s->th[id].cv, &s->mu);
 	pthread_mutex_unlock(&s->mu);
@@ -518,11 +536,11 @@ void ptemu_sched_detach(struct ptemu_thread *t)
 		s->final_steps = s->steps;
 	next = pick_locked(s, me, true, SCHED_SWITCH_ODDS);
 	if (next >= 0) {
-		s->current = next;
+		__atomic_store_n(&s->current, next, __ATOMIC_RELEASE);
 		fold_locked(s, PTEMU_EV_SWITCH, ((uint64_t)(me & 0xffff) << 16) | (uint64_t)next, s->steps);
 		pthread_cond_signal(&s->th[next].cv);
 	} else {
-		s->current = -1;
+		__atomic_store_n(&s->current, -1, __ATOMIC_RELEASE);
 	}
 	pthread_mutex_unlock(&s->mu);
 }
@@ -537,7 +555,7 @@ void ptemu_sched_start(struct ptemu_machine *m)
 	pthread_mutex_lock(&s->mu);
 	s->started = true;
 	first = pick_locked(s, -1, false, SCHED_SWITCH_ODDS);
-	s->current = first;
+	__atomic_store_n(&s->current, first, __ATOMIC_RELEASE);
 	if (first >= 0) {
 		fold_locked(s, PTEMU_EV_SWITCH, (0xffffull << 16) | (uint64_t)first, s->steps);
 		pthread_cond_signal(&s->th[first].cv);
@@ -710,7 +728,7 @@ int ptemu_sched_create(struct ptemu_machine *m, const struct ptemu_sched_config 
 	if (s->cfg.pct_depth > SCHED_MAX_CHANGE_POINTS)
 		s->cfg.pct_depth = SCHED_MAX_CHANGE_POINTS;
 	s->rng = cfg->seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
-	s->current = -1;
+	__atomic_store_n(&s->current, -1, __ATOMIC_RELEASE);
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->registered, NULL);
 	/* PCT: d - 1 change points, uniform over the horizon. */
@@ -740,7 +758,7 @@ void ptemu_sched_destroy(struct ptemu_machine *m, uint64_t *digest, uint64_t *st
 	s->th[0].blocked_on = NULL;
 	/* Nobody else is left: the RCU thread gets the baton to finish. */
 	if (s->current < 0 || !s->th[s->current].live) {
-		s->current = 0;
+		__atomic_store_n(&s->current, 0, __ATOMIC_RELEASE);
 		pthread_cond_signal(&s->th[0].cv);
 	}
 	pthread_mutex_unlock(&s->mu);
