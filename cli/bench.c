@@ -1,5 +1,6 @@
 /* ptemu bench overhead and bench latency: measurements, not checks. */
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <ptemu/bench.h>
@@ -36,18 +37,20 @@ static const struct cli_use latency_options[] = {
 	{ OPT_PROCS, NULL, false },
 	{ OPT_VCPUS, NULL, false },
 	{ OPT_MEMORY, NULL, false },
+	{ OPT_REPEAT, "each protocol's; default 5", false },
 	{ OPT_JSON, NULL, false },
 	{ 0 },
 };
 
 static const struct cli_opts latency_defaults = {
-	.arch_list = "all", .seconds = 5, .seed = 1, .procs = 2, .vcpus = 2, .memory = 256,
+	.arch_list = "all", .seconds = 5, .seed = 1, .procs = 2, .vcpus = 2, .memory = 256, .repeat = 5,
 };
 
 const struct cli_command cmd_bench_latency = {
 	"bench latency", "[options]",
 	"shmem-stress with khugepaged and MADV_COLLAPSE, free-running, under the lockless and the "
-	"legacy protocol: fault latency p50/p99/max, retraction success rate, and their ratios",
+	"legacy protocol, each run --repeat times interleaved: medians of fault latency "
+	"p50/p99/max and retraction success, their spread, and whether the difference is larger",
 	latency_options, &latency_defaults, true, NULL, latency_main,
 };
 
@@ -92,13 +95,48 @@ static int latency_run(const struct ptemu_arch *a, const struct cli_opts *o, enu
 	return EXIT_CLEAN;
 }
 
-static double ratio(uint64_t a, uint64_t b)
+/* Median, lowest and highest of n values (n <= MAX_REPEAT). */
+struct spread {
+	double median, lo, hi;
+};
+
+#define MAX_REPEAT 1000
+
+static int cmp_double(const void *a, const void *b)
 {
-	return (double)a / (double)(b ? b : 1);
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
 }
 
+static struct spread spread_of(const double *v, unsigned n)
+{
+	double sorted[MAX_REPEAT];
+
+	memcpy(sorted, v, n * sizeof(*v));
+	qsort(sorted, n, sizeof(*sorted), cmp_double);
+	return (struct spread){
+		.median = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2,
+		.lo = sorted[0],
+		.hi = sorted[n - 1],
+	};
+}
+
+/* The lockless/legacy difference is larger than the spread when the two ranges of the
+ * repeats do not overlap. */
+static bool beyond_spread(struct spread a, struct spread b)
+{
+	return a.hi < b.lo || b.hi < a.lo;
+}
+
+enum { M_P50, M_P99, M_MAX, M_RATE, M_COUNT };
+static const char *const metric_names[M_COUNT] = { "p50_ns", "p99_ns", "max_ns", "retraction_success" };
+/* In the summary line the rate is in percent, the latencies in ns. */
+
 /* The same seed and collapse load (khugepaged and the guests' MADV_COLLAPSE) under the
- * lockless and the legacy protocol. */
+ * lockless and the legacy protocol, each run --repeat times, the two interleaved so that
+ * a drift of the machine falls on both: medians, their spread, and whether the
+ * difference is larger than the spread. */
 static int latency_main(int argc, char **argv)
 {
 	struct cli_opts o = latency_defaults;
@@ -110,44 +148,68 @@ static int latency_main(int argc, char **argv)
 		return rc == CLI_HELP ? EXIT_CLEAN : rc;
 	if ((rc = json_list_begin(&json, o.json, "latency", &summary)))
 		return rc;
-	fprintf(summary, "%-9s %-9s %9s %9s %9s %10s %9s %9s %9s %8s\n", "arch", "protocol", "faults",
+	fprintf(summary, "%-11s %-9s %9s %9s %9s %10s %9s %9s %9s %8s\n", "arch", "protocol", "faults",
 		"p50 ns", "p99 ns", "max ns", "collapses", "retracts", "skipped", "success");
 	for (unsigned i = 0; i < o.narches; i++) {
 		const struct ptemu_arch *a = o.arches[i];
-		struct latency_row rows[2];
+		unsigned k = (unsigned)o.repeat;
+		static double v[2][M_COUNT][MAX_REPEAT];
+		struct spread sp[2][M_COUNT];
 
-		for (int p = 0; p < 2; p++) {
-			enum ptemu_protocol proto = p ? PTEMU_PROTOCOL_LEGACY : PTEMU_PROTOCOL_LOCKLESS;
+		for (unsigned r = 0; r < k; r++)
+			for (int p = 0; p < 2; p++) {
+				enum ptemu_protocol proto = p ? PTEMU_PROTOCOL_LEGACY : PTEMU_PROTOCOL_LOCKLESS;
+				struct latency_row row;
 
-			if ((rc = latency_run(a, &o, proto, &rows[p]))) {
-				out_discard(&json);
-				return rc;
+				if ((rc = latency_run(a, &o, proto, &row))) {
+					out_discard(&json);
+					return rc;
+				}
+				fprintf(summary, "%-11s %-9s %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %10" PRIu64
+					" %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %7.1f%%\n", a->name,
+					ptemu_protocol_name(proto), row.r.faults_timed, row.r.fault_p50_ns,
+					row.r.fault_p99_ns, row.r.fault_max_ns, row.collapses, row.retracts,
+					row.skips, 100 * row.rate);
+				v[p][M_P50][r] = (double)row.r.fault_p50_ns;
+				v[p][M_P99][r] = (double)row.r.fault_p99_ns;
+				v[p][M_MAX][r] = (double)row.r.fault_max_ns;
+				v[p][M_RATE][r] = row.rate;
 			}
-			fprintf(summary, "%-9s %-9s %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %10" PRIu64 " %9" PRIu64
-				" %9" PRIu64 " %9" PRIu64 " %7.1f%%\n", a->name, ptemu_protocol_name(proto),
-				rows[p].r.faults_timed, rows[p].r.fault_p50_ns, rows[p].r.fault_p99_ns,
-				rows[p].r.fault_max_ns, rows[p].collapses, rows[p].retracts, rows[p].skips,
-				100 * rows[p].rate);
-		}
-		double r50 = ratio(rows[0].r.fault_p50_ns, rows[1].r.fault_p50_ns);
-		double r99 = ratio(rows[0].r.fault_p99_ns, rows[1].r.fault_p99_ns);
-		double rmax = ratio(rows[0].r.fault_max_ns, rows[1].r.fault_max_ns);
+		for (int p = 0; p < 2; p++)
+			for (int mtr = 0; mtr < M_COUNT; mtr++)
+				sp[p][mtr] = spread_of(v[p][mtr], k);
+		fprintf(summary, "%-11s medians of %u runs, lockless / legacy [lowest..highest]:", a->name, k);
+		for (int mtr = 0; mtr < M_COUNT; mtr++) {
+			double scale = mtr == M_RATE ? 100 : 1;	/* the rate in percent */
 
-		fprintf(summary, "%-9s lockless/legacy: p50 %.2f, p99 %.2f, max %.2f, retraction success "
-			"%.1f%% vs %.1f%%\n", a->name, r50, r99, rmax, 100 * rows[0].rate, 100 * rows[1].rate);
+			fprintf(summary, " %s %.*f [%.*f..%.*f] / %.*f [%.*f..%.*f] (%s)%s", metric_names[mtr],
+				mtr == M_RATE, scale * sp[0][mtr].median, mtr == M_RATE, scale * sp[0][mtr].lo,
+				mtr == M_RATE, scale * sp[0][mtr].hi, mtr == M_RATE, scale * sp[1][mtr].median,
+				mtr == M_RATE, scale * sp[1][mtr].lo, mtr == M_RATE, scale * sp[1][mtr].hi,
+				beyond_spread(sp[0][mtr], sp[1][mtr]) ? "differs" : "within spread",
+				mtr + 1 < M_COUNT ? "," : "\n");
+		}
 		fflush(summary);
 		if (json.path) {
-			fprintf(json.f, "%s{\"arch\":\"%s\",\"seconds\":%.1f,\"seed\":%" PRIu64, i ? "," : "",
-				a->name, o.seconds, o.seed);
-			for (int p = 0; p < 2; p++)
-				fprintf(json.f, ",\"%s\":{\"faults\":%" PRIu64 ",\"p50_ns\":%" PRIu64
-					",\"p99_ns\":%" PRIu64 ",\"max_ns\":%" PRIu64 ",\"collapses\":%" PRIu64
-					",\"collapse_attempts\":%" PRIu64 ",\"retracts\":%" PRIu64
-					",\"retract_skips\":%" PRIu64 ",\"retraction_success\":%.4f}",
-					p ? "legacy" : "lockless", rows[p].r.faults_timed, rows[p].r.fault_p50_ns,
-					rows[p].r.fault_p99_ns, rows[p].r.fault_max_ns, rows[p].collapses,
-					rows[p].attempts, rows[p].retracts, rows[p].skips, rows[p].rate);
-			fprintf(json.f, ",\"ratio_p50\":%.3f,\"ratio_p99\":%.3f,\"ratio_max\":%.3f}", r50, r99, rmax);
+			fprintf(json.f, "%s{\"arch\":\"%s\",\"seconds\":%.1f,\"seed\":%" PRIu64 ",\"repeat\":%u",
+				i ? "," : "", a->name, o.seconds, o.seed, k);
+			for (int p = 0; p < 2; p++) {
+				fprintf(json.f, ",\"%s\":{", p ? "legacy" : "lockless");
+				for (int mtr = 0; mtr < M_COUNT; mtr++) {
+					fprintf(json.f, "%s\"%s\":{\"median\":%.4f,\"min\":%.4f,\"max\":%.4f,\"runs\":[",
+						mtr ? "," : "", metric_names[mtr], sp[p][mtr].median, sp[p][mtr].lo,
+						sp[p][mtr].hi);
+					for (unsigned r = 0; r < k; r++)
+						fprintf(json.f, "%s%.4f", r ? "," : "", v[p][mtr][r]);
+					fprintf(json.f, "]}");
+				}
+				fprintf(json.f, "}");
+			}
+			for (int mtr = 0; mtr < M_COUNT; mtr++)
+				fprintf(json.f, ",\"%s_ratio\":%.3f,\"%s_differs\":%s", metric_names[mtr],
+					sp[0][mtr].median / (sp[1][mtr].median ? sp[1][mtr].median : 1),
+					metric_names[mtr], beyond_spread(sp[0][mtr], sp[1][mtr]) ? "true" : "false");
+			fprintf(json.f, "}");
 		}
 	}
 	return json_list_end(&json, EXIT_CLEAN);

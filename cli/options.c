@@ -98,6 +98,7 @@ static const struct cli_option options[] = {
 	  "only the seeds whose index k (from 0) has k % N == I-1; the N shards together run the "
 	  "campaign once" },
 	{ OPT_PARTIAL, "partial", 0, NULL, K_FLAG, 0, 0, V(partial), "merge even when shards are missing" },
+	{ OPT_REPEAT, "repeat", 0, "K", K_U64, 1, 1000, V(repeat), "runs of each configuration, interleaved, 1..1000" },
 	{ OPT_HELP, "help", 0, NULL, K_FLAG, 0, 0, 0, "this text" },
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))

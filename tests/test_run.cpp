@@ -10,6 +10,9 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <algorithm>
+#include <map>
+#include <sstream>
 #include <regex>
 #include <vector>
 #include <string>
@@ -448,6 +451,41 @@ TEST(Cli, BenchDeterminismReportsBothRatesAndTheirRatio)
 	ASSERT_TRUE(std::regex_search(out, mt, std::regex("\"cost_ratio\":([0-9.]+)"))) << out;
 	EXPECT_NEAR(std::stod(mt[1]), rate[0] / rate[1], 0.01 * rate[0] / rate[1] + 0.001) << out;
 	EXPECT_NE(out.find("(target <= 5)"), std::string::npos) << out;
+}
+
+// bench latency --repeat: each protocol's runs, their median, lowest and highest, and the
+// verdict on the difference, all from the same runs.
+TEST(Cli, BenchLatencyRepeatsEachProtocolAndJudgesTheDifferenceByTheSpread)
+{
+	std::string out;
+	ASSERT_EQ(run_cli("bench latency --arch s390 --seconds 0.3 --procs 1 --vcpus 1 --repeat 3 --json -", &out), 0)
+		<< out;
+	std::smatch mt;
+	std::regex metric("\"(p50_ns|p99_ns|max_ns|retraction_success)\":\\{\"median\":([0-9.]+),\"min\":([0-9.]+),"
+			  "\"max\":([0-9.]+),\"runs\":\\[([0-9.,]+)\\]\\}");
+	std::map<std::string, std::vector<std::pair<double, double>>> ranges;
+	std::string rest = out;
+	int seen = 0;
+	while (std::regex_search(rest, mt, metric)) {
+		std::vector<double> runs;
+		std::stringstream ss(mt[5].str());
+		for (std::string x; std::getline(ss, x, ',');)
+			runs.push_back(std::stod(x));
+		ASSERT_EQ(runs.size(), 3u) << out;
+		std::sort(runs.begin(), runs.end());
+		EXPECT_NEAR(std::stod(mt[2]), runs[1], 1e-3) << mt[1];
+		EXPECT_NEAR(std::stod(mt[3]), runs[0], 1e-3) << mt[1];
+		EXPECT_NEAR(std::stod(mt[4]), runs[2], 1e-3) << mt[1];
+		ranges[mt[1]].push_back({runs[0], runs[2]});
+		seen++;
+		rest = mt.suffix();
+	}
+	ASSERT_EQ(seen, 8) << out;	// four metrics, two protocols
+	for (const auto &[name, r] : ranges) {
+		bool differs = r[0].second < r[1].first || r[1].second < r[0].first;
+		EXPECT_NE(out.find("\"" + name + "_differs\":" + (differs ? "true" : "false")), std::string::npos)
+			<< name << ": " << out;
+	}
 }
 
 // A guest that runs the machine out of memory is told which option gives it more.
