@@ -37,7 +37,6 @@
 #include "book3s64.h"
 
 #include <elf.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -164,11 +163,6 @@ static uint64_t hash_mk_pmd_leaf(struct ptemu_leaf leaf)
 
 /* ---- the HPT ------------------------------------------------------------------------- */
 
-static uint64_t hpte_v_load(const struct ptemu_machine *m, uint64_t hpte)
-{
-	return ptemu_entry_load(m, hpte);
-}
-
 static uint64_t context_vsid(const struct mm_struct *mm, uint64_t ea)
 {
 	uint64_t proto = (mm->pgd_pa >> BOOK3S64_PAGE_SHIFT) << ESID_BITS |
@@ -218,7 +212,7 @@ static uint64_t hpte_slot_pa(const struct ptemu_machine *m, uint64_t vpn, unsign
 
 static bool hpte_trylock(const struct ptemu_machine *m, uint64_t hpte, uint64_t *v)
 {
-	*v = hpte_v_load(m, hpte);
+	*v = ptemu_entry_load(m, hpte);
 	return !(*v & HPTE_V_LOCK) && ptemu_entry_cmpxchg(m, hpte, *v, *v | HPTE_V_LOCK);
 }
 
@@ -243,12 +237,12 @@ static bool hpt_search(const struct ptemu_machine *m, uint64_t vpn, uint64_t *r)
 		uint64_t group = hpte_group_pa(m, hash, sec);
 
 		for (unsigned i = 0; i < HPTES_PER_GROUP; i++) {
-			uint64_t hpte = group + i * HPTE_BYTES, v = hpte_v_load(m, hpte);
+			uint64_t hpte = group + i * HPTE_BYTES, v = ptemu_entry_load(m, hpte);
 
 			if (!hpte_matches(v, vpn) || !(v & HPTE_V_SECONDARY) != !sec)
 				continue;
 			*r = ptemu_entry_load(m, hpte + 8);
-			if ((hpte_v_load(m, hpte) & ~HPTE_V_LOCK) == (v & ~HPTE_V_LOCK))
+			if ((ptemu_entry_load(m, hpte) & ~HPTE_V_LOCK) == (v & ~HPTE_V_LOCK))
 				return true;
 		}
 	}
@@ -263,7 +257,7 @@ static int hpte_insert(const struct ptemu_machine *m, uint64_t group, uint64_t v
 	for (unsigned i = 0; i < HPTES_PER_GROUP; i++) {
 		uint64_t hpte = group + i * HPTE_BYTES, v;
 
-		if (hpte_v_load(m, hpte) & HPTE_V_VALID || !hpte_trylock(m, hpte, &v))
+		if (ptemu_entry_load(m, hpte) & HPTE_V_VALID || !hpte_trylock(m, hpte, &v))
 			continue;
 		if (v & HPTE_V_VALID) {
 			ptemu_entry_store(m, hpte, v);
@@ -285,7 +279,7 @@ static void hpte_remove(struct ptemu_machine *m, uint64_t group, uint64_t vpn)
 	for (unsigned k = 0; k < HPTES_PER_GROUP; k++) {
 		uint64_t hpte = group + ((start + k) & (HPTES_PER_GROUP - 1)) * HPTE_BYTES, v;
 
-		if (!(hpte_v_load(m, hpte) & HPTE_V_VALID))
+		if (!(ptemu_entry_load(m, hpte) & HPTE_V_VALID))
 			continue;
 		v = hpte_lock(m, hpte);
 		if (!(v & HPTE_V_VALID)) {
@@ -644,14 +638,13 @@ static void hash_leave_lazy_mmu_mode(void)
 	tlb_batch.active = false;
 }
 
-/* hpte_need_flush for the PTE at pte_pa that held old (with H_PAGE_HASHPTE): its slot from
+/* hpte_need_flush for the PTE at pte_pa, which had H_PAGE_HASHPTE: its slot from
  * the hidx half, read now, as the batch keeps the real PTE. */
-static void hpte_need_flush(struct mm_struct *mm, uint64_t addr, uint64_t pte_pa, uint64_t old)
+static void hpte_need_flush(struct mm_struct *mm, uint64_t addr, uint64_t pte_pa)
 {
 	struct ppc64_tlb_batch *b = &tlb_batch, one = { .mm = mm };
 	struct ptemu_machine *m = mm->machine;
 
-	(void)old;
 	addr &= ~(H_PAGE_SIZE - 1);
 	if (!b->active)
 		b = &one;	/* flush_hash_page at once */
@@ -671,7 +664,7 @@ static void hash_pte_update_flush(struct mm_struct *mm, uint64_t addr, uint64_t 
 {
 	(void)new;
 	if (old & H_PAGE_HASHPTE)
-		hpte_need_flush(mm, addr, pte_pa, old);
+		hpte_need_flush(mm, addr, pte_pa);
 }
 
 /* hpte_do_hugepage_flush from pmd_hugepage_update: every valid slot of the deposited slot
@@ -726,7 +719,7 @@ static uint64_t hash_pmdp_collapse_flush(struct mm_struct *mm, uint64_t addr, ui
 		uint64_t pte = ctx.read_entry(&ctx, HASH_PTE_LEVEL, table, i);
 
 		if (pte & H_PAGE_HASHPTE)
-			hpte_need_flush(mm, haddr + i * H_PAGE_SIZE, table + i * 8ull, pte);
+			hpte_need_flush(mm, haddr + i * H_PAGE_SIZE, table + i * 8ull);
 	}
 	rcu_read_unlock();
 	hash_leave_lazy_mmu_mode();
@@ -765,7 +758,7 @@ static bool hash_hpt_maps_pfn(struct mm_struct *mm, uint64_t pfn, uint64_t nr, u
 	struct ptemu_machine *m = mm->machine;
 
 	for (unsigned i = 0; i < HPT_GROUPS * HPTES_PER_GROUP; i++) {
-		uint64_t hpte = m->arch_mem_pa + (uint64_t)i * HPTE_BYTES, v = hpte_v_load(m, hpte);
+		uint64_t hpte = m->arch_mem_pa + (uint64_t)i * HPTE_BYTES, v = ptemu_entry_load(m, hpte);
 		uint64_t first, vpn, proto;
 
 		if (!(v & HPTE_V_VALID))

@@ -145,25 +145,6 @@ static struct ptemu_leaf sparc64_pmd_leaf(uint64_t pmd)
 
 /* ---- the TSBs ------------------------------------------------------------------------ */
 
-static uint64_t tsb_word_load(const struct ptemu_machine *m, uint64_t pa)
-{
-	return __builtin_bswap64(__atomic_load_n((uint64_t *)ptemu_slot_ptr(m, pa), __ATOMIC_ACQUIRE));
-}
-
-static void tsb_word_store(const struct ptemu_machine *m, uint64_t pa, uint64_t v)
-{
-	__atomic_store_n((uint64_t *)ptemu_slot_ptr(m, pa), __builtin_bswap64(v), __ATOMIC_RELEASE);
-}
-
-static bool tsb_tag_cas(const struct ptemu_machine *m, uint64_t pa, uint64_t old, uint64_t new)
-{
-	uint64_t be_old = __builtin_bswap64(old);
-
-	return __atomic_compare_exchange_n((uint64_t *)ptemu_slot_ptr(m, pa), &be_old,
-					   __builtin_bswap64(new), false, __ATOMIC_ACQ_REL,
-					   __ATOMIC_ACQUIRE);
-}
-
 static unsigned tsb_hash_shift(unsigned which)
 {
 	return which == SPARC64_TSB_HUGE ? SPARC64_REAL_HPAGE_SHIFT : SPARC64_PAGE_SHIFT;
@@ -183,24 +164,24 @@ uint64_t sparc64_tsb_entry_pa(const struct mm_struct *mm, unsigned which, uint64
 static void tsb_insert(const struct ptemu_machine *m, uint64_t ent, uint64_t tag, uint64_t tte)
 {
 	for (;;) {
-		uint64_t cur = tsb_word_load(m, ent);
+		uint64_t cur = ptemu_entry_load(m, ent);
 
-		if (!(cur & SPARC64_TSB_TAG_LOCK) && tsb_tag_cas(m, ent, cur, cur | SPARC64_TSB_TAG_LOCK))
+		if (!(cur & SPARC64_TSB_TAG_LOCK) && ptemu_entry_cmpxchg(m, ent, cur, cur | SPARC64_TSB_TAG_LOCK))
 			break;
 	}
-	tsb_word_store(m, ent + 8, tte);
-	tsb_word_store(m, ent, tag);
+	ptemu_entry_store(m, ent + 8, tte);
+	ptemu_entry_store(m, ent, tag);
 }
 
 /* tsb_flush: wait for a locked entry, then invalidate it if its tag matches. */
 static void tsb_flush(const struct ptemu_machine *m, uint64_t ent, uint64_t tag)
 {
 	for (;;) {
-		uint64_t cur = tsb_word_load(m, ent);
+		uint64_t cur = ptemu_entry_load(m, ent);
 
 		if (cur & SPARC64_TSB_TAG_LOCK)
 			continue;
-		if (cur != tag || tsb_tag_cas(m, ent, cur, SPARC64_TSB_TAG_INVALID))
+		if (cur != tag || ptemu_entry_cmpxchg(m, ent, cur, SPARC64_TSB_TAG_INVALID))
 			return;
 	}
 }
@@ -212,11 +193,11 @@ static void tsb_flush(const struct ptemu_machine *m, uint64_t ent, uint64_t tag)
  * the TTE of another address hashing to the same entry (4 MiB apart in the base TSB). */
 static bool tsb_load_quad(const struct ptemu_machine *m, uint64_t ent, uint64_t *tag, uint64_t *tte)
 {
-	uint64_t t = tsb_word_load(m, ent);
+	uint64_t t = ptemu_entry_load(m, ent);
 
-	*tte = tsb_word_load(m, ent + 8);
+	*tte = ptemu_entry_load(m, ent + 8);
 	*tag = t;
-	return tsb_word_load(m, ent) == t;
+	return ptemu_entry_load(m, ent) == t;
 }
 
 /* A TSB hit: the entry's tag is va >> 22, unlocked and valid. */
@@ -237,8 +218,8 @@ static uint64_t tsb_alloc(struct ptemu_machine *m)
 	uint64_t pa = pfn << SPARC64_PAGE_SHIFT;
 
 	for (unsigned i = 0; i < SPARC64_TSB_ENTRIES; i++) {
-		tsb_word_store(m, pa + i * TSB_ENTRY_BYTES, SPARC64_TSB_TAG_INVALID);
-		tsb_word_store(m, pa + i * TSB_ENTRY_BYTES + 8, 0);
+		ptemu_entry_store(m, pa + i * TSB_ENTRY_BYTES, SPARC64_TSB_TAG_INVALID);
+		ptemu_entry_store(m, pa + i * TSB_ENTRY_BYTES + 8, 0);
 	}
 	return pa;
 }
