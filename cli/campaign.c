@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -99,6 +100,7 @@ struct row {
 	bool reclaim, khugepaged;
 	uint64_t procs, vcpus, pct_depth, steps, seed_base, seeds;
 	uint64_t runs, clean, errors, steps_run, digest_sum;
+	uint64_t cpu_us;		/* host CPU time of its workers, user + system */
 	uint64_t kinds[VIOLATION_KIND_COUNT];
 	uint64_t coverage[NCOVERAGE];
 	uint64_t failing[MAX_FAILING];	/* the smallest failing seeds, ascending */
@@ -296,10 +298,14 @@ static void finish_run(struct campaign *c, struct worker *w)
 	int st = 0;
 	bool have, violated = false;
 
+	struct rusage ru = { 0 };
+
 	close(w->fd);
-	while (waitpid(w->pid, &st, 0) < 0 && errno == EINTR)
+	while (wait4(w->pid, &st, 0, &ru) < 0 && errno == EINTR)
 		;
 	w->pid = 0;
+	row->cpu_us += (uint64_t)ru.ru_utime.tv_sec * 1000000 + (uint64_t)ru.ru_utime.tv_usec +
+		       (uint64_t)ru.ru_stime.tv_sec * 1000000 + (uint64_t)ru.ru_stime.tv_usec;
 	have = WIFEXITED(st) && !WEXITSTATUS(st) && w->got == sizeof(*rec) && rec->seed == w->seed &&
 	       rec->config == w->config;
 	if (have) {
@@ -456,10 +462,16 @@ static int run_all(struct campaign *c)
 	return rc;
 }
 
+/* Exploration speed: runs per hour of one host core (the workers' own CPU time). */
+static uint64_t runs_per_core_hour(const struct row *r)
+{
+	return r->cpu_us ? (uint64_t)((double)r->runs * 3600e6 / (double)r->cpu_us + 0.5) : 0;
+}
+
 static void print_table(FILE *f, const struct row *rows, unsigned n)
 {
-	fprintf(f, "%-9s %-23s %-16s %6s %6s %6s %10s  %s\n", "arch", "inject", "protocol", "runs",
-		"clean", "errors", "first-fail", "violations, coverage");
+	fprintf(f, "%-9s %-23s %-16s %6s %6s %6s %10s %10s  %s\n", "arch", "inject", "protocol", "runs",
+		"clean", "errors", "first-fail", "runs/core-h", "violations, coverage");
 	for (unsigned i = 0; i < n; i++) {
 		const struct row *r = &rows[i];
 		char proto[32], first[24] = "-";
@@ -469,8 +481,8 @@ static void print_table(FILE *f, const struct row *rows, unsigned n)
 			 r->khugepaged ? "+khugepaged" : "");
 		if (r->nfailing)
 			snprintf(first, sizeof(first), "%" PRIu64, r->failing[0]);
-		fprintf(f, "%-9s %-23s %-16s %6" PRIu64 " %6" PRIu64 " %6" PRIu64 " %10s  ", r->arch,
-			r->inject, proto, r->runs, r->clean, r->errors, first);
+		fprintf(f, "%-9s %-23s %-16s %6" PRIu64 " %6" PRIu64 " %6" PRIu64 " %10s %11" PRIu64 "  ", r->arch,
+			r->inject, proto, r->runs, r->clean, r->errors, first, runs_per_core_hour(r));
 		for (int k = 0; k < VIOLATION_KIND_COUNT; k++) {
 			if (!r->kinds[k])
 				continue;
@@ -526,8 +538,9 @@ static void print_json(FILE *f, const struct row *rows, unsigned n, const char *
 		for (size_t c = 0; c < NCOVERAGE; c++)
 			fprintf(f, "%s\"%s\":%" PRIu64, c ? "," : "", ptemu_stat_name(coverage_stats[c]),
 				r->coverage[c]);
-		fprintf(f, "},\"steps_run\":%" PRIu64 ",\"digest_sum\":\"%016" PRIx64 "\",\"first_failing_seed\":",
-			r->steps_run, r->digest_sum);
+		fprintf(f, "},\"steps_run\":%" PRIu64 ",\"cpu_us\":%" PRIu64 ",\"runs_per_core_hour\":%" PRIu64
+			   ",\"digest_sum\":\"%016" PRIx64 "\",\"first_failing_seed\":",
+			r->steps_run, r->cpu_us, runs_per_core_hour(r), r->digest_sum);
 		if (r->nfailing)
 			fprintf(f, "%" PRIu64, r->failing[0]);
 		else
@@ -604,7 +617,7 @@ static bool num(struct reader *r, uint64_t *v, int base)
 static bool read_row(struct reader *r, struct row *w)
 {
 	char key[64];
-	uint64_t seed, first = 0;
+	uint64_t seed, first = 0, rate;
 	bool has_first;
 	bool ok = lit(r, "{\"arch\":") && str(r, w->arch, sizeof(w->arch)) &&
 		  lit(r, ",\"inject\":") && str(r, w->inject, sizeof(w->inject)) &&
@@ -636,6 +649,8 @@ static bool read_row(struct reader *r, struct row *w)
 		ok = lit(r, key) && num(r, &w->coverage[c], 10);
 	}
 	ok = ok && lit(r, "},\"steps_run\":") && num(r, &w->steps_run, 10) &&
+	     lit(r, ",\"cpu_us\":") && num(r, &w->cpu_us, 10) &&
+	     lit(r, ",\"runs_per_core_hour\":") && num(r, &rate, 10) &&
 	     lit(r, ",\"digest_sum\":\"") && num(r, &w->digest_sum, 16) && lit(r, "\"") &&
 	     lit(r, ",\"first_failing_seed\":");
 	has_first = ok && !lit(r, "null");
@@ -819,6 +834,8 @@ static const char *add_row(struct row *to, const struct row *from)
 		return "errors";
 	if (__builtin_add_overflow(sum.steps_run, from->steps_run, &sum.steps_run))
 		return "steps_run";
+	if (__builtin_add_overflow(sum.cpu_us, from->cpu_us, &sum.cpu_us))
+		return "cpu_us";
 	for (int k = 0; k < VIOLATION_KIND_COUNT; k++)
 		if (__builtin_add_overflow(sum.kinds[k], from->kinds[k], &sum.kinds[k]))
 			return ptemu_violation_name((enum ptemu_violation_kind)k);
@@ -1083,13 +1100,19 @@ static int campaign_main(int argc, char **argv)
 	}
 	rc = run_all(&c);
 	if (!rc) {
+		struct row all = { 0 };
+
+		for (unsigned i = 0; i < c.nrows; i++) {
+			all.runs += c.rows[i].runs;
+			all.cpu_us += c.rows[i].cpu_us;
+		}
 		snprintf(shard, sizeof(shard), "%" PRIu64 "/%" PRIu64, c.shard, c.nshards);
 		snprintf(heading, sizeof(heading), "campaign: %s, %" PRIu64 " process%s x %" PRIu64
 			 " vCPU%s, sched %s depth %" PRIu64 ", %" PRIu64 " steps, seeds %" PRIu64 "..%" PRIu64
-			 ", shard %s, %.1f s\n",
+			 ", shard %s, %.1f s, %.1f core-s, %" PRIu64 " runs per core-hour\n",
 			 o.workload, o.procs, o.procs == 1 ? "" : "es", o.vcpus, o.vcpus == 1 ? "" : "s",
 			 c.rows[0].sched, o.pct_depth, o.steps, o.seed_base, o.seed_base + (o.seeds - 1), shard,
-			 elapsed(&c));
+			 elapsed(&c), (double)all.cpu_us / 1e6, runs_per_core_hour(&all));
 		if (c.stop_signal)
 			snprintf(heading + strlen(heading), sizeof(heading) - strlen(heading),
 				 "campaign: stopped by %s: partial, %" PRIu64 " of %" PRIu64 " runs\n",
