@@ -6,6 +6,7 @@
 #include <ptemu/bench.h>
 #include <ptemu/check.h>
 #include <ptemu/stats.h>
+#include <ptemu/tlb.h>
 
 #include "cli.h"
 
@@ -17,6 +18,7 @@ static const struct cli_use overhead_options[] = {
 	{ OPT_SECONDS, NULL, false },
 	{ OPT_SEED, NULL, false },
 	{ OPT_MEMORY, NULL, false },
+	{ OPT_TLB_ENTRIES, "default: the model's size, 4 and 16 times it", false },
 	{ OPT_JSON, NULL, false },
 	{ 0 },
 };
@@ -226,53 +228,66 @@ static int overhead_main(int argc, char **argv)
 		return rc == CLI_HELP ? EXIT_CLEAN : rc;
 	if ((rc = json_list_begin(&json, o.json, "overhead", &summary)))
 		return rc;
-	for (unsigned i = 0; i < o.narches; i++) {
+	for (unsigned i = 0, rows = 0; i < o.narches; i++) {
 		const struct ptemu_arch *a = o.arches[i];
 		char path[4096];
-		struct ptemu_run_config cfg = {
-			.arch = a, .workload = "shmem-stress", .procs = 1, .vcpus = 1,
-			.seconds = o.seconds, .seed = o.seed, .phys_bytes = o.memory << 20,
-			.time_fills = true, .no_collapse = true,	/* bare Unicorn has no collapse */
-		};
-		struct ptemu_run_result r;
 		struct ptemu_bench_bare_result bare;
-		struct ptemu_machine *m;
+		/* The logical TLB's sizes: the one given, or the model's and two larger. */
+		unsigned sizes[3], nsizes = 0;
 
-		workload_image_path(a, "shmem-stress", path, sizeof(path));
-		cfg.image_path = path;
-		fprintf(stderr, "ptemu: %s: shmem-stress through ptemu, %.1f s...\n", a->name, o.seconds);
-		if (ptemu_run(&cfg, &m, &r) != PTEMU_RUN_OK) {
-			fprintf(stderr, "ptemu: %s: %s\n", a->name, r.message);
-			if (m && !r.hung)
-				ptemu_machine_destroy(m);
-			out_discard(&json);
-			return EXIT_INTERNAL;
+		if (o.given[OPT_TLB_ENTRIES - OPT_FIRST]) {
+			sizes[nsizes++] = (unsigned)o.tlb_entries;
+		} else {
+			for (unsigned f = 1; f <= 16 && a->tlb_entries * f <= PTEMU_TLB_MAX_ENTRIES; f *= 4)
+				sizes[nsizes++] = a->tlb_entries * f;
 		}
-		ptemu_machine_destroy(m);
-		fprintf(stderr, "ptemu: %s: the same image on bare Unicorn, %.1f s...\n", a->name, o.seconds);
+		workload_image_path(a, "shmem-stress", path, sizeof(path));
+		fprintf(stderr, "ptemu: %s: shmem-stress on bare Unicorn, %.1f s...\n", a->name, o.seconds);
 		if (ptemu_bench_bare(a, path, o.seconds, o.seed, &bare)) {
 			fprintf(stderr, "ptemu: %s: bare run: %s\n", a->name, bare.error);
 			out_discard(&json);
 			return EXIT_INTERNAL;
 		}
-		double ops_ptemu = 16.0 * (double)r.polls / r.elapsed;
-		double ops_bare = 16.0 * (double)bare.polls / bare.elapsed;
-		double miss = r.misses_timed ? (double)r.miss_ns / (double)r.misses_timed : 0;
-		double fill = bare.fills ? (double)bare.fill_ns / (double)bare.fills : 0;
+		for (unsigned k = 0; k < nsizes; k++, rows++) {
+			struct ptemu_run_config cfg = {
+				.arch = a, .workload = "shmem-stress", .image_path = path, .procs = 1, .vcpus = 1,
+				.seconds = o.seconds, .seed = o.seed, .phys_bytes = o.memory << 20,
+				.tlb_entries = sizes[k],
+				.time_fills = true, .no_collapse = true,	/* bare Unicorn has no collapse */
+			};
+			struct ptemu_run_result r;
+			struct ptemu_machine *m;
 
-		fprintf(summary,
-			"%-9s ops/s ptemu=%.0f bare=%.0f ratio=%.2f (target >= 0.8) | "
-			"ns per fill: logical miss=%.0f identity=%.0f ratio=%.2f (target <= 2) | "
-			"fills ptemu=%" PRIu64 " bare=%" PRIu64 " instructions/s ptemu=%.0f\n",
-			a->name, ops_ptemu, ops_bare, ops_ptemu / ops_bare, miss, fill, miss / fill,
-			r.tlb_fills, bare.fills, (double)r.instructions / r.elapsed);
-		fflush(summary);
-		if (json.path)
-			fprintf(json.f, "%s{\"arch\":\"%s\",\"ops_per_s_ptemu\":%.0f,\"ops_per_s_bare\":%.0f,"
-				"\"throughput_ratio\":%.3f,\"miss_ns\":%.1f,\"identity_fill_ns\":%.1f,"
-				"\"miss_ratio\":%.3f,\"fills_ptemu\":%" PRIu64 ",\"fills_bare\":%" PRIu64 "}",
-				i ? "," : "", a->name, ops_ptemu, ops_bare, ops_ptemu / ops_bare, miss, fill,
-				miss / fill, r.tlb_fills, bare.fills);
+			fprintf(stderr, "ptemu: %s: the same image through ptemu, %u TLB entries, %.1f s...\n",
+				a->name, sizes[k], o.seconds);
+			if (ptemu_run(&cfg, &m, &r) != PTEMU_RUN_OK) {
+				fprintf(stderr, "ptemu: %s: %s\n", a->name, r.message);
+				if (m && !r.hung)
+					ptemu_machine_destroy(m);
+				out_discard(&json);
+				return EXIT_INTERNAL;
+			}
+			ptemu_machine_destroy(m);
+			double ops_ptemu = 16.0 * (double)r.polls / r.elapsed;
+			double ops_bare = 16.0 * (double)bare.polls / bare.elapsed;
+			double miss = r.misses_timed ? (double)r.miss_ns / (double)r.misses_timed : 0;
+			double fill = bare.fills ? (double)bare.fill_ns / (double)bare.fills : 0;
+
+			fprintf(summary,
+				"%-11s tlb=%-5u ops/s ptemu=%.0f bare=%.0f ratio=%.2f (target >= 0.8) | "
+				"ns per fill: logical miss=%.0f identity=%.0f ratio=%.2f (target <= 2) | "
+				"fills ptemu=%" PRIu64 " bare=%" PRIu64 " instructions/s ptemu=%.0f\n",
+				a->name, sizes[k], ops_ptemu, ops_bare, ops_ptemu / ops_bare, miss, fill, miss / fill,
+				r.tlb_fills, bare.fills, (double)r.instructions / r.elapsed);
+			fflush(summary);
+			if (json.path)
+				fprintf(json.f, "%s{\"arch\":\"%s\",\"tlb_entries\":%u,\"ops_per_s_ptemu\":%.0f,"
+					"\"ops_per_s_bare\":%.0f,\"throughput_ratio\":%.3f,\"miss_ns\":%.1f,"
+					"\"identity_fill_ns\":%.1f,\"miss_ratio\":%.3f,\"fills_ptemu\":%" PRIu64
+					",\"fills_bare\":%" PRIu64 "}",
+					rows ? "," : "", a->name, sizes[k], ops_ptemu, ops_bare, ops_ptemu / ops_bare,
+					miss, fill, miss / fill, r.tlb_fills, bare.fills);
+		}
 	}
 	return json_list_end(&json, EXIT_CLEAN);
 }

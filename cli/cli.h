@@ -26,7 +26,7 @@ enum cli_opt {
 	OPT_QUIET, OPT_WATCHDOG, OPT_EXIT_AFTER, OPT_DETERMINISTIC, OPT_SCHED, OPT_PCT_DEPTH,
 	OPT_STEPS, OPT_RECORD, OPT_PROTOCOL, OPT_RECLAIM, OPT_KHUGEPAGED, OPT_SCAN_SLEEP,
 	OPT_PAGES_TO_SCAN, OPT_MAX_PTES_NONE, OPT_FORCE, OPT_LIMIT, OPT_DISASM, OPT_FORMAT,
-	OPT_OUT, OPT_SEEDS, OPT_SEED_BASE, OPT_JOBS, OPT_SHARD, OPT_PARTIAL, OPT_REPEAT, OPT_HELP,
+	OPT_OUT, OPT_SEEDS, OPT_SEED_BASE, OPT_JOBS, OPT_SHARD, OPT_PARTIAL, OPT_REPEAT, OPT_TLB_ENTRIES, OPT_HELP,
 	OPT_END
 };
 #define OPT_FIRST OPT_ARCH
@@ -47,7 +47,7 @@ struct cli_opts {
 	double seconds, watchdog, exit_after;
 	uint64_t seed, memory, workers, tables, procs, vcpus, ops, pct_depth, steps;
 	uint64_t scan_sleep_ms, pages_to_scan, max_ptes_none, limit, seeds, seed_base, jobs;
-	uint64_t shard, nshards, repeat;
+	uint64_t shard, nshards, repeat, tlb_entries;
 	bool fail_fast, quiet, deterministic, reclaim, khugepaged, force, disasm, partial;
 	enum ptemu_sched_strategy sched;
 	const char *json, *workload, *image, *record, *out, *format;

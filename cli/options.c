@@ -6,11 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ptemu/tlb.h>
 #include <ptemu/trace.h>
 
 #include "cli.h"
 
-enum kind { K_FLAG, K_U64, K_SECONDS, K_STRING, K_ARCHES, K_INJECTS, K_PROTOCOLS, K_SCHED, K_ONOFF,
+enum kind { K_FLAG, K_U64, K_POW2, K_SECONDS, K_STRING, K_ARCHES, K_INJECTS, K_PROTOCOLS, K_SCHED, K_ONOFF,
 	    K_WORKLOAD, K_SHARD, K_FORMAT };
 
 struct cli_option {
@@ -19,7 +20,7 @@ struct cli_option {
 	char short_name;
 	const char *arg;	/* NULL: a flag */
 	enum kind kind;
-	uint64_t lo, hi;	/* K_U64 */
+	uint64_t lo, hi;	/* K_U64, K_POW2 */
 	size_t offset;		/* of the value in struct cli_opts */
 	const char *help;
 };
@@ -99,6 +100,9 @@ static const struct cli_option options[] = {
 	  "campaign once" },
 	{ OPT_PARTIAL, "partial", 0, NULL, K_FLAG, 0, 0, V(partial), "merge even when shards are missing" },
 	{ OPT_REPEAT, "repeat", 0, "K", K_U64, 1, 1000, V(repeat), "runs of each configuration, interleaved, 1..1000" },
+	{ OPT_TLB_ENTRIES, "tlb-entries", 0, "N", K_POW2, PTEMU_TLB_MIN_ENTRIES, PTEMU_TLB_MAX_ENTRIES,
+	  V(tlb_entries), "each vCPU's logical TLB, a power of two, 16..65536 (a block or huge leaf "
+	  "is one entry)" },
 	{ OPT_HELP, "help", 0, NULL, K_FLAG, 0, 0, 0, "this text" },
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -360,6 +364,13 @@ static int parse_value(const struct cli_option *def, const char *arg, struct cli
 		fprintf(stderr, "ptemu: %s: '%s' is not a decimal number in %" PRIu64 "..%" PRIu64 "\n", name,
 			arg, def->lo, def->hi);
 		return EXIT_USAGE;
+	case K_POW2:
+		if (parse_u64(arg, def->lo, def->hi, (uint64_t *)field) &&
+		    !(*(uint64_t *)field & (*(uint64_t *)field - 1)))
+			return 0;
+		fprintf(stderr, "ptemu: %s: '%s' is not a power of two in %" PRIu64 "..%" PRIu64 "\n", name,
+			arg, def->lo, def->hi);
+		return EXIT_USAGE;
 	case K_SECONDS:
 		if (parse_seconds(arg, (double *)field))
 			return 0;
@@ -507,6 +518,7 @@ static void default_text(const struct cli_option *def, const struct cli_opts *d,
 	buf[0] = '\0';
 	switch (def->kind) {
 	case K_U64:
+	case K_POW2:
 		snprintf(buf, n, "(default %" PRIu64 ")", *(const uint64_t *)field);
 		break;
 	case K_SECONDS:

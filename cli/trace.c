@@ -123,16 +123,20 @@ static void print_header(const char *file, const struct ptemu_trace *t)
 	       t->h.unicorn_version & 0xff, t->h.capstone_version >> 8, t->h.capstone_version & 0xff,
 	       t->h.build_id);
 	ptemu_trace_apply_config(&t->h, &rc);
+	char tlb[32] = "the model's";
+
+	if (rc.tlb_entries)
+		snprintf(tlb, sizeof(tlb), "%u entries", rc.tlb_entries);
 	printf("run: %s %s image %016" PRIx64 ", %u process(es) x %u vCPU(s), seed %" PRIu64
 	       ", inject %s, protocol %s%s%s%s, sched %s depth %u, %" PRIu64 " steps max, %" PRIu64
-	       " MiB\n",
+	       " MiB, TLB %s\n",
 	       t->h.arch, t->h.workload, t->h.image_hash, t->h.procs, t->h.vcpus, t->h.seed,
 	       injection_name(rc.inject), ptemu_protocol_name(rc.protocol),
 	       rc.features.reclaim_empty_tables ? ", reclaim-empty-tables" : "",
 	       rc.khugepaged ? ", khugepaged" : "",
 	       rc.check_mode == PTEMU_CHECK_FAIL_FAST ? ", fail-fast" : "",
 	       t->h.strategy ? "pct" : "random",
-	       t->h.pct_depth, t->h.max_steps, t->h.phys_bytes >> 20);
+	       t->h.pct_depth, t->h.max_steps, t->h.phys_bytes >> 20, tlb);
 	printf("outcome: %" PRIu64 " steps, digest %016" PRIx64 ", %" PRIu64 " violation(s)", t->steps,
 	       t->digest, t->violations);
 	if (t->first_kind < VIOLATION_KIND_COUNT)

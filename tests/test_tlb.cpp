@@ -37,7 +37,7 @@ TEST(LogicalTlb, FlushedRangeIsRefilledAndNothingOutsideIt)
 {
 	Tlb x;
 	for (uint64_t i = 0; i < 100; i++)
-		ptemu_tlb_insert(&x.t, i * kPage, (1000 + i) * kPage, PTEMU_PROT_READ);
+		ptemu_tlb_insert(&x.t, i * kPage, (1000 + i) * kPage, kPage, PTEMU_PROT_READ);
 	EXPECT_EQ(x.hw_flushes.load(), 0);
 	ptemu_tlb_invalidate(&x.t, 10 * kPage, 20 * kPage, false);
 	EXPECT_EQ(x.hw_flushes.load(), 1);  // Unicorn's copy goes whole
@@ -48,7 +48,7 @@ TEST(LogicalTlb, FlushedRangeIsRefilledAndNothingOutsideIt)
 	ASSERT_TRUE(ptemu_tlb_lookup(&x.t, 42 * kPage, &pa, &perms));
 	EXPECT_EQ(pa, 1042 * kPage);
 	// Refill after the flush.
-	ptemu_tlb_insert(&x.t, 15 * kPage, 7 * kPage, PTEMU_PROT_READ | PTEMU_PROT_WRITE);
+	ptemu_tlb_insert(&x.t, 15 * kPage, 7 * kPage, kPage, PTEMU_PROT_READ | PTEMU_PROT_WRITE);
 	ASSERT_TRUE(ptemu_tlb_lookup(&x.t, 15 * kPage, &pa, &perms));
 	EXPECT_EQ(pa, 7 * kPage);
 	EXPECT_EQ(perms, (unsigned)(PTEMU_PROT_READ | PTEMU_PROT_WRITE));
@@ -62,9 +62,9 @@ TEST(LogicalTlb, FifoEvictionDropsTheOldestEighthAndFlushesUnicornsCopyOnce)
 	Tlb x;
 	unsigned cap = x.t.capacity, batch = cap / 8 + 1;
 	for (uint64_t i = 0; i < cap; i++)
-		ptemu_tlb_insert(&x.t, i * kPage, i * kPage, PTEMU_PROT_READ);
+		ptemu_tlb_insert(&x.t, i * kPage, i * kPage, kPage, PTEMU_PROT_READ);
 	EXPECT_EQ(x.hw_flushes.load(), 0);
-	ptemu_tlb_insert(&x.t, cap * kPage, 0, PTEMU_PROT_READ);
+	ptemu_tlb_insert(&x.t, cap * kPage, 0, kPage, PTEMU_PROT_READ);
 	EXPECT_EQ(x.hw_flushes.load(), 1);
 	for (uint64_t i = 0; i < batch; i++)
 		EXPECT_FALSE(x.has(i * kPage)) << i;  // the oldest went, together
@@ -72,13 +72,76 @@ TEST(LogicalTlb, FifoEvictionDropsTheOldestEighthAndFlushesUnicornsCopyOnce)
 	EXPECT_TRUE(x.has(cap * kPage));
 	// The next misses fill the freed slots without another flush.
 	for (uint64_t i = 1; i < batch; i++)
-		ptemu_tlb_insert(&x.t, (cap + i) * kPage, 0, PTEMU_PROT_READ);
+		ptemu_tlb_insert(&x.t, (cap + i) * kPage, 0, kPage, PTEMU_PROT_READ);
 	EXPECT_EQ(x.hw_flushes.load(), 1);
-	ptemu_tlb_insert(&x.t, (cap + batch) * kPage, 0, PTEMU_PROT_READ);
+	ptemu_tlb_insert(&x.t, (cap + batch) * kPage, 0, kPage, PTEMU_PROT_READ);
 	EXPECT_EQ(x.hw_flushes.load(), 2);
 	// Fewer permissions for a cached page: Unicorn may hold the old ones.
-	ptemu_tlb_insert(&x.t, cap * kPage, 0, 0);
+	ptemu_tlb_insert(&x.t, cap * kPage, 0, kPage, 0);
 	EXPECT_EQ(x.hw_flushes.load(), 3);
+}
+
+// A block or huge leaf is one entry, as in the modelled MMUs' TLBs: every base page of it
+// translates from that entry, an invalidation of any page inside drops the whole leaf, and
+// the checker sees every page of it as mapped.
+TEST(LogicalTlb, AHugeLeafIsOneEntryForEveryPageOfIt)
+{
+	Tlb x;
+	const uint64_t huge = 2ull << 20, va = 5 * huge, pa = 40 * huge;
+	ptemu_tlb_insert(&x.t, va + 17 * kPage + 5, pa + 17 * kPage + 5, huge, PTEMU_PROT_READ);
+	unsigned used = 0;
+	for (unsigned e = 0; e < x.t.capacity; e++)
+		used += x.t.entries[e].valid;
+	EXPECT_EQ(used, 1u);
+	uint64_t got;
+	unsigned perms;
+	for (uint64_t page : {0ull, 1ull, 17ull, 511ull}) {
+		ASSERT_TRUE(ptemu_tlb_lookup(&x.t, va + page * kPage + 9, &got, &perms)) << page;
+		EXPECT_EQ(got, pa + page * kPage) << page;
+	}
+	EXPECT_FALSE(x.has(va + huge));
+	EXPECT_FALSE(x.has(va - kPage));
+	uint64_t at;
+	ASSERT_TRUE(ptemu_tlb_maps_pfn(&x.t, (pa >> 12) + 300, 1, &at));
+	EXPECT_EQ(at, va + 300 * kPage);
+	EXPECT_FALSE(ptemu_tlb_maps_pfn(&x.t, (pa + huge) >> 12, 1, &at));
+	// A base page's entry inside the leaf's range wins over the leaf (the smallest first).
+	ptemu_tlb_insert(&x.t, va + 3 * kPage, 7 * kPage, kPage, PTEMU_PROT_READ);
+	ASSERT_TRUE(ptemu_tlb_lookup(&x.t, va + 3 * kPage, &got, &perms));
+	EXPECT_EQ(got, 7 * kPage);
+	// One page of the leaf invalidated: the leaf goes, and so does Unicorn's copy.
+	ptemu_tlb_invalidate(&x.t, va + 100 * kPage, va + 101 * kPage, false);
+	EXPECT_EQ(x.hw_flushes.load(), 1);
+	EXPECT_FALSE(x.has(va));
+	EXPECT_FALSE(x.has(va + 511 * kPage));
+	EXPECT_TRUE(x.has(va + 3 * kPage));
+	// A range larger than the TLB is scanned, leaf by leaf of either size.
+	ptemu_tlb_insert(&x.t, va, pa, huge, PTEMU_PROT_READ);
+	ptemu_tlb_invalidate(&x.t, 0, 1ull << 40, false);
+	EXPECT_FALSE(x.has(va));
+	EXPECT_FALSE(x.has(va + 3 * kPage));
+}
+
+// --tlb-entries: a power of two in range, else the machine is refused with the reason.
+TEST(LogicalTlb, ItsSizeIsTheMachinesAndOnlyAPowerOfTwoInRangeIsAccepted)
+{
+	char err[256] = "";
+	ptemu_machine_config mc{};
+	mc.arch = ptemu_arch_find("arm64");
+	mc.phys_bytes = 64ull << 20;
+	for (unsigned bad : {8u, 100u, 1u << 17}) {
+		mc.tlb_entries = bad;
+		EXPECT_EQ(ptemu_machine_create(&mc, err, sizeof(err)), nullptr) << bad;
+		EXPECT_NE(std::string(err).find("power of two"), std::string::npos) << err;
+	}
+	mc.tlb_entries = 64;
+	ptemu_machine *m = ptemu_machine_create(&mc, err, sizeof(err));
+	ASSERT_NE(m, nullptr) << err;
+	ptemu_tlb t;
+	ASSERT_EQ(ptemu_tlb_init(&t, m), 0);
+	EXPECT_EQ(t.capacity, 64u);
+	ptemu_tlb_destroy(&t);
+	ptemu_machine_destroy(m);
 }
 
 TEST(LogicalTlb, WalkCacheEntryIsUsedUntilTablesAreInvalidated)
@@ -102,7 +165,7 @@ TEST(LogicalTlb, WalkCacheEntryIsUsedUntilTablesAreInvalidated)
 TEST(LogicalTlb, PostedRequestCountsAsFlushedForTheChecker)
 {
 	Tlb x;
-	ptemu_tlb_insert(&x.t, 8 * kPage, 77 * kPage, PTEMU_PROT_READ);
+	ptemu_tlb_insert(&x.t, 8 * kPage, 77 * kPage, kPage, PTEMU_PROT_READ);
 	uint64_t va;
 	EXPECT_TRUE(ptemu_tlb_maps_pfn(&x.t, 77, 1, &va));
 	EXPECT_EQ(va, 8 * kPage);
@@ -123,7 +186,7 @@ TEST(LogicalTlb, PostedRequestCountsAsFlushedForAVcpuInGuestModeOnlyOnceAcknowle
 {
 	Tlb x;
 	const uint64_t pmd = 2ull << 20;
-	ptemu_tlb_insert(&x.t, 8 * kPage, 77 * kPage, PTEMU_PROT_READ);
+	ptemu_tlb_insert(&x.t, 8 * kPage, 77 * kPage, kPage, PTEMU_PROT_READ);
 	ptemu_walk_cache_insert(&x.t, 8 * kPage, 0xabc000);
 	ptemu_tlb_enter_guest(&x.t);
 	ptemu_tlb *target = &x.t;
@@ -145,7 +208,7 @@ TEST(LogicalTlb, PostedRequestCountsAsFlushedForAVcpuInGuestModeOnlyOnceAcknowle
 TEST(LogicalTlb, RequestSeenOutsideGuestModeCountsAsFlushedWhileTheVcpuEnters)
 {
 	Tlb x;
-	ptemu_tlb_insert(&x.t, 8 * kPage, 77 * kPage, PTEMU_PROT_READ);
+	ptemu_tlb_insert(&x.t, 8 * kPage, 77 * kPage, kPage, PTEMU_PROT_READ);
 	ptemu_tlb *target = &x.t;
 	ptemu_tlb_shootdown(&target, 1, nullptr, 8 * kPage, 9 * kPage, false);
 	__atomic_store_n(&x.t.mode, VCPU_IN_GUEST, __ATOMIC_SEQ_CST);  // entering, not yet read
@@ -169,7 +232,7 @@ TEST(Shootdown, NoLostFlushUnderConcurrentInitiatorsAndNoDeadlock)
 		ASSERT_EQ(ptemu_tlb_init(&t, h.m), 0);
 	for (int i = 0; i < kIn; i++)
 		for (uint64_t p = 0; p < (uint64_t)kInitiators * kRounds; p++)
-			ptemu_tlb_insert(&tlbs[i], p * kPage, p * kPage, PTEMU_PROT_READ);
+			ptemu_tlb_insert(&tlbs[i], p * kPage, p * kPage, kPage, PTEMU_PROT_READ);
 	std::atomic<bool> done{false};
 	std::vector<std::thread> vcpus;
 	for (int i = 0; i < kIn; i++) {

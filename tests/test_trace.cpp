@@ -285,6 +285,11 @@ TEST(Trace, EveryHeaderFieldIsBoundedByWhatTheCliAccepts)
 	refused("model", parse_edited(path, [](ptemu_trace *t) { snprintf(t->h.arch, sizeof(t->h.arch), "vax"); }));
 	refused("event", parse_edited(path, [](ptemu_trace *t) { t->events[0].kind = 99; }));
 	refused("clean with violations", parse_edited(path, [](ptemu_trace *t) { t->violations = 3; }));
+	// The configuration word's TLB size (bits 20-24, log2): 16..65536 entries, or 0.
+	refused("tlb 8", parse_edited(path, [](ptemu_trace *t) { t->h.inject |= 3u << 20; }));
+	refused("tlb 2^17", parse_edited(path, [](ptemu_trace *t) { t->h.inject |= 17u << 20; }));
+	refused("config bit 25", parse_edited(path, [](ptemu_trace *t) { t->h.inject |= 1u << 25; }));
+	EXPECT_EQ(parse_edited(path, [](ptemu_trace *t) { t->h.inject |= 16u << 20; }), "accepted");
 	// The largest the CLI accepts is still a trace.
 	EXPECT_EQ(parse_edited(path, [](ptemu_trace *t) {
 			  t->h.max_steps = PTEMU_TRACE_MAX_STEPS;

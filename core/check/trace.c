@@ -13,6 +13,7 @@
 #include <ptemu/check.h>
 #include <ptemu/inject.h>
 #include <ptemu/sched.h>
+#include <ptemu/tlb.h>
 #include <ptemu/trace.h>
 
 #ifndef PTEMU_VERSION_STRING
@@ -37,13 +38,16 @@ static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n)
 }
 
 enum { CONFIG_RECLAIM = 1u << 16, CONFIG_KHUGEPAGED = 1u << 17, CONFIG_FAIL_FAST = 1u << 18 };
+/* Bits 20-24: log2 of --tlb-entries, 0 for the model's size. */
+enum { CONFIG_TLB_SHIFT = 20, CONFIG_TLB_MASK = 0x1f };
 
 uint32_t ptemu_trace_pack_config(const struct ptemu_run_config *cfg)
 {
 	return (uint32_t)cfg->inject | (uint32_t)cfg->protocol << 8 |
 	       (cfg->features.reclaim_empty_tables ? CONFIG_RECLAIM : 0) |
 	       (cfg->khugepaged ? CONFIG_KHUGEPAGED : 0) |
-	       (cfg->check_mode == PTEMU_CHECK_FAIL_FAST ? CONFIG_FAIL_FAST : 0);
+	       (cfg->check_mode == PTEMU_CHECK_FAIL_FAST ? CONFIG_FAIL_FAST : 0) |
+	       (cfg->tlb_entries ? (uint32_t)__builtin_ctz(cfg->tlb_entries) << CONFIG_TLB_SHIFT : 0);
 }
 
 enum ptemu_injection ptemu_trace_injection(const struct ptemu_trace_header *h)
@@ -58,6 +62,9 @@ void ptemu_trace_apply_config(const struct ptemu_trace_header *h, struct ptemu_r
 	cfg->features.reclaim_empty_tables = h->inject & CONFIG_RECLAIM;
 	cfg->khugepaged = h->inject & CONFIG_KHUGEPAGED;
 	cfg->check_mode = h->inject & CONFIG_FAIL_FAST ? PTEMU_CHECK_FAIL_FAST : PTEMU_CHECK_CONTINUE;
+	unsigned tlb_shift = h->inject >> CONFIG_TLB_SHIFT & CONFIG_TLB_MASK;
+
+	cfg->tlb_entries = tlb_shift ? 1u << tlb_shift : 0;
 }
 
 uint64_t ptemu_build_id(void)
@@ -263,8 +270,11 @@ static int check_config(const struct ptemu_trace_header *h, char *err, size_t er
 	if (!h->procs || h->procs > 16 || !h->vcpus || h->vcpus > 16)
 		return fail(err, errlen, "corrupted trace: %u processes of %u vCPUs (each must be in 1..16)",
 			    h->procs, h->vcpus);
+	unsigned tlb_shift = h->inject >> CONFIG_TLB_SHIFT & CONFIG_TLB_MASK;
+
 	if (ptemu_trace_injection(h) >= INJECT_COUNT || (h->inject >> 8 & 0xf) > PTEMU_PROTOCOL_LEGACY ||
-	    (h->inject & ~0x7ffffu) || (h->inject & 0xf000u))
+	    (h->inject & ~(0x7ffffu | (uint32_t)CONFIG_TLB_MASK << CONFIG_TLB_SHIFT)) || (h->inject & 0xf000u) ||
+	    (tlb_shift && ((1u << tlb_shift) < PTEMU_TLB_MIN_ENTRIES || (1u << tlb_shift) > PTEMU_TLB_MAX_ENTRIES)))
 		return fail(err, errlen, "corrupted trace: configuration word 0x%x out of range", h->inject);
 	if (h->strategy > PTEMU_SCHED_PCT || !h->pct_depth || h->pct_depth > 16)
 		return fail(err, errlen, "corrupted trace: strategy %u or PCT depth %u out of range",

@@ -6,6 +6,7 @@
 #include <ptemu/machine.h>
 #include <ptemu/phys.h>
 #include <ptemu/sync.h>
+#include <ptemu/tlb.h>
 
 #include "internal.h"
 
@@ -94,6 +95,12 @@ struct ptemu_machine *ptemu_machine_create(const struct ptemu_machine_config *cf
 			 PTEMU_RECLAIM_NEEDS_RCU);
 		return NULL;
 	}
+	if (cfg->tlb_entries && (cfg->tlb_entries < PTEMU_TLB_MIN_ENTRIES || cfg->tlb_entries > PTEMU_TLB_MAX_ENTRIES ||
+				 (cfg->tlb_entries & (cfg->tlb_entries - 1)))) {
+		snprintf(err, errlen, "%u TLB entries: a power of two from %u to %u", cfg->tlb_entries,
+			 PTEMU_TLB_MIN_ENTRIES, PTEMU_TLB_MAX_ENTRIES);
+		return NULL;
+	}
 	m = calloc(1, sizeof(*m));
 	if (!m) {
 		snprintf(err, errlen, "out of host memory");
@@ -104,6 +111,7 @@ struct ptemu_machine *ptemu_machine_create(const struct ptemu_machine_config *cf
 	m->inject = cfg->inject;
 	m->protocol = cfg->protocol;
 	m->features = cfg->features;
+	m->tlb_entries = cfg->tlb_entries;
 	m->phys = phys_create(m, cfg->phys_bytes ? cfg->phys_bytes : PTEMU_DEFAULT_PHYS_BYTES, err,
 			      errlen);
 	if (!m->phys) {

@@ -14,7 +14,7 @@ int ptemu_tlb_init(struct ptemu_tlb *t, struct ptemu_machine *m)
 
 	memset(t, 0, sizeof(*t));
 	t->machine = m;
-	t->capacity = a->tlb_entries ? a->tlb_entries : 256;
+	t->capacity = m->tlb_entries ? m->tlb_entries : a->tlb_entries ? a->tlb_entries : 256;
 	t->wc_capacity = a->walk_cache_entries;
 	t->page_shift = a->page_shift;
 	t->pmd_shift = a->level_shift[ptemu_pmd_level(a)];
@@ -42,22 +42,37 @@ void ptemu_tlb_destroy(struct ptemu_tlb *t)
 	t->wc = NULL;
 }
 
-static unsigned bucket_of(const struct ptemu_tlb *t, uint64_t vpn)
+static unsigned bucket_of(const struct ptemu_tlb *t, uint64_t vpn, unsigned shift)
 {
-	return (unsigned)((vpn * 0x9E3779B97F4A7C15ull) >> 32) % t->nbuckets;
+	return (unsigned)(((vpn ^ (uint64_t)shift << 58) * 0x9E3779B97F4A7C15ull) >> 32) % t->nbuckets;
 }
 
-static int32_t find(const struct ptemu_tlb *t, uint64_t vpn)
+/* The entry of the leaf of size 1 << shift that holds va, or -1. */
+static int32_t find(const struct ptemu_tlb *t, uint64_t va, unsigned shift)
 {
-	for (int32_t i = t->buckets[bucket_of(t, vpn)]; i >= 0; i = t->entries[i].next)
-		if (t->entries[i].vpn == vpn)
+	uint64_t vpn = va >> shift;
+
+	for (int32_t i = t->buckets[bucket_of(t, vpn, shift)]; i >= 0; i = t->entries[i].next)
+		if (t->entries[i].vpn == vpn && t->entries[i].shift == shift)
 			return i;
+	return -1;
+}
+
+/* The entry that translates va, of whichever leaf size: the smallest first. */
+static int32_t find_any(const struct ptemu_tlb *t, uint64_t va)
+{
+	for (uint64_t sizes = t->leaf_shifts; sizes; sizes &= sizes - 1) {
+		int32_t i = find(t, va, (unsigned)__builtin_ctzll(sizes));
+
+		if (i >= 0)
+			return i;
+	}
 	return -1;
 }
 
 static void unlink_entry(struct ptemu_tlb *t, int32_t idx)
 {
-	int32_t *pp = &t->buckets[bucket_of(t, t->entries[idx].vpn)];
+	int32_t *pp = &t->buckets[bucket_of(t, t->entries[idx].vpn, t->entries[idx].shift)];
 
 	while (*pp != idx)
 		pp = &t->entries[*pp].next;
@@ -67,23 +82,28 @@ static void unlink_entry(struct ptemu_tlb *t, int32_t idx)
 
 bool ptemu_tlb_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *pa, unsigned *perms)
 {
-	int32_t i = find(t, va >> t->page_shift);
+	int32_t i = find_any(t, va);
 
 	if (i < 0)
 		return false;
-	*pa = t->entries[i].ppn << t->page_shift;
-	*perms = t->entries[i].perms;
+	const struct ptemu_tlb_entry *e = &t->entries[i];
+
+	*pa = (e->ppn << t->page_shift) + (va & ((1ull << e->shift) - 1) & ~((1ull << t->page_shift) - 1));
+	*perms = e->perms;
 	return true;
 }
 
-void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, unsigned perms)
+void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, uint64_t leaf_size, unsigned perms)
 {
-	uint64_t vpn = va >> t->page_shift;
+	unsigned shift = leaf_size > (1ull << t->page_shift) ? (unsigned)__builtin_ctzll(leaf_size) : t->page_shift;
+	uint64_t vpn = va >> shift;
 	bool evicted = false;
 	int32_t i;
 
+	pa &= ~((1ull << shift) - 1);
 	pthread_mutex_lock(&t->lock);
-	i = find(t, vpn);
+	t->leaf_shifts |= 1ull << shift;
+	i = find(t, va, shift);
 	if (i < 0) {
 		i = (int32_t)t->fifo;
 		/* Full: evict the oldest eighth at once, so that Unicorn's whole-TLB flush is
@@ -99,8 +119,9 @@ void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, unsigned pe
 		}
 		t->fifo = (t->fifo + 1) % t->capacity;
 		t->entries[i].vpn = vpn;
-		t->entries[i].next = t->buckets[bucket_of(t, vpn)];
-		t->buckets[bucket_of(t, vpn)] = i;
+		t->entries[i].shift = (uint8_t)shift;
+		t->entries[i].next = t->buckets[bucket_of(t, vpn, shift)];
+		t->buckets[bucket_of(t, vpn, shift)] = i;
 	} else if (t->entries[i].ppn != pa >> t->page_shift || (t->entries[i].perms & ~perms)) {
 		/* Unicorn may cache the old translation or permissions: drop it. */
 		evicted = true;
@@ -146,24 +167,42 @@ void ptemu_walk_cache_insert(struct ptemu_tlb *t, uint64_t va, uint64_t table_pa
 	pthread_mutex_unlock(&t->lock);
 }
 
+/* The first and last va an entry translates. */
+static uint64_t entry_start(const struct ptemu_tlb_entry *e)
+{
+	return e->vpn << e->shift;
+}
+
+static uint64_t entry_last(const struct ptemu_tlb_entry *e)
+{
+	return entry_start(e) + ((1ull << e->shift) - 1);
+}
+
 static bool invalidate_locked(struct ptemu_tlb *t, uint64_t start, uint64_t end, bool tables)
 {
-	uint64_t first = start >> t->page_shift, last = (end - 1) >> t->page_shift;
-	bool any = false;
+	bool any = false, scan = false;
 
-	if (last - first < t->capacity) {
-		for (uint64_t vpn = first; vpn <= last; vpn++) {
-			int32_t i = find(t, vpn);
+	/* Probe leaf by leaf while that is cheaper than a scan of every entry; a leaf of any
+	 * size that overlaps the range goes (a TLBI by address hits a block entry too). */
+	for (uint64_t sizes = t->leaf_shifts; sizes && !scan; sizes &= sizes - 1)
+		scan = ((end - 1) >> __builtin_ctzll(sizes)) - (start >> __builtin_ctzll(sizes)) >= t->capacity;
+	if (!scan) {
+		for (uint64_t sizes = t->leaf_shifts; sizes; sizes &= sizes - 1) {
+			unsigned shift = (unsigned)__builtin_ctzll(sizes);
 
-			if (i >= 0) {
-				unlink_entry(t, i);
-				any = true;
+			for (uint64_t vpn = start >> shift; vpn <= (end - 1) >> shift; vpn++) {
+				int32_t i = find(t, vpn << shift, shift);
+
+				if (i >= 0) {
+					unlink_entry(t, i);
+					any = true;
+				}
 			}
 		}
 	} else {
 		for (unsigned i = 0; i < t->capacity; i++) {
-			if (t->entries[i].valid && t->entries[i].vpn >= first &&
-			    t->entries[i].vpn <= last) {
+			if (t->entries[i].valid && entry_start(&t->entries[i]) <= end - 1 &&
+			    entry_last(&t->entries[i]) >= start) {
 				unlink_entry(t, (int32_t)i);
 				any = true;
 			}
@@ -336,10 +375,15 @@ bool ptemu_tlb_maps_pfn(struct ptemu_tlb *t, uint64_t pfn, uint64_t nr, uint64_t
 	pthread_mutex_lock(&t->lock);
 	for (unsigned i = 0; i < t->capacity && !found; i++) {
 		const struct ptemu_tlb_entry *e = &t->entries[i];
+		uint64_t pages = 1ull << (e->shift - t->page_shift);
 
-		if (e->valid && e->ppn >= pfn && e->ppn < pfn + nr &&
-		    !pending_covers(t, e->vpn << t->page_shift, false)) {
-			*va = e->vpn << t->page_shift;
+		if (!e->valid || e->ppn >= pfn + nr || e->ppn + pages <= pfn)
+			continue;
+		/* The first page of the entry in the range. */
+		uint64_t at = entry_start(e) + ((e->ppn < pfn ? pfn - e->ppn : 0) << t->page_shift);
+
+		if (!pending_covers(t, at, false)) {
+			*va = at;
 			found = true;
 		}
 	}

@@ -409,7 +409,7 @@ static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 	if (f == PTEMU_WALK_OK && (res.perms & need)) {
 		uint64_t page_pa = res.paddr & ~(psize - 1);
 
-		ptemu_tlb_insert(&v->tlb, vaddr, page_pa, res.perms);
+		ptemu_tlb_insert(&v->tlb, vaddr, res.paddr, res.leaf_size, res.perms);
 		result->paddr = page_pa + (vaddr & (psize - 1));
 		result->perms = to_uc_perms(res.perms);
 		if (timed) {
@@ -1140,6 +1140,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 	struct ptemu_machine_config mc = {
 		.arch = cfg->arch,
 		.phys_bytes = cfg->phys_bytes,
+		.tlb_entries = cfg->tlb_entries,
 		.check_mode = cfg->check_mode,
 		.inject = cfg->inject,
 		.protocol = cfg->protocol,

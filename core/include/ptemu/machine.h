@@ -55,6 +55,7 @@ struct ptemu_features {
 struct ptemu_machine_config {
 	const struct ptemu_arch *arch;
 	uint64_t phys_bytes;		/* 0: PTEMU_DEFAULT_PHYS_BYTES */
+	unsigned tlb_entries;		/* each vCPU's logical TLB; 0: the model's size */
 	enum ptemu_check_mode check_mode;
 	enum ptemu_injection inject;
 	enum ptemu_protocol protocol;
@@ -105,6 +106,7 @@ struct ptemu_machine {
 	enum ptemu_injection inject;
 	enum ptemu_protocol protocol;
 	struct ptemu_features features;
+	unsigned tlb_entries;		/* 0: the model's (arch->tlb_entries) */
 	struct ptemu_sched *sched;	/* deterministic mode, NULL when free-running */
 	struct ptemu_khugepaged *khugepaged;	/* NULL unless the khugepaged thread runs */
 	FILE *log;

@@ -37,6 +37,7 @@ struct ptemu_run_config {
 	uint64_t pages_to_scan;
 	unsigned max_ptes_none;
 	uint64_t phys_bytes;		/* 0: the default */
+	unsigned tlb_entries;		/* logical TLB entries per vCPU, a power of two; 0: the model's */
 	FILE *log;			/* guest write() output; NULL: discarded */
 	double watchdog_seconds;	/* no progress for this long is a hang; 0: 10 s */
 	bool time_fills;		/* measure the logical-miss path (benchmarks) */

@@ -17,11 +17,14 @@ extern "C" {
 
 struct ptemu_machine;
 
+/* One entry per leaf, of the leaf's size: a block or huge leaf is one entry, as in the
+ * TLBs of every modelled MMU. */
 struct ptemu_tlb_entry {
-	uint64_t vpn;		/* virtual page number */
-	uint64_t ppn;		/* physical page number */
+	uint64_t vpn;		/* va >> shift */
+	uint64_t ppn;		/* the leaf's first physical page (base-page number) */
 	unsigned perms;		/* PTEMU_PROT_* */
 	int32_t next;		/* hash chain */
+	uint8_t shift;		/* log2 of the leaf's size */
 	bool valid;
 };
 
@@ -32,6 +35,9 @@ struct ptemu_walk_cache_entry {
 };
 
 #define PTEMU_TLB_MAX_RANGES 16
+/* What a machine's logical TLBs may hold (--tlb-entries): a power of two in this range. */
+#define PTEMU_TLB_MIN_ENTRIES 16u
+#define PTEMU_TLB_MAX_ENTRIES 65536u
 
 struct ptemu_flush_range {
 	uint64_t start, end;
@@ -50,6 +56,7 @@ struct ptemu_tlb {
 	struct ptemu_tlb_entry *entries;
 	int32_t *buckets;
 	unsigned nbuckets;
+	uint64_t leaf_shifts;	/* bit s: entries of size 1 << s were inserted */
 	unsigned fifo;		/* next entry to replace */
 	struct ptemu_walk_cache_entry *wc;
 	unsigned wc_fifo;
@@ -77,10 +84,13 @@ int ptemu_tlb_init(struct ptemu_tlb *t, struct ptemu_machine *m);
 void ptemu_tlb_destroy(struct ptemu_tlb *t);
 
 /* Owner side. */
+/* The translation of va's base page (pa: that page's physical address), from an entry of
+ * any leaf size; the smallest leaf wins where entries overlap. */
 bool ptemu_tlb_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *pa, unsigned *perms);
-/* Inserts (replacing any entry for the page). When full, the oldest eighth of the entries
- * is evicted (FIFO) and the Unicorn TLB flushed once. */
-void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, unsigned perms);
+/* Inserts the leaf of leaf_size bytes (a power of two; the base page size or less: one
+ * base page) that maps va to pa, replacing any entry for that leaf. When full, the oldest
+ * eighth of the entries is evicted (FIFO) and the Unicorn TLB flushed once. */
+void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, uint64_t leaf_size, unsigned perms);
 bool ptemu_walk_cache_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *table_pa);
 void ptemu_walk_cache_insert(struct ptemu_tlb *t, uint64_t va, uint64_t table_pa);
 /* Range-exact invalidation: leaf entries in [start, end), plus walk-cache entries for

@@ -56,8 +56,9 @@ struct ptemu_trace {
 };
 
 /* The header's configuration word: bits 0-7 the injection, 8-11 the protocol, 16 reclaim-
- * empty-tables, 17 the khugepaged thread (default tunables), 18 fail-fast checking. Traces
- * of earlier builds hold the injection alone, and read the same. */
+ * empty-tables, 17 the khugepaged thread (default tunables), 18 fail-fast checking, 20-24
+ * log2 of the logical TLB's entries (0: the model's size). Traces of earlier builds hold
+ * the injection alone, and read the same. */
 uint32_t ptemu_trace_pack_config(const struct ptemu_run_config *cfg);
 /* Sets the fields of cfg that the configuration word holds. */
 void ptemu_trace_apply_config(const struct ptemu_trace_header *h, struct ptemu_run_config *cfg);
