@@ -15,7 +15,8 @@ static const struct cli_use determinism_options[] = {
 	{ OPT_ARCH, "default: all with a guest ISA", false },
 	{ OPT_WORKLOAD, NULL, false },
 	{ OPT_SECONDS, "here the free-running run's; default 3", false },
-	{ OPT_STEPS, "here the deterministic run's length, the other run being free; default 200000", false },
+	{ OPT_STEPS, "here the deterministic run's length, the other run being free; default 2000000, "
+		     "past the workload's setup (page faults of its first touches)", false },
 	{ OPT_SEED, NULL, false },
 	{ OPT_PROCS, NULL, false },
 	{ OPT_VCPUS, NULL, false },
@@ -26,7 +27,7 @@ static const struct cli_use determinism_options[] = {
 };
 
 static const struct cli_opts determinism_defaults = {
-	.arch_list = "all", .workload = "shmem-stress", .seconds = 3, .steps = 200000, .seed = 1,
+	.arch_list = "all", .workload = "shmem-stress", .seconds = 3, .steps = 2000000, .seed = 1,
 	.procs = 2, .vcpus = 2, .khugepaged = true, .memory = 256, .sched = PTEMU_SCHED_PCT,
 	.pct_depth = 3,
 };

@@ -381,3 +381,110 @@ TEST(DetScheduler, TeardownFinishesWhileTheRcuThreadGoesBackToWait)
 	});
 	EXPECT_TRUE(finished) << "ptemu_sched_destroy hung (or the callbacks did not all run)";
 }
+
+// ptemu_sched_sleep: the sleeper is not picked before its wake-up step while another thread
+// runs, and when nobody else can run the clock skips to that step (an idle machine's time).
+TEST(DetScheduler, ASleeperIsNotPickedBeforeItsWakeStepAndAnIdleClockSkipsToIt)
+{
+	MachineHolder h("arm64");
+	ptemu_sched_config sc{};
+	sc.seed = 5;
+	sc.max_steps = 1000000;
+	ASSERT_EQ(ptemu_sched_create(h.m, &sc), 0);
+	const uint64_t nap = 1000;
+	uint64_t woke_busy = 0, slept_busy = 0, woke_idle = 0, slept_idle = 0, busy_done = 0;
+	std::atomic<bool> busy_left{false};
+	std::thread sleeper([&] {
+		ptemu_thread_register(h.m, "sleeper");
+		slept_busy = ptemu_sched_steps(h.m);
+		ptemu_sched_sleep(nap);		// the busy thread runs meanwhile
+		woke_busy = ptemu_sched_steps(h.m);
+		while (!busy_left)
+			ptemu_sched_yield();
+		slept_idle = ptemu_sched_steps(h.m);
+		ptemu_sched_sleep(nap);		// nobody else: the clock skips
+		woke_idle = ptemu_sched_steps(h.m);
+		ptemu_thread_unregister();
+	});
+	ptemu_sched_wait_threads(h.m, 2);
+	std::thread busy([&] {
+		ptemu_thread_register(h.m, "busy");
+		for (int i = 0; i < 3000; i++)
+			ptemu_sched_point();
+		busy_done = ptemu_sched_steps(h.m);
+		busy_left = true;
+		ptemu_thread_unregister();
+	});
+	ptemu_sched_wait_threads(h.m, 3);
+	ptemu_sched_start(h.m);
+	sleeper.join();
+	busy.join();
+	ptemu_sched_destroy(h.m, nullptr, nullptr);
+	EXPECT_GE(woke_busy, slept_busy + nap);
+	EXPECT_LT(woke_busy, busy_done);	// woken while the busy thread still ran
+	EXPECT_EQ(woke_idle, slept_idle + 1 + nap);	// exactly: the one step of the sleep's own point
+}
+
+namespace {
+
+std::atomic<int> g_grace_callbacks{0};
+
+void grace_callback(ptemu_rcu_head *)
+{
+	g_grace_callbacks++;
+}
+
+} // namespace
+
+// A reader leaving its section wakes the RCU thread only when the oldest callback's grace
+// period is over: without callbacks the RCU thread (scheduler thread 0) is never switched
+// to; with one queued inside a section, it runs once that section has ended.
+TEST(DetScheduler, ReadersLeavingSectionsWakeTheRcuThreadOnlyForACallbackThatIsDue)
+{
+	MachineHolder h("arm64");
+	Recorder rec;
+	ptemu_sched_config sc{};
+	sc.seed = 9;
+	sc.max_steps = 1000000;
+	sc.on_event = Recorder::on_event;
+	sc.event_ctx = &rec;
+	ASSERT_EQ(ptemu_sched_create(h.m, &sc), 0);
+	ptemu_rcu_head head{};
+	size_t first = 0, before_call = 0, at_unlock = 0;
+	std::thread reader([&] {
+		ptemu_thread_register(h.m, "reader");
+		// The RCU thread may not have run yet: a yield hands it the baton, and it goes
+		// to wait for a callback.
+		ptemu_sched_yield();
+		ptemu_sched_yield();
+		first = rec.switches.size();
+		for (int i = 0; i < 2000; i++) {
+			rcu_read_lock();
+			ptemu_sched_point();
+			rcu_read_unlock();
+			ptemu_sched_point();
+		}
+		before_call = rec.switches.size();
+		rcu_read_lock();
+		call_rcu(&head, grace_callback);
+		for (int i = 0; i < 200; i++)
+			ptemu_sched_point();
+		at_unlock = rec.switches.size();
+		rcu_read_unlock();
+		while (!g_grace_callbacks)
+			ptemu_sched_yield();
+		ptemu_thread_unregister();
+	});
+	ptemu_sched_wait_threads(h.m, 2);
+	ptemu_sched_start(h.m);
+	reader.join();
+	ptemu_sched_destroy(h.m, nullptr, nullptr);
+	auto to_rcu = [&](size_t from, size_t to) {
+		return std::count_if(rec.switches.begin() + long(from), rec.switches.begin() + long(to),
+				     [](const ptemu_sched_decision &d) { return d.to == 0; });
+	};
+	EXPECT_EQ(to_rcu(first, before_call), 0) << "woken for nothing";
+	EXPECT_EQ(to_rcu(before_call, at_unlock), 0) << "woken inside the grace period";
+	EXPECT_GT(to_rcu(at_unlock, rec.switches.size()), 0);
+	EXPECT_EQ(g_grace_callbacks.load(), 1);
+}

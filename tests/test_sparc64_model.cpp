@@ -715,16 +715,16 @@ TEST(Sparc64Windows, DeepCallChainsIntoDroppedStackPages)
 
 // v6.5 freed a retracted table at once, after pmdp_collapse_flush (nothing, on sparc64) and
 // tlb_remove_table_sync_one, whose IPI waits for every interrupts-off section: the only
-// thing that kept a TSB-miss walk out of the freed table. Seed 19 (a campaign's) has a walk
-// inside the table when it is detached; without the IPI it reads it freed.
+// thing that kept a TSB-miss walk out of the freed table. Seed 6 (the first of 30 that
+// does) has a walk inside the table when it is detached; without the IPI it reads it freed.
 TEST(Sparc64Legacy, RetractWaitsForMissWalksWithTheIpiBeforeFreeing)
 {
 	std::string path = workload_image("sparc64", "shmem-stress");
 	ptemu_run_config cfg = guest_run_config(&A, "shmem-stress", path, 2, 2, 3);
-	cfg.seed = 19;
+	cfg.seed = 6;
 	cfg.khugepaged = true;
 	cfg.protocol = PTEMU_PROTOCOL_LEGACY;
-	make_deterministic(cfg, 19);
+	make_deterministic(cfg, 6);
 	ptemu_machine *m = nullptr;
 	ptemu_run_result res{};
 	ASSERT_EQ(ptemu_run(&cfg, &m, &res), PTEMU_RUN_OK) << res.message;

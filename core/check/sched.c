@@ -27,6 +27,11 @@
 #define SCHED_WINDOW_SWITCH_ODDS 2
 #define SCHED_WINDOW_ODDS_PCT 64
 #define SCHED_LONG_WINDOW_ODDS_PCT 2
+/* PCT hands the baton to a random runnable thread at 1 in this many points, priorities
+ * unchanged: races whose window needs another thread's whole operation inside it (a
+ * reclaim between a map's pmd read and its lock) need many small preemptions, which PCT's
+ * few change points almost never give (no-pmd-recheck: 30% of seeds without, all with). */
+#define SCHED_PCT_NOISE_ODDS 512
 /* Rounds of a pause a thread that passed the baton on watches for its return. */
 #define SCHED_HANDOFF_SPINS 256
 
@@ -36,6 +41,7 @@ struct sthread {
 	bool live;
 	const void *blocked_on;
 	const char *blocked_what;
+	uint64_t wake_step;		/* asleep until the step count reaches it */
 	uint64_t prio;
 	/* In a spin-wait (its last scheduling point was a yield): PCT passes over it while
 	 * anyone else can run, or two spinners waiting for a third would only ever hand the
@@ -204,7 +210,23 @@ static void handoff_locked(struct ptemu_sched *s, int me, int next)
 
 static bool runnable(const struct ptemu_sched *s, int i)
 {
-	return s->th[i].live && !s->th[i].blocked_on;
+	return s->th[i].live && !s->th[i].blocked_on && s->th[i].wake_step <= s->steps;
+}
+
+/* Nobody can run, but someone sleeps: the clock jumps to the first wake-up, as an idle
+ * machine's does (mu held). Decided before any pick, so that a replay's steps match. */
+static void skip_idle_time_locked(struct ptemu_sched *s)
+{
+	uint64_t first = UINT64_MAX;
+
+	for (int i = 0; i < s->n; i++) {
+		if (runnable(s, i))
+			return;
+		if (s->th[i].live && !s->th[i].blocked_on && s->th[i].wake_step < first)
+			first = s->th[i].wake_step;
+	}
+	if (first != UINT64_MAX)
+		s->steps = first;
 }
 
 static void report_deadlock_locked(struct ptemu_sched *s)
@@ -231,6 +253,7 @@ static int pick_locked(struct ptemu_sched *s, int me, bool force_switch, uint64_
 {
 	int candidates[PTEMU_SCHED_MAX_THREADS], nc = 0;
 
+	skip_idle_time_locked(s);
 	/* Replay: follow the recording. Where it has no decision, the running thread goes on;
 	 * where it must switch and the recording says nothing, the strategy decides (the
 	 * replay then diverges, and says where). */
@@ -252,6 +275,8 @@ static int pick_locked(struct ptemu_sched *s, int me, bool force_switch, uint64_
 			candidates[nc++] = i;
 	if (!nc)
 		return force_switch && me >= 0 && runnable(s, me) ? me : -1;
+	if (s->cfg.strategy == PTEMU_SCHED_PCT && next_rand(&s->rng) % SCHED_PCT_NOISE_ODDS == 0)
+		return candidates[next_rand(&s->rng) % (uint64_t)nc];
 	if (s->cfg.strategy == PTEMU_SCHED_PCT) {
 		int best = candidates[0];
 
@@ -449,6 +474,19 @@ void ptemu_sched_spin_wait(void)
 		schedule(s, me, true, true, SCHED_SWITCH_ODDS, POINT_PLAIN, 0);
 }
 
+void ptemu_sched_sleep(uint64_t steps)
+{
+	int me;
+	struct ptemu_sched *s = sched_of_current(&me);
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->th[me].wake_step = s->steps + 1 + steps;	/* schedule() counts one step first */
+	pthread_mutex_unlock(&s->mu);
+	schedule(s, me, true, false, SCHED_SWITCH_ODDS, POINT_PLAIN, 0);
+}
+
 /* Blocks `me` on token, unless *unless (read under mu) is set. */
 static void block(struct ptemu_sched *s, int me, const void *token, const char *what, const bool *unless)
 {
@@ -502,6 +540,7 @@ static void attach(struct ptemu_thread *t, bool wait_for_baton)
 	s->th[id].t = t;
 	s->th[id].live = true;
 	s->th[id].blocked_on = NULL;
+	s->th[id].wake_step = 0;
 	/* PCT: random distinct priorities above every change point's. */
 	s->th[id].prio = s->cfg.pct_depth + 1 + (next_rand(&s->rng) % 1000000) * PTEMU_SCHED_MAX_THREADS + (uint64_t)id;
 	pthread_cond_init(&s->th[id].cv, NULL);
@@ -585,14 +624,7 @@ void ptemu_sched_detach_current(void)
 		ptemu_sched_detach(t);
 }
 
-void ptemu_sched_rcu_reader_left(void)
-{
-	int me;
-	struct ptemu_sched *s = sched_of_current(&me);
 
-	if (s)
-		ptemu_sched_wake(&s->rcu_token);
-}
 
 void ptemu_sched_wait_threads(struct ptemu_machine *m, unsigned count)
 {
@@ -607,6 +639,27 @@ void ptemu_sched_wait_threads(struct ptemu_machine *m, unsigned count)
 }
 
 /* ---- deterministic RCU -------------------------------------------------------------------- */
+
+/* Has every reader that was in a section when p was queued left it? (mu held) */
+static bool grace_period_over_locked(struct ptemu_sched *s, const struct pending_rcu *p)
+{
+	for (unsigned k = 0; k < p->nreaders; k++) {
+		const struct sthread *th = &s->th[p->readers[k].id];
+
+		if (th->live && __atomic_load_n(&th->t->rcu_depth, __ATOMIC_RELAXED) &&
+		    __atomic_load_n(&th->t->rcu_section, __ATOMIC_RELAXED) == p->readers[k].section)
+			return false;
+	}
+	return true;
+}
+
+/* Wakes the RCU thread when the oldest callback's grace period is over: it runs callbacks
+ * in order, and a wake-up for nothing costs two switches. (mu held) */
+static void wake_rcu_thread_if_ready_locked(struct ptemu_sched *s)
+{
+	if (s->npending && grace_period_over_locked(s, &s->pending[0]) && s->th[0].blocked_on == &s->rcu_token)
+		s->th[0].blocked_on = NULL;
+}
 
 void ptemu_sched_call_rcu(struct ptemu_machine *m, struct ptemu_rcu_head *head)
 {
@@ -633,21 +686,20 @@ void ptemu_sched_call_rcu(struct ptemu_machine *m, struct ptemu_rcu_head *head)
 		};
 	}
 	fold_locked(s, PTEMU_EV_CALL_RCU, s->npending, s->steps);
+	wake_rcu_thread_if_ready_locked(s);
 	pthread_mutex_unlock(&s->mu);
-	ptemu_sched_wake(&s->rcu_token);
 }
 
-/* Has every reader that was in a section when p was queued left it? (mu held) */
-static bool grace_period_over_locked(struct ptemu_sched *s, const struct pending_rcu *p)
+void ptemu_sched_rcu_reader_left(void)
 {
-	for (unsigned k = 0; k < p->nreaders; k++) {
-		const struct sthread *th = &s->th[p->readers[k].id];
+	int me;
+	struct ptemu_sched *s = sched_of_current(&me);
 
-		if (th->live && __atomic_load_n(&th->t->rcu_depth, __ATOMIC_RELAXED) &&
-		    __atomic_load_n(&th->t->rcu_section, __ATOMIC_RELAXED) == p->readers[k].section)
-			return false;
-	}
-	return true;
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	wake_rcu_thread_if_ready_locked(s);
+	pthread_mutex_unlock(&s->mu);
 }
 
 /* The scheduler's RCU thread: when it holds the baton, it ends the grace period of every

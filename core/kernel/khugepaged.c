@@ -942,10 +942,7 @@ static void khugepaged_do_scan(struct ptemu_khugepaged *k)
 static void khugepaged_sleep(struct ptemu_khugepaged *k)
 {
 	if (ptemu_sched_scheduled()) {
-		uint64_t until = ptemu_sched_steps(k->m) + k->t.scan_sleep_steps;
-
-		while (ptemu_sched_steps(k->m) < until && !khugepaged_should_stop(k))
-			ptemu_sched_yield();
+		ptemu_sched_sleep(k->t.scan_sleep_steps);
 		return;
 	}
 	for (double left = k->t.scan_sleep_ms; left > 0 && !khugepaged_should_stop(k); left -= 1) {
@@ -1077,6 +1074,9 @@ void khugepaged_exit(struct mm_struct *mm)
 		mmdrop(mm);	/* the slot's; a scan in progress holds its own */
 }
 
+/* How often a deterministic waiter for khugepaged's passes looks again (1 ms of its clock). */
+#define KHUGEPAGED_WAIT_POLL_STEPS 100
+
 int khugepaged_wait_full_scan(struct mm_struct *mm)
 {
 	struct ptemu_machine *m = mm->machine;
@@ -1097,7 +1097,7 @@ int khugepaged_wait_full_scan(struct mm_struct *mm)
 		if (khugepaged_should_stop(k) || ptemu_should_stop(m))
 			return -EINTR;
 		if (ptemu_sched_scheduled()) {
-			ptemu_sched_yield();
+			ptemu_sched_sleep(KHUGEPAGED_WAIT_POLL_STEPS);
 		} else {
 			struct timespec ts = { 0, 1000 * 1000 };
 

@@ -96,6 +96,10 @@ void ptemu_sched_yield(void);
  * PCT then passes over the caller while anyone else can run, or two spinners waiting for
  * a third would only ever hand the baton to each other. */
 void ptemu_sched_spin_wait(void);
+/* The calling thread sleeps for `steps` scheduling steps of the others (the deterministic
+ * run's clock): it is not picked before then. When nobody else can run, the clock skips
+ * to the first sleeper's wake-up. */
+void ptemu_sched_sleep(uint64_t steps);
 /* The calling thread waits for `token` (a lock, a folio, ...): it is not picked again until
  * ptemu_sched_wake(token). Returns at once when not deterministic. */
 void ptemu_sched_block(const void *token, const char *what);
