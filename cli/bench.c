@@ -19,16 +19,19 @@ static const struct cli_use overhead_options[] = {
 	{ OPT_SEED, NULL, false },
 	{ OPT_MEMORY, NULL, false },
 	{ OPT_TLB_ENTRIES, "default: the model's size, 4 and 16 times it", false },
+	{ OPT_REPEAT, "default 3", false },
 	{ OPT_JSON, NULL, false },
 	{ 0 },
 };
 
-static const struct cli_opts overhead_defaults = { .arch_list = "all", .seconds = 3, .seed = 1, .memory = 256 };
+static const struct cli_opts overhead_defaults = {
+	.arch_list = "all", .seconds = 3, .seed = 1, .memory = 256, .repeat = 3,
+};
 
 const struct cli_command cmd_bench_overhead = {
 	"bench overhead", "[options]",
-	"shmem-stress through ptemu and on bare Unicorn with an identity TLB fill: throughput ratio "
-	"and logical-miss cost",
+	"shmem-stress through ptemu and on bare Unicorn with an identity TLB fill, each run --repeat "
+	"times interleaved: medians and spread of the throughput ratio and of the logical-miss cost",
 	overhead_options, &overhead_defaults, true, NULL, overhead_main,
 };
 
@@ -217,6 +220,37 @@ static int latency_main(int argc, char **argv)
 	return json_list_end(&json, EXIT_CLEAN);
 }
 
+/* One ptemu run of the bench: its ops per second and logical-miss cost; 0, or the exit
+ * status with the reason on stderr. */
+static int overhead_run(const struct ptemu_arch *a, const struct cli_opts *o, const char *path,
+			unsigned tlb_entries, struct ptemu_run_result *r)
+{
+	struct ptemu_run_config cfg = {
+		.arch = a, .workload = "shmem-stress", .image_path = path, .procs = 1, .vcpus = 1,
+		.seconds = o->seconds, .seed = o->seed, .phys_bytes = o->memory << 20,
+		.tlb_entries = tlb_entries,
+		.time_fills = true, .no_collapse = true,	/* bare Unicorn has no collapse */
+	};
+	struct ptemu_machine *m;
+
+	fprintf(stderr, "ptemu: %s: shmem-stress through ptemu, %u TLB entries, %.1f s...\n", a->name,
+		tlb_entries, o->seconds);
+	if (ptemu_run(&cfg, &m, r) != PTEMU_RUN_OK) {
+		fprintf(stderr, "ptemu: %s: %s\n", a->name, r->message);
+		if (m && !r->hung)
+			ptemu_machine_destroy(m);
+		return EXIT_INTERNAL;
+	}
+	ptemu_machine_destroy(m);
+	return 0;
+}
+
+enum { O_RATIO, O_MISS, O_FILL, O_MISS_RATIO, O_FILLS, O_COUNT };
+static const char *const overhead_names[O_COUNT] = { "throughput_ratio", "miss_ns", "identity_fill_ns",
+						      "miss_ratio", "fills_ptemu" };
+
+/* Each repetition runs bare Unicorn, then ptemu at every size, so that a drift of the
+ * machine falls on all of them; each ratio is taken within its repetition. */
 static int overhead_main(int argc, char **argv)
 {
 	struct cli_opts o = overhead_defaults;
@@ -228,10 +262,16 @@ static int overhead_main(int argc, char **argv)
 		return rc == CLI_HELP ? EXIT_CLEAN : rc;
 	if ((rc = json_list_begin(&json, o.json, "overhead", &summary)))
 		return rc;
+	unsigned k = (unsigned)o.repeat;
+	double(*v)[3][O_COUNT][MAX_REPEAT] = malloc(sizeof(*v));
+
+	if (!v) {
+		out_discard(&json);
+		return EXIT_INTERNAL;
+	}
 	for (unsigned i = 0, rows = 0; i < o.narches; i++) {
 		const struct ptemu_arch *a = o.arches[i];
 		char path[4096];
-		struct ptemu_bench_bare_result bare;
 		/* The logical TLB's sizes: the one given, or the model's and two larger. */
 		unsigned sizes[3], nsizes = 0;
 
@@ -242,52 +282,61 @@ static int overhead_main(int argc, char **argv)
 				sizes[nsizes++] = a->tlb_entries * f;
 		}
 		workload_image_path(a, "shmem-stress", path, sizeof(path));
-		fprintf(stderr, "ptemu: %s: shmem-stress on bare Unicorn, %.1f s...\n", a->name, o.seconds);
-		if (ptemu_bench_bare(a, path, o.seconds, o.seed, &bare)) {
-			fprintf(stderr, "ptemu: %s: bare run: %s\n", a->name, bare.error);
-			out_discard(&json);
-			return EXIT_INTERNAL;
-		}
-		for (unsigned k = 0; k < nsizes; k++, rows++) {
-			struct ptemu_run_config cfg = {
-				.arch = a, .workload = "shmem-stress", .image_path = path, .procs = 1, .vcpus = 1,
-				.seconds = o.seconds, .seed = o.seed, .phys_bytes = o.memory << 20,
-				.tlb_entries = sizes[k],
-				.time_fills = true, .no_collapse = true,	/* bare Unicorn has no collapse */
-			};
-			struct ptemu_run_result r;
-			struct ptemu_machine *m;
+		for (unsigned r = 0; r < k; r++) {
+			struct ptemu_bench_bare_result bare;
 
-			fprintf(stderr, "ptemu: %s: the same image through ptemu, %u TLB entries, %.1f s...\n",
-				a->name, sizes[k], o.seconds);
-			if (ptemu_run(&cfg, &m, &r) != PTEMU_RUN_OK) {
-				fprintf(stderr, "ptemu: %s: %s\n", a->name, r.message);
-				if (m && !r.hung)
-					ptemu_machine_destroy(m);
+			fprintf(stderr, "ptemu: %s: shmem-stress on bare Unicorn, %.1f s (%u/%u)...\n", a->name,
+				o.seconds, r + 1, k);
+			if (ptemu_bench_bare(a, path, o.seconds, o.seed, &bare)) {
+				fprintf(stderr, "ptemu: %s: bare run: %s\n", a->name, bare.error);
+				free(v);
 				out_discard(&json);
 				return EXIT_INTERNAL;
 			}
-			ptemu_machine_destroy(m);
-			double ops_ptemu = 16.0 * (double)r.polls / r.elapsed;
 			double ops_bare = 16.0 * (double)bare.polls / bare.elapsed;
-			double miss = r.misses_timed ? (double)r.miss_ns / (double)r.misses_timed : 0;
 			double fill = bare.fills ? (double)bare.fill_ns / (double)bare.fills : 0;
 
+			for (unsigned z = 0; z < nsizes; z++) {
+				struct ptemu_run_result res;
+
+				if ((rc = overhead_run(a, &o, path, sizes[z], &res))) {
+					free(v);
+					out_discard(&json);
+					return rc;
+				}
+				double miss = res.misses_timed ? (double)res.miss_ns / (double)res.misses_timed : 0;
+
+				v[0][z][O_RATIO][r] = 16.0 * (double)res.polls / res.elapsed / ops_bare;
+				v[0][z][O_MISS][r] = miss;
+				v[0][z][O_FILL][r] = fill;
+				v[0][z][O_MISS_RATIO][r] = fill > 0 ? miss / fill : 0;
+				v[0][z][O_FILLS][r] = (double)res.tlb_fills;
+			}
+		}
+		for (unsigned z = 0; z < nsizes; z++, rows++) {
+			struct spread sp[O_COUNT];
+
+			for (int mtr = 0; mtr < O_COUNT; mtr++)
+				sp[mtr] = spread_of(v[0][z][mtr], k);
 			fprintf(summary,
-				"%-11s tlb=%-5u ops/s ptemu=%.0f bare=%.0f ratio=%.2f (target >= 0.8) | "
-				"ns per fill: logical miss=%.0f identity=%.0f ratio=%.2f (target <= 2) | "
-				"fills ptemu=%" PRIu64 " bare=%" PRIu64 " instructions/s ptemu=%.0f\n",
-				a->name, sizes[k], ops_ptemu, ops_bare, ops_ptemu / ops_bare, miss, fill, miss / fill,
-				r.tlb_fills, bare.fills, (double)r.instructions / r.elapsed);
+				"%-11s tlb=%-5u medians of %u: ratio=%.2f [%.2f..%.2f] (target >= 0.8) | ns per "
+				"fill: logical miss=%.0f identity=%.0f ratio=%.2f [%.2f..%.2f] (target <= 2) | "
+				"fills ptemu=%.0f\n",
+				a->name, sizes[z], k, sp[O_RATIO].median, sp[O_RATIO].lo, sp[O_RATIO].hi,
+				sp[O_MISS].median, sp[O_FILL].median, sp[O_MISS_RATIO].median, sp[O_MISS_RATIO].lo,
+				sp[O_MISS_RATIO].hi, sp[O_FILLS].median);
 			fflush(summary);
-			if (json.path)
-				fprintf(json.f, "%s{\"arch\":\"%s\",\"tlb_entries\":%u,\"ops_per_s_ptemu\":%.0f,"
-					"\"ops_per_s_bare\":%.0f,\"throughput_ratio\":%.3f,\"miss_ns\":%.1f,"
-					"\"identity_fill_ns\":%.1f,\"miss_ratio\":%.3f,\"fills_ptemu\":%" PRIu64
-					",\"fills_bare\":%" PRIu64 "}",
-					rows ? "," : "", a->name, sizes[k], ops_ptemu, ops_bare, ops_ptemu / ops_bare,
-					miss, fill, miss / fill, r.tlb_fills, bare.fills);
+			if (!json.path)
+				continue;
+			fprintf(json.f, "%s{\"arch\":\"%s\",\"tlb_entries\":%u,\"repeat\":%u", rows ? "," : "",
+				a->name, sizes[z], k);
+			for (int mtr = 0; mtr < O_COUNT; mtr++) {
+				fprintf(json.f, ",\"%s\":%.3f,\"%s_spread\":[%.3f,%.3f]", overhead_names[mtr],
+					sp[mtr].median, overhead_names[mtr], sp[mtr].lo, sp[mtr].hi);
+			}
+			fprintf(json.f, "}");
 		}
 	}
+	free(v);
 	return json_list_end(&json, EXIT_CLEAN);
 }
