@@ -267,7 +267,7 @@ TEST(ClassicArmGuest, SharedAliasIsCleanWithAdjustPteAndFixups)
 // reclaim then clears a pmd that is already none, and pmd_pgtable of that names no table
 // (the kernel would free the page of pfn 0). The model reports it and frees nothing: a
 // violation, not a crash (seeds from a campaign under the random walk, which finds it).
-TEST(ReclaimGuest, AZapFreeingThePageOfANonePmdIsReportedNotACrash)
+TEST(NoPmdRecheckGuest, AZapFreeingThePageOfANonePmdIsReportedNotACrash)
 {
 	for (auto [arch, seed] : {std::pair<const char *, uint64_t>{"arm64", 2}, {"s390", 3}}) {
 		std::string path = workload_image(arch, "dontneed-race");

@@ -375,9 +375,8 @@ bool ptemu_tlb_maps_pfn(struct ptemu_tlb *t, uint64_t pfn, uint64_t nr, uint64_t
 	pthread_mutex_lock(&t->lock);
 	for (unsigned i = 0; i < t->capacity && !found; i++) {
 		const struct ptemu_tlb_entry *e = &t->entries[i];
-		uint64_t pages = 1ull << (e->shift - t->page_shift);
 
-		if (!e->valid || e->ppn >= pfn + nr || e->ppn + pages <= pfn)
+		if (!e->valid || e->ppn >= pfn + nr || e->ppn + (1ull << (e->shift - t->page_shift)) <= pfn)
 			continue;
 		/* The first page of the entry in the range. */
 		uint64_t at = entry_start(e) + ((e->ppn < pfn ? pfn - e->ppn : 0) << t->page_shift);
