@@ -25,8 +25,8 @@ static int list_main(int argc, char **argv)
 		return rc == CLI_HELP ? EXIT_CLEAN : rc;
 	if (!strcmp(what, "arches")) {
 		for (const struct ptemu_arch *const *a = ptemu_arch_all(); *a; a++)
-			printf("%-10s %s\n%-10s --reclaim-empty-tables: %s\n", (*a)->name, (*a)->description, "",
-			       (*a)->pt_reclaim_status);
+			printf("%-10s %s\n%-10s logical TLB: %u entries (--tlb-entries)\n%-10s --reclaim-empty-tables: %s\n",
+			       (*a)->name, (*a)->description, "", (*a)->tlb_entries, "", (*a)->pt_reclaim_status);
 	} else if (!strcmp(what, "injections")) {
 		for (const struct ptemu_injection_info *i = ptemu_injections(); i->name; i++) {
 			printf("%-24s %s [models:", i->name, i->what);

@@ -35,7 +35,7 @@ static const struct cli_use run_options[] = {
 	{ OPT_INJECT, NULL, false },
 	{ OPT_FAIL_FAST, NULL, false },
 	{ OPT_MEMORY, NULL, false },
-	{ OPT_TLB_ENTRIES, "default: the model's", false },
+	{ OPT_TLB_ENTRIES, "default: the model's ('ptemu list arches')", false },
 	{ OPT_JSON, NULL, false },
 	{ OPT_QUIET, NULL, false },
 	{ 0 },

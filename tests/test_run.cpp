@@ -444,6 +444,10 @@ TEST(Cli, TlbEntriesSizeTheLogicalTlbOfBenchesRunsAndTraces)
 		<< out;
 	EXPECT_NE(out.find("\"tlb_entries\":64,"), std::string::npos) << out;
 	EXPECT_EQ(out.find("\"tlb_entries\":1024,"), std::string::npos) << out;
+	// Each model's own size, which --tlb-entries replaces, is listed.
+	ASSERT_EQ(run_cli("list arches", &out), 0) << out;
+	EXPECT_NE(out.find("s390x DAT"), std::string::npos) << out;
+	EXPECT_NE(out.find("logical TLB: 1024 entries", out.find("s390x DAT")), std::string::npos) << out;
 	EXPECT_EQ(run_cli("run --arch arm64 --tlb-entries 100 --seconds 0.2", &out), 2) << out;
 	EXPECT_NE(out.find("power of two"), std::string::npos) << out;
 	EXPECT_EQ(out.find("shmem-stress,"), std::string::npos) << "it ran: " << out;
