@@ -244,17 +244,7 @@ static void free_pte(struct mmu_gather *tlb, pmd_t pmdval, uint64_t addr)
 	struct mm_struct *mm = tlb->mm;
 	uint64_t table = 0;
 
-	if (pmd_kind(pmdval, &table) != PTEMU_ENTRY_TABLE) {
-		/* Only when the zap's map skipped its pmd recheck (no-pmd-recheck): it zapped a
-		 * table another reclaim had detached, and pmd_pgtable of what it cleared now
-		 * names no table; the kernel would free whatever page that is. */
-		ptemu_report(mm->machine, VIOLATION_PT_USE_AFTER_FREE, addr,
-			     "free_pte at %#llx: the pmd held no table (%#llx) when the zap cleared it: the "
-			     "table it zapped was detached by another thread after its map, and the free "
-			     "would be of a page that is no table",
-			     (unsigned long long)addr, (unsigned long long)pmdval.val);
-		return;
-	}
+	pmd_kind(pmdval, &table);
 	mm_inc_pgtables(mm, -(int64_t)mm->machine->arch->pte_table_bytes);
 	pte_free_tlb(tlb, table, addr);
 	ptemu_stat_add(&mm->machine->stats, PTEMU_STAT_tables_reclaimed, 1);

@@ -1,4 +1,5 @@
 /* The mmu_gather: flush once, then free (v6.6 mm/mmu_gather.c). */
+#include <inttypes.h>
 #include <stdlib.h>
 
 #include <ptemu/check.h>
@@ -58,6 +59,15 @@ void pte_free_tlb(struct mmu_gather *tlb, uint64_t table_pa, uint64_t addr)
 {
 	struct ptemu_machine *m = tlb->mm->machine;
 
+	/* Before the model's own bookkeeping (s390 would list page 0's halves for reuse): a
+	 * free table here is pmd_pgtable of a pmd that no longer points at one, which a
+	 * broken protocol gathers (a zap without its pmd recheck, reclaiming a table another
+	 * reclaim detached). Reported, and left out, as pte_free_defer does. */
+	if (check_table_state(m, table_pa) == TABLE_FREE) {
+		ptemu_report(m, VIOLATION_PT_USE_AFTER_FREE, table_pa,
+			     "pte_free_tlb of table %#" PRIx64 ", which is free", table_pa);
+		return;
+	}
 	tlb_flush_range_add(tlb, addr, ptemu_page_size(m->arch));
 	tlb->freed_tables = true;
 	ptemu_stat_add(&m->stats, PTEMU_STAT_tables_gathered, 1);
