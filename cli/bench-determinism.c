@@ -5,7 +5,6 @@
 #include <inttypes.h>
 #include <sys/resource.h>
 
-#include <ptemu/check.h>
 
 #include "cli.h"
 
@@ -69,7 +68,7 @@ static int measure(const struct ptemu_arch *a, const struct cli_opts *o, bool de
 	struct ptemu_run_result r;
 	struct ptemu_machine *m;
 	double before;
-	enum ptemu_run_error e;
+	int rc;
 
 	workload_image_path(a, o->workload, path, sizeof(path));
 	cfg.image_path = path;
@@ -79,15 +78,10 @@ static int measure(const struct ptemu_arch *a, const struct cli_opts *o, bool de
 	else
 		fprintf(stderr, "ptemu: %s: %s, %.1f s (free-running)...\n", a->name, o->workload, o->seconds);
 	before = cpu_seconds();
-	e = ptemu_run(&cfg, &m, &r);
+	rc = bench_run(a->name, &cfg, &m, &r);
 	row->cpu = cpu_seconds() - before;
-	if (e != PTEMU_RUN_OK || check_violation_count(m)) {
-		fprintf(stderr, "ptemu: %s: %s\n", a->name,
-			e != PTEMU_RUN_OK ? r.message : "violations: the measurement is void");
-		if (m && !r.hung)
-			ptemu_machine_destroy(m);
-		return e != PTEMU_RUN_OK ? EXIT_INTERNAL : EXIT_VIOLATIONS;
-	}
+	if (rc)
+		return rc;
 	ptemu_machine_destroy(m);
 	row->instructions = r.instructions;
 	row->steps = r.steps;

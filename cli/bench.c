@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include <ptemu/bench.h>
-#include <ptemu/check.h>
 #include <ptemu/stats.h>
 #include <ptemu/tlb.h>
 
@@ -81,15 +80,12 @@ static int latency_run(const struct ptemu_arch *a, const struct cli_opts *o, enu
 	cfg.image_path = path;
 	fprintf(stderr, "ptemu: %s: shmem-stress %ux%u with khugepaged, %s, %.1f s...\n", a->name, cfg.procs,
 		cfg.vcpus, ptemu_protocol_name(p), o->seconds);
-	enum ptemu_run_error e = ptemu_run(&cfg, &m, &row->r);
+	char what[64];
+	int rc;
 
-	if (e != PTEMU_RUN_OK || check_violation_count(m)) {
-		fprintf(stderr, "ptemu: %s %s: %s\n", a->name, ptemu_protocol_name(p),
-			e != PTEMU_RUN_OK ? row->r.message : "violations: the measurement is void");
-		if (m && !row->r.hung)
-			ptemu_machine_destroy(m);
-		return e != PTEMU_RUN_OK ? EXIT_INTERNAL : EXIT_VIOLATIONS;
-	}
+	snprintf(what, sizeof(what), "%s %s", a->name, ptemu_protocol_name(p));
+	if ((rc = bench_run(what, &cfg, &m, &row->r)))
+		return rc;
 	row->retracts = ptemu_stat_get(&m->stats, PTEMU_STAT_retracts);
 	row->skips = ptemu_stat_get(&m->stats, PTEMU_STAT_retract_skips);
 	row->collapses = ptemu_stat_get(&m->stats, PTEMU_STAT_collapses);
@@ -232,15 +228,12 @@ static int overhead_run(const struct ptemu_arch *a, const struct cli_opts *o, co
 		.time_fills = true, .no_collapse = true,	/* bare Unicorn has no collapse */
 	};
 	struct ptemu_machine *m;
+	int rc;
 
 	fprintf(stderr, "ptemu: %s: shmem-stress through ptemu, %u TLB entries, %.1f s...\n", a->name,
 		tlb_entries, o->seconds);
-	if (ptemu_run(&cfg, &m, r) != PTEMU_RUN_OK) {
-		fprintf(stderr, "ptemu: %s: %s\n", a->name, r->message);
-		if (m && !r->hung)
-			ptemu_machine_destroy(m);
-		return EXIT_INTERNAL;
-	}
+	if ((rc = bench_run(a->name, &cfg, &m, r)))
+		return rc;
 	ptemu_machine_destroy(m);
 	return 0;
 }
@@ -263,7 +256,8 @@ static int overhead_main(int argc, char **argv)
 	if ((rc = json_list_begin(&json, o.json, "overhead", &summary)))
 		return rc;
 	unsigned k = (unsigned)o.repeat;
-	double(*v)[3][O_COUNT][MAX_REPEAT] = malloc(sizeof(*v));
+	/* By TLB size, measure and repetition. */
+	double(*v)[O_COUNT][MAX_REPEAT] = calloc(3, sizeof(*v));
 
 	if (!v) {
 		out_discard(&json);
@@ -306,18 +300,18 @@ static int overhead_main(int argc, char **argv)
 				}
 				double miss = res.misses_timed ? (double)res.miss_ns / (double)res.misses_timed : 0;
 
-				v[0][z][O_RATIO][r] = 16.0 * (double)res.polls / res.elapsed / ops_bare;
-				v[0][z][O_MISS][r] = miss;
-				v[0][z][O_FILL][r] = fill;
-				v[0][z][O_MISS_RATIO][r] = fill > 0 ? miss / fill : 0;
-				v[0][z][O_FILLS][r] = (double)res.tlb_fills;
+				v[z][O_RATIO][r] = 16.0 * (double)res.polls / res.elapsed / ops_bare;
+				v[z][O_MISS][r] = miss;
+				v[z][O_FILL][r] = fill;
+				v[z][O_MISS_RATIO][r] = fill > 0 ? miss / fill : 0;
+				v[z][O_FILLS][r] = (double)res.tlb_fills;
 			}
 		}
 		for (unsigned z = 0; z < nsizes; z++, rows++) {
 			struct spread sp[O_COUNT];
 
 			for (int mtr = 0; mtr < O_COUNT; mtr++)
-				sp[mtr] = spread_of(v[0][z][mtr], k);
+				sp[mtr] = spread_of(v[z][mtr], k);
 			fprintf(summary,
 				"%-11s tlb=%-5u medians of %u: ratio=%.2f [%.2f..%.2f] (target >= 0.8) | ns per "
 				"fill: logical miss=%.0f identity=%.0f ratio=%.2f [%.2f..%.2f] (target <= 2) | "

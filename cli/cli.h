@@ -102,6 +102,11 @@ const char *injection_name(enum ptemu_injection inj);
 bool known_workload(const char *name);
 /* Where this build put a workload's image for a model (PTEMU_WORKLOAD_DIR overrides). */
 void workload_image_path(const struct ptemu_arch *a, const char *workload, char *buf, size_t n);
+/* A benchmark's run: 0 with the machine to read (the caller destroys it), or the exit
+ * status with the reason on stderr, the machine gone: a run that failed or had violations
+ * measures nothing. `what` names the run in the message. */
+int bench_run(const char *what, const struct ptemu_run_config *cfg, struct ptemu_machine **m,
+	      struct ptemu_run_result *r);
 
 /* A file a command writes. A regular file (or a new one) is written to a temporary file
  * beside it that out_commit renames over it, so that what was there survives until there

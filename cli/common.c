@@ -212,3 +212,16 @@ void print_violation_kinds(FILE *out, const struct ptemu_machine *m)
 			rec[k].event, rec[k].thread_name, rec[k].message);
 	}
 }
+
+int bench_run(const char *what, const struct ptemu_run_config *cfg, struct ptemu_machine **m,
+	      struct ptemu_run_result *r)
+{
+	enum ptemu_run_error e = ptemu_run(cfg, m, r);
+
+	if (e == PTEMU_RUN_OK && !check_violation_count(*m))
+		return 0;
+	fprintf(stderr, "ptemu: %s: %s\n", what, e != PTEMU_RUN_OK ? r->message : "violations: the measurement is void");
+	if (*m && !r->hung)
+		ptemu_machine_destroy(*m);
+	return e != PTEMU_RUN_OK ? EXIT_INTERNAL : EXIT_VIOLATIONS;
+}

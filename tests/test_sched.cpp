@@ -387,15 +387,20 @@ TEST(DetScheduler, TeardownFinishesWhileTheRcuThreadGoesBackToWait)
 TEST(DetScheduler, ASleeperIsNotPickedBeforeItsWakeStepAndAnIdleClockSkipsToIt)
 {
 	MachineHolder h("arm64");
+	Recorder rec;
 	ptemu_sched_config sc{};
 	sc.seed = 5;
 	sc.max_steps = 1000000;
+	sc.on_event = Recorder::on_event;
+	sc.event_ctx = &rec;
 	ASSERT_EQ(ptemu_sched_create(h.m, &sc), 0);
 	const uint64_t nap = 1000;
 	uint64_t woke_busy = 0, slept_busy = 0, woke_idle = 0, slept_idle = 0, busy_done = 0;
+	int sleeper_id = -1;
 	std::atomic<bool> busy_left{false};
 	std::thread sleeper([&] {
 		ptemu_thread_register(h.m, "sleeper");
+		sleeper_id = ptemu_current()->sched_id;
 		slept_busy = ptemu_sched_steps(h.m);
 		ptemu_sched_sleep(nap);		// the busy thread runs meanwhile
 		woke_busy = ptemu_sched_steps(h.m);
@@ -422,6 +427,12 @@ TEST(DetScheduler, ASleeperIsNotPickedBeforeItsWakeStepAndAnIdleClockSkipsToIt)
 	ptemu_sched_destroy(h.m, nullptr, nullptr);
 	EXPECT_GE(woke_busy, slept_busy + nap);
 	EXPECT_LT(woke_busy, busy_done);	// woken while the busy thread still ran
+	// Asleep, it is not picked at all (a loop of yields would be, at every other point):
+	// the baton comes to it once, at its wake-up.
+	long to_sleeper = std::count_if(rec.switches.begin(), rec.switches.end(), [&](const ptemu_sched_decision &d) {
+		return d.step > slept_busy && d.step <= woke_busy && d.to == uint32_t(sleeper_id);
+	});
+	EXPECT_EQ(to_sleeper, 1) << "switches to the sleeper while it slept";
 	EXPECT_EQ(woke_idle, slept_idle + 1 + nap);	// exactly: the one step of the sleep's own point
 }
 

@@ -624,8 +624,6 @@ void ptemu_sched_detach_current(void)
 		ptemu_sched_detach(t);
 }
 
-
-
 void ptemu_sched_wait_threads(struct ptemu_machine *m, unsigned count)
 {
 	struct ptemu_sched *s = m->sched;

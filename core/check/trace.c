@@ -41,6 +41,11 @@ enum { CONFIG_RECLAIM = 1u << 16, CONFIG_KHUGEPAGED = 1u << 17, CONFIG_FAIL_FAST
 /* Bits 20-24: log2 of --tlb-entries, 0 for the model's size. */
 enum { CONFIG_TLB_SHIFT = 20, CONFIG_TLB_MASK = 0x1f };
 
+static unsigned config_tlb_shift(const struct ptemu_trace_header *h)
+{
+	return h->inject >> CONFIG_TLB_SHIFT & CONFIG_TLB_MASK;
+}
+
 uint32_t ptemu_trace_pack_config(const struct ptemu_run_config *cfg)
 {
 	return (uint32_t)cfg->inject | (uint32_t)cfg->protocol << 8 |
@@ -62,9 +67,7 @@ void ptemu_trace_apply_config(const struct ptemu_trace_header *h, struct ptemu_r
 	cfg->features.reclaim_empty_tables = h->inject & CONFIG_RECLAIM;
 	cfg->khugepaged = h->inject & CONFIG_KHUGEPAGED;
 	cfg->check_mode = h->inject & CONFIG_FAIL_FAST ? PTEMU_CHECK_FAIL_FAST : PTEMU_CHECK_CONTINUE;
-	unsigned tlb_shift = h->inject >> CONFIG_TLB_SHIFT & CONFIG_TLB_MASK;
-
-	cfg->tlb_entries = tlb_shift ? 1u << tlb_shift : 0;
+	cfg->tlb_entries = config_tlb_shift(h) ? 1u << config_tlb_shift(h) : 0;
 }
 
 uint64_t ptemu_build_id(void)
@@ -270,7 +273,7 @@ static int check_config(const struct ptemu_trace_header *h, char *err, size_t er
 	if (!h->procs || h->procs > 16 || !h->vcpus || h->vcpus > 16)
 		return fail(err, errlen, "corrupted trace: %u processes of %u vCPUs (each must be in 1..16)",
 			    h->procs, h->vcpus);
-	unsigned tlb_shift = h->inject >> CONFIG_TLB_SHIFT & CONFIG_TLB_MASK;
+	unsigned tlb_shift = config_tlb_shift(h);
 
 	if (ptemu_trace_injection(h) >= INJECT_COUNT || (h->inject >> 8 & 0xf) > PTEMU_PROTOCOL_LEGACY ||
 	    (h->inject & ~(0x7ffffu | (uint32_t)CONFIG_TLB_MASK << CONFIG_TLB_SHIFT)) || (h->inject & 0xf000u) ||
