@@ -268,6 +268,16 @@ namespace {
 
 struct Recorder {
 	std::vector<ptemu_sched_decision> switches;
+	// A random-walk scheduler on m whose decisions this records.
+	bool attach_random_walk(ptemu_machine *m, uint64_t seed)
+	{
+		ptemu_sched_config sc{};
+		sc.seed = seed;
+		sc.max_steps = 1000000;
+		sc.on_event = on_event;
+		sc.event_ctx = this;
+		return ptemu_sched_create(m, &sc) == 0;
+	}
 	static void on_event(void *ctx, uint64_t kind, uint64_t a, uint64_t b)
 	{
 		if ((kind & 0xff) == PTEMU_EV_SWITCH)
@@ -388,12 +398,7 @@ TEST(DetScheduler, ASleeperIsNotPickedBeforeItsWakeStepAndAnIdleClockSkipsToIt)
 {
 	MachineHolder h("arm64");
 	Recorder rec;
-	ptemu_sched_config sc{};
-	sc.seed = 5;
-	sc.max_steps = 1000000;
-	sc.on_event = Recorder::on_event;
-	sc.event_ctx = &rec;
-	ASSERT_EQ(ptemu_sched_create(h.m, &sc), 0);
+	ASSERT_TRUE(rec.attach_random_walk(h.m, 5));
 	const uint64_t nap = 1000;
 	uint64_t woke_busy = 0, slept_busy = 0, woke_idle = 0, slept_idle = 0, busy_done = 0;
 	int sleeper_id = -1;
@@ -454,12 +459,7 @@ TEST(DetScheduler, ReadersLeavingSectionsWakeTheRcuThreadOnlyForACallbackThatIsD
 {
 	MachineHolder h("arm64");
 	Recorder rec;
-	ptemu_sched_config sc{};
-	sc.seed = 9;
-	sc.max_steps = 1000000;
-	sc.on_event = Recorder::on_event;
-	sc.event_ctx = &rec;
-	ASSERT_EQ(ptemu_sched_create(h.m, &sc), 0);
+	ASSERT_TRUE(rec.attach_random_walk(h.m, 9));
 	ptemu_rcu_head head{};
 	size_t first = 0, before_call = 0, at_unlock = 0;
 	std::thread reader([&] {
