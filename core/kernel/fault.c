@@ -24,6 +24,9 @@ struct vm_fault {
 	pte_t *pte;
 	struct ptemu_spinlock *ptl;
 	pte_t orig_pte;
+	/* __do_fault's table, allocated before the folio lock while the pmd was none; what
+	 * finish_fault or do_set_pmd leaves unused, do_fault frees. */
+	uint64_t prealloc_pte;
 };
 
 static bool write_fault(const struct vm_fault *vmf)
@@ -151,24 +154,24 @@ static unsigned do_set_pmd(struct vm_fault *vmf, struct page *folio, unsigned fl
 	const struct ptemu_arch *a = vmf->m->arch;
 	uint64_t haddr = vmf->address & ~(ptemu_pmd_size(a) - 1);
 	struct ptemu_leaf leaf = { folio_pfn(folio), flags };
-	uint64_t prealloc = 0;
 	struct ptemu_spinlock *pml;
 	unsigned ret = VM_FAULT_NOPAGE;
 
 	/* arch_needs_pgtable_deposit: the table goes beside the huge pmd (hash keeps its
-	 * HPTE slots there), allocated before the lock as do_set_pmd does. */
-	if (a->pgtable_deposit_offset) {
-		prealloc = pte_alloc_one(vmf->mm);
-		if (!prealloc)
+	 * HPTE slots there), allocated before the lock unless __do_fault did. The caller
+	 * frees it if unused. */
+	if (a->pgtable_deposit_offset && !vmf->prealloc_pte) {
+		vmf->prealloc_pte = pte_alloc_one(vmf->mm);
+		if (!vmf->prealloc_pte)
 			return VM_FAULT_OOM;
 	}
 	pml = pmd_lock(vmf->mm, vmf->pmd);
 	if (pmd_none(pmdp_get_lockless(vmf->pmd))) {
-		if (prealloc) {
+		if (a->pgtable_deposit_offset) {
 			/* deposit_prealloc_pte, before the pmd is visible to hash_page */
-			pgtable_trans_huge_deposit(vmf->mm, ptemu_slot_pa(vmf->m, vmf->pmd), prealloc);
+			pgtable_trans_huge_deposit(vmf->mm, ptemu_slot_pa(vmf->m, vmf->pmd), vmf->prealloc_pte);
 			mm_inc_pgtables(vmf->mm, a->pte_table_bytes);
-			prealloc = 0;
+			vmf->prealloc_pte = 0;
 		}
 		set_pmd_at(vmf->mm, haddr, vmf->pmd, __pmd(a->mk_pmd_leaf(leaf)));
 		add_mm_counter(vmf->mm, PageFlag(folio, PG_swapbacked) ? MM_SHMEMPAGES : MM_FILEPAGES,
@@ -179,9 +182,25 @@ static unsigned do_set_pmd(struct vm_fault *vmf, struct page *folio, unsigned fl
 		ret = 0;
 	}
 	spin_unlock(pml);
-	if (prealloc)
-		pte_free(vmf->mm, prealloc);
 	return ret;
+}
+
+/* What finish_fault and do_set_pmd left of __do_fault's table. */
+static void free_unused_prealloc_pte(struct vm_fault *vmf)
+{
+	if (vmf->prealloc_pte) {
+		pte_free(vmf->mm, vmf->prealloc_pte);
+		vmf->prealloc_pte = 0;
+	}
+}
+
+/* finish_fault's table for a none pmd: __do_fault's (pmd_install), else a new one. */
+static int install_fault_table(struct vm_fault *vmf)
+{
+	if (!vmf->prealloc_pte)
+		return __pte_alloc(vmf->mm, vmf->pmd);
+	pmd_install(vmf->mm, vmf->pmd, &vmf->prealloc_pte);
+	return 0;
 }
 
 int set_huge_pmd(struct vm_area_struct *vma, uint64_t haddr, pmd_t *pmd, struct page *folio)
@@ -193,7 +212,10 @@ int set_huge_pmd(struct vm_area_struct *vma, uint64_t haddr, pmd_t *pmd, struct 
 
 	if (!folio_fits_pmd(&vmf, folio))
 		return -1;
-	return do_set_pmd(&vmf, folio, vma_leaf_flags(&vmf, (vma->vm_flags & VM_SHARED) && f->shmem)) ? -1 : 0;
+	unsigned ret = do_set_pmd(&vmf, folio, vma_leaf_flags(&vmf, (vma->vm_flags & VM_SHARED) && f->shmem));
+
+	free_unused_prealloc_pte(&vmf);
+	return ret ? -1 : 0;
 }
 
 /* finish_fault with the folio locked: by PMD when it fits and the pmd is none, else one
@@ -208,7 +230,7 @@ static unsigned finish_fault(struct vm_fault *vmf, struct page *folio, uint64_t 
 	if (pmd_none(pmdp_get_lockless(vmf->pmd))) {
 		if (folio_fits_pmd(vmf, folio))
 			return do_set_pmd(vmf, folio, flags);
-		if (__pte_alloc(vmf->mm, vmf->pmd))
+		if (install_fault_table(vmf))
 			return VM_FAULT_OOM;
 	}
 	folio_get(folio);
@@ -225,10 +247,21 @@ static unsigned do_fault(struct vm_fault *vmf)
 	uint64_t index = linear_page_index(vma, vmf->address);
 	int err = 0;
 	unsigned ret;
+
+	/* __do_fault: the table before any page lock (kernel-spec 4.3). It is what brings a
+	 * fault's allocation close to a retract's deferred free: a none pmd is what a retract
+	 * leaves. */
+	if (pmd_none(pmdp_get_lockless(vmf->pmd))) {
+		vmf->prealloc_pte = pte_alloc_one(vmf->mm);
+		if (!vmf->prealloc_pte)
+			return VM_FAULT_OOM;
+	}
 	struct page *folio = filemap_get_folio_locked(vma->vm_file, index, &err);
 
-	if (!folio)
+	if (!folio) {
+		free_unused_prealloc_pte(vmf);
 		return err == -ENOMEM ? VM_FAULT_OOM : VM_FAULT_SIGBUS;
+	}
 	if (write_fault(vmf) && !(vma->vm_flags & VM_SHARED)) {
 		/* do_cow_fault: a private copy, mapped as anonymous memory. */
 		struct page *copy = alloc_anon_page(vmf->m);
@@ -241,7 +274,7 @@ static unsigned do_fault(struct vm_fault *vmf)
 							     folio_pfn(folio) + (index - folio->index))),
 			       ptemu_page_size(vmf->m->arch));
 			__atomic_store_n(&vma->anon_vma, true, __ATOMIC_RELAXED);
-			if (pmd_none(pmdp_get_lockless(vmf->pmd)) && __pte_alloc(vmf->mm, vmf->pmd))
+			if (pmd_none(pmdp_get_lockless(vmf->pmd)) && install_fault_table(vmf))
 				ret = VM_FAULT_OOM;
 			else
 				ret = set_pte_if_unchanged(vmf, copy, vma_leaf_flags(vmf, true), true,
@@ -254,6 +287,7 @@ static unsigned do_fault(struct vm_fault *vmf)
 	}
 	folio_unlock(folio);
 	folio_put(folio);
+	free_unused_prealloc_pte(vmf);
 	return ret;
 }
 
