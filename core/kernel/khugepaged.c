@@ -714,6 +714,9 @@ static enum scan_result cpmt_remove_table(struct mm_struct *mm, struct ptemu_fil
 	}
 	spin_unlock(ptl);
 	pte_unmap(start_pte);
+	/* From here to the removal the table is empty: faults in the range map it, see none
+	 * entries and wait for the folio we hold, as in collapse_file's copy to retract. */
+	ptemu_sched_long_window_begin(&table, 1);
 	/* Step 3: the mappings' references and counters. */
 	__atomic_fetch_sub(&folio->refcount, (int32_t)nr_ptes, __ATOMIC_RELEASE);
 	add_mm_counter(mm, f->shmem ? MM_SHMEMPAGES : MM_FILEPAGES, -(int64_t)nr_ptes);
@@ -741,10 +744,12 @@ static enum scan_result cpmt_remove_table(struct mm_struct *mm, struct ptemu_fil
 	if (ptl != pml)
 		spin_unlock(ptl);
 	spin_unlock(pml);
+	ptemu_sched_long_window_end();
 	free_retracted_table(mm, table, true);
 	return SCAN_SUCCEED;
 
 abort:
+	ptemu_sched_long_window_end();
 	if (nr_ptes)
 		flush_tlb_mm(mm);
 	return result;
