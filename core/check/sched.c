@@ -22,11 +22,13 @@
 #define SCHED_BLOCK_SWITCH_ODDS 128
 /* Window points (ptemu_sched_point_window): a random walk switches 1 in this there, and
  * PCT preempts 1 in SCHED_WINDOW_ODDS_PCT on top of its change points; 1 in
- * SCHED_LONG_WINDOW_ODDS_PCT at the start of a long window and at a window point on a
- * table that another thread's long window is about to change. */
+ * SCHED_LONG_WINDOW_ODDS_PCT (that is, always) at the start of a long window, at a wide
+ * window and at a window point on a table that another thread's long window is about to
+ * change. Always, because these points are few (a dozen to a hundred per run) and each
+ * race needs one of them taken (issue 15's closing note has the catch rates). */
 #define SCHED_WINDOW_SWITCH_ODDS 2
 #define SCHED_WINDOW_ODDS_PCT 64
-#define SCHED_LONG_WINDOW_ODDS_PCT 2
+#define SCHED_LONG_WINDOW_ODDS_PCT 1
 /* PCT hands the baton to a random runnable thread at 1 in this many points, priorities
  * unchanged: races whose window needs another thread's whole operation inside it (a
  * reclaim between a map's pmd read and its lock) need many small preemptions, which PCT's
@@ -34,6 +36,8 @@
 #define SCHED_PCT_NOISE_ODDS 512
 /* Rounds of a pause a thread that passed the baton on watches for its return. */
 #define SCHED_HANDOFF_SPINS 256
+/* Added to a wide window's sunk_seq: after any other sunk thread, however many sinks. */
+#define SCHED_SUNK_WIDE_LATER (UINT64_C(1) << 62)
 
 struct sthread {
 	struct ptemu_thread *t;
@@ -53,6 +57,9 @@ struct sthread {
 	bool sunk;
 	uint64_t sunk_prio;
 	uint64_t sunk_seq;
+	/* Sunk at a wide window: it waits for someone to change its table, so its long
+	 * window, if any, no longer preempts the others' points on that table. */
+	bool sunk_wide;
 	bool in_long_window;	/* between ptemu_sched_long_window_begin and _end */
 	uint64_t lw_tables[PTEMU_SCHED_LONG_WINDOW_TABLES];	/* what that window changes */
 	unsigned lw_ntables;
@@ -275,8 +282,19 @@ static int pick_locked(struct ptemu_sched *s, int me, bool force_switch, uint64_
 			candidates[nc++] = i;
 	if (!nc)
 		return force_switch && me >= 0 && runnable(s, me) ? me : -1;
-	if (s->cfg.strategy == PTEMU_SCHED_PCT && next_rand(&s->rng) % SCHED_PCT_NOISE_ODDS == 0)
+	if (s->cfg.strategy == PTEMU_SCHED_PCT && next_rand(&s->rng) % SCHED_PCT_NOISE_ODDS == 0) {
+		/* Noise among those not sunk: a sunk thread resumed by noise closes its window
+		 * before the racing side came (a khugepaged sunk in a retract's window would
+		 * come back after a few hundred points of a zap). */
+		int awake[PTEMU_SCHED_MAX_THREADS], na = 0;
+
+		for (int k = 0; k < nc; k++)
+			if (!s->th[candidates[k]].sunk)
+				awake[na++] = candidates[k];
+		if (na)
+			return awake[next_rand(&s->rng) % (uint64_t)na];
 		return candidates[next_rand(&s->rng) % (uint64_t)nc];
+	}
 	if (s->cfg.strategy == PTEMU_SCHED_PCT) {
 		int best = candidates[0];
 
@@ -304,14 +322,14 @@ static bool only_rcu_thread_left(const struct ptemu_sched *s)
 	return true;
 }
 
-enum point_kind { POINT_PLAIN, POINT_WINDOW, POINT_LONG_WINDOW };
+enum point_kind { POINT_PLAIN, POINT_WINDOW, POINT_LONG_WINDOW, POINT_WIDE_WINDOW };
 
 static bool in_others_long_window_locked(const struct ptemu_sched *s, int me, uint64_t table)
 {
 	if (s->long_windows <= (s->th[me].in_long_window ? 1u : 0u))
 		return false;
 	for (int i = 0; i < s->n; i++) {
-		if (i == me || !s->th[i].in_long_window)
+		if (i == me || !s->th[i].in_long_window || s->th[i].sunk_wide)
 			continue;
 		for (unsigned k = 0; k < s->th[i].lw_ntables; k++)
 			if (s->th[i].lw_tables[k] == table)
@@ -326,7 +344,7 @@ static uint64_t pct_window_odds_locked(const struct ptemu_sched *s, int me, enum
 {
 	if (kind == POINT_PLAIN)
 		return 0;
-	if (kind == POINT_LONG_WINDOW || in_others_long_window_locked(s, me, table))
+	if (kind != POINT_WINDOW || in_others_long_window_locked(s, me, table))
 		return SCHED_LONG_WINDOW_ODDS_PCT;
 	return SCHED_WINDOW_ODDS_PCT;
 }
@@ -353,7 +371,11 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spin
 	    next_rand(&s->rng) % pct_window_odds == 0) {
 		s->th[me].sunk_prio = s->th[me].prio;
 		s->th[me].sunk = true;
-		s->th[me].sunk_seq = s->sinks++;
+		s->th[me].sunk_wide = kind == POINT_WIDE_WINDOW;
+		/* A wide window waits for a whole operation of another thread (a zap that
+		 * reclaims the table): it resumes after every thread sunk before it, not
+		 * first, or the zap it needs stays sunk behind it. */
+		s->th[me].sunk_seq = s->sinks++ + (s->th[me].sunk_wide ? SCHED_SUNK_WIDE_LATER : 0);
 		s->th[me].prio = 0;
 		force_switch = true;
 	}
@@ -361,6 +383,7 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spin
 	if (next >= 0 && s->th[next].sunk) {
 		s->th[next].prio = s->th[next].sunk_prio;
 		s->th[next].sunk = false;
+		s->th[next].sunk_wide = false;
 	}
 	if (next < 0 && only_rcu_thread_left(s)) {
 		/* Idle: the RCU thread waits for work; the next thread to come takes the baton. */
@@ -403,7 +426,7 @@ void ptemu_sched_point_wide_window(uint64_t table_pa)
 	struct ptemu_sched *s = sched_of_current(&me);
 
 	if (s)
-		schedule(s, me, false, false, SCHED_WINDOW_SWITCH_ODDS, POINT_LONG_WINDOW, table_pa);
+		schedule(s, me, false, false, SCHED_WINDOW_SWITCH_ODDS, POINT_WIDE_WINDOW, table_pa);
 }
 
 void ptemu_sched_long_window_begin(const uint64_t *tables, unsigned n)
