@@ -49,7 +49,7 @@ static const struct cli_use campaign_options[] = {
 
 static const struct cli_opts campaign_defaults = {
 	.seed_base = 1, .inject_list = "none", .protocol_list = "lockless", .workload = "shmem-stress",
-	.procs = 2, .vcpus = 2, .steps = 200000, .sched = PTEMU_SCHED_PCT, .pct_depth = 3, .shard = 1,
+	.procs = 2, .vcpus = 2, .steps = 400000, .sched = PTEMU_SCHED_PCT, .pct_depth = 3, .shard = 1,
 	.nshards = 1,
 };
 
