@@ -120,9 +120,9 @@ static int determinism_main(int argc, char **argv)
 		fflush(summary);
 		if (json.path)
 			fprintf(json.f, "%s{\"arch\":\"%s\",\"workload\":\"%s\",\"seed\":%" PRIu64
-				",\"free_running\":{\"instructions\":%" PRIu64 ",\"cpu_seconds\":%.3f,"
+				",\"free_running\":{\"instructions\":%" PRIu64 ",\"cpu_seconds\":%.6f,"
 				"\"elapsed\":%.3f,\"instructions_per_cpu_second\":%.0f},"
-				"\"deterministic\":{\"instructions\":%" PRIu64 ",\"cpu_seconds\":%.3f,"
+				"\"deterministic\":{\"instructions\":%" PRIu64 ",\"cpu_seconds\":%.6f,"
 				"\"elapsed\":%.3f,\"steps\":%" PRIu64 ",\"instructions_per_cpu_second\":%.0f},"
 				"\"cost_ratio\":%.3f}",
 				i ? "," : "", a->name, o.workload, o.seed, free_run.instructions, free_run.cpu,
