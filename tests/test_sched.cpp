@@ -263,6 +263,64 @@ TEST(DetScheduler, WindowPointsOnTheTablesOfALongWindowPreemptFarMoreOften)
 	EXPECT_LT(elsewhere, per_table / 16) << log;
 }
 
+// A removal sunk at its wide window waits for another thread's whole operation there (a
+// zap that reclaims the table): that thread's window points on the table must not send the
+// baton straight back, as they would while the remover's long window counts. The walker
+// starts once the owner has sunk at its wide window; the owner resumes only when a walker
+// point preempts at the ordinary 1 in 64, so after several of them, not after the first.
+TEST(DetScheduler, AWideWindowSinkLetsTheOthersPointsOnItsTableRun)
+{
+	MachineHolder h("arm64");
+	ptemu_sched_config sc{};
+	sc.seed = 7;
+	sc.strategy = PTEMU_SCHED_PCT;
+	sc.pct_depth = 1;	// no change points: every switch below is a window preemption
+	sc.max_steps = 1000000;
+	ASSERT_EQ(ptemu_sched_create(h.m, &sc), 0);
+	const uint64_t table = 0x5000;
+	std::mutex mu;
+	std::string log;
+	auto put = [&](char c) {
+		std::lock_guard<std::mutex> g(mu);
+		log += c;
+	};
+	auto seen = [&](char c) {
+		std::lock_guard<std::mutex> g(mu);
+		return log.find(c) != std::string::npos;
+	};
+	std::thread owner([&] {
+		ptemu_thread_register(h.m, "owner");
+		ptemu_sched_long_window_begin(&table, 1);
+		put('a');
+		ptemu_sched_point_wide_window(table);
+		put('W');
+		ptemu_sched_long_window_end();
+		ptemu_thread_unregister();
+	});
+	ptemu_sched_wait_threads(h.m, 2);
+	std::thread walker([&] {
+		ptemu_thread_register(h.m, "walker");
+		// Asleep, not spinning: a spinner is passed over for the sunk owner.
+		while (!seen('a'))
+			ptemu_sched_sleep(0);
+		for (int i = 0; i < 256; i++) {
+			put('<');
+			ptemu_sched_point_window(table);
+			put('>');
+		}
+		ptemu_thread_unregister();
+	});
+	ptemu_sched_wait_threads(h.m, 3);
+	ptemu_sched_start(h.m);
+	owner.join();
+	walker.join();
+	ptemu_sched_destroy(h.m, nullptr, nullptr);
+	const size_t w = log.find('W');
+	ASSERT_NE(w, std::string::npos) << log;
+	const auto before = std::count(log.begin(), log.begin() + (std::ptrdiff_t)w, '<');
+	EXPECT_GT(before, 4) << log;
+}
+
 namespace {
 
 struct Recorder {
