@@ -73,14 +73,16 @@ void ptemu_sched_point(void);
  * switches are likelier there, and PCT adds preemptions there beyond its change points. */
 void ptemu_sched_point_window(uint64_t table_pa);
 /* A window point where nothing the caller holds keeps the racing side out, so a race
- * needs only the preemption (a table removal between its look at the pmd and its pmd
- * lock): PCT preempts there as at the start of a long window. */
+ * needs only the preemption and another thread's whole operation (a table removal between
+ * its look at the pmd and its pmd lock, and a zap that reclaims the table): PCT always
+ * preempts there, resumes the caller after every other preempted thread, and meanwhile
+ * lets the caller's own long window preempt no one on that table. */
 void ptemu_sched_point_wide_window(uint64_t table_pa);
 /* A long window of the protocol that will change `tables`: a collapse from its copy (after
- * the unmap) to its retract. On a machine other CPUs run meanwhile, through their own
- * windows, so PCT preempts at its start, and at other threads' window points on those
- * tables while it is open, far more often than elsewhere; the first thread preempted goes
- * on first. Begin is a scheduling point; end is not. */
+ * the unmap) to its retract, collapse_pte_mapped_thp from emptying a table to removing it.
+ * On a machine other CPUs run meanwhile, through their own windows, so PCT always preempts
+ * at its start and at other threads' window points on those tables while it is open; the
+ * first thread preempted goes on first. Begin is a scheduling point; end is not. */
 void ptemu_sched_long_window_begin(const uint64_t *tables, unsigned n);
 /* The tables a long window names; more are not looked at. */
 #define PTEMU_SCHED_LONG_WINDOW_TABLES 32
