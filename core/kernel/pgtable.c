@@ -189,14 +189,13 @@ static void fill_none(const struct ptemu_machine *m, uint64_t pa, uint64_t bytes
 		uint32_t v = be ? __builtin_bswap32((uint32_t)none) : (uint32_t)none;
 
 		for (uint64_t i = 0; i < bytes / 4; i++)
-			__atomic_store_n((uint32_t *)p + i, v, __ATOMIC_RELAXED);
+			__atomic_store_n((uint32_t *)p + i, v, __ATOMIC_RELEASE);
 	} else {
 		uint64_t v = be ? __builtin_bswap64(none) : none;
 
 		for (uint64_t i = 0; i < bytes / 8; i++)
-			__atomic_store_n((uint64_t *)p + i, v, __ATOMIC_RELAXED);
+			__atomic_store_n((uint64_t *)p + i, v, __ATOMIC_RELEASE);
 	}
-	__atomic_thread_fence(__ATOMIC_RELEASE);
 }
 
 /* ---- classification ------------------------------------------------------------------ */
