@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -202,65 +203,90 @@ TEST(DetScheduler, ConstructedDeadlockIsReportedNotHung)
 	b.detach();
 }
 
+// PCT at depth 1 on arm64, seed 7: no change points, so every switch is a window
+// preemption. An owner and a walker thread write their marks into `log` in the order they
+// run.
+struct MarkedPct {
+	MachineHolder h{"arm64"};
+	std::mutex mu;
+	std::string log;
+
+	void put(char c)
+	{
+		std::lock_guard<std::mutex> g(mu);
+		log += c;
+	}
+	bool seen(char c)
+	{
+		std::lock_guard<std::mutex> g(mu);
+		return log.find(c) != std::string::npos;
+	}
+	int count(const char *marks) const
+	{
+		int n = 0;
+		for (size_t at = log.find(marks); at != std::string::npos; at = log.find(marks, at + 1))
+			n++;
+		return n;
+	}
+	// The owner registers first, so it is thread 1 after the RCU thread.
+	void run(const std::function<void()> &owner, const std::function<void()> &walker)
+	{
+		ptemu_sched_config sc{};
+		sc.seed = 7;
+		sc.strategy = PTEMU_SCHED_PCT;
+		sc.pct_depth = 1;
+		sc.max_steps = 1000000;
+		ASSERT_EQ(ptemu_sched_create(h.m, &sc), 0);
+		std::thread o([&] {
+			ptemu_thread_register(h.m, "owner");
+			owner();
+			ptemu_thread_unregister();
+		});
+		ptemu_sched_wait_threads(h.m, 2);
+		std::thread w([&] {
+			ptemu_thread_register(h.m, "walker");
+			walker();
+			ptemu_thread_unregister();
+		});
+		ptemu_sched_wait_threads(h.m, 3);
+		ptemu_sched_start(h.m);
+		o.join();
+		w.join();
+		ptemu_sched_destroy(h.m, nullptr, nullptr);
+	}
+};
+
 // PCT explores a long window (a collapse from its copy to its retract): a window point on
 // a table that another thread's open long window names always preempts, one on any other
 // table about 1 time in 64. A preemption shows as the owner's entry between the walker's
 // marks around its window point.
 TEST(DetScheduler, WindowPointsOnTheTablesOfALongWindowPreemptFarMoreOften)
 {
-	MachineHolder h("arm64");
-	ptemu_sched_config sc{};
-	sc.seed = 7;
-	sc.strategy = PTEMU_SCHED_PCT;
-	sc.pct_depth = 1;	// no change points: every switch below is a window preemption
-	sc.max_steps = 1000000;
-	ASSERT_EQ(ptemu_sched_create(h.m, &sc), 0);
+	MarkedPct pct;
 	const uint64_t named = 0x5000, other = 0x9000;
 	const int per_table = 256;
-	std::mutex mu;
-	std::string log;
 	std::atomic<bool> done{false};
-	auto put = [&](char c) {
-		std::lock_guard<std::mutex> g(mu);
-		log += c;
-	};
-	std::thread owner([&] {
-		ptemu_thread_register(h.m, "owner");
-		ptemu_sched_long_window_begin(&named, 1);
-		// Spinning: passed over while the walker can run, so it runs only when the
-		// walker is preempted.
-		while (!done.load()) {
-			put('L');
-			ptemu_sched_spin_wait();
-		}
-		ptemu_sched_long_window_end();
-		ptemu_thread_unregister();
-	});
-	ptemu_sched_wait_threads(h.m, 2);
-	std::thread walker([&] {
-		ptemu_thread_register(h.m, "walker");
-		for (int i = 0; i < 2 * per_table; i++) {
-			put(i < per_table ? '<' : '(');
-			ptemu_sched_point_window(i < per_table ? named : other);
-			put('>');
-		}
-		done = true;
-		ptemu_thread_unregister();
-	});
-	ptemu_sched_wait_threads(h.m, 3);
-	ptemu_sched_start(h.m);
-	owner.join();
-	walker.join();
-	ptemu_sched_destroy(h.m, nullptr, nullptr);
-	auto preempted = [&](const char *mark) {
-		int n = 0;
-		for (size_t p = log.find(mark); p != std::string::npos; p = log.find(mark, p + 1))
-			n++;
-		return n;
-	};
-	const int on_named = preempted("<L"), elsewhere = preempted("(L");
-	EXPECT_EQ(on_named, per_table) << log;
-	EXPECT_LT(elsewhere, per_table / 16) << log;
+	pct.run(
+		[&] {
+			ptemu_sched_long_window_begin(&named, 1);
+			// Spinning: passed over while the walker can run, so it runs only when
+			// the walker is preempted.
+			while (!done.load()) {
+				pct.put('L');
+				ptemu_sched_spin_wait();
+			}
+			ptemu_sched_long_window_end();
+		},
+		[&] {
+			for (int i = 0; i < 2 * per_table; i++) {
+				pct.put(i < per_table ? '<' : '(');
+				ptemu_sched_point_window(i < per_table ? named : other);
+				pct.put('>');
+			}
+			done = true;
+		});
+	EXPECT_EQ(pct.count("<L"), per_table) << pct.log;
+	EXPECT_LT(pct.count("(L"), per_table / 16) << pct.log;
 }
 
 // A removal sunk at its wide window waits for another thread's whole operation there (a
@@ -270,55 +296,29 @@ TEST(DetScheduler, WindowPointsOnTheTablesOfALongWindowPreemptFarMoreOften)
 // point preempts at the ordinary 1 in 64, so after several of them, not after the first.
 TEST(DetScheduler, AWideWindowSinkLetsTheOthersPointsOnItsTableRun)
 {
-	MachineHolder h("arm64");
-	ptemu_sched_config sc{};
-	sc.seed = 7;
-	sc.strategy = PTEMU_SCHED_PCT;
-	sc.pct_depth = 1;	// no change points: every switch below is a window preemption
-	sc.max_steps = 1000000;
-	ASSERT_EQ(ptemu_sched_create(h.m, &sc), 0);
+	MarkedPct pct;
 	const uint64_t table = 0x5000;
-	std::mutex mu;
-	std::string log;
-	auto put = [&](char c) {
-		std::lock_guard<std::mutex> g(mu);
-		log += c;
-	};
-	auto seen = [&](char c) {
-		std::lock_guard<std::mutex> g(mu);
-		return log.find(c) != std::string::npos;
-	};
-	std::thread owner([&] {
-		ptemu_thread_register(h.m, "owner");
-		ptemu_sched_long_window_begin(&table, 1);
-		put('a');
-		ptemu_sched_point_wide_window(table);
-		put('W');
-		ptemu_sched_long_window_end();
-		ptemu_thread_unregister();
-	});
-	ptemu_sched_wait_threads(h.m, 2);
-	std::thread walker([&] {
-		ptemu_thread_register(h.m, "walker");
-		// Asleep, not spinning: a spinner is passed over for the sunk owner.
-		while (!seen('a'))
-			ptemu_sched_sleep(0);
-		for (int i = 0; i < 256; i++) {
-			put('<');
-			ptemu_sched_point_window(table);
-			put('>');
-		}
-		ptemu_thread_unregister();
-	});
-	ptemu_sched_wait_threads(h.m, 3);
-	ptemu_sched_start(h.m);
-	owner.join();
-	walker.join();
-	ptemu_sched_destroy(h.m, nullptr, nullptr);
-	const size_t w = log.find('W');
-	ASSERT_NE(w, std::string::npos) << log;
-	const auto before = std::count(log.begin(), log.begin() + (std::ptrdiff_t)w, '<');
-	EXPECT_GT(before, 4) << log;
+	pct.run(
+		[&] {
+			ptemu_sched_long_window_begin(&table, 1);
+			pct.put('a');
+			ptemu_sched_point_wide_window(table);
+			pct.put('W');
+			ptemu_sched_long_window_end();
+		},
+		[&] {
+			// Asleep, not spinning: a spinner is passed over for the sunk owner.
+			while (!pct.seen('a'))
+				ptemu_sched_sleep(0);
+			for (int i = 0; i < 256; i++) {
+				pct.put('<');
+				ptemu_sched_point_window(table);
+				pct.put('>');
+			}
+		});
+	const size_t w = pct.log.find('W');
+	ASSERT_NE(w, std::string::npos) << pct.log;
+	EXPECT_GT(std::count(pct.log.begin(), pct.log.begin() + (std::ptrdiff_t)w, '<'), 4) << pct.log;
 }
 
 namespace {
