@@ -940,7 +940,11 @@ void ptemu_pte_table_ctor(struct ptemu_machine *m, uint64_t table_pa)
 
 void ptemu_pte_table_dtor(struct ptemu_machine *m, uint64_t table_pa)
 {
-	if (m->tlb.table_freed)
+	/* Only a table that was in a pmd can be in a walk cache (a stale entry for its memory
+	 * was reported when that memory's previous table was freed). The scan takes every
+	 * vCPU's TLB lock, and a fault's unused preallocated table, freed on every fault that
+	 * maps by PMD, waited there for vCPUs the host had preempted. */
+	if (m->tlb.table_freed && check_table_state(m, table_pa) != TABLE_ALLOCATED)
 		m->tlb.table_freed(m->tlb.ctx, table_pa);
 	switch (check_table_free(m, table_pa)) {
 	case TABLE_RCU_PENDING:
