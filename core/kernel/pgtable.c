@@ -648,6 +648,8 @@ void pmd_install(struct mm_struct *mm, pmd_t *pmdp, uint64_t *table_pa)
 		pmd_populate(mm, pmdp, *table_pa);
 		ptemu_stat_add(&mm->machine->stats, PTEMU_STAT_pmd_installs, 1);
 		*table_pa = 0;
+	} else {
+		ptemu_stat_add(&mm->machine->stats, PTEMU_STAT_pmd_install_races, 1);
 	}
 	spin_unlock(pml);
 }
@@ -659,10 +661,8 @@ int __pte_alloc(struct mm_struct *mm, pmd_t *pmdp)
 	if (!table)
 		return -ENOMEM;
 	pmd_install(mm, pmdp, &table);
-	if (table) {
-		ptemu_stat_add(&mm->machine->stats, PTEMU_STAT_pmd_install_races, 1);
+	if (table)
 		pte_free(mm, table);
-	}
 	return 0;
 }
 

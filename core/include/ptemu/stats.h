@@ -25,7 +25,7 @@ extern "C" {
 	X(tables_gathered)        /* handed to an mmu_gather (pte_free_tlb) */                \
 	X(tables_rcu_freed)       /* freed after a grace period (pte_free_defer, gather) */   \
 	X(pmd_installs)                                                                       \
-	X(pmd_install_races)      /* pmd_install found the pmd populated and freed its table */ \
+	X(pmd_install_races)      /* pmd_install found the pmd populated: its table went unused */ \
 	X(tlb_range_flushes)                                                                  \
 	X(tlb_last_level_flushes) /* of which last-level only (TLBI VALE1IS): walk caches kept */ \
 	X(faults)                 /* user faults handled */                                   \
