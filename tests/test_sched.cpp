@@ -321,6 +321,32 @@ TEST(DetScheduler, AWideWindowSinkLetsTheOthersPointsOnItsTableRun)
 	EXPECT_GT(std::count(pct.log.begin(), pct.log.begin() + (std::ptrdiff_t)w, '<'), 4) << pct.log;
 }
 
+// PCT's random hand-off (1 point in 512) goes to a thread that is not preempted: one sunk
+// in its window would otherwise come back early and close the window before the racing
+// side's operation is done. The owner sinks at the start of its long window; the walker's
+// 4096 plain points make about 8 hand-offs, each of which would wake the owner 1 time in 2
+// if the sunk were eligible.
+TEST(DetScheduler, RandomHandOffsPassOverAThreadSunkInItsWindow)
+{
+	MarkedPct pct;
+	const uint64_t table = 0x5000;
+	pct.run(
+		[&] {
+			pct.put('b');
+			ptemu_sched_long_window_begin(&table, 1);
+			pct.put('W');
+			ptemu_sched_long_window_end();
+		},
+		[&] {
+			while (!pct.seen('b'))
+				ptemu_sched_sleep(0);
+			for (int i = 0; i < 4096; i++)
+				ptemu_sched_point();
+			pct.put('x');
+		});
+	EXPECT_LT(pct.log.find('x'), pct.log.find('W')) << pct.log;
+}
+
 namespace {
 
 struct Recorder {
