@@ -14,9 +14,10 @@ static int latency_main(int argc, char **argv);
 
 static const struct cli_use overhead_options[] = {
 	{ OPT_ARCH, "default: all with a guest ISA", false },
-	{ OPT_SECONDS, NULL, false },
+	{ OPT_SECONDS, "each run's", false },
 	{ OPT_SEED, NULL, false },
-	{ OPT_MEMORY, NULL, false },
+	{ OPT_MEMORY, "tlb-miss sweeps 2 x max(entries, 256) pages: sizes whose sweep exceeds half of it "
+		      "get no miss cost", false },
 	{ OPT_TLB_ENTRIES, "default: the model's size, 4 and 16 times it", false },
 	{ OPT_REPEAT, "default 3", false },
 	{ OPT_JSON, NULL, false },
@@ -24,13 +25,14 @@ static const struct cli_use overhead_options[] = {
 };
 
 static const struct cli_opts overhead_defaults = {
-	.arch_list = "all", .seconds = 3, .seed = 1, .memory = 256, .repeat = 3,
+	.arch_list = "all", .seconds = 2, .seed = 1, .memory = 256, .repeat = 3,
 };
 
 const struct cli_command cmd_bench_overhead = {
 	"bench overhead", "[options]",
-	"shmem-stress through ptemu and on bare Unicorn with an identity TLB fill, each run --repeat "
-	"times interleaved: medians and spread of the throughput ratio and of the logical-miss cost",
+	"shmem-stress and tlb-miss through ptemu and on bare Unicorn with an identity TLB fill, each "
+	"run --repeat times interleaved: medians and spread of the throughput ratio (shmem-stress) "
+	"and of what a miss costs the guest on each side (tlb-miss)",
 	overhead_options, &overhead_defaults, true, NULL, overhead_main,
 };
 
@@ -216,34 +218,65 @@ static int latency_main(int argc, char **argv)
 	return json_list_end(&json, EXIT_CLEAN);
 }
 
-/* One ptemu run of the bench: its ops per second and logical-miss cost; 0, or the exit
- * status with the reason on stderr. */
-static int overhead_run(const struct ptemu_arch *a, const struct cli_opts *o, const char *path,
+/* One ptemu run of the bench, one vCPU without collapse (bare Unicorn has none); 0, or the
+ * exit status with the reason on stderr. */
+static int overhead_run(const struct ptemu_arch *a, const struct cli_opts *o, const char *workload,
 			unsigned tlb_entries, struct ptemu_run_result *r)
 {
+	char path[4096];
 	struct ptemu_run_config cfg = {
-		.arch = a, .workload = "shmem-stress", .image_path = path, .procs = 1, .vcpus = 1,
+		.arch = a, .workload = workload, .image_path = path, .procs = 1, .vcpus = 1,
 		.seconds = o->seconds, .seed = o->seed, .phys_bytes = o->memory << 20,
-		.tlb_entries = tlb_entries,
-		.time_fills = true, .no_collapse = true,	/* bare Unicorn has no collapse */
+		.tlb_entries = tlb_entries, .no_collapse = true,
 	};
 	struct ptemu_machine *m;
+	char what[96];
 	int rc;
 
-	fprintf(stderr, "ptemu: %s: shmem-stress through ptemu, %u TLB entries, %.1f s...\n", a->name,
+	workload_image_path(a, workload, path, sizeof(path));
+	fprintf(stderr, "ptemu: %s: %s through ptemu, %u TLB entries, %.1f s...\n", a->name, workload,
 		tlb_entries, o->seconds);
-	if ((rc = bench_run(a->name, &cfg, &m, r)))
+	snprintf(what, sizeof(what), "%s %s", a->name, workload);
+	if ((rc = bench_run(what, &cfg, &m, r)))
 		return rc;
 	ptemu_machine_destroy(m);
+	if (r->exit_codes[0]) {
+		fprintf(stderr, "ptemu: %s: the guest exited with %d\n", what, r->exit_codes[0]);
+		return EXIT_INTERNAL;
+	}
 	return 0;
+}
+
+static int overhead_bare(const struct ptemu_arch *a, const struct cli_opts *o, const char *workload,
+			 unsigned tlb_entries, struct ptemu_bench_bare_result *bare)
+{
+	char path[4096];
+
+	workload_image_path(a, workload, path, sizeof(path));
+	fprintf(stderr, "ptemu: %s: %s on bare Unicorn, %.1f s...\n", a->name, workload, o->seconds);
+	if (!ptemu_bench_bare(a, path, o->seconds, o->seed, tlb_entries, bare))
+		return 0;
+	fprintf(stderr, "ptemu: %s: %s on bare Unicorn: %s\n", a->name, workload, bare->error);
+	return EXIT_INTERNAL;
+}
+
+/* tlb-miss sweeps 2 * max(entries, 256) pages: the largest size it is run at must fit in
+ * half of the simulated memory, and in bare Unicorn's flat memory. */
+static bool miss_measurable(const struct ptemu_arch *a, const struct cli_opts *o, unsigned entries)
+{
+	uint64_t bytes = 2ull * (entries > 256 ? entries : 256) * ptemu_page_size(a);
+
+	return bytes <= (o->memory << 20) / 2 && bytes <= PTEMU_BENCH_BARE_SWEEP_MAX;
 }
 
 enum { O_RATIO, O_MISS, O_FILL, O_MISS_RATIO, O_FILLS, O_COUNT };
 static const char *const overhead_names[O_COUNT] = { "throughput_ratio", "miss_ns", "identity_fill_ns",
 						      "miss_ratio", "fills_ptemu" };
 
-/* Each repetition runs bare Unicorn, then ptemu at every size, so that a drift of the
- * machine falls on all of them; each ratio is taken within its repetition. */
+/* Per size: throughput from shmem-stress, with no clock read in any fill on either side,
+ * and the miss cost from tlb-miss (each side's ns per missing load less its ns per hitting
+ * load). Each repetition runs every side and size, so that a drift of the machine falls on
+ * all of them; each ratio is taken within its repetition. */
 static int overhead_main(int argc, char **argv)
 {
 	struct cli_opts o = overhead_defaults;
@@ -265,9 +298,9 @@ static int overhead_main(int argc, char **argv)
 	}
 	for (unsigned i = 0, rows = 0; i < o.narches; i++) {
 		const struct ptemu_arch *a = o.arches[i];
-		char path[4096];
 		/* The logical TLB's sizes: the one given, or the model's and two larger. */
 		unsigned sizes[3], nsizes = 0;
+		bool measurable[3];
 
 		if (o.given[OPT_TLB_ENTRIES - OPT_FIRST]) {
 			sizes[nsizes++] = (unsigned)o.tlb_entries;
@@ -275,58 +308,67 @@ static int overhead_main(int argc, char **argv)
 			for (unsigned f = 1; f <= 16 && a->tlb_entries * f <= PTEMU_TLB_MAX_ENTRIES; f *= 4)
 				sizes[nsizes++] = a->tlb_entries * f;
 		}
-		workload_image_path(a, "shmem-stress", path, sizeof(path));
-		for (unsigned r = 0; r < k; r++) {
+		for (unsigned z = 0; z < nsizes; z++)
+			measurable[z] = miss_measurable(a, &o, sizes[z]);
+		for (unsigned r = 0; r < k && !rc; r++) {
 			struct ptemu_bench_bare_result bare;
 
-			fprintf(stderr, "ptemu: %s: shmem-stress on bare Unicorn, %.1f s (%u/%u)...\n", a->name,
-				o.seconds, r + 1, k);
-			if (ptemu_bench_bare(a, path, o.seconds, o.seed, &bare)) {
-				fprintf(stderr, "ptemu: %s: bare run: %s\n", a->name, bare.error);
-				free(v);
-				out_discard(&json);
-				return EXIT_INTERNAL;
-			}
+			fprintf(stderr, "ptemu: %s: repetition %u of %u\n", a->name, r + 1, k);
+			if ((rc = overhead_bare(a, &o, "shmem-stress", 0, &bare)))
+				break;
 			double ops_bare = 16.0 * (double)bare.polls / bare.elapsed;
-			double fill = bare.fills ? (double)bare.fill_ns / (double)bare.fills : 0;
 
-			for (unsigned z = 0; z < nsizes; z++) {
+			for (unsigned z = 0; z < nsizes && !rc; z++) {
 				struct ptemu_run_result res;
 
-				if ((rc = overhead_run(a, &o, path, sizes[z], &res))) {
-					free(v);
-					out_discard(&json);
-					return rc;
-				}
-				double miss = res.misses_timed ? (double)res.miss_ns / (double)res.misses_timed : 0;
-
+				if ((rc = overhead_run(a, &o, "shmem-stress", sizes[z], &res)))
+					break;
 				v[z][O_RATIO][r] = 16.0 * (double)res.polls / res.elapsed / ops_bare;
+				v[z][O_FILLS][r] = (double)res.tlb_fills;
+				if (!measurable[z])
+					continue;
+				if ((rc = overhead_bare(a, &o, "tlb-miss", sizes[z], &bare)) ||
+				    (rc = overhead_run(a, &o, "tlb-miss", sizes[z], &res)))
+					break;
+				double miss = ptemu_bench_miss_ns(&res.marks), fill = ptemu_bench_miss_ns(&bare.marks);
+
 				v[z][O_MISS][r] = miss;
 				v[z][O_FILL][r] = fill;
 				v[z][O_MISS_RATIO][r] = fill > 0 ? miss / fill : 0;
-				v[z][O_FILLS][r] = (double)res.tlb_fills;
 			}
+		}
+		if (rc) {
+			free(v);
+			out_discard(&json);
+			return rc;
 		}
 		for (unsigned z = 0; z < nsizes; z++, rows++) {
 			struct spread sp[O_COUNT];
 
 			for (int mtr = 0; mtr < O_COUNT; mtr++)
 				sp[mtr] = spread_of(v[z][mtr], k);
-			fprintf(summary,
-				"%-11s tlb=%-5u medians of %u: ratio=%.2f [%.2f..%.2f] (target >= 0.8) | ns per "
-				"fill: logical miss=%.0f identity=%.0f ratio=%.2f [%.2f..%.2f] (target <= 2) | "
-				"fills ptemu=%.0f\n",
-				a->name, sizes[z], k, sp[O_RATIO].median, sp[O_RATIO].lo, sp[O_RATIO].hi,
-				sp[O_MISS].median, sp[O_FILL].median, sp[O_MISS_RATIO].median, sp[O_MISS_RATIO].lo,
-				sp[O_MISS_RATIO].hi, sp[O_FILLS].median);
+			fprintf(summary, "%-11s tlb=%-5u medians of %u: ratio=%.2f [%.2f..%.2f] (target >= 0.8) | ",
+				a->name, sizes[z], k, sp[O_RATIO].median, sp[O_RATIO].lo, sp[O_RATIO].hi);
+			if (measurable[z])
+				fprintf(summary, "ns per miss: logical=%.0f identity=%.0f ratio=%.2f [%.2f..%.2f] "
+					"(target <= 2)", sp[O_MISS].median, sp[O_FILL].median,
+					sp[O_MISS_RATIO].median, sp[O_MISS_RATIO].lo, sp[O_MISS_RATIO].hi);
+			else
+				fprintf(summary, "miss cost not measured: tlb-miss's sweep does not fit in "
+					"--memory %" PRIu64 " MiB", o.memory);
+			fprintf(summary, " | logical misses=%.0f\n", sp[O_FILLS].median);
 			fflush(summary);
 			if (!json.path)
 				continue;
-			fprintf(json.f, "%s{\"arch\":\"%s\",\"tlb_entries\":%u,\"repeat\":%u", rows ? "," : "",
-				a->name, sizes[z], k);
+			fprintf(json.f, "%s{\"arch\":\"%s\",\"tlb_entries\":%u,\"repeat\":%u,\"seconds\":%.1f",
+				rows ? "," : "", a->name, sizes[z], k, o.seconds);
 			for (int mtr = 0; mtr < O_COUNT; mtr++) {
-				fprintf(json.f, ",\"%s\":%.3f,\"%s_spread\":[%.3f,%.3f]", overhead_names[mtr],
-					sp[mtr].median, overhead_names[mtr], sp[mtr].lo, sp[mtr].hi);
+				if (!measurable[z] && mtr != O_RATIO && mtr != O_FILLS)
+					fprintf(json.f, ",\"%s\":null,\"%s_spread\":null", overhead_names[mtr],
+						overhead_names[mtr]);
+				else
+					fprintf(json.f, ",\"%s\":%.3f,\"%s_spread\":[%.3f,%.3f]", overhead_names[mtr],
+						sp[mtr].median, overhead_names[mtr], sp[mtr].lo, sp[mtr].hi);
 			}
 			fprintf(json.f, "}");
 		}

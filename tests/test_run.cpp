@@ -436,11 +436,26 @@ TEST(Cli, TlbEntriesSizeTheLogicalTlbOfBenchesRunsAndTraces)
 		EXPECT_NE(out.find(size), std::string::npos) << size << ": " << out;
 	// Medians of the repeats, each with its lowest and highest.
 	std::smatch mt;
-	ASSERT_TRUE(std::regex_search(out, mt, std::regex("\"repeat\":2,\"throughput_ratio\":([0-9.]+),"
+	ASSERT_TRUE(std::regex_search(out, mt, std::regex("\"repeat\":2,\"seconds\":0.2,\"throughput_ratio\":([0-9.]+),"
 							   "\"throughput_ratio_spread\":\\[([0-9.]+),([0-9.]+)\\]")))
 		<< out;
 	EXPECT_LE(std::stod(mt[2]), std::stod(mt[1])) << out;
 	EXPECT_LE(std::stod(mt[1]), std::stod(mt[3])) << out;
+	// The miss cost at each size: tlb-miss's sweep of 2 x 16384 s390 pages fits in half of
+	// the default 256 MiB.
+	ASSERT_TRUE(std::regex_search(out, mt, std::regex("\"tlb_entries\":16384,[^}]*\"miss_ns\":([0-9.]+),[^}]*"
+							   "\"identity_fill_ns\":([0-9.]+),")))
+		<< out;
+	EXPECT_GT(std::stod(mt[1]), 0) << out;
+	EXPECT_GT(std::stod(mt[2]), 0) << out;
+	// With less memory the large sizes get a throughput and no miss cost.
+	ASSERT_EQ(run_cli("bench overhead --arch s390 --seconds 0.2 --repeat 1 --memory 32 --json -", &out), 0)
+		<< out;
+	EXPECT_NE(out.find("\"tlb_entries\":16384,\"repeat\":1,\"seconds\":0.2,\"throughput_ratio\":"), std::string::npos)
+		<< out;
+	EXPECT_NE(out.find("\"miss_ns\":null"), std::string::npos) << out;
+	EXPECT_NE(out.find("tlb=16384 medians of 1: ratio="), std::string::npos) << out;
+	EXPECT_NE(out.find("miss cost not measured"), std::string::npos) << out;
 	ASSERT_EQ(run_cli("bench overhead --arch s390 --seconds 0.2 --repeat 1 --tlb-entries 64 --json -", &out), 0)
 		<< out;
 	EXPECT_NE(out.find("\"tlb_entries\":64,"), std::string::npos) << out;

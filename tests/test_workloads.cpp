@@ -15,7 +15,7 @@ namespace {
 const char *const kWorkloads[] = {"shmem-stress", "munmap-race", "mprotect-race",
 				  "dontneed-race", "truncate-race", "file-thp", "wild-access",
 				  "khugepaged-wait", "early-exit", "shared-alias", "deep-calls",
-				  "frag-rollover"};
+				  "frag-rollover", "tlb-miss"};
 
 } // namespace
 

@@ -11,6 +11,7 @@
 
 #include <ptemu/arch.h>
 #include <ptemu/bench.h>
+#include <ptemu/clock.h>
 #include <ptemu/loader.h>
 
 #include "workloads/include/ptemu_abi.h"
@@ -29,34 +30,39 @@ struct bare {
 	uint64_t fds[32];	/* fd -> object index + 1 */
 	double deadline;
 	uint64_t seed;
+	unsigned tlb_entries;	/* what the guest is told its TLB holds */
 	struct ptemu_bench_bare_result *res;
 };
 
-static double now(void)
-{
-	struct timespec ts;
+_Static_assert(PTEMU_BENCH_PHASES == PTEMU_BENCH_MARK_PHASES, "bench.h's copy of the ABI's phase count");
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+int ptemu_bench_mark(struct ptemu_bench_marks *b, uint64_t phase, uint64_t accesses, uint64_t now_ns)
+{
+	if (phase >= PTEMU_BENCH_PHASES)
+		return -1;
+	if (b->last_ns) {
+		b->ns[phase] += now_ns - b->last_ns;
+		b->accesses[phase] += accesses;
+	}
+	b->last_ns = now_ns;
+	return 0;
 }
 
-static uint64_t now_ns(void)
+double ptemu_bench_miss_ns(const struct ptemu_bench_marks *b)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	if (!b->accesses[PTEMU_BENCH_hits] || !b->accesses[PTEMU_BENCH_misses])
+		return 0;
+	return (double)b->ns[PTEMU_BENCH_misses] / (double)b->accesses[PTEMU_BENCH_misses] -
+	       (double)b->ns[PTEMU_BENCH_hits] / (double)b->accesses[PTEMU_BENCH_hits];
 }
 
 static bool identity_fill(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tlb_entry *e, void *user)
 {
 	struct bare *b = user;
-	uint64_t t0 = now_ns();
 
 	e->paddr = vaddr;
 	e->perms = UC_PROT_ALL;
 	b->res->fills++;
-	b->res->fill_ns += now_ns() - t0;
 	return vaddr < BARE_BYTES;
 }
 
@@ -166,12 +172,16 @@ static void bare_intr(uc_engine *uc, uint32_t intno, void *user)
 		break;
 	case PTEMU_SYS_should_stop:
 		b->res->polls++;
-		ret = now() >= b->deadline;
+		ret = ptemu_now() >= b->deadline;
 		break;
 	case PTEMU_SYS_param:
 		ret = a[0] == PTEMU_PARAM_seed ? (int64_t)b->seed :
 		      a[0] == PTEMU_PARAM_pmd_size ? (int64_t)ptemu_pmd_size(b->arch) :
-		      a[0] == PTEMU_PARAM_page_size ? (int64_t)ptemu_page_size(b->arch) : 0;
+		      a[0] == PTEMU_PARAM_page_size ? (int64_t)ptemu_page_size(b->arch) :
+		      a[0] == PTEMU_PARAM_tlb_entries ? (int64_t)b->tlb_entries : 0;
+		break;
+	case PTEMU_SYS_bench_mark:
+		ret = ptemu_bench_mark(&b->res->marks, a[0], a[1], ptemu_now_ns()) ? -PTEMU_EINVAL : 0;
 		break;
 	case PTEMU_SYS_write:
 		ret = (int64_t)a[1];
@@ -189,11 +199,12 @@ static void bare_intr(uc_engine *uc, uint32_t intno, void *user)
 }
 
 int ptemu_bench_bare(const struct ptemu_arch *arch, const char *image, double seconds, uint64_t seed,
-		     struct ptemu_bench_bare_result *res)
+		     unsigned tlb_entries, struct ptemu_bench_bare_result *res)
 {
 	const struct ptemu_isa *isa = &arch->isa;
 	struct ptemu_elf_image img;
-	struct bare b = { .arch = arch, .next = BARE_MMAP_BASE, .seed = seed, .res = res };
+	struct bare b = { .arch = arch, .next = BARE_MMAP_BASE, .seed = seed, .tlb_entries = tlb_entries,
+			  .res = res };
 	uc_hook h1, h2;
 	uint64_t v;
 	int rc = -1;
@@ -228,11 +239,11 @@ int ptemu_bench_bare(const struct ptemu_arch *arch, const char *image, double se
 	v = 1;
 	uc_reg_write(b.uc, isa->reg_arg[1], &v);
 	uc_reg_write(b.uc, isa->reg_arg[3], &v);
-	b.deadline = now() + seconds;
-	double start = now();
+	b.deadline = ptemu_now() + seconds;
+	double start = ptemu_now();
 	uc_err e = uc_emu_start(b.uc, img.entry, 0, 0, 0);
 
-	res->elapsed = now() - start;
+	res->elapsed = ptemu_now() - start;
 	if (e != UC_ERR_OK && !res->error[0])
 		snprintf(res->error, sizeof(res->error), "%s", uc_strerror(e));
 	rc = res->error[0] ? -1 : 0;

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <ptemu/check.h>
+#include <ptemu/clock.h>
 #include <ptemu/inject.h>
 #include <ptemu/machine.h>
 #include <ptemu/mm.h>
@@ -33,14 +34,6 @@ struct worker {
 	pthread_t tid;
 };
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static uint64_t next_rand(uint64_t *x)
 {
 	*x ^= *x >> 12;
@@ -52,7 +45,7 @@ static uint64_t next_rand(uint64_t *x)
 static bool should_end(const struct stress *s)
 {
 	/* Deterministic runs end by operation count only: time would break replay. */
-	return ptemu_should_stop(s->m) || (!s->cfg->deterministic && now() >= s->deadline);
+	return ptemu_should_stop(s->m) || (!s->cfg->deterministic && ptemu_now() >= s->deadline);
 }
 
 static void stress_yield(void)
@@ -249,7 +242,7 @@ int ptemu_pt_stress(struct ptemu_machine *m, const struct ptemu_pt_stress_config
 	struct stress s = { .m = m, .cfg = cfg };
 	struct worker *w;
 	uint64_t rng = cfg->seed ^ 0xA5A5A5A5DEADBEEFull;
-	double start = now();
+	double start = ptemu_now();
 	unsigned started = 0;
 
 	if (!cfg->workers || cfg->workers > 32 || !cfg->tables || cfg->tables > 4096 ||
@@ -317,7 +310,7 @@ int ptemu_pt_stress(struct ptemu_machine *m, const struct ptemu_pt_stress_config
 	}
 	rcu_barrier();
 	check_leaks(m, 0);
-	s.res.elapsed = now() - start;
+	s.res.elapsed = ptemu_now() - start;
 	*res = s.res;
 	if (started < cfg->workers) {
 		errno = EAGAIN;

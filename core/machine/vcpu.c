@@ -15,10 +15,12 @@
 #include <capstone/capstone.h>
 #include <unicorn/unicorn.h>
 
+#include <ptemu/bench.h>
 #include <ptemu/check.h>
+#include <ptemu/clock.h>
 #include <ptemu/fault.h>
-#include <ptemu/khugepaged.h>
 #include <ptemu/file.h>
+#include <ptemu/khugepaged.h>
 #include <ptemu/loader.h>
 #include <ptemu/machine.h>
 #include <ptemu/mm.h>
@@ -79,7 +81,8 @@ struct vcpu {
 	bool hw_flush_pending;	/* Unicorn's TLB to be flushed before the next run */
 	bool deterministic;
 	/* Counters, owner-written; read by the watchdog. */
-	uint64_t blocks, block_bytes, fills, syscalls, progress, polls, miss_ns, misses_timed;
+	uint64_t blocks, block_bytes, fills, syscalls, progress, polls;
+	struct ptemu_bench_marks marks;	/* the guest's PTEMU_SYS_bench_mark */
 	/* cfg->time_faults: each fault's handling time, for percentiles. */
 	uint32_t *fault_ns;
 	size_t nfault_ns, cap_fault_ns;
@@ -138,14 +141,6 @@ struct run {
 static inline void note_progress(struct vcpu *v)
 {
 	__atomic_store_n(&v->progress, v->progress + 1, __ATOMIC_RELAXED);
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static void run_fail(struct run *r, enum ptemu_run_error e, const char *fmt, ...)
@@ -368,12 +363,7 @@ static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 		return true;
 	}
 	/* A logical miss: the only place tables are read by "hardware". */
-	struct timespec t0;
 	struct ptemu_walk_result res;
-	bool timed = v->run->cfg->time_fills;
-
-	if (timed)
-		clock_gettime(CLOCK_MONOTONIC, &t0);
 	enum ptemu_access acc = type == UC_MEM_WRITE ? PTEMU_ACCESS_WRITE :
 				type == UC_MEM_FETCH ? PTEMU_ACCESS_FETCH : PTEMU_ACCESS_READ;
 
@@ -412,13 +402,6 @@ static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 		ptemu_tlb_insert(&v->tlb, vaddr, res.paddr, res.leaf_size, res.perms);
 		result->paddr = page_pa + (vaddr & (psize - 1));
 		result->perms = to_uc_perms(res.perms);
-		if (timed) {
-			struct timespec t1;
-
-			clock_gettime(CLOCK_MONOTONIC, &t1);
-			v->miss_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll + (t1.tv_nsec - t0.tv_nsec));
-			v->misses_timed++;
-		}
 		return true;
 	}
 	v->fault = true;
@@ -663,7 +646,7 @@ static bool do_syscall(struct vcpu *v)
 	case PTEMU_SYS_clock:
 		/* Logical time when deterministic: the run must not depend on the host. */
 		ret = v->deterministic ? (int64_t)ptemu_sched_steps(r->m) :
-					 (int64_t)((now() - r->start) * 1e9);
+					 (int64_t)((ptemu_now() - r->start) * 1e9);
 		break;
 	case PTEMU_SYS_thp_mapped: {
 		pmd_t *pmd;
@@ -687,7 +670,7 @@ static bool do_syscall(struct vcpu *v)
 		if (v->deterministic)
 			ret = ptemu_sched_steps(r->m) >= r->cfg->sched.max_steps || ptemu_should_stop(r->m);
 		else
-			ret = __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) || now() >= r->deadline ||
+			ret = __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) || ptemu_now() >= r->deadline ||
 			      ptemu_should_stop(r->m);
 		break;
 	case PTEMU_SYS_param:
@@ -698,7 +681,15 @@ static bool do_syscall(struct vcpu *v)
 		      a[0] == PTEMU_PARAM_collapse ? (int64_t)!r->cfg->no_collapse :
 		      a[0] == PTEMU_PARAM_thp ? (int64_t)(r->m->arch->pmd_leaf_shift != 0) :
 		      a[0] == PTEMU_PARAM_pte_tables_per_page ? (int64_t)r->m->arch->tables_per_page :
+		      a[0] == PTEMU_PARAM_tlb_entries ? (int64_t)v->tlb.capacity :
 		      -PTEMU_EINVAL;
+		break;
+	case PTEMU_SYS_bench_mark:
+		/* Host time must not reach a deterministic run, not even its statistics. */
+		if (a[0] >= PTEMU_BENCH_PHASES)
+			ret = -PTEMU_EINVAL;
+		else if (!v->deterministic)
+			ptemu_bench_mark(&v->marks, a[0], a[1], ptemu_now_ns());
 		break;
 	default:
 		ret = -PTEMU_ENOSYS;
@@ -870,11 +861,11 @@ static void vcpu_loop(struct vcpu *v)
 			v->activity_arg = v->fault_va;
 			__atomic_store_n(&v->activity, ACT_FAULT, __ATOMIC_RELAXED);
 			note_progress(v);
-			double t0 = v->run->cfg->time_faults ? now() : 0;
+			double t0 = v->run->cfg->time_faults ? ptemu_now() : 0;
 			unsigned ret = ptemu_user_fault(v->proc->mm, v->fault_va, v->fault_flags);
 
 			if (v->run->cfg->time_faults)
-				note_fault_time(v, now() - t0);
+				note_fault_time(v, ptemu_now() - t0);
 			check_op_end("fault");
 			if (ret & VM_FAULT_ERROR) {
 				vcpu_wild_access(v, pc, ret);
@@ -1066,7 +1057,7 @@ static bool khugepaged_run_over(void *ctx)
 		return true;
 	if (r->cfg->deterministic)
 		return ptemu_sched_steps(r->m) >= r->cfg->sched.max_steps;
-	return __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) || now() >= r->deadline;
+	return __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) || ptemu_now() >= r->deadline;
 }
 
 static uint64_t run_progress(struct run *r)
@@ -1091,7 +1082,7 @@ static const char *syscall_name(uint64_t nr)
 		[PTEMU_SYS_yield] = "yield", [PTEMU_SYS_clock] = "clock",
 		[PTEMU_SYS_thp_mapped] = "thp_mapped", [PTEMU_SYS_report] = "report",
 		[PTEMU_SYS_wait_khugepaged] = "wait_khugepaged", [PTEMU_SYS_should_stop] = "should_stop",
-		[PTEMU_SYS_param] = "param",
+		[PTEMU_SYS_param] = "param", [PTEMU_SYS_bench_mark] = "bench_mark",
 	};
 
 	return nr < PTEMU_SYS_count && names[nr] ? names[nr] : "an unknown syscall";
@@ -1253,7 +1244,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 
 	/* The run's time starts with its vCPUs: setting up 256 of them takes seconds. A
 	 * deterministic run ends by steps, never by time. */
-	r->start = now();
+	r->start = ptemu_now();
 	r->deadline = cfg->deterministic ? 1e300 : r->start + cfg->seconds;
 
 	if (cfg->khugepaged && r->error == PTEMU_RUN_OK) {
@@ -1296,7 +1287,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 	ptemu_sched_start(r->m);
 	double watchdog = cfg->watchdog_seconds > 0 ? cfg->watchdog_seconds : 10.0;
 	uint64_t nvcpus_total = (uint64_t)cfg->procs * cfg->vcpus;
-	double last_change = now(), ending = 0, last_exit = 0;
+	double last_change = ptemu_now(), ending = 0, last_exit = 0;
 	uint64_t last_progress = 0;
 	long last_alive = -1;
 
@@ -1307,7 +1298,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 			alive += __atomic_load_n(&r->procs[pi].alive, __ATOMIC_ACQUIRE);
 		if (!alive)
 			break;
-		double t = now();
+		double t = ptemu_now();
 		uint64_t progress = run_progress(r);
 
 		if (alive != last_alive) {
@@ -1406,8 +1397,10 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 			ptemu_stat_add(&r->m->stats, PTEMU_STAT_hw_walks, v->fills);
 			res->syscalls += v->syscalls;
 			res->polls += v->polls;
-			res->miss_ns += v->miss_ns;
-			res->misses_timed += v->misses_timed;
+			for (int ph = 0; ph < PTEMU_BENCH_MARK_PHASES; ph++) {
+				res->marks.ns[ph] += v->marks.ns[ph];
+				res->marks.accesses[ph] += v->marks.accesses[ph];
+			}
 			if (v->uc)
 				uc_close(v->uc);
 			ptemu_tlb_destroy(&v->tlb);
@@ -1434,7 +1427,7 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 	rcu_barrier();
 	check_leaks(r->m, 0);
 	ptemu_thread_unregister();
-	res->elapsed = now() - r->start;
+	res->elapsed = ptemu_now() - r->start;
 	res->shootdowns = r->shootdowns;
 	res->error = r->error;
 	snprintf(res->message, sizeof(res->message), "%s", r->message);

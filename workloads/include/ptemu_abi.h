@@ -46,6 +46,10 @@ enum ptemu_sys {
 					 * MADV_HUGEPAGE on a range it may collapse) */
 	PTEMU_SYS_should_stop = 18,	/* (): 1 once the run's --seconds/--ops bound is reached */
 	PTEMU_SYS_param = 19,		/* (key): a run parameter, PTEMU_PARAM_* */
+	PTEMU_SYS_bench_mark = 20,	/* (phase, accesses): the host's clock is read; the time
+					 * since the previous mark goes to `phase`, with that
+					 * many accesses (PTEMU_BENCH_*). Free-running only: a
+					 * deterministic run ignores it */
 	PTEMU_SYS_count
 };
 
@@ -60,6 +64,15 @@ enum ptemu_param {
 					 * COLLAPSE fail with EINVAL, as without CONFIG_TRANSPARENT_HUGEPAGE */
 	PTEMU_PARAM_pte_tables_per_page = 6,	/* PTE tables sharing one page: 1; 2 on s390;
 						 * powerpc's fragments: 16 (hash), 256 (radix) */
+	PTEMU_PARAM_tlb_entries = 7,	/* this vCPU's logical TLB entries */
+};
+
+/* PTEMU_SYS_bench_mark phases. */
+enum ptemu_bench_phase {
+	PTEMU_BENCH_setup = 0,		/* not measured: only starts the next interval */
+	PTEMU_BENCH_hits = 1,		/* accesses that hit every TLB */
+	PTEMU_BENCH_misses = 2,		/* the same accesses, each a TLB miss */
+	PTEMU_BENCH_PHASES
 };
 
 /* PTEMU_SYS_report kinds. */

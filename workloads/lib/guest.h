@@ -124,6 +124,10 @@ static inline long sys_param(long key)
 {
 	return ptemu_syscall6(PTEMU_SYS_param, key, 0, 0, 0, 0, 0);
 }
+static inline long sys_bench_mark(long phase, unsigned long accesses)
+{
+	return ptemu_syscall6(PTEMU_SYS_bench_mark, phase, (long)accesses, 0, 0, 0, 0);
+}
 
 /* ---- memory ------------------------------------------------------------------------- */
 

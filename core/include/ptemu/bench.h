@@ -11,22 +11,40 @@ extern "C" {
 
 struct ptemu_arch;
 
+/* The guest's PTEMU_SYS_bench_mark intervals (workloads/tlb-miss.c), on either side, by
+ * phase (the guest ABI's PTEMU_BENCH_*: not included here, its macros clash with arch.h). */
+#define PTEMU_BENCH_MARK_PHASES 3
+struct ptemu_bench_marks {
+	uint64_t last_ns;			/* the previous mark; 0: none yet */
+	uint64_t ns[PTEMU_BENCH_MARK_PHASES];
+	uint64_t accesses[PTEMU_BENCH_MARK_PHASES];
+};
+
+/* A mark at now_ns: the interval since the previous one is `phase`'s. -1 for an unknown
+ * phase (nothing is recorded). */
+int ptemu_bench_mark(struct ptemu_bench_marks *b, uint64_t phase, uint64_t accesses, uint64_t now_ns);
+/* What one miss costs from the guest's side: ns per missing access less ns per hitting
+ * access; 0 without both. */
+double ptemu_bench_miss_ns(const struct ptemu_bench_marks *b);
+
 struct ptemu_bench_bare_result {
 	double elapsed;
-	uint64_t instructions;	/* estimated from block sizes, as ptemu run estimates them */
 	uint64_t fills;
-	uint64_t fill_ns;	/* time spent in the identity fill hook */
 	uint64_t syscalls;
 	uint64_t polls;		/* should_stop calls: the guest's ops / 16 */
+	struct ptemu_bench_marks marks;
 	char error[256];
 };
 
 /* Runs `image` on one vCPU with guest-virtual == guest-physical memory, an identity fill
  * hook, and the guest ABI's calls answered by a flat memory layout (no page tables, no
- * faults after the first fill). The block hook only counts, as ptemu's does when nothing is
- * pending. 0, or -1 with a message in error. */
+ * faults after the first fill) and no other hook: no block hook, unlike ptemu. The guest is told its TLB holds tlb_entries (PTEMU_PARAM_tlb_entries). 0, or -1
+ * with a message in error. */
+/* The largest mapping bare Unicorn's flat memory has room for. */
+#define PTEMU_BENCH_BARE_SWEEP_MAX (256ull << 20)
+
 int ptemu_bench_bare(const struct ptemu_arch *arch, const char *image, double seconds, uint64_t seed,
-		     struct ptemu_bench_bare_result *res);
+		     unsigned tlb_entries, struct ptemu_bench_bare_result *res);
 
 #ifdef __cplusplus
 }

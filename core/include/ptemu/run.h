@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <ptemu/bench.h>
 #include <ptemu/check.h>
 #include <ptemu/inject.h>
 #include <ptemu/machine.h>
@@ -40,7 +41,6 @@ struct ptemu_run_config {
 	unsigned tlb_entries;		/* logical TLB entries per vCPU, a power of two; 0: the model's */
 	FILE *log;			/* guest write() output; NULL: discarded */
 	double watchdog_seconds;	/* no progress for this long is a hang; 0: 10 s */
-	bool time_fills;		/* measure the logical-miss path (benchmarks) */
 	bool time_faults;		/* measure each fault's handling (bench latency) */
 	bool no_collapse;		/* guests are told not to ask for MADV_COLLAPSE */
 	/* > 0: the last process exits (exit_group, as if killed) this many seconds into the
@@ -71,8 +71,7 @@ struct ptemu_run_result {
 	uint64_t syscalls;
 	uint64_t shootdowns;
 	uint64_t polls;			/* should_stop calls: the guest's ops / 16 */
-	uint64_t miss_ns;		/* time in successful logical misses, when time_fills */
-	uint64_t misses_timed;
+	struct ptemu_bench_marks marks;	/* the guests' PTEMU_SYS_bench_mark, summed */
 	uint64_t faults_timed, fault_p50_ns, fault_p99_ns, fault_max_ns;	/* when time_faults */
 	int exit_codes[16];		/* per process */
 	/* The watchdog found vCPU threads that cannot be stopped: the machine is still in

@@ -1,0 +1,101 @@
+// The measurements of `ptemu bench overhead`: the guest's phase marks and the tlb-miss
+// sweep, on ptemu and on bare Unicorn.
+#include <gtest/gtest.h>
+
+#include <ptemu/arch.h>
+#include <ptemu/bench.h>
+#include <ptemu/machine.h>
+#include <ptemu/run.h>
+
+#include "fixture.h"
+#include "../workloads/include/ptemu_abi.h"
+
+using namespace ptemu_test;
+
+namespace {
+
+TEST(BenchMarks, EachIntervalGoesToThePhaseThatEndsIt)
+{
+	ptemu_bench_marks b{};
+	// The first mark only starts the clock.
+	EXPECT_EQ(ptemu_bench_mark(&b, PTEMU_BENCH_setup, 0, 1000), 0);
+	EXPECT_EQ(ptemu_bench_mark(&b, PTEMU_BENCH_hits, 100, 1500), 0);
+	EXPECT_EQ(ptemu_bench_mark(&b, PTEMU_BENCH_setup, 0, 1600), 0);
+	EXPECT_EQ(ptemu_bench_mark(&b, PTEMU_BENCH_misses, 100, 3600), 0);
+	EXPECT_EQ(b.ns[PTEMU_BENCH_hits], 500u);
+	EXPECT_EQ(b.ns[PTEMU_BENCH_misses], 2000u);
+	EXPECT_EQ(b.ns[PTEMU_BENCH_setup], 100u);
+	EXPECT_DOUBLE_EQ(ptemu_bench_miss_ns(&b), 15.0);	// 20 ns per missing load, 5 per hit
+	// An unknown phase is refused and changes nothing.
+	EXPECT_EQ(ptemu_bench_mark(&b, PTEMU_BENCH_PHASES, 5, 9000), -1);
+	EXPECT_EQ(b.last_ns, 3600u);
+	ptemu_bench_marks none{};
+	EXPECT_EQ(ptemu_bench_miss_ns(&none), 0.0);
+}
+
+struct SweepRun {
+	explicit SweepRun(const char *arch, bool deterministic = false)
+	{
+		path = workload_image(arch, "tlb-miss");
+		cfg = guest_run_config(ptemu_arch_find(arch), "tlb-miss", path, 1, 1, 0.3);
+		cfg.tlb_entries = 64;
+		cfg.phys_bytes = 128ull << 20;	/* ppc64-hash's least: 8 of its 16 MiB PMDs */
+		cfg.no_collapse = true;
+		if (deterministic)
+			make_deterministic(cfg, 1, PTEMU_SCHED_PCT, 3, 100000);
+		error = ptemu_run(&cfg, &m, &res);
+	}
+	~SweepRun() { ptemu_machine_destroy(m); }
+	std::string path;
+	ptemu_run_config cfg{};
+	ptemu_machine *m = nullptr;
+	ptemu_run_result res{};
+	ptemu_run_error error;
+};
+
+// Each load of the miss phase is a logical miss (the sweep is twice the logical TLB, and
+// at least 512 pages), each of the hit phase is not: the logical misses are at least the
+// missing loads, and far fewer than all loads.
+class TlbMissSweep : public testing::TestWithParam<const char *> {};
+
+TEST_P(TlbMissSweep, EveryLoadOfTheMissPhaseIsALogicalMiss)
+{
+	SweepRun r(GetParam());
+	ASSERT_EQ(r.error, PTEMU_RUN_OK) << r.res.message;
+	EXPECT_EQ(r.res.exit_codes[0], 0) << "the sweep's sums";
+	uint64_t hits = r.res.marks.accesses[PTEMU_BENCH_hits], misses = r.res.marks.accesses[PTEMU_BENCH_misses];
+	ASSERT_GT(misses, 0u);
+	EXPECT_EQ(hits, misses);	// the same loads in both phases
+	EXPECT_GE(r.res.tlb_fills, misses);
+	EXPECT_LT(r.res.tlb_fills, misses + hits / 8);
+	EXPECT_GT(ptemu_bench_miss_ns(&r.res.marks), 0.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, TlbMissSweep, testing::Values("arm64", "s390", "arm", "sparc64", "ppc64-hash"));
+
+// Host time never reaches a deterministic run: its marks stay empty.
+TEST(TlbMissSweepDeterministic, MarksNothing)
+{
+	SweepRun r("arm64", true);
+	ASSERT_EQ(r.error, PTEMU_RUN_OK) << r.res.message;
+	EXPECT_GT(r.res.tlb_fills, 2000u) << "the sweep ran";
+	EXPECT_EQ(r.res.marks.accesses[PTEMU_BENCH_misses], 0u);
+	EXPECT_EQ(r.res.marks.last_ns, 0u);
+}
+
+// Bare Unicorn takes a fill for each missing load too (its TLB has 256 entries, and the
+// sweep is at least 512 pages).
+TEST(TlbMissSweepBare, EveryLoadOfTheMissPhaseIsAFill)
+{
+	const ptemu_arch *a = ptemu_arch_find("s390");
+	std::string path = workload_image("s390", "tlb-miss");
+	ptemu_bench_bare_result bare;
+	ASSERT_EQ(ptemu_bench_bare(a, path.c_str(), 0.3, 1, 64, &bare), 0) << bare.error;
+	uint64_t misses = bare.marks.accesses[PTEMU_BENCH_misses];
+	ASSERT_GT(misses, 0u);
+	EXPECT_EQ(bare.marks.accesses[PTEMU_BENCH_hits], misses);
+	EXPECT_GE(bare.fills, misses);
+	EXPECT_GT(ptemu_bench_miss_ns(&bare.marks), 0.0);
+}
+
+} // namespace
