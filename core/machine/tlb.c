@@ -18,6 +18,8 @@ int ptemu_tlb_init(struct ptemu_tlb *t, struct ptemu_machine *m)
 	t->wc_capacity = a->walk_cache_entries;
 	t->page_shift = a->page_shift;
 	t->pmd_shift = a->level_shift[ptemu_pmd_level(a)];
+	if (t->capacity & (t->capacity - 1))
+		return -EINVAL;	/* bucket_of masks: the models' sizes and --tlb-entries are powers of two */
 	t->nbuckets = 2 * t->capacity;
 	t->entries = calloc(t->capacity, sizeof(*t->entries));
 	t->buckets = malloc(t->nbuckets * sizeof(*t->buckets));
@@ -44,7 +46,7 @@ void ptemu_tlb_destroy(struct ptemu_tlb *t)
 
 static unsigned bucket_of(const struct ptemu_tlb *t, uint64_t vpn, unsigned shift)
 {
-	return (unsigned)(((vpn ^ (uint64_t)shift << 58) * 0x9E3779B97F4A7C15ull) >> 32) % t->nbuckets;
+	return (unsigned)(((vpn ^ (uint64_t)shift << 58) * 0x9E3779B97F4A7C15ull) >> 32) & (t->nbuckets - 1);
 }
 
 /* The entry of the leaf of size 1 << shift that holds va, or -1. */
@@ -137,9 +139,15 @@ void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, uint64_t le
 bool ptemu_walk_cache_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *table_pa)
 {
 	uint64_t idx = va >> t->pmd_shift;
+	unsigned *hint = &t->wc_hint[idx % PTEMU_WALK_CACHE_HINTS];
 
+	if (*hint < t->wc_capacity && t->wc[*hint].valid && t->wc[*hint].pmd_index == idx) {
+		*table_pa = t->wc[*hint].table_pa;
+		return true;
+	}
 	for (unsigned i = 0; i < t->wc_capacity; i++) {
 		if (t->wc[i].valid && t->wc[i].pmd_index == idx) {
+			*hint = i;
 			*table_pa = t->wc[i].table_pa;
 			return true;
 		}
@@ -155,15 +163,9 @@ void ptemu_walk_cache_insert(struct ptemu_tlb *t, uint64_t va, uint64_t table_pa
 	if (!t->wc_capacity)
 		return;
 	pthread_mutex_lock(&t->lock);
-	for (unsigned i = 0; i < t->wc_capacity; i++) {
-		if (t->wc[i].valid && t->wc[i].pmd_index == idx) {
-			slot = i;
-			break;
-		}
-	}
-	if (slot == t->wc_fifo)
-		t->wc_fifo = (t->wc_fifo + 1) % t->wc_capacity;
+	t->wc_fifo = (t->wc_fifo + 1) % t->wc_capacity;
 	t->wc[slot] = (struct ptemu_walk_cache_entry){ idx, table_pa, true };
+	t->wc_hint[idx % PTEMU_WALK_CACHE_HINTS] = slot;
 	pthread_mutex_unlock(&t->lock);
 }
 

@@ -35,6 +35,7 @@ struct ptemu_walk_cache_entry {
 };
 
 #define PTEMU_TLB_MAX_RANGES 16
+#define PTEMU_WALK_CACHE_HINTS 16
 /* What a machine's logical TLBs may hold (--tlb-entries): a power of two in this range. */
 #define PTEMU_TLB_MIN_ENTRIES 16u
 #define PTEMU_TLB_MAX_ENTRIES 65536u
@@ -60,6 +61,9 @@ struct ptemu_tlb {
 	unsigned fifo;		/* next entry to replace */
 	struct ptemu_walk_cache_entry *wc;
 	unsigned wc_fifo;
+	/* Owner-only: the slot that last held a pmd index, by index modulo the hints; a guess
+	 * that spares most lookups the scan of the whole walk cache. */
+	unsigned wc_hint[PTEMU_WALK_CACHE_HINTS];
 	pthread_mutex_t lock;	/* the model's hardware: not a kernel lock */
 
 	/* Shootdown (KVM's vcpu->mode and requests). */
@@ -92,6 +96,8 @@ bool ptemu_tlb_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *pa, unsigned *
  * eighth of the entries is evicted (FIFO) and the Unicorn TLB flushed once. */
 void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, uint64_t leaf_size, unsigned perms);
 bool ptemu_walk_cache_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *table_pa);
+/* Caches "va's pmd points at table_pa" (FIFO). Only after a lookup of va missed: the
+ * pmd is not cached already, and only the owner inserts. */
 void ptemu_walk_cache_insert(struct ptemu_tlb *t, uint64_t va, uint64_t table_pa);
 /* Range-exact invalidation: leaf entries in [start, end), plus walk-cache entries for
  * pmds overlapping it when tables is set. Flushes Unicorn's TLB if anything went. */
