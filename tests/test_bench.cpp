@@ -2,10 +2,14 @@
 // sweep, on ptemu and on bare Unicorn.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <vector>
+
 #include <ptemu/arch.h>
 #include <ptemu/bench.h>
 #include <ptemu/machine.h>
 #include <ptemu/run.h>
+#include <ptemu/tlb.h>
 
 #include "fixture.h"
 #include "../workloads/include/ptemu_abi.h"
@@ -90,12 +94,43 @@ TEST(TlbMissSweepBare, EveryLoadOfTheMissPhaseIsAFill)
 	const ptemu_arch *a = ptemu_arch_find("s390");
 	std::string path = workload_image("s390", "tlb-miss");
 	ptemu_bench_bare_result bare;
-	ASSERT_EQ(ptemu_bench_bare(a, path.c_str(), 0.3, 1, 64, &bare), 0) << bare.error;
+	ASSERT_EQ(ptemu_bench_bare(a, path.c_str(), 0.3, 1, 64, false, &bare), 0) << bare.error;
 	uint64_t misses = bare.marks.accesses[PTEMU_BENCH_misses];
 	ASSERT_GT(misses, 0u);
 	EXPECT_EQ(bare.marks.accesses[PTEMU_BENCH_hits], misses);
 	EXPECT_GE(bare.fills, misses);
 	EXPECT_GT(ptemu_bench_miss_ns(&bare.marks), 0.0);
+}
+
+// The growth flushes: after the first 1024 fills, then after twice as many each time, up
+// to 2^20 between two.
+TEST(HwTlbGrowth, FlushesAtDoublingIntervalsUpToTheLast)
+{
+	ptemu_hw_tlb_growth g{};
+	std::vector<uint64_t> at;
+	for (uint64_t call = 1; call <= 8u << 20; call++)
+		if (ptemu_hw_tlb_grow_due(&g))
+			at.push_back(call);
+	ASSERT_GE(at.size(), 12u);
+	EXPECT_EQ(at[0], PTEMU_HW_TLB_GROW_FIRST);
+	for (size_t i = 1; i < at.size(); i++)
+		EXPECT_EQ(at[i] - at[i - 1], std::min<uint64_t>(uint64_t{PTEMU_HW_TLB_GROW_FIRST} << i,
+								 PTEMU_HW_TLB_GROW_LAST))
+			<< i;
+}
+
+// What the growth flushes are for: Unicorn grows its TLB at a flush that finds it full,
+// and a sweep of 512 pages then stops missing it. Without them the engine keeps 256
+// entries and every load of the sweep takes a fill (above).
+TEST(TlbMissSweepBare, GrowingTheEngineTlbEndsTheSweepsFills)
+{
+	const ptemu_arch *a = ptemu_arch_find("s390");
+	std::string path = workload_image("s390", "tlb-miss");
+	ptemu_bench_bare_result bare;
+	ASSERT_EQ(ptemu_bench_bare(a, path.c_str(), 0.3, 1, 64, true, &bare), 0) << bare.error;
+	uint64_t misses = bare.marks.accesses[PTEMU_BENCH_misses];
+	ASSERT_GT(misses, 0u);
+	EXPECT_LT(bare.fills, misses / 10);
 }
 
 } // namespace

@@ -441,6 +441,7 @@ TEST(Cli, TlbEntriesSizeTheLogicalTlbOfBenchesRunsAndTraces)
 		<< out;
 	EXPECT_LE(std::stod(mt[2]), std::stod(mt[1])) << out;
 	EXPECT_LE(std::stod(mt[1]), std::stod(mt[3])) << out;
+	EXPECT_NE(out.find("\"throughput_ratio_grown_bare\":"), std::string::npos) << out;
 	// The miss cost at each size: tlb-miss's sweep of 2 x 16384 s390 pages fits in half of
 	// the default 256 MiB.
 	ASSERT_TRUE(std::regex_search(out, mt, std::regex("\"tlb_entries\":16384,[^}]*\"miss_ns\":([0-9.]+),[^}]*"

@@ -13,6 +13,7 @@
 #include <ptemu/bench.h>
 #include <ptemu/clock.h>
 #include <ptemu/loader.h>
+#include <ptemu/tlb.h>
 
 #include "workloads/include/ptemu_abi.h"
 
@@ -31,6 +32,8 @@ struct bare {
 	double deadline;
 	uint64_t seed;
 	unsigned tlb_entries;	/* what the guest is told its TLB holds */
+	bool grow_tlb;
+	struct ptemu_hw_tlb_growth growth;
 	struct ptemu_bench_bare_result *res;
 };
 
@@ -60,6 +63,8 @@ static bool identity_fill(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 {
 	struct bare *b = user;
 
+	if (b->grow_tlb && ptemu_hw_tlb_grow_due(&b->growth))
+		uc_ctl_flush_tlb(uc);
 	e->paddr = vaddr;
 	e->perms = UC_PROT_ALL;
 	b->res->fills++;
@@ -199,12 +204,12 @@ static void bare_intr(uc_engine *uc, uint32_t intno, void *user)
 }
 
 int ptemu_bench_bare(const struct ptemu_arch *arch, const char *image, double seconds, uint64_t seed,
-		     unsigned tlb_entries, struct ptemu_bench_bare_result *res)
+		     unsigned tlb_entries, bool grow_tlb, struct ptemu_bench_bare_result *res)
 {
 	const struct ptemu_isa *isa = &arch->isa;
 	struct ptemu_elf_image img;
 	struct bare b = { .arch = arch, .next = BARE_MMAP_BASE, .seed = seed, .tlb_entries = tlb_entries,
-			  .res = res };
+			  .grow_tlb = grow_tlb, .res = res };
 	uc_hook h1, h2;
 	uint64_t v;
 	int rc = -1;

@@ -79,6 +79,7 @@ struct vcpu {
 	int trap;		/* a trap for the ISA's handle_trap, 0 if none */
 	int terminate;		/* atomic: leave at the next block */
 	bool hw_flush_pending;	/* Unicorn's TLB to be flushed before the next run */
+	struct ptemu_hw_tlb_growth hw_growth;
 	bool deterministic;
 	/* Counters, owner-written; read by the watchdog. */
 	uint64_t blocks, block_bytes, fills, syscalls, progress, polls;
@@ -357,6 +358,8 @@ static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 	uint64_t pa;
 	unsigned perms;
 
+	if (ptemu_hw_tlb_grow_due(&v->hw_growth))
+		uc_ctl_flush_tlb(uc);
 	if (ptemu_tlb_lookup(&v->tlb, vaddr, &pa, &perms) && (perms & need)) {
 		result->paddr = pa + (vaddr & (psize - 1));
 		result->perms = to_uc_perms(perms);

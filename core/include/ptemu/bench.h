@@ -3,6 +3,7 @@
 #ifndef PTEMU_BENCH_H
 #define PTEMU_BENCH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -36,15 +37,18 @@ struct ptemu_bench_bare_result {
 	char error[256];
 };
 
-/* Runs `image` on one vCPU with guest-virtual == guest-physical memory, an identity fill
- * hook, and the guest ABI's calls answered by a flat memory layout (no page tables, no
- * faults after the first fill) and no other hook: no block hook, unlike ptemu. The guest is told its TLB holds tlb_entries (PTEMU_PARAM_tlb_entries). 0, or -1
- * with a message in error. */
 /* The largest mapping bare Unicorn's flat memory has room for. */
 #define PTEMU_BENCH_BARE_SWEEP_MAX (256ull << 20)
 
+/* Runs `image` on one vCPU with guest-virtual == guest-physical memory, an identity fill
+ * hook, and the guest ABI's calls answered by a flat memory layout (no page tables, no
+ * faults after the first fill) and no other hook: no block hook, unlike ptemu. The guest
+ * is told its TLB holds tlb_entries (PTEMU_PARAM_tlb_entries). Without grow_tlb the engine
+ * keeps Unicorn's first 256 TLB entries, as bare Unicorn does; with it, the engine's TLB
+ * is flushed as ptemu's vCPUs flush theirs (ptemu_hw_tlb_grow_due), so that Unicorn grows
+ * it. 0, or -1 with a message in error. */
 int ptemu_bench_bare(const struct ptemu_arch *arch, const char *image, double seconds, uint64_t seed,
-		     unsigned tlb_entries, struct ptemu_bench_bare_result *res);
+		     unsigned tlb_entries, bool grow_tlb, struct ptemu_bench_bare_result *res);
 
 #ifdef __cplusplus
 }

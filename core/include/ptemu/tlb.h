@@ -84,6 +84,30 @@ struct ptemu_tlb {
 	void *flush_ctx;
 };
 
+/* Unicorn sizes its TLB (from 256 entries up) only when it is flushed, by how full it
+ * was: an engine that seldom flushes keeps 256 entries and, with a larger working set,
+ * takes a fill hook on most accesses. Flushing after PTEMU_HW_TLB_GROW_FIRST fills, then
+ * after twice as many each time up to PTEMU_HW_TLB_GROW_LAST, lets it grow to the working
+ * set at a bounded cost. Both sides of bench overhead do it. Unicorn's TLB is only a
+ * cache of the logical TLB, so no run changes. */
+#define PTEMU_HW_TLB_GROW_FIRST 1024u
+#define PTEMU_HW_TLB_GROW_LAST (1u << 20)
+struct ptemu_hw_tlb_growth {
+	uint32_t fills, next;	/* since the last growth flush; the next one's (0: FIRST) */
+};
+
+/* Counts one fill hook call: true when the engine's TLB is to be flushed now. */
+static inline bool ptemu_hw_tlb_grow_due(struct ptemu_hw_tlb_growth *g)
+{
+	if (++g->fills < (g->next ? g->next : PTEMU_HW_TLB_GROW_FIRST))
+		return false;
+	g->fills = 0;
+	g->next = g->next ? g->next : PTEMU_HW_TLB_GROW_FIRST;
+	if (g->next < PTEMU_HW_TLB_GROW_LAST)
+		g->next *= 2;
+	return true;
+}
+
 int ptemu_tlb_init(struct ptemu_tlb *t, struct ptemu_machine *m);
 void ptemu_tlb_destroy(struct ptemu_tlb *t);
 
