@@ -341,6 +341,11 @@ static int overhead_main(int argc, char **argv)
 					break;
 				double miss = ptemu_bench_miss_ns(&res.marks), fill = ptemu_bench_miss_ns(&bare.marks);
 
+				if (!miss || !fill)
+					fprintf(stderr, "ptemu: %s: tlb-miss at %u TLB entries completed no sweep "
+						"in %.1f s on %s: its miss cost is 0 (raise --seconds)\n", a->name,
+						sizes[z], o.seconds, !miss ? "ptemu" : "bare Unicorn");
+
 				v[z][O_MISS][r] = miss;
 				v[z][O_FILL][r] = fill;
 				v[z][O_MISS_RATIO][r] = fill > 0 ? miss / fill : 0;

@@ -442,9 +442,11 @@ TEST(Cli, TlbEntriesSizeTheLogicalTlbOfBenchesRunsAndTraces)
 	EXPECT_LE(std::stod(mt[2]), std::stod(mt[1])) << out;
 	EXPECT_LE(std::stod(mt[1]), std::stod(mt[3])) << out;
 	EXPECT_NE(out.find("\"throughput_ratio_grown_bare\":"), std::string::npos) << out;
-	// The miss cost at each size: tlb-miss's sweep of 2 x 16384 s390 pages fits in half of
-	// the default 256 MiB.
-	ASSERT_TRUE(std::regex_search(out, mt, std::regex("\"tlb_entries\":16384,[^}]*\"miss_ns\":([0-9.]+),[^}]*"
+	// The miss cost at each size (tlb-miss's sweep of 2 x 16384 s390 pages fits in half of
+	// the default 256 MiB); at the smallest, 2048 pages, a sweep completes in 0.2 s even
+	// under the sanitizers.
+	EXPECT_NE(out.find("\"tlb_entries\":16384,"), std::string::npos) << out;
+	ASSERT_TRUE(std::regex_search(out, mt, std::regex("\"tlb_entries\":1024,[^}]*\"miss_ns\":([0-9.]+),[^}]*"
 							   "\"identity_fill_ns\":([0-9.]+),")))
 		<< out;
 	EXPECT_GT(std::stod(mt[1]), 0) << out;
