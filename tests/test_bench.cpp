@@ -41,7 +41,9 @@ struct SweepRun {
 	explicit SweepRun(const char *arch, bool deterministic = false)
 	{
 		path = workload_image(arch, "tlb-miss");
-		cfg = guest_run_config(ptemu_arch_find(arch), "tlb-miss", path, 1, 1, 0.3);
+		/* 16 pairs of sweeps, however slow the build (the sanitizers' are). */
+		cfg = guest_run_config(ptemu_arch_find(arch), "tlb-miss", path, 1, 1, 120);
+		cfg.ops = 16;
 		cfg.tlb_entries = 64;
 		cfg.phys_bytes = 128ull << 20;	/* ppc64-hash's least: 8 of its 16 MiB PMDs */
 		cfg.no_collapse = true;

@@ -3,7 +3,8 @@
  * twice as many pages as the logical TLB (at least 512, past Unicorn's 256-entry TLB), so
  * that each load misses every TLB: the difference per load is the miss, from the guest's
  * side (Unicorn's slow path, the fill hook, the walk and Unicorn's TLB insert), on ptemu
- * and on bare Unicorn alike. The host clocks the two phases at PTEMU_SYS_bench_mark.
+ * and on bare Unicorn alike. The host clocks the two phases at PTEMU_SYS_bench_mark. An
+ * op is one pair of sweeps (--ops bounds them; bare Unicorn has no bound but time).
  *
  * Oracle: none; the pages are written once and only read.
  */
@@ -28,7 +29,7 @@ static noinline unsigned long sweep(const volatile char *base, unsigned shift, u
 int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 {
 	unsigned long psize = (unsigned long)sys_param(PTEMU_PARAM_page_size);
-	long entries = sys_param(PTEMU_PARAM_tlb_entries);
+	long entries = sys_param(PTEMU_PARAM_tlb_entries), ops = sys_param(PTEMU_PARAM_ops);
 	unsigned shift = (unsigned)__builtin_ctzl(psize);
 	unsigned long pages = 2 * (unsigned long)(entries > 256 ? entries : 256);
 	unsigned long n = 8 * pages, sum = 0;
@@ -44,9 +45,13 @@ int guest_main(long vcpu, long nvcpus, long proc, long nprocs)
 	/* Base pages only: a huge leaf would hold the whole sweep in one TLB entry. Fails
 	 * with EINVAL where the model has no THP, which is as good. */
 	sys_madvise((void *)a, pages << shift, PTEMU_MADV_NOHUGEPAGE);
-	for (unsigned long i = 0; i < pages; i++)
+	/* Every 64 pages a poll: the faults of a large sweep may outlast a short run. */
+	for (unsigned long i = 0; i < pages; i++) {
+		if (i % 64 == 0 && sys_should_stop())
+			return 0;
 		stw((volatile unsigned long *)(a + (i << shift)), i);
-	while (!sys_should_stop()) {
+	}
+	for (long done = 0; !sys_should_stop() && (!ops || done < ops); done++) {
 		sys_bench_mark(PTEMU_BENCH_setup, 0);
 		sum += sweep((const volatile char *)a, shift, HIT_PAGES - 1, n);
 		sys_bench_mark(PTEMU_BENCH_hits, n);
