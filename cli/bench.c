@@ -14,10 +14,9 @@ static int latency_main(int argc, char **argv);
 
 static const struct cli_use overhead_options[] = {
 	{ OPT_ARCH, "default: all with a guest ISA", false },
-	{ OPT_SECONDS, "each run's", false },
+	{ OPT_SECONDS, "default 2, each run's", false },
 	{ OPT_SEED, NULL, false },
-	{ OPT_MEMORY, "tlb-miss sweeps 2 x max(entries, 256) pages: sizes whose sweep exceeds half of it "
-		      "get no miss cost", false },
+	{ OPT_MEMORY, "default 256; a size whose tlb-miss sweep exceeds half gets no miss cost", false },
 	{ OPT_TLB_ENTRIES, "default: the model's size, 4 and 16 times it", false },
 	{ OPT_REPEAT, "default 3", false },
 	{ OPT_JSON, NULL, false },
