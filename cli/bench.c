@@ -277,9 +277,9 @@ static const char *const overhead_names[O_COUNT] = { "throughput_ratio", "throug
 
 /* Per size: throughput from shmem-stress, with no clock read in any fill on either side
  * (against bare Unicorn as it comes, the target's baseline, and against one that grows its
- * TLB as ptemu's vCPUs do), and the miss cost from tlb-miss (each side's ns per missing load less its ns per hitting
- * load). Each repetition runs every side and size, so that a drift of the machine falls on
- * all of them; each ratio is taken within its repetition. */
+ * TLB as ptemu's vCPUs do), and the miss cost from tlb-miss (each side's ns per missing
+ * load less its ns per hitting load). Each repetition runs every side and size, so that a
+ * drift of the machine falls on all of them; each ratio is taken within its repetition. */
 static int overhead_main(int argc, char **argv)
 {
 	struct cli_opts o = overhead_defaults;

@@ -88,8 +88,8 @@ struct ptemu_tlb {
  * was: an engine that seldom flushes keeps 256 entries and, with a larger working set,
  * takes a fill hook on most accesses. Flushing after PTEMU_HW_TLB_GROW_FIRST fills, then
  * after twice as many each time up to PTEMU_HW_TLB_GROW_LAST, lets it grow to the working
- * set at a bounded cost. Both sides of bench overhead do it. Unicorn's TLB is only a
- * cache of the logical TLB, so no run changes. */
+ * set at a bounded cost. Every vCPU does it, and bench overhead's second bare baseline.
+ * Unicorn's TLB is only a cache of the logical TLB, so no run changes. */
 #define PTEMU_HW_TLB_GROW_FIRST 1024u
 #define PTEMU_HW_TLB_GROW_LAST (1u << 20)
 struct ptemu_hw_tlb_growth {
