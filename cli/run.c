@@ -112,10 +112,12 @@ static void print_run(FILE *summary, const struct ptemu_arch *a, const struct pt
 			ptemu_stat_get(&m->stats, PTEMU_STAT_hash_page_busy),
 			ptemu_stat_get(&m->stats, PTEMU_STAT_pte_update_busy_waits));
 	else if (m && a->hw_cache_maps_pfn)
-		fprintf(summary, " tsb_hits=%" PRIu64 " tsb_misses=%" PRIu64 " tsb_pmd_scans=%" PRIu64,
+		fprintf(summary, " tsb_hits=%" PRIu64 " tsb_misses=%" PRIu64 " tsb_pmd_scans=%" PRIu64
+			" tsb_grows=%" PRIu64,
 			ptemu_stat_get(&m->stats, PTEMU_STAT_tsb_hits),
 			ptemu_stat_get(&m->stats, PTEMU_STAT_tsb_misses),
-			ptemu_stat_get(&m->stats, PTEMU_STAT_tsb_pmd_scans));
+			ptemu_stat_get(&m->stats, PTEMU_STAT_tsb_pmd_scans),
+			ptemu_stat_get(&m->stats, PTEMU_STAT_tsb_grows));
 	if (m && a->isa.wants_trap)
 		fprintf(summary, " window_spills=%" PRIu64 " window_fills=%" PRIu64,
 			ptemu_stat_get(&m->stats, PTEMU_STAT_window_spills),

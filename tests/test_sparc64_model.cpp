@@ -317,9 +317,9 @@ struct Space : MmHolder {
 TEST(Sparc64Tsb, IndexingForBothPageSizes)
 {
 	Space s;
-	const uint64_t base = s.mm->context.tsb_block[SPARC64_TSB_BASE].pa;
+	const uint64_t base = sparc64_tsb_base(s.mm, SPARC64_TSB_BASE);
 	ASSERT_NE(base, 0u) << "init_new_context allocates the base TSB";
-	EXPECT_EQ(s.mm->context.tsb_block[SPARC64_TSB_BASE].nentries, 512u);
+	EXPECT_EQ(sparc64_tsb_nentries(s.mm, SPARC64_TSB_BASE), 512u);
 	for (uint64_t va : {0ull, 0x2000ull, 0x3fe000ull, 0x400000ull, 0x12345678000ull})
 		EXPECT_EQ(sparc64_tsb_entry_pa(s.mm, SPARC64_TSB_BASE, va),
 			  base + ((va >> 13) & 511) * 16) << std::hex << va;
@@ -335,11 +335,97 @@ TEST(Sparc64Tsb, IndexingForBothPageSizes)
 	EXPECT_EQ(sparc64_tsb_entry_pa(s.mm, SPARC64_TSB_HUGE, 0), 0u) << "no huge pmd yet";
 	__atomic_store_n(&s.mm->context.thp_pte_count, 1, __ATOMIC_RELEASE);
 	A.fault_epilogue(s.mm);
-	const uint64_t huge = s.mm->context.tsb_block[SPARC64_TSB_HUGE].pa;
+	const uint64_t huge = sparc64_tsb_base(s.mm, SPARC64_TSB_HUGE);
 	ASSERT_NE(huge, 0u);
 	for (uint64_t va : std::initializer_list<uint64_t>{0, SZ_4M, SZ_8M + SZ_4M, 0x12345678000})
 		EXPECT_EQ(sparc64_tsb_entry_pa(s.mm, SPARC64_TSB_HUGE, va),
 			  huge + ((va >> 22) & 511) * 16) << std::hex << va;
+	__atomic_store_n(&s.mm->context.thp_pte_count, 0, __ATOMIC_RELEASE);
+}
+
+// What the IPI of a TSB grow (smp_tsb_sync) finds: the TSB published, and the old one not
+// yet freed, its entries intact.
+struct GrowIpi {
+	const Space *space = nullptr;
+	uint64_t old_base = 0, probe_pa = 0, probe_word = 0;
+	uint64_t seen_base = 0, seen_word = 0;
+	unsigned calls = 0;
+};
+GrowIpi *grow_ipi;
+
+// tsb_grow at a fault's end: the base TSB grows once the RSS exceeds three quarters of its
+// entries, to the smallest size whose limit is above the RSS. Every entry of the old TSB
+// is in the new one, which is published before the IPI that must precede the old one's
+// free.
+TEST(Sparc64Tsb, GrowsWithTheRssKeepingItsEntries)
+{
+	Space s;
+	GrowIpi ipi;
+	ipi.space = &s;
+	ipi.old_base = sparc64_tsb_base(s.mm, SPARC64_TSB_BASE);
+	grow_ipi = &ipi;
+	s.m->tlb.ipi_all = [](void *) {
+		GrowIpi *g = grow_ipi;
+		g->calls++;
+		g->seen_base = sparc64_tsb_base(g->space->mm, SPARC64_TSB_BASE);
+		g->seen_word = g->space->word(g->probe_pa);
+	};
+
+	uint64_t a = s.map_touched(384);
+	EXPECT_EQ(sparc64_tsb_nentries(s.mm, SPARC64_TSB_BASE), 512u) << "an RSS of 384 fits";
+	EXPECT_EQ(s.stat(PTEMU_STAT_tsb_grows), 0u);
+	EXPECT_EQ(ipi.calls, 0u);
+	ipi.probe_pa = sparc64_tsb_entry_pa(s.mm, SPARC64_TSB_BASE, a);
+	ipi.probe_word = s.word(ipi.probe_pa);
+	ASSERT_EQ(ipi.probe_word, a >> 22);
+
+	uint64_t v = 1;
+	ASSERT_EQ(copy_to_user(s.mm, a + 384 * SZ_8K, &v, 8), 0);	// the 385th page
+	EXPECT_EQ(sparc64_tsb_nentries(s.mm, SPARC64_TSB_BASE), 1024u);
+	EXPECT_EQ(s.stat(PTEMU_STAT_tsb_grows), 1u);
+	EXPECT_EQ(s.mm->context.tsb_block[SPARC64_TSB_BASE].rss_limit, 768u);
+	const uint64_t base = sparc64_tsb_base(s.mm, SPARC64_TSB_BASE);
+	EXPECT_NE(base, ipi.old_base);
+	EXPECT_EQ(ipi.calls, 1u) << "smp_tsb_sync";
+	EXPECT_EQ(ipi.seen_base, base) << "the new TSB is published before the IPI";
+	EXPECT_EQ(ipi.seen_word, ipi.probe_word) << "the old TSB is not freed before the IPI";
+	for (unsigned i = 0; i < 385; i++) {
+		uint64_t va = a + i * SZ_8K;
+		ASSERT_EQ(s.tsb_tag(SPARC64_TSB_BASE, va), va >> 22) << i;
+		ASSERT_EQ(s.tsb_tte(SPARC64_TSB_BASE, va), s.pte_of(va)) << i;
+	}
+	s.m->tlb.ipi_all = nullptr;
+	grow_ipi = nullptr;
+}
+
+// tsb_grow's sizes: 8 KiB << index for the smallest index whose limit (3/4 of its entries)
+// is above the RSS; at 1 MiB the limit is unbounded.
+TEST(Sparc64Tsb, GrowSizesFollowTheRss)
+{
+	struct Step {
+		int64_t rss;
+		unsigned entries;
+		uint64_t limit;
+	};
+	Space s;
+	int64_t now = 0;
+	for (Step st : {Step{100, 512, 384}, Step{768, 2048, 1536}, Step{5000, 8192, 6144},
+			Step{24576, 65536, UINT64_MAX}, Step{1 << 20, 65536, UINT64_MAX}}) {
+		add_mm_counter(s.mm, MM_ANONPAGES, st.rss - now);
+		now = st.rss;
+		A.fault_epilogue(s.mm);
+		EXPECT_EQ(sparc64_tsb_nentries(s.mm, SPARC64_TSB_BASE), st.entries) << st.rss;
+		EXPECT_EQ(s.mm->context.tsb_block[SPARC64_TSB_BASE].rss_limit, st.limit) << st.rss;
+	}
+	EXPECT_EQ(s.stat(PTEMU_STAT_tsb_grows), 3u);
+	// Huge pmds count against the huge TSB, not the base one.
+	add_mm_counter(s.mm, MM_ANONPAGES, -now);
+	__atomic_store_n(&s.mm->context.thp_pte_count, 1, __ATOMIC_RELEASE);
+	add_mm_counter(s.mm, MM_ANONPAGES, 1024);
+	A.fault_epilogue(s.mm);
+	EXPECT_EQ(sparc64_tsb_nentries(s.mm, SPARC64_TSB_HUGE), 512u) << "hugetlb_setup";
+	EXPECT_EQ(s.stat(PTEMU_STAT_tsb_grows), 3u);
+	add_mm_counter(s.mm, MM_ANONPAGES, -1024);
 	__atomic_store_n(&s.mm->context.thp_pte_count, 0, __ATOMIC_RELEASE);
 }
 

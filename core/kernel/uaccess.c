@@ -75,6 +75,7 @@ static int copy_user(struct mm_struct *mm, uint64_t uaddr, void *buf, size_t len
 	uint64_t psize = ptemu_page_size(a);
 	uint8_t *p = buf;
 	int err = 0;
+	bool faulted = false;
 
 	if (uaddr + len < uaddr)
 		return -EFAULT;
@@ -100,8 +101,14 @@ static int copy_user(struct mm_struct *mm, uint64_t uaddr, void *buf, size_t len
 			err = -EFAULT;
 			break;
 		}
+		faulted = true;
 	}
 	up_read(&mm->mmap_lock);
+	/* The kernel's uaccess faults go through the architecture's fault handler, whose
+	 * tail runs once mmap_lock is dropped; once for all of them suffices, as that tail
+	 * only looks at the mm's state (sparc64's TSB sizes). */
+	if (faulted && a->fault_epilogue)
+		a->fault_epilogue(mm);
 	return err;
 }
 

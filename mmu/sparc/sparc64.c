@@ -150,14 +150,45 @@ static unsigned tsb_hash_shift(unsigned which)
 	return which == SPARC64_TSB_HUGE ? SPARC64_REAL_HPAGE_SHIFT : SPARC64_PAGE_SHIFT;
 }
 
+/* tsb_reg_val's two halves. */
+static uint64_t tsb_reg_base(uint64_t reg)
+{
+	return reg & ~(uint64_t)SPARC64_TSB_SIZE_INDEX_MASK;
+}
+
+static unsigned tsb_reg_nentries(uint64_t reg)
+{
+	return SPARC64_TSB_ENTRIES << (reg & SPARC64_TSB_SIZE_INDEX_MASK);
+}
+
+static uint64_t tsb_reg(const struct mm_struct *mm, unsigned which)
+{
+	return __atomic_load_n(&mm->context.tsb_block[which].reg, __ATOMIC_ACQUIRE);
+}
+
+uint64_t sparc64_tsb_base(const struct mm_struct *mm, unsigned which)
+{
+	return tsb_reg_base(tsb_reg(mm, which));
+}
+
+unsigned sparc64_tsb_nentries(const struct mm_struct *mm, unsigned which)
+{
+	uint64_t reg = tsb_reg(mm, which);
+
+	return reg ? tsb_reg_nentries(reg) : 0;
+}
+
+static uint64_t tsb_reg_entry_pa(uint64_t reg, unsigned which, uint64_t va)
+{
+	return tsb_reg_base(reg) +
+	       ((va >> tsb_hash_shift(which)) & (tsb_reg_nentries(reg) - 1)) * TSB_ENTRY_BYTES;
+}
+
 uint64_t sparc64_tsb_entry_pa(const struct mm_struct *mm, unsigned which, uint64_t va)
 {
-	uint64_t base = __atomic_load_n(&mm->context.tsb_block[which].pa, __ATOMIC_ACQUIRE);
-	unsigned n = mm->context.tsb_block[which].nentries;
+	uint64_t reg = tsb_reg(mm, which);
 
-	if (!base)
-		return 0;
-	return base + ((va >> tsb_hash_shift(which)) & (n - 1)) * TSB_ENTRY_BYTES;
+	return reg ? tsb_reg_entry_pa(reg, which, va) : 0;
 }
 
 /* TSB_LOCK_TAG then TSB_WRITE: the TTE first, then the tag, which also unlocks. */
@@ -208,98 +239,188 @@ static bool tsb_probe(const struct ptemu_machine *m, uint64_t ent, uint64_t va, 
 	return ent && tsb_load_quad(m, ent, &tag, tte) && tag == va >> 22;
 }
 
-/* tsb_grow from nothing: a fresh 8 KiB TSB, every tag invalid (tsb_init). */
-static uint64_t tsb_alloc(struct ptemu_machine *m)
+/* A TSB of 8 KiB << index, every tag invalid (tsb_init): its tsb_reg_val, 0 without
+ * memory. */
+static uint64_t tsb_alloc(struct ptemu_machine *m, unsigned index)
 {
-	uint64_t pfn = phys_alloc_pages(m->phys, 0);
+	uint64_t pfn = phys_alloc_pages(m->phys, index);
 
 	if (!pfn)
 		return 0;
 	uint64_t pa = pfn << SPARC64_PAGE_SHIFT;
 
-	for (unsigned i = 0; i < SPARC64_TSB_ENTRIES; i++) {
+	for (unsigned i = 0; i < SPARC64_TSB_ENTRIES << index; i++) {
 		ptemu_entry_store(m, pa + i * TSB_ENTRY_BYTES, SPARC64_TSB_TAG_INVALID);
 		ptemu_entry_store(m, pa + i * TSB_ENTRY_BYTES + 8, 0);
 	}
-	return pa;
+	return pa | index;
 }
 
-/* init_new_context: the base TSB now, the huge one on first use. */
+static void tsb_free(struct ptemu_machine *m, uint64_t reg)
+{
+	phys_free_pages(m->phys, tsb_reg_base(reg) >> SPARC64_PAGE_SHIFT,
+			reg & SPARC64_TSB_SIZE_INDEX_MASK);
+}
+
+/* tsb_size_to_rss_limit with sysctl_tsb_ratio -2: three quarters of the entries. */
+static uint64_t tsb_rss_limit(unsigned index)
+{
+	uint64_t n = (uint64_t)SPARC64_TSB_ENTRIES << index;
+
+	return n - n / 4;
+}
+
+/* copy_tsb: every valid, unlocked entry of the old TSB into the new one, rehashed by the
+ * address its tag and index give back. The new TSB is not published yet: plain stores. */
+static void copy_tsb(const struct ptemu_machine *m, uint64_t old, uint64_t new, unsigned which)
+{
+	unsigned shift = tsb_hash_shift(which);
+
+	for (unsigned i = 0; i < tsb_reg_nentries(old); i++) {
+		uint64_t ent = tsb_reg_base(old) + (uint64_t)i * TSB_ENTRY_BYTES, tag, tte;
+
+		if (!tsb_load_quad(m, ent, &tag, &tte) ||
+		    (tag & (SPARC64_TSB_TAG_INVALID | SPARC64_TSB_TAG_LOCK)))
+			continue;
+		uint64_t va = tag << 22 | ((uint64_t)i << shift & ((1ull << 22) - 1));
+		uint64_t to = tsb_reg_entry_pa(new, which, va);
+
+		ptemu_entry_store(m, to + 8, tte);
+		ptemu_entry_store(m, to, tag);
+	}
+}
+
+/* tsb_grow: the smallest TSB whose RSS limit exceeds rss, up to 1 MiB (or the largest
+ * block of simulated memory), where the limit becomes unbounded. A TSB it replaces is
+ * copied into the new one under context.lock, which flush_tsb_user and update_mmu_cache
+ * also hold; TLB-miss walks go on using the old one meanwhile, as they only copy from the
+ * tables. The old TSB is freed once every CPU has taken an IPI (smp_tsb_sync): a walk
+ * runs with interrupts off, so none that loaded the old address is still running. */
+static void tsb_grow(struct mm_struct *mm, unsigned which, uint64_t rss)
+{
+	struct ptemu_machine *m = mm->machine;
+	unsigned max_index = phys_max_order(m->phys) < SPARC64_TSB_MAX_INDEX ?
+				     phys_max_order(m->phys) : SPARC64_TSB_MAX_INDEX;
+	unsigned index = 0;
+
+	while (index < max_index && tsb_rss_limit(index) <= rss)
+		index++;
+	uint64_t limit = index == max_index ? UINT64_MAX : tsb_rss_limit(index);
+	uint64_t new = tsb_alloc(m, index);
+
+	if (!new) {
+		/* Under memory pressure: a first TSB of 8 KiB that never grows, else no more
+		 * growing. */
+		if (tsb_reg(mm, which) || !index || !(new = tsb_alloc(m, 0))) {
+			if (tsb_reg(mm, which))
+				__atomic_store_n(&mm->context.tsb_block[which].rss_limit, UINT64_MAX,
+						 __ATOMIC_RELAXED);
+			return;
+		}
+		limit = UINT64_MAX;
+	}
+	spin_lock(&mm->context.lock);
+	uint64_t old = tsb_reg(mm, which);
+
+	/* Another thread grew it first. */
+	if (old && rss < __atomic_load_n(&mm->context.tsb_block[which].rss_limit, __ATOMIC_RELAXED)) {
+		spin_unlock(&mm->context.lock);
+		tsb_free(m, new);
+		return;
+	}
+	__atomic_store_n(&mm->context.tsb_block[which].rss_limit, limit, __ATOMIC_RELAXED);
+	if (old)
+		copy_tsb(m, old, new, which);
+	__atomic_store_n(&mm->context.tsb_block[which].reg, new, __ATOMIC_RELEASE);
+	spin_unlock(&mm->context.lock);
+	if (old) {
+		ptemu_stat_add(&m->stats, PTEMU_STAT_tsb_grows, 1);
+		if (m->tlb.ipi_all)
+			m->tlb.ipi_all(m->tlb.ctx);
+		tsb_free(m, old);
+	}
+}
+
+/* init_new_context: the base TSB for an RSS of 0, the huge one on first use. */
 static int sparc64_init_new_context(struct mm_struct *mm)
 {
-	uint64_t pa = tsb_alloc(mm->machine);
-
-	if (!pa)
-		return -ENOMEM;
-	mm->context.tsb_block[SPARC64_TSB_BASE].nentries = SPARC64_TSB_ENTRIES;
-	mm->context.tsb_block[SPARC64_TSB_HUGE].nentries = SPARC64_TSB_ENTRIES;
-	__atomic_store_n(&mm->context.tsb_block[SPARC64_TSB_BASE].pa, pa, __ATOMIC_RELEASE);
-	return 0;
+	tsb_grow(mm, SPARC64_TSB_BASE, 0);
+	return tsb_reg(mm, SPARC64_TSB_BASE) ? 0 : -ENOMEM;
 }
 
 /* destroy_context: every CPU of the mm has stopped using it. */
 static void sparc64_destroy_context(struct mm_struct *mm)
 {
 	for (unsigned i = 0; i < 2; i++) {
-		uint64_t pa = __atomic_exchange_n(&mm->context.tsb_block[i].pa, 0, __ATOMIC_ACQ_REL);
+		uint64_t reg = __atomic_exchange_n(&mm->context.tsb_block[i].reg, 0, __ATOMIC_ACQ_REL);
 
-		if (pa)
-			phys_free_pages(mm->machine->phys, pa >> SPARC64_PAGE_SHIFT, 0);
+		if (reg)
+			tsb_free(mm->machine, reg);
 	}
 }
 
-/* do_sparc64_fault's tail: an mm that maps huge pmds gets its huge TSB (hugetlb_setup),
- * which a TSB-miss walk that found a huge pmd without one faulted for. */
+/* do_sparc64_fault's tail, after mmap_lock is dropped: the base TSB grows with the RSS
+ * of base pages; the huge one with the 4 MiB halves of the huge pmds mapped, and an mm
+ * that maps its first huge pmd gets its huge TSB (hugetlb_setup), which a TSB-miss walk
+ * that found a huge pmd without one faulted for. */
 static void sparc64_fault_epilogue(struct mm_struct *mm)
 {
-	struct ptemu_machine *m = mm->machine;
-	uint64_t pa;
+	int64_t thp = __atomic_load_n(&mm->context.thp_pte_count, __ATOMIC_ACQUIRE);
+	int64_t rss = get_mm_counter(mm, MM_FILEPAGES) + get_mm_counter(mm, MM_ANONPAGES) +
+		      get_mm_counter(mm, MM_SHMEMPAGES) -
+		      thp * (int64_t)(1u << (SPARC64_PMD_SHIFT - SPARC64_PAGE_SHIFT));
 
-	if (__atomic_load_n(&mm->context.thp_pte_count, __ATOMIC_ACQUIRE) <= 0 ||
-	    __atomic_load_n(&mm->context.tsb_block[SPARC64_TSB_HUGE].pa, __ATOMIC_ACQUIRE))
-		return;
-	pa = tsb_alloc(m);
-	if (!pa)
-		return;	/* the access faults again and retries the allocation */
-	spin_lock(&mm->context.lock);
-	if (!mm->context.tsb_block[SPARC64_TSB_HUGE].pa) {
-		__atomic_store_n(&mm->context.tsb_block[SPARC64_TSB_HUGE].pa, pa, __ATOMIC_RELEASE);
-		pa = 0;
+	if (rss > 0 && (uint64_t)rss > __atomic_load_n(&mm->context.tsb_block[SPARC64_TSB_BASE].rss_limit,
+						       __ATOMIC_RELAXED))
+		tsb_grow(mm, SPARC64_TSB_BASE, (uint64_t)rss);
+	rss = thp * (int64_t)(1u << (SPARC64_PMD_SHIFT - SPARC64_REAL_HPAGE_SHIFT));
+	if (rss > 0 && (uint64_t)rss > __atomic_load_n(&mm->context.tsb_block[SPARC64_TSB_HUGE].rss_limit,
+						       __ATOMIC_RELAXED)) {
+		/* hugetlb_setup's smp_tsb_sync is left out: a walk here reads the mm's TSBs
+		 * afresh on every miss, where a CPU reloads its TSB registers. */
+		tsb_grow(mm, SPARC64_TSB_HUGE, tsb_reg(mm, SPARC64_TSB_HUGE) ? (uint64_t)rss : 0);
 	}
-	spin_unlock(&mm->context.lock);
-	if (pa)
-		phys_free_pages(m->phys, pa >> SPARC64_PAGE_SHIFT, 0);
 }
 
-/* Whether a TSB entry of the mm still maps a page of [pfn, pfn + nr). */
+/* The entry of the TSB reg that maps a page of [pfn, pfn + nr), if any. */
+static bool tsb_scan_for_pfn(const struct ptemu_machine *m, uint64_t reg, unsigned which,
+			     uint64_t pfn, uint64_t nr, uint64_t *va)
+{
+	unsigned shift = tsb_hash_shift(which);
+
+	for (unsigned i = 0; i < tsb_reg_nentries(reg); i++) {
+		uint64_t ent = tsb_reg_base(reg) + (uint64_t)i * TSB_ENTRY_BYTES, tag, tte;
+
+		/* An entry in flux is being rewritten: its old TTE is going away. */
+		if (!tsb_load_quad(m, ent, &tag, &tte) ||
+		    (tag & (SPARC64_TSB_TAG_INVALID | SPARC64_TSB_TAG_LOCK)))
+			continue;
+		uint64_t first = (tte & SPARC64_PAGE_PADDR) >> SPARC64_PAGE_SHIFT;
+
+		if (first < pfn + nr && pfn < first + (1ull << (shift - SPARC64_PAGE_SHIFT))) {
+			/* The tag holds va bits 63:22, the index the bits below. */
+			*va = tag << 22 | ((uint64_t)i << shift & ((1ull << 22) - 1));
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Whether a TSB entry of the mm still maps a page of [pfn, pfn + nr). A scan counts only
+ * if the TSB is still the mm's after it: one freed meanwhile (its mm exiting, the caller
+ * having checked it live before) maps nothing, and one a grow replaced was copied into
+ * the new TSB, which is scanned in turn. The same tsb_reg_val never comes back: a grow
+ * only goes up in size. */
 static bool sparc64_tsb_maps_pfn(struct mm_struct *mm, uint64_t pfn, uint64_t nr, uint64_t *va)
 {
-	struct ptemu_machine *m = mm->machine;
-
 	for (unsigned w = 0; w < 2; w++) {
-		uint64_t base = __atomic_load_n(&mm->context.tsb_block[w].pa, __ATOMIC_ACQUIRE);
-		unsigned shift = tsb_hash_shift(w);
+		for (uint64_t reg = tsb_reg(mm, w); reg; reg = tsb_reg(mm, w)) {
+			bool found = tsb_scan_for_pfn(mm->machine, reg, w, pfn, nr, va);
 
-		if (!base)
-			continue;
-		for (unsigned i = 0; i < mm->context.tsb_block[w].nentries; i++) {
-			uint64_t ent = base + (uint64_t)i * TSB_ENTRY_BYTES, tag, tte;
-
-			/* An entry in flux is being rewritten: its old TTE is going away. */
-			if (!tsb_load_quad(m, ent, &tag, &tte) ||
-			    (tag & (SPARC64_TSB_TAG_INVALID | SPARC64_TSB_TAG_LOCK)))
-				continue;
-			uint64_t first = (tte & SPARC64_PAGE_PADDR) >> SPARC64_PAGE_SHIFT;
-			uint64_t n = 1ull << (shift - SPARC64_PAGE_SHIFT);
-
-			/* A TSB that its exiting mm freed meanwhile maps nothing: the caller
-			 * checked the mm live before the scan, and destroy_context clears the
-			 * base before it frees the pages. */
-			if (first < pfn + nr && pfn < first + n &&
-			    __atomic_load_n(&mm->context.tsb_block[w].pa, __ATOMIC_ACQUIRE) == base) {
-				/* The tag holds va bits 63:22, the index the bits below. */
-				*va = tag << 22 | ((uint64_t)i << shift & ((1ull << 22) - 1));
-				return true;
+			if (tsb_reg(mm, w) == reg) {
+				if (found)
+					return true;
+				break;
 			}
 		}
 	}

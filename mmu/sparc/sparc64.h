@@ -33,11 +33,16 @@ extern const struct ptemu_arch ptemu_arch_sparc64;
 /* TSB tags (asm/tsb.h): va >> 22; bit 47 locks an entry, bit 46 marks it invalid. */
 #define SPARC64_TSB_TAG_LOCK	(1ull << 47)
 #define SPARC64_TSB_TAG_INVALID	(1ull << 46)
-#define SPARC64_TSB_ENTRIES	512		/* the 8 KiB TSB that tsb_grow starts with */
+#define SPARC64_TSB_ENTRIES	512u		/* the 8 KiB TSB that tsb_grow starts with */
+#define SPARC64_TSB_MAX_INDEX	7		/* and its largest, 1 MiB */
+#define SPARC64_TSB_SIZE_INDEX_MASK 7u		/* tsb_reg_val's low bits: 8 KiB << index */
 enum { SPARC64_TSB_BASE, SPARC64_TSB_HUGE };
 
 /* The TSB entry a page of va would use in the mm's TSB `which`, or 0 when it has none. */
 uint64_t sparc64_tsb_entry_pa(const struct mm_struct *mm, unsigned which, uint64_t va);
+/* The TSB's physical address and its entries, 0 when it has none. */
+uint64_t sparc64_tsb_base(const struct mm_struct *mm, unsigned which);
+unsigned sparc64_tsb_nentries(const struct mm_struct *mm, unsigned which);
 
 #ifdef __cplusplus
 }

@@ -46,12 +46,14 @@ struct mm_context {
 	/* A lazy invalidation left its purge to the mm's next flush, which then covers the
 	 * whole mm (s390's context.flush_mm and __tlb_flush_mm_lazy). Atomic. */
 	bool flush_mm;
-	/* sparc64's context.tsb_block: the base-page and huge-page TSBs (physical address,
-	 * 0 until allocated; atomic, read by TLB-miss walks) and their sizes in entries, and
-	 * thp_pte_count, the huge pmds mapped (atomic). */
+	/* sparc64's context.tsb_block: the base-page and huge-page TSBs, and thp_pte_count,
+	 * the huge pmds mapped (atomic). reg is tsb_reg_val: the TSB's physical address with
+	 * its size index (8 KiB << index) in the low 3 bits, one word so that a TLB-miss walk
+	 * reads both at once; 0 until allocated; atomic. rss_limit: the RSS beyond which a
+	 * fault grows the TSB (atomic; changed under lock). */
 	struct {
-		uint64_t pa;
-		unsigned nentries;
+		uint64_t reg;
+		uint64_t rss_limit;
 	} tsb_block[2];
 	int64_t thp_pte_count;
 };

@@ -44,6 +44,7 @@ extern "C" {
 	X(tsb_hits)               /* sparc64: a TLB miss found its translation in the TSB */ \
 	X(tsb_misses)             /* sparc64: a TSB miss ran the page-table walk */           \
 	X(tsb_pmd_scans)          /* sparc64: set_pmd_at over a table read it to flush its PTEs */ \
+	X(tsb_grows)              /* sparc64: a fault grew a TSB with the RSS (tsb_grow) */  \
 	X(window_spills)          /* sparc64: register-window spill traps handled */          \
 	X(window_fills)           /* sparc64: register-window fill traps handled */           \
 	X(hpt_hits)               /* ppc64-hash: a TLB miss found its HPTE in the HPT */      \
