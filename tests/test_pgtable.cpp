@@ -22,6 +22,16 @@ void store_pmd(MmHolder &h, pmd_t v)
 
 } // namespace
 
+// The checker finds a PTE table's slot by shifting its address: a page holds a power of
+// two of tables that fill it exactly.
+TEST_P(PteOffsetMap, TablesTileTheirPageInAPowerOfTwo)
+{
+	const ptemu_arch *a = ptemu_arch_find(GetParam());
+	ASSERT_NE(a, nullptr);
+	EXPECT_EQ(a->tables_per_page & (a->tables_per_page - 1), 0u);
+	EXPECT_EQ((uint64_t)a->pte_table_bytes * a->tables_per_page, ptemu_page_size(a));
+}
+
 TEST_P(PteOffsetMap, NonePmdFailsWithRcuBalanced)
 {
 	MmHolder h(GetParam());

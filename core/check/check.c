@@ -34,6 +34,9 @@ struct ptemu_checker {
 	struct ptemu_machine *machine;
 	enum ptemu_check_mode mode;
 	uint64_t nslots;
+	/* A slot per PTE table: slot index = pa >> slot_shift, as a page holds a power of two
+	 * of equal tables. */
+	unsigned slot_shift;
 	struct table_slot *slots;
 	uint64_t events;
 	bool stop;
@@ -80,6 +83,7 @@ struct ptemu_checker *check_create(struct ptemu_machine *m, enum ptemu_check_mod
 	c->machine = m;
 	c->mode = mode;
 	c->nslots = npages * m->arch->tables_per_page;
+	c->slot_shift = m->arch->page_shift - (unsigned)__builtin_ctz(m->arch->tables_per_page);
 	c->slots = calloc(c->nslots, sizeof(*c->slots));
 	if (!c->slots) {
 		free(c);
@@ -186,11 +190,7 @@ const struct ptemu_violation *check_violations(const struct ptemu_machine *m, si
 
 static uint64_t slot_index(const struct ptemu_machine *m, uint64_t pa)
 {
-	const struct ptemu_arch *a = m->arch;
-	uint64_t pfn = pa >> a->page_shift;
-	uint64_t frag = (pa & (ptemu_page_size(a) - 1)) / a->pte_table_bytes;
-
-	return pfn * a->tables_per_page + frag;
+	return pa >> m->checker->slot_shift;
 }
 
 static struct table_slot *slot_of(const struct ptemu_machine *m, uint64_t pa)

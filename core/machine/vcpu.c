@@ -71,6 +71,9 @@ struct vcpu {
 	uint64_t walk_va;	/* the address being walked, for the walk cache */
 	uint64_t walk_cached;	/* its walk-cache hit (a PTE table), 0 on a miss */
 	uint64_t walk_table;	/* PTE table the current walk entered (walk_raced_detach) */
+	/* What a walk-cache hit gives the walker at each level above the pmd: a table entry
+	 * (its address unused), made once by the model's mk_table. */
+	uint64_t cached_upper[PTEMU_MAX_LEVELS];
 	/* What made the last run stop. */
 	bool fault;
 	uint64_t fault_va;
@@ -312,7 +315,7 @@ static uint64_t vcpu_read_entry(const struct ptemu_walk_ctx *ctx, unsigned level
 
 	if (level <= pmd_level && v->walk_cached) {
 		if (level < pmd_level)
-			return a->mk_table(level, (uint64_t)ptemu_page_size(a) << 4);
+			return v->cached_upper[level];
 		if (!v->walk_table) {
 			v->walk_table = v->walk_cached;
 			check_walk_enter(m, v->walk_cached);
@@ -1223,6 +1226,9 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 			v->global = pi * cfg->vcpus + vi;
 			v->walk.read_entry = vcpu_read_entry;
 			v->walk.opaque = v;
+			for (unsigned l = 0; l < ptemu_pmd_level(r->m->arch); l++)
+				v->cached_upper[l] = r->m->arch->mk_table(
+					l, (uint64_t)ptemu_page_size(r->m->arch) << 4);
 			int ok = !ptemu_tlb_init(&v->tlb, r->m) && !vcpu_create_engine(v) && !vcpu_setup(v);
 
 			check_op_end("vCPU set-up");
