@@ -184,10 +184,12 @@ static bool invalidate_locked(struct ptemu_tlb *t, uint64_t start, uint64_t end,
 {
 	bool any = false, scan = false;
 
-	/* Probe leaf by leaf while that is cheaper than a scan of every entry; a leaf of any
-	 * size that overlaps the range goes (a TLBI by address hits a block entry too). */
+	/* Probe leaf by leaf while that is cheaper than a scan of every entry: a probe (a
+	 * hash and a chain, in no order) costs about what a sequential scan of 8 entries
+	 * does. A leaf of any size that overlaps the range goes (a TLBI by address hits a
+	 * block entry too). */
 	for (uint64_t sizes = t->leaf_shifts; sizes && !scan; sizes &= sizes - 1)
-		scan = ((end - 1) >> __builtin_ctzll(sizes)) - (start >> __builtin_ctzll(sizes)) >= t->capacity;
+		scan = ((end - 1) >> __builtin_ctzll(sizes)) - (start >> __builtin_ctzll(sizes)) >= t->capacity / 8;
 	if (!scan) {
 		for (uint64_t sizes = t->leaf_shifts; sizes; sizes &= sizes - 1) {
 			unsigned shift = (unsigned)__builtin_ctzll(sizes);
