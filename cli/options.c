@@ -556,7 +556,7 @@ void cli_help(FILE *f, const struct cli_command *cmd, bool brief)
 		fprintf(f, "%s options:\n", cmd->name);
 	for (const struct cli_use *u = cmd->opts; u->id; u++) {
 		const struct cli_option *def = option(u->id);
-		char head[64], dflt[96], text[512];
+		char head[64], dflt[512], text[1024];
 		int col;
 
 		if (def->name)

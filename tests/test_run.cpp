@@ -565,6 +565,9 @@ TEST(Cli, EveryCommandHasItsHelpAndPtemuHelpListsThemAll)
 				"list"}) {
 		EXPECT_EQ(run_cli(std::string(cmd) + " --help", &out), 0) << cmd;
 		EXPECT_EQ(out.rfind(std::string("usage: ptemu ") + cmd + " ", 0), 0u) << cmd << ": " << out;
+		// A note cut off by a buffer loses its closing parenthesis.
+		EXPECT_EQ(std::count(out.begin(), out.end(), '('), std::count(out.begin(), out.end(), ')'))
+			<< cmd << ": " << out;
 		EXPECT_NE(all.find(std::string("  ptemu ") + cmd + " "), std::string::npos) << cmd;
 		size_t options = out.find(std::string(cmd) + " options:\n");
 		if (options != std::string::npos) {
