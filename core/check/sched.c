@@ -36,6 +36,11 @@
 #define SCHED_PCT_NOISE_ODDS 512
 /* Rounds of a pause a thread that passed the baton on watches for its return. */
 #define SCHED_HANDOFF_SPINS 256
+/* A thread whose watch ended without the baton this many times in a row only watches at
+ * one handoff in SCHED_HANDOFF_PROBE_EVERY (to notice when returns get quick again): a
+ * watch that fails is CPU time on top of the futex wait it was to spare. */
+#define SCHED_HANDOFF_MISSES 4
+#define SCHED_HANDOFF_PROBE_EVERY 16
 /* Added to a wide window's sunk_seq: after any other sunk thread, however many sinks. */
 #define SCHED_SUNK_WIDE_LATER (UINT64_C(1) << 62)
 
@@ -63,6 +68,9 @@ struct sthread {
 	bool in_long_window;	/* between ptemu_sched_long_window_begin and _end */
 	uint64_t lw_tables[PTEMU_SCHED_LONG_WINDOW_TABLES];	/* what that window changes */
 	unsigned lw_ntables;
+	/* Host timing only, never a decision: handoffs whose watch missed the baton's return,
+	 * in a row, and handoffs since the last watch. */
+	unsigned watch_misses, unwatched;
 };
 
 /* A thread that was inside an RCU section when a callback was queued, and that section. */
@@ -207,8 +215,18 @@ static void handoff_locked(struct ptemu_sched *s, int me, int next)
 		fold_locked(s, PTEMU_EV_SWITCH, ((uint64_t)(me & 0xffff) << 16) | (uint64_t)next, s->steps);
 		pthread_cond_signal(&s->th[next].cv);
 		pthread_mutex_unlock(&s->mu);
-		for (unsigned i = 0; i < SCHED_HANDOFF_SPINS && __atomic_load_n(&s->current, __ATOMIC_ACQUIRE) != me; i++)
-			cpu_relax();
+		struct sthread *t = &s->th[me];
+
+		if (t->watch_misses < SCHED_HANDOFF_MISSES || ++t->unwatched >= SCHED_HANDOFF_PROBE_EVERY) {
+			unsigned i = 0;
+
+			t->unwatched = 0;
+			while (i < SCHED_HANDOFF_SPINS && __atomic_load_n(&s->current, __ATOMIC_ACQUIRE) != me) {
+				cpu_relax();
+				i++;
+			}
+			t->watch_misses = i < SCHED_HANDOFF_SPINS ? 0 : t->watch_misses + 1;
+		}
 		pthread_mutex_lock(&s->mu);
 	}
 	while (s->current != me)
