@@ -270,19 +270,29 @@ static uint64_t tsb_rss_limit(unsigned index)
 	return n - n / 4;
 }
 
-/* copy_tsb: every valid, unlocked entry of the old TSB into the new one, rehashed by the
- * address its tag and index give back. The new TSB is not published yet: plain stores. */
+/* Entry i of the TSB reg, if valid and not in flux (an entry being rewritten is skipped:
+ * its old TTE is going away): its tag, its TTE and the address they translate, which the
+ * tag (va bits 63:22) and the index (the bits below) give back. */
+static bool tsb_entry_at(const struct ptemu_machine *m, uint64_t reg, unsigned which, unsigned i,
+			 uint64_t *tag, uint64_t *tte, uint64_t *va)
+{
+	uint64_t ent = tsb_reg_base(reg) + (uint64_t)i * TSB_ENTRY_BYTES;
+
+	if (!tsb_load_quad(m, ent, tag, tte) || (*tag & (SPARC64_TSB_TAG_INVALID | SPARC64_TSB_TAG_LOCK)))
+		return false;
+	*va = *tag << 22 | ((uint64_t)i << tsb_hash_shift(which) & ((1ull << 22) - 1));
+	return true;
+}
+
+/* copy_tsb: every valid, unlocked entry of the old TSB into the new one, rehashed by its
+ * address. The new TSB is not published yet: plain stores. */
 static void copy_tsb(const struct ptemu_machine *m, uint64_t old, uint64_t new, unsigned which)
 {
-	unsigned shift = tsb_hash_shift(which);
-
 	for (unsigned i = 0; i < tsb_reg_nentries(old); i++) {
-		uint64_t ent = tsb_reg_base(old) + (uint64_t)i * TSB_ENTRY_BYTES, tag, tte;
+		uint64_t tag, tte, va;
 
-		if (!tsb_load_quad(m, ent, &tag, &tte) ||
-		    (tag & (SPARC64_TSB_TAG_INVALID | SPARC64_TSB_TAG_LOCK)))
+		if (!tsb_entry_at(m, old, which, i, &tag, &tte, &va))
 			continue;
-		uint64_t va = tag << 22 | ((uint64_t)i << shift & ((1ull << 22) - 1));
 		uint64_t to = tsb_reg_entry_pa(new, which, va);
 
 		ptemu_entry_store(m, to + 8, tte);
@@ -382,26 +392,20 @@ static void sparc64_fault_epilogue(struct mm_struct *mm)
 	}
 }
 
-/* The entry of the TSB reg that maps a page of [pfn, pfn + nr), if any. */
+/* The entry of the TSB reg that maps a page of [pfn, pfn + nr), if any: its address. */
 static bool tsb_scan_for_pfn(const struct ptemu_machine *m, uint64_t reg, unsigned which,
 			     uint64_t pfn, uint64_t nr, uint64_t *va)
 {
-	unsigned shift = tsb_hash_shift(which);
+	uint64_t pages = 1ull << (tsb_hash_shift(which) - SPARC64_PAGE_SHIFT);
 
 	for (unsigned i = 0; i < tsb_reg_nentries(reg); i++) {
-		uint64_t ent = tsb_reg_base(reg) + (uint64_t)i * TSB_ENTRY_BYTES, tag, tte;
+		uint64_t tag, tte, first;
 
-		/* An entry in flux is being rewritten: its old TTE is going away. */
-		if (!tsb_load_quad(m, ent, &tag, &tte) ||
-		    (tag & (SPARC64_TSB_TAG_INVALID | SPARC64_TSB_TAG_LOCK)))
+		if (!tsb_entry_at(m, reg, which, i, &tag, &tte, va))
 			continue;
-		uint64_t first = (tte & SPARC64_PAGE_PADDR) >> SPARC64_PAGE_SHIFT;
-
-		if (first < pfn + nr && pfn < first + (1ull << (shift - SPARC64_PAGE_SHIFT))) {
-			/* The tag holds va bits 63:22, the index the bits below. */
-			*va = tag << 22 | ((uint64_t)i << shift & ((1ull << 22) - 1));
+		first = (tte & SPARC64_PAGE_PADDR) >> SPARC64_PAGE_SHIFT;
+		if (first < pfn + nr && pfn < first + pages)
 			return true;
-		}
 	}
 	return false;
 }
