@@ -394,6 +394,12 @@ TEST(Sparc64Tsb, GrowsWithTheRssKeepingItsEntries)
 		ASSERT_EQ(s.tsb_tag(SPARC64_TSB_BASE, va), va >> 22) << i;
 		ASSERT_EQ(s.tsb_tte(SPARC64_TSB_BASE, va), s.pte_of(va)) << i;
 	}
+	// The checker finds a page in the grown TSB, at its address.
+	for (unsigned i : {0u, 200u, 384u}) {
+		uint64_t va = a + i * SZ_8K, found = 0;
+		ASSERT_TRUE(A.hw_cache_maps_pfn(s.mm, (s.pte_of(va) & SPARC64_PAGE_PADDR) >> 13, 1, &found)) << i;
+		EXPECT_EQ(found, va) << i;
+	}
 	s.m->tlb.ipi_all = nullptr;
 	grow_ipi = nullptr;
 }

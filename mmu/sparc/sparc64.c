@@ -392,20 +392,26 @@ static void sparc64_fault_epilogue(struct mm_struct *mm)
 	}
 }
 
-/* The entry of the TSB reg that maps a page of [pfn, pfn + nr), if any: its address. */
+/* The entry of the TSB reg that maps a page of [pfn, pfn + nr), if any: its address. The
+ * checker asks at every page freed, and a grown TSB has up to 65536 entries: each TTE is
+ * read once, in place, and only one in the range is read again as a whole entry. */
 static bool tsb_scan_for_pfn(const struct ptemu_machine *m, uint64_t reg, unsigned which,
 			     uint64_t pfn, uint64_t nr, uint64_t *va)
 {
+	const uint64_t *words = ptemu_slot_ptr(m, tsb_reg_base(reg));
 	uint64_t pages = 1ull << (tsb_hash_shift(which) - SPARC64_PAGE_SHIFT);
 
 	for (unsigned i = 0; i < tsb_reg_nentries(reg); i++) {
-		uint64_t tag, tte, first;
+		/* Big-endian in simulated memory, as ptemu_entry_load reads it. */
+		uint64_t tte = __builtin_bswap64(__atomic_load_n(&words[2 * i + 1], __ATOMIC_RELAXED));
+		uint64_t first = (tte & SPARC64_PAGE_PADDR) >> SPARC64_PAGE_SHIFT, tag;
 
-		if (!tsb_entry_at(m, reg, which, i, &tag, &tte, va))
-			continue;
-		first = (tte & SPARC64_PAGE_PADDR) >> SPARC64_PAGE_SHIFT;
-		if (first < pfn + nr && pfn < first + pages)
-			return true;
+		if (first < pfn + nr && pfn < first + pages &&
+		    tsb_entry_at(m, reg, which, i, &tag, &tte, va)) {
+			first = (tte & SPARC64_PAGE_PADDR) >> SPARC64_PAGE_SHIFT;
+			if (first < pfn + nr && pfn < first + pages)
+				return true;
+		}
 	}
 	return false;
 }
