@@ -98,33 +98,6 @@ static int latency_run(const struct ptemu_arch *a, const struct cli_opts *o, enu
 	return EXIT_CLEAN;
 }
 
-/* Median, lowest and highest of n values (n <= MAX_REPEAT). */
-struct spread {
-	double median, lo, hi;
-};
-
-#define MAX_REPEAT 1000
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-static struct spread spread_of(const double *v, unsigned n)
-{
-	double sorted[MAX_REPEAT];
-
-	memcpy(sorted, v, n * sizeof(*v));
-	qsort(sorted, n, sizeof(*sorted), cmp_double);
-	return (struct spread){
-		.median = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2,
-		.lo = sorted[0],
-		.hi = sorted[n - 1],
-	};
-}
-
 /* The lockless/legacy difference is larger than the spread when the two ranges of the
  * repeats do not overlap. */
 static bool beyond_spread(struct spread a, struct spread b)
@@ -156,7 +129,7 @@ static int latency_main(int argc, char **argv)
 	for (unsigned i = 0; i < o.narches; i++) {
 		const struct ptemu_arch *a = o.arches[i];
 		unsigned k = (unsigned)o.repeat;
-		static double v[2][M_COUNT][MAX_REPEAT];
+		static double v[2][M_COUNT][BENCH_MAX_REPEAT];
 		struct spread sp[2][M_COUNT];
 
 		for (unsigned r = 0; r < k; r++)
@@ -293,7 +266,7 @@ static int overhead_main(int argc, char **argv)
 		return rc;
 	unsigned k = (unsigned)o.repeat;
 	/* By TLB size, measure and repetition. */
-	double(*v)[O_COUNT][MAX_REPEAT] = calloc(3, sizeof(*v));
+	double(*v)[O_COUNT][BENCH_MAX_REPEAT] = calloc(3, sizeof(*v));
 
 	if (!v) {
 		out_discard(&json);

@@ -225,3 +225,23 @@ int bench_run(const char *what, const struct ptemu_run_config *cfg, struct ptemu
 		ptemu_machine_destroy(*m);
 	return e != PTEMU_RUN_OK ? EXIT_INTERNAL : EXIT_VIOLATIONS;
 }
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+struct spread spread_of(const double *v, unsigned n)
+{
+	double sorted[BENCH_MAX_REPEAT];
+
+	memcpy(sorted, v, n * sizeof(*v));
+	qsort(sorted, n, sizeof(*sorted), cmp_double);
+	return (struct spread){
+		.median = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2,
+		.lo = sorted[0],
+		.hi = sorted[n - 1],
+	};
+}

@@ -481,12 +481,12 @@ TEST(Cli, TlbEntriesSizeTheLogicalTlbOfBenchesRunsAndTraces)
 }
 
 // bench determinism: both runs clean, each rate the instructions over the CPU time it
-// reports, and the cost their ratio.
+// reports, the cost their ratio, and with two repetitions that ratio one of the two.
 TEST(Cli, BenchDeterminismReportsBothRatesAndTheirRatio)
 {
 	std::string out;
 	ASSERT_EQ(run_cli("bench determinism --arch s390 --seconds 0.3 --steps 3000 --procs 1 --vcpus 1 "
-			  "--khugepaged off --json -",
+			  "--khugepaged off --repeat 2 --json -",
 			  &out),
 		  0) << out;
 	std::vector<double> rate, instr, cpu;
@@ -505,8 +505,15 @@ TEST(Cli, BenchDeterminismReportsBothRatesAndTheirRatio)
 		EXPECT_GT(instr[i], 0) << out;
 		EXPECT_NEAR(rate[i], instr[i] / cpu[i], rate[i] * 0.01 + 1) << out;
 	}
-	ASSERT_TRUE(std::regex_search(out, mt, std::regex("\"cost_ratio\":([0-9.]+)"))) << out;
+	ASSERT_TRUE(std::regex_search(out, mt, std::regex("\"cost_ratio\":([0-9.]+),\"cost_ratio_lowest\":([0-9.]+),"
+							  "\"cost_ratio_highest\":([0-9.]+),\"repeat\":2\\}")))
+		<< out;
 	EXPECT_NEAR(std::stod(mt[1]), rate[0] / rate[1], 0.01 * rate[0] / rate[1] + 0.001) << out;
+	// The reported pair is one of the two repetitions: the lowest or the highest ratio.
+	EXPECT_LE(std::stod(mt[2]), std::stod(mt[3])) << out;
+	EXPECT_TRUE(std::abs(std::stod(mt[1]) - std::stod(mt[2])) < 0.002 ||
+		    std::abs(std::stod(mt[1]) - std::stod(mt[3])) < 0.002)
+		<< out;
 	EXPECT_NE(out.find("(target <= 5)"), std::string::npos) << out;
 }
 
