@@ -158,7 +158,7 @@ TEST_P(CollapseGuest, EachInjectionIsCaughtWithItsKindTheSameWayTwice)
 		  {"ppc64-hash", 1}}, 3,
 		 {VIOLATION_PT_USE_AFTER_FREE}},
 		{INJECT_CPMT_NO_RECHECK, "retract-reclaim", kKhugepaged | kReclaim,
-		 {{"arm64", 1}, {"s390", 1}, {"arm-lpae", 2}, {"sparc64", 3}, {"ppc64-radix", 1},
+		 {{"arm64", 1}, {"s390", 1}, {"arm-lpae", 2}, {"sparc64", 3}, {"ppc64-radix", 2},
 		  {"ppc64-hash", 1}}, 3,
 		 {VIOLATION_PT_USE_AFTER_FREE}},
 		// The TSB-miss walk outside a read-side section: the retracted table is freed

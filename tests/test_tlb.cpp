@@ -57,28 +57,58 @@ TEST(LogicalTlb, FlushedRangeIsRefilledAndNothingOutsideIt)
 	EXPECT_EQ(x.hw_flushes.load(), 1);
 }
 
-TEST(LogicalTlb, FifoEvictionDropsTheOldestEighthAndFlushesUnicornsCopyOnce)
+// An entry is replaced without a flush of Unicorn's TLB when Unicorn cannot hold it: it
+// was not handed to Unicorn (by a lookup or an insert) since Unicorn's last flush. Only when
+// every entry was is Unicorn's TLB flushed, and that flush starts the next round.
+TEST(LogicalTlb, ReplacementTakesEntriesUnicornCannotHoldAndFlushesOnlyWhenItHoldsAll)
 {
 	Tlb x;
-	unsigned cap = x.t.capacity, batch = cap / 8 + 1;
+	const unsigned cap = x.t.capacity;
+	uint64_t pa;
+	unsigned perms;
 	for (uint64_t i = 0; i < cap; i++)
 		ptemu_tlb_insert(&x.t, i * kPage, i * kPage, kPage, PTEMU_PROT_READ);
 	EXPECT_EQ(x.hw_flushes.load(), 0);
+	// Every entry was handed to Unicorn: the next miss flushes it and replaces one entry.
 	ptemu_tlb_insert(&x.t, cap * kPage, 0, kPage, PTEMU_PROT_READ);
 	EXPECT_EQ(x.hw_flushes.load(), 1);
-	for (uint64_t i = 0; i < batch; i++)
-		EXPECT_FALSE(x.has(i * kPage)) << i;  // the oldest went, together
-	EXPECT_TRUE(x.has(batch * kPage));
-	EXPECT_TRUE(x.has(cap * kPage));
-	// The next misses fill the freed slots without another flush.
-	for (uint64_t i = 1; i < batch; i++)
-		ptemu_tlb_insert(&x.t, (cap + i) * kPage, 0, kPage, PTEMU_PROT_READ);
+	EXPECT_FALSE(x.has(0));
+	EXPECT_TRUE(x.has(1 * kPage));  // the others stay; this lookup hands entry 1 on again
+	EXPECT_TRUE(x.has(3 * kPage));
+	// The next misses replace the entries not handed on since, in turn, without a flush.
+	ptemu_tlb_insert(&x.t, (cap + 1) * kPage, 0, kPage, PTEMU_PROT_READ);
+	ptemu_tlb_insert(&x.t, (cap + 2) * kPage, 0, kPage, PTEMU_PROT_READ);
 	EXPECT_EQ(x.hw_flushes.load(), 1);
-	ptemu_tlb_insert(&x.t, (cap + batch) * kPage, 0, kPage, PTEMU_PROT_READ);
+	EXPECT_TRUE(ptemu_tlb_lookup(&x.t, 1 * kPage, &pa, &perms));
+	EXPECT_FALSE(x.has(2 * kPage));
+	EXPECT_TRUE(ptemu_tlb_lookup(&x.t, 3 * kPage, &pa, &perms));
+	EXPECT_FALSE(x.has(4 * kPage));
+	// Entry 5, next in turn, was handed on again: the hand passes it and takes entry 6.
+	EXPECT_TRUE(ptemu_tlb_lookup(&x.t, 5 * kPage, &pa, &perms));
+	ptemu_tlb_insert(&x.t, (cap + 3) * kPage, 0, kPage, PTEMU_PROT_READ);
+	EXPECT_TRUE(ptemu_tlb_lookup(&x.t, 5 * kPage, &pa, &perms));
+	EXPECT_FALSE(x.has(6 * kPage));
+	// Fewer permissions for a page not handed on: Unicorn cannot hold the old ones.
+	ptemu_tlb_insert(&x.t, 7 * kPage, 7 * kPage, kPage, 0);
+	EXPECT_EQ(x.hw_flushes.load(), 1);
+	// For a page handed on, Unicorn may: it is flushed.
+	ptemu_tlb_insert(&x.t, 3 * kPage, 3 * kPage, kPage, 0);
 	EXPECT_EQ(x.hw_flushes.load(), 2);
-	// Fewer permissions for a cached page: Unicorn may hold the old ones.
-	ptemu_tlb_insert(&x.t, cap * kPage, 0, kPage, 0);
+	// Invalidations flush Unicorn's TLB only for entries it may hold.
+	ptemu_tlb_invalidate(&x.t, 8 * kPage, 9 * kPage, false);
+	EXPECT_EQ(x.hw_flushes.load(), 2);
+	EXPECT_FALSE(x.has(8 * kPage));
+	EXPECT_TRUE(x.has(9 * kPage));
+	ptemu_tlb_invalidate(&x.t, 9 * kPage, 10 * kPage, true);
 	EXPECT_EQ(x.hw_flushes.load(), 3);
+	// Once each entry was handed on again, a miss flushes again.
+	for (unsigned i = 0; i < cap; i++) {
+		uint64_t va = (cap + 10 + i) * kPage;
+		ptemu_tlb_insert(&x.t, va, 0, kPage, PTEMU_PROT_READ);
+	}
+	EXPECT_EQ(x.hw_flushes.load(), 3);
+	ptemu_tlb_insert(&x.t, 3 * cap * kPage, 0, kPage, PTEMU_PROT_READ);
+	EXPECT_EQ(x.hw_flushes.load(), 4);
 }
 
 // A block or huge leaf is one entry, as in the modelled MMUs' TLBs: every base page of it

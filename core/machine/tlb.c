@@ -21,6 +21,7 @@ int ptemu_tlb_init(struct ptemu_tlb *t, struct ptemu_machine *m)
 	if (t->capacity & (t->capacity - 1))
 		return -EINVAL;	/* bucket_of masks: the models' sizes and --tlb-entries are powers of two */
 	t->nbuckets = 2 * t->capacity;
+	t->fill_epoch = 1;	/* calloc'd entries (0) were never handed to Unicorn */
 	t->entries = calloc(t->capacity, sizeof(*t->entries));
 	t->buckets = malloc(t->nbuckets * sizeof(*t->buckets));
 	t->wc = calloc(t->wc_capacity ? t->wc_capacity : 1, sizeof(*t->wc));
@@ -82,13 +83,29 @@ static void unlink_entry(struct ptemu_tlb *t, int32_t idx)
 	t->entries[idx].valid = false;
 }
 
+/* Unicorn may hold the entry: it is handed to Unicorn only by a fill (lookup or insert). */
+static bool handed_to_unicorn(const struct ptemu_tlb *t, const struct ptemu_tlb_entry *e)
+{
+	return e->valid && e->fill_epoch == t->fill_epoch;
+}
+
+/* Under the lock: Unicorn's TLB is to be flushed now (by the caller, once unlocked), so
+ * no entry is in it any more. */
+static void start_fill_epoch(struct ptemu_tlb *t)
+{
+	t->fill_epoch++;
+}
+
 bool ptemu_tlb_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *pa, unsigned *perms)
 {
 	int32_t i = find_any(t, va);
 
 	if (i < 0)
 		return false;
-	const struct ptemu_tlb_entry *e = &t->entries[i];
+	struct ptemu_tlb_entry *e = &t->entries[i];
+
+	/* Only the owner writes it, and only its flushes bump the epoch: no lock. */
+	e->fill_epoch = t->fill_epoch;
 
 	*pa = (e->ppn << t->page_shift) + (va & ((1ull << e->shift) - 1) & ~((1ull << t->page_shift) - 1));
 	*perms = e->perms;
@@ -107,30 +124,35 @@ void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, uint64_t le
 	t->leaf_shifts |= 1ull << shift;
 	i = find(t, va, shift);
 	if (i < 0) {
-		i = (int32_t)t->fifo;
-		/* Full: evict the oldest eighth at once, so that Unicorn's whole-TLB flush is
-		 * paid once per capacity/8 misses rather than on every miss. */
-		if (t->entries[i].valid) {
-			for (unsigned k = 0; k < t->capacity / 8 + 1; k++) {
-				unsigned j = (t->fifo + k) % t->capacity;
+		/* The hand passes each entry at most once per epoch: a search costs O(1)
+		 * amortised over the misses that fill the entries it passes. */
+		unsigned k = 0;
 
-				if (t->entries[j].valid)
-					unlink_entry(t, (int32_t)j);
-			}
+		while (k < t->capacity && handed_to_unicorn(t, &t->entries[(t->hand + k) % t->capacity]))
+			k++;
+		if (k == t->capacity) {
+			start_fill_epoch(t);
 			evicted = true;
+			k = 0;
 		}
-		t->fifo = (t->fifo + 1) % t->capacity;
+		i = (int32_t)((t->hand + k) % t->capacity);
+		t->hand = (unsigned)(i + 1) % t->capacity;
+		if (t->entries[i].valid)
+			unlink_entry(t, i);
 		t->entries[i].vpn = vpn;
 		t->entries[i].shift = (uint8_t)shift;
 		t->entries[i].next = t->buckets[bucket_of(t, vpn, shift)];
 		t->buckets[bucket_of(t, vpn, shift)] = i;
-	} else if (t->entries[i].ppn != pa >> t->page_shift || (t->entries[i].perms & ~perms)) {
+	} else if (handed_to_unicorn(t, &t->entries[i]) &&
+		   (t->entries[i].ppn != pa >> t->page_shift || (t->entries[i].perms & ~perms))) {
 		/* Unicorn may cache the old translation or permissions: drop it. */
+		start_fill_epoch(t);
 		evicted = true;
 	}
 	t->entries[i].ppn = pa >> t->page_shift;
 	t->entries[i].perms = perms;
 	t->entries[i].valid = true;
+	t->entries[i].fill_epoch = t->fill_epoch;
 	pthread_mutex_unlock(&t->lock);
 	if (evicted && t->flush_hw)
 		t->flush_hw(t->flush_ctx);
@@ -180,9 +202,19 @@ static uint64_t entry_last(const struct ptemu_tlb_entry *e)
 	return entry_start(e) + ((1ull << e->shift) - 1);
 }
 
+/* Drops the entry; true if Unicorn may hold it. */
+static bool drop_entry(struct ptemu_tlb *t, int32_t idx)
+{
+	bool handed = handed_to_unicorn(t, &t->entries[idx]);
+
+	unlink_entry(t, idx);
+	return handed;
+}
+
+/* True if Unicorn's TLB is to be flushed: it may hold an entry dropped. */
 static bool invalidate_locked(struct ptemu_tlb *t, uint64_t start, uint64_t end, bool tables)
 {
-	bool any = false, scan = false;
+	bool flush = false, scan = false;
 
 	/* Probe leaf by leaf while that is cheaper than a scan of every entry: a probe (a
 	 * hash and a chain, in no order) costs about what a sequential scan of 8 entries
@@ -197,48 +229,44 @@ static bool invalidate_locked(struct ptemu_tlb *t, uint64_t start, uint64_t end,
 			for (uint64_t vpn = start >> shift; vpn <= (end - 1) >> shift; vpn++) {
 				int32_t i = find(t, vpn << shift, shift);
 
-				if (i >= 0) {
-					unlink_entry(t, i);
-					any = true;
-				}
+				if (i >= 0)
+					flush |= drop_entry(t, i);
 			}
 		}
 	} else {
 		for (unsigned i = 0; i < t->capacity; i++) {
 			if (t->entries[i].valid && entry_start(&t->entries[i]) <= end - 1 &&
-			    entry_last(&t->entries[i]) >= start) {
-				unlink_entry(t, (int32_t)i);
-				any = true;
-			}
+			    entry_last(&t->entries[i]) >= start)
+				flush |= drop_entry(t, (int32_t)i);
 		}
 	}
 	if (tables) {
 		uint64_t pfirst = start >> t->pmd_shift, plast = (end - 1) >> t->pmd_shift;
 
-		for (unsigned i = 0; i < t->wc_capacity; i++) {
-			if (t->wc[i].valid && t->wc[i].pmd_index >= pfirst && t->wc[i].pmd_index <= plast) {
+		/* Unicorn caches no walk: these need no flush of it. */
+		for (unsigned i = 0; i < t->wc_capacity; i++)
+			if (t->wc[i].valid && t->wc[i].pmd_index >= pfirst && t->wc[i].pmd_index <= plast)
 				t->wc[i].valid = false;
-				any = true;
-			}
-		}
 	}
-	return any;
+	if (flush)
+		start_fill_epoch(t);
+	return flush;
 }
 
 void ptemu_tlb_invalidate(struct ptemu_tlb *t, uint64_t start, uint64_t end, bool tables)
 {
-	bool any;
+	bool flush;
 
 	pthread_mutex_lock(&t->lock);
-	any = invalidate_locked(t, start, end, tables);
+	flush = invalidate_locked(t, start, end, tables);
 	pthread_mutex_unlock(&t->lock);
-	if (any && t->flush_hw)
+	if (flush && t->flush_hw)
 		t->flush_hw(t->flush_ctx);
 }
 
 void ptemu_tlb_apply_requests(struct ptemu_tlb *t)
 {
-	bool any = false;
+	bool flush = false;
 	uint64_t gen;
 
 	ptemu_sched_point();	/* the acknowledgement side of a shootdown */
@@ -247,22 +275,21 @@ void ptemu_tlb_apply_requests(struct ptemu_tlb *t)
 	gen = __atomic_load_n(&t->req_gen, __ATOMIC_SEQ_CST);
 	if (t->flush_all) {
 		for (unsigned i = 0; i < t->capacity; i++)
-			if (t->entries[i].valid) {
-				unlink_entry(t, (int32_t)i);
-				any = true;
-			}
+			if (t->entries[i].valid)
+				flush |= drop_entry(t, (int32_t)i);
 		for (unsigned i = 0; i < t->wc_capacity; i++)
 			t->wc[i].valid = false;
-		any = true;
+		if (flush)
+			start_fill_epoch(t);
 	} else {
 		for (unsigned r = 0; r < t->nranges; r++)
-			any |= invalidate_locked(t, t->ranges[r].start, t->ranges[r].end,
-						 t->ranges[r].tables);
+			flush |= invalidate_locked(t, t->ranges[r].start, t->ranges[r].end,
+						   t->ranges[r].tables);
 	}
 	t->nranges = 0;
 	t->flush_all = false;
 	pthread_mutex_unlock(&t->lock);
-	if (any && t->flush_hw)
+	if (flush && t->flush_hw)
 		t->flush_hw(t->flush_ctx);
 	__atomic_store_n(&t->ack_gen, gen, __ATOMIC_SEQ_CST);
 }

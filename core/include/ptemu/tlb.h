@@ -1,9 +1,10 @@
 /* The per-vCPU logical TLB and walk cache (DESIGN.md section 3), and the shootdown that
  * keeps them coherent with the page tables.
  *
- * Unicorn's own TLB is only a cache of the logical TLB: whenever a logical entry is
- * invalidated or evicted, the vCPU's Unicorn TLB is flushed whole. Only logical misses walk
- * tables, so Unicorn's wall-clock TLB resizing never changes what the model sees. */
+ * Unicorn's own TLB is only a cache of the logical TLB: an entry handed to it since its last
+ * flush (a fill epoch) is invalidated or evicted only together with a flush of the vCPU's
+ * whole Unicorn TLB. Only logical misses walk tables, so Unicorn's wall-clock TLB resizing
+ * never changes what the model sees. */
 #ifndef PTEMU_TLB_H
 #define PTEMU_TLB_H
 
@@ -24,6 +25,7 @@ struct ptemu_tlb_entry {
 	uint64_t ppn;		/* the leaf's first physical page (base-page number) */
 	unsigned perms;		/* PTEMU_PROT_* */
 	int32_t next;		/* hash chain */
+	uint32_t fill_epoch;	/* the fill epoch it was last handed to Unicorn in */
 	uint8_t shift;		/* log2 of the leaf's size */
 	bool valid;
 };
@@ -58,7 +60,10 @@ struct ptemu_tlb {
 	int32_t *buckets;
 	unsigned nbuckets;
 	uint64_t leaf_shifts;	/* bit s: entries of size 1 << s were inserted */
-	unsigned fifo;		/* next entry to replace */
+	unsigned hand;		/* where the search for an entry to replace resumes */
+	/* Bumped at each flush of Unicorn's TLB that tlb.c asks for: an entry of an older
+	 * epoch has not been handed to Unicorn since, so it can go without a flush. */
+	uint32_t fill_epoch;
 	struct ptemu_walk_cache_entry *wc;
 	unsigned wc_fifo;
 	/* Owner-only: the slot that last held a pmd index, by index modulo the hints; a guess
@@ -113,11 +118,15 @@ void ptemu_tlb_destroy(struct ptemu_tlb *t);
 
 /* Owner side. */
 /* The translation of va's base page (pa: that page's physical address), from an entry of
- * any leaf size; the smallest leaf wins where entries overlap. */
+ * any leaf size; the smallest leaf wins where entries overlap. For a fill of Unicorn's TLB:
+ * the entry found counts as handed to Unicorn. */
 bool ptemu_tlb_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *pa, unsigned *perms);
 /* Inserts the leaf of leaf_size bytes (a power of two; the base page size or less: one
- * base page) that maps va to pa, replacing any entry for that leaf. When full, the oldest
- * eighth of the entries is evicted (FIFO) and the Unicorn TLB flushed once. */
+ * base page) that maps va to pa, replacing any entry for that leaf, and counts it as
+ * handed to Unicorn. When full, the next entry (round robin from the last one replaced)
+ * not handed to Unicorn in this fill epoch is replaced, without a flush: a not-recently-
+ * used policy whose reference bits the flushes clear. Only when every entry was handed to
+ * Unicorn is its TLB flushed, which starts a new epoch. */
 void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, uint64_t leaf_size, unsigned perms);
 bool ptemu_walk_cache_lookup(struct ptemu_tlb *t, uint64_t va, uint64_t *table_pa);
 /* Caches "va's pmd points at table_pa" (FIFO). Only after a lookup of va missed: the
