@@ -95,6 +95,16 @@ struct ptemu_sched {
 	int n;
 	uint64_t rng;
 	uint64_t steps;
+	/* Bumped at every change of what PCT's choice by priority depends on: a thread's
+	 * life, block, sleep, spin, priority or sinking. */
+	uint64_t gen;
+	/* The thread PCT last chose by priority among all runnable ones: the choice stands
+	 * while gen is unchanged and steps are below `until` (the next change point or
+	 * wake-up), so a plain point of that thread needs no pick, only its noise roll. */
+	struct {
+		int who;
+		uint64_t gen, until;
+	} leader;
 	uint64_t sinks;			/* window preemptions so far (sunk_seq) */
 	unsigned long_windows;		/* threads inside a long window */
 	uint64_t change[SCHED_MAX_CHANGE_POINTS];
@@ -273,8 +283,50 @@ static void report_deadlock_locked(struct ptemu_sched *s)
 	__atomic_store_n(&s->deadlocked, true, __ATOMIC_RELEASE);
 }
 
-/* The thread that runs next, or -1 when none can (mu held). */
-static int pick_locked(struct ptemu_sched *s, int me, bool force_switch, uint64_t odds)
+/* PCT's choice by priority among the runnable threads but `except`: the non-spinning
+ * first, then the highest priority, then among the sunk the first sunk (mu held). */
+static int pct_best_locked(const struct ptemu_sched *s, int except)
+{
+	int best = -1;
+
+	for (int i = 0; i < s->n; i++) {
+		if (!runnable(s, i) || i == except)
+			continue;
+		const struct sthread *c = &s->th[i], *b = best >= 0 ? &s->th[best] : NULL;
+
+		if (!b || (c->spinning != b->spinning ? b->spinning :
+			   c->prio != b->prio	      ? c->prio > b->prio :
+						       c->sunk && b->sunk && c->sunk_seq < b->sunk_seq))
+			best = i;
+	}
+	return best;
+}
+
+/* The first step at which a choice made now may change by itself: a change point or a
+ * sleeper's wake-up (mu held). */
+static uint64_t next_event_step_locked(const struct ptemu_sched *s)
+{
+	uint64_t until = UINT64_MAX;
+
+	for (unsigned c = 0; c < s->nchange; c++)
+		if (s->change[c] > s->steps && s->change[c] < until)
+			until = s->change[c];
+	for (int i = 0; i < s->n; i++)
+		if (s->th[i].live && !s->th[i].blocked_on && s->th[i].wake_step > s->steps &&
+		    s->th[i].wake_step < until)
+			until = s->th[i].wake_step;
+	return until;
+}
+
+/* PCT's noise roll: hand the baton to a random thread at this point. */
+static bool pct_noise_locked(struct ptemu_sched *s)
+{
+	return next_rand(&s->rng) % SCHED_PCT_NOISE_ODDS == 0;
+}
+
+/* The thread that runs next, or -1 when none can (mu held). `noise`: PCT's noise roll of
+ * this point when the caller made it already (0 or 1), else -1. */
+static int pick_locked(struct ptemu_sched *s, int me, bool force_switch, uint64_t odds, int noise)
 {
 	int candidates[PTEMU_SCHED_MAX_THREADS], nc = 0;
 
@@ -300,7 +352,7 @@ static int pick_locked(struct ptemu_sched *s, int me, bool force_switch, uint64_
 			candidates[nc++] = i;
 	if (!nc)
 		return force_switch && me >= 0 && runnable(s, me) ? me : -1;
-	if (s->cfg.strategy == PTEMU_SCHED_PCT && next_rand(&s->rng) % SCHED_PCT_NOISE_ODDS == 0) {
+	if (s->cfg.strategy == PTEMU_SCHED_PCT && (noise >= 0 ? noise : pct_noise_locked(s))) {
 		/* Noise among those not sunk: a sunk thread resumed by noise closes its window
 		 * before the racing side came (a khugepaged sunk in a retract's window would
 		 * come back after a few hundred points of a zap). */
@@ -314,16 +366,11 @@ static int pick_locked(struct ptemu_sched *s, int me, bool force_switch, uint64_
 		return candidates[next_rand(&s->rng) % (uint64_t)nc];
 	}
 	if (s->cfg.strategy == PTEMU_SCHED_PCT) {
-		int best = candidates[0];
+		int best = pct_best_locked(s, force_switch ? me : -1);
 
-		for (int k = 1; k < nc; k++) {
-			const struct sthread *c = &s->th[candidates[k]], *b = &s->th[best];
-
-			if (c->spinning != b->spinning ? b->spinning :
-			    c->prio != b->prio	   ? c->prio > b->prio :
-						     c->sunk && b->sunk && c->sunk_seq < b->sunk_seq)
-				best = candidates[k];
-		}
+		s->leader.who = force_switch ? -1 : best;
+		s->leader.gen = s->gen;
+		s->leader.until = next_event_step_locked(s);
 		return best;
 	}
 	if (!force_switch && me >= 0 && runnable(s, me) && next_rand(&s->rng) % odds)
@@ -371,7 +418,7 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spin
 		     enum point_kind kind, uint64_t table)
 {
 	uint64_t pct_window_odds;
-	int next;
+	int next, noise = -1;
 
 	pthread_mutex_lock(&s->mu);
 	if (__atomic_load_n(&s->deadlocked, __ATOMIC_ACQUIRE)) {
@@ -380,11 +427,30 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spin
 			pthread_cond_wait(&s->th[me].cv, &s->mu);
 	}
 	s->steps++;
-	s->th[me].spinning = spinning;
+	if (s->th[me].spinning != spinning) {
+		s->th[me].spinning = spinning;
+		s->gen++;
+	}
+	/* A plain point of PCT's standing choice: the same decision as a pick, which would
+	 * choose `me` again unless its noise roll says otherwise (most guest blocks). */
+	if (kind == POINT_PLAIN && !force_switch && s->cfg.strategy == PTEMU_SCHED_PCT && !s->cfg.forced &&
+	    s->leader.who == me && s->leader.gen == s->gen && s->steps < s->leader.until) {
+		noise = pct_noise_locked(s);
+		if (!noise) {
+#ifndef NDEBUG
+			if (pct_best_locked(s, -1) != me)
+				ptemu_bug("scheduler: PCT's standing choice %d is stale at step %" PRIu64, me, s->steps);
+#endif
+			pthread_mutex_unlock(&s->mu);
+			return;
+		}
+	}
 	pct_window_odds = pct_window_odds_locked(s, me, kind, table);
 	for (unsigned c = 0; c < s->nchange; c++)
-		if (s->change[c] == s->steps)
+		if (s->change[c] == s->steps) {
 			s->th[me].prio = s->cfg.pct_depth - 1 - c;	/* PCT: demote */
+			s->gen++;
+		}
 	if (pct_window_odds && s->cfg.strategy == PTEMU_SCHED_PCT && !s->cfg.forced &&
 	    next_rand(&s->rng) % pct_window_odds == 0) {
 		s->th[me].sunk_prio = s->th[me].prio;
@@ -395,13 +461,15 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spin
 		 * first, or the zap it needs stays sunk behind it. */
 		s->th[me].sunk_seq = s->sinks++ + (s->th[me].sunk_wide ? SCHED_SUNK_WIDE_LATER : 0);
 		s->th[me].prio = 0;
+		s->gen++;
 		force_switch = true;
 	}
-	next = pick_locked(s, me, force_switch, odds);
+	next = pick_locked(s, me, force_switch, odds, noise);
 	if (next >= 0 && s->th[next].sunk) {
 		s->th[next].prio = s->th[next].sunk_prio;
 		s->th[next].sunk = false;
 		s->th[next].sunk_wide = false;
+		s->gen++;
 	}
 	if (next < 0 && only_rcu_thread_left(s)) {
 		/* Idle: the RCU thread waits for work; the next thread to come takes the baton. */
@@ -524,6 +592,7 @@ void ptemu_sched_sleep(uint64_t steps)
 		return;
 	pthread_mutex_lock(&s->mu);
 	s->th[me].wake_step = s->steps + 1 + steps;	/* schedule() counts one step first */
+	s->gen++;
 	pthread_mutex_unlock(&s->mu);
 	schedule(s, me, true, false, SCHED_SWITCH_ODDS, POINT_PLAIN, 0);
 }
@@ -538,6 +607,7 @@ static void block(struct ptemu_sched *s, int me, const void *token, const char *
 	if (!skip) {
 		s->th[me].blocked_on = token;
 		s->th[me].blocked_what = what;
+		s->gen++;
 	}
 	pthread_mutex_unlock(&s->mu);
 	if (!skip)
@@ -562,8 +632,10 @@ void ptemu_sched_wake(const void *token)
 		return;
 	pthread_mutex_lock(&s->mu);
 	for (int i = 0; i < s->n; i++)
-		if (s->th[i].blocked_on == token)
+		if (s->th[i].blocked_on == token) {
 			s->th[i].blocked_on = NULL;
+			s->gen++;
+		}
 	pthread_mutex_unlock(&s->mu);
 }
 
@@ -584,6 +656,7 @@ static void attach(struct ptemu_thread *t, bool wait_for_baton)
 	s->th[id].wake_step = 0;
 	/* PCT: random distinct priorities above every change point's. */
 	s->th[id].prio = s->cfg.pct_depth + 1 + (next_rand(&s->rng) % 1000000) * PTEMU_SCHED_MAX_THREADS + (uint64_t)id;
+	s->gen++;
 	pthread_cond_init(&s->th[id].cv, NULL);
 	t->sched_id = id;
 	pthread_cond_broadcast(&s->registered);
@@ -607,6 +680,7 @@ void ptemu_sched_detach(struct ptemu_thread *t)
 
 	pthread_mutex_lock(&s->mu);
 	s->th[me].live = false;
+	s->gen++;
 	t->sched_id = -1;
 	/* A step of its own, so that a replay meets this decision where it was made. */
 	s->steps++;
@@ -614,7 +688,7 @@ void ptemu_sched_detach(struct ptemu_thread *t)
 	 * of it, so the count the run reports is frozen here. */
 	if (me != 0 && only_rcu_thread_left(s))
 		s->final_steps = s->steps;
-	next = pick_locked(s, me, true, SCHED_SWITCH_ODDS);
+	next = pick_locked(s, me, true, SCHED_SWITCH_ODDS, -1);
 	if (next >= 0) {
 		__atomic_store_n(&s->current, next, __ATOMIC_RELEASE);
 		fold_locked(s, PTEMU_EV_SWITCH, ((uint64_t)(me & 0xffff) << 16) | (uint64_t)next, s->steps);
@@ -634,7 +708,7 @@ void ptemu_sched_start(struct ptemu_machine *m)
 		return;
 	pthread_mutex_lock(&s->mu);
 	s->started = true;
-	first = pick_locked(s, -1, false, SCHED_SWITCH_ODDS);
+	first = pick_locked(s, -1, false, SCHED_SWITCH_ODDS, -1);
 	__atomic_store_n(&s->current, first, __ATOMIC_RELEASE);
 	if (first >= 0) {
 		fold_locked(s, PTEMU_EV_SWITCH, (0xffffull << 16) | (uint64_t)first, s->steps);
@@ -696,8 +770,10 @@ static bool grace_period_over_locked(struct ptemu_sched *s, const struct pending
  * in order, and a wake-up for nothing costs two switches. (mu held) */
 static void wake_rcu_thread_if_ready_locked(struct ptemu_sched *s)
 {
-	if (s->npending && grace_period_over_locked(s, &s->pending[0]) && s->th[0].blocked_on == &s->rcu_token)
+	if (s->npending && grace_period_over_locked(s, &s->pending[0]) && s->th[0].blocked_on == &s->rcu_token) {
 		s->th[0].blocked_on = NULL;
+		s->gen++;
+	}
 }
 
 void ptemu_sched_call_rcu(struct ptemu_machine *m, struct ptemu_rcu_head *head)
@@ -847,6 +923,7 @@ void ptemu_sched_destroy(struct ptemu_machine *m, uint64_t *digest, uint64_t *st
 	s->stopping = true;
 	s->started = true;
 	s->th[0].blocked_on = NULL;
+	s->gen++;
 	/* Nobody else is left: the RCU thread gets the baton to finish. */
 	if (s->current < 0 || !s->th[s->current].live) {
 		__atomic_store_n(&s->current, 0, __ATOMIC_RELEASE);
