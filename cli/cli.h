@@ -102,9 +102,6 @@ const char *injection_name(enum ptemu_injection inj);
 bool known_workload(const char *name);
 /* Where this build put a workload's image for a model (PTEMU_WORKLOAD_DIR overrides). */
 void workload_image_path(const struct ptemu_arch *a, const char *workload, char *buf, size_t n);
-/* A benchmark's run: 0 with the machine to read (the caller destroys it), or the exit
- * status with the reason on stderr, the machine gone: a run that failed or had violations
- * measures nothing. `what` names the run in the message. */
 /* Median, lowest and highest of n values of a bench's --repeat (n <= BENCH_MAX_REPEAT). */
 struct spread {
 	double median, lo, hi;
@@ -112,6 +109,9 @@ struct spread {
 #define BENCH_MAX_REPEAT 1000
 struct spread spread_of(const double *v, unsigned n);
 
+/* A benchmark's run: 0 with the machine to read (the caller destroys it), or the exit
+ * status with the reason on stderr, the machine gone: a run that failed or had violations
+ * measures nothing. `what` names the run in the message. */
 int bench_run(const char *what, const struct ptemu_run_config *cfg, struct ptemu_machine **m,
 	      struct ptemu_run_result *r);
 
