@@ -126,17 +126,17 @@ void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, uint64_t le
 	if (i < 0) {
 		/* The hand passes each entry at most once per epoch: a search costs O(1)
 		 * amortised over the misses that fill the entries it passes. */
-		unsigned k = 0;
+		unsigned k = 0, mask = t->capacity - 1;	/* a power of two (ptemu_tlb_init) */
 
-		while (k < t->capacity && handed_to_unicorn(t, &t->entries[(t->hand + k) % t->capacity]))
+		while (k < t->capacity && handed_to_unicorn(t, &t->entries[(t->hand + k) & mask]))
 			k++;
 		if (k == t->capacity) {
 			start_fill_epoch(t);
 			evicted = true;
 			k = 0;
 		}
-		i = (int32_t)((t->hand + k) % t->capacity);
-		t->hand = (unsigned)(i + 1) % t->capacity;
+		i = (int32_t)((t->hand + k) & mask);
+		t->hand = (unsigned)(i + 1) & mask;
 		if (t->entries[i].valid)
 			unlink_entry(t, i);
 		t->entries[i].vpn = vpn;
