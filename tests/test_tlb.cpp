@@ -4,6 +4,7 @@
 #include <ptemu/tlb.h>
 
 #include <atomic>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -150,6 +151,53 @@ TEST(LogicalTlb, AHugeLeafIsOneEntryForEveryPageOfIt)
 	ptemu_tlb_invalidate(&x.t, 0, 1ull << 40, false);
 	EXPECT_FALSE(x.has(va));
 	EXPECT_FALSE(x.has(va + 3 * kPage));
+}
+
+// ptemu_tlb_maps_pfn, asked at every page freed, skips its scan when the frame filter
+// counts no entry for the page. Through inserts of base pages and huge leaves, re-inserts
+// of a page at another frame, replacements of a full TLB and invalidations, it answers as
+// a scan of every entry does, for single frames and whole huge frames; and the filter
+// counts each valid entry once (a lost decrement would only slow it, a lost increment
+// would hide a freed page the TLB maps).
+TEST(LogicalTlb, FreedFrameCheckAnswersAsAScanOfEveryEntry)
+{
+	Tlb x;
+	const uint64_t huge = 2ull << 20, frames = 8192;
+	std::mt19937_64 rng(7);
+	auto scan = [&](uint64_t pfn, uint64_t nr) {
+		for (unsigned i = 0; i < x.t.capacity; i++) {
+			const ptemu_tlb_entry &e = x.t.entries[i];
+			if (e.valid && e.ppn < pfn + nr && e.ppn + (1ull << (e.shift - 12)) > pfn)
+				return true;
+		}
+		return false;
+	};
+	for (int round = 0; round < 40; round++) {
+		for (int op = 0; op < 200; op++) {
+			uint64_t r = rng() % 100;
+			if (r < 80)
+				ptemu_tlb_insert(&x.t, (rng() % 4096) * kPage, (rng() % frames) * kPage, kPage,
+						 PTEMU_PROT_READ);
+			else if (r < 90)
+				ptemu_tlb_insert(&x.t, (1ull << 30) + (rng() % 64) * huge,
+						 (rng() % (frames / 512)) * huge, huge, PTEMU_PROT_READ);
+			else {
+				uint64_t start = (rng() % 4096) * kPage;
+				ptemu_tlb_invalidate(&x.t, start, start + (rng() % 64 + 1) * kPage, false);
+			}
+		}
+		uint64_t valid = 0, counted = 0;
+		for (unsigned i = 0; i < x.t.capacity; i++)
+			valid += x.t.entries[i].valid;
+		for (unsigned i = 0; i < x.t.nbuckets; i++)
+			counted += x.t.frame_count[i];
+		ASSERT_EQ(counted, valid) << "round " << round;
+		uint64_t va;
+		for (uint64_t f = 0; f < frames; f++)
+			ASSERT_EQ(ptemu_tlb_maps_pfn(&x.t, f, 1, &va), scan(f, 1)) << "frame " << f << ", round " << round;
+		for (uint64_t f = 0; f < frames; f += 512)
+			ASSERT_EQ(ptemu_tlb_maps_pfn(&x.t, f, 512, &va), scan(f, 512)) << "frames " << f << "+512, round " << round;
+	}
 }
 
 // --tlb-entries: a power of two in range, else the machine is refused with the reason.

@@ -25,7 +25,8 @@ int ptemu_tlb_init(struct ptemu_tlb *t, struct ptemu_machine *m)
 	t->entries = calloc(t->capacity, sizeof(*t->entries));
 	t->buckets = malloc(t->nbuckets * sizeof(*t->buckets));
 	t->wc = calloc(t->wc_capacity ? t->wc_capacity : 1, sizeof(*t->wc));
-	if (!t->entries || !t->buckets || !t->wc) {
+	t->frame_count = calloc(t->nbuckets, sizeof(*t->frame_count));
+	if (!t->entries || !t->buckets || !t->wc || !t->frame_count) {
 		ptemu_tlb_destroy(t);
 		return -ENOMEM;
 	}
@@ -40,9 +41,11 @@ void ptemu_tlb_destroy(struct ptemu_tlb *t)
 	free(t->entries);
 	free(t->buckets);
 	free(t->wc);
+	free(t->frame_count);
 	t->entries = NULL;
 	t->buckets = NULL;
 	t->wc = NULL;
+	t->frame_count = NULL;
 }
 
 static unsigned bucket_of(const struct ptemu_tlb *t, uint64_t vpn, unsigned shift)
@@ -73,8 +76,16 @@ static int32_t find_any(const struct ptemu_tlb *t, uint64_t va)
 	return -1;
 }
 
+/* The frame_count slot of a leaf of size 1 << shift whose first page is frame ppn (the
+ * leaf is aligned to its size, so ppn >> (shift - page_shift) numbers it among its size). */
+static unsigned frame_slot(const struct ptemu_tlb *t, uint64_t ppn, unsigned shift)
+{
+	return bucket_of(t, ppn >> (shift - t->page_shift), shift);
+}
+
 static void unlink_entry(struct ptemu_tlb *t, int32_t idx)
 {
+	t->frame_count[frame_slot(t, t->entries[idx].ppn, t->entries[idx].shift)]--;
 	int32_t *pp = &t->buckets[bucket_of(t, t->entries[idx].vpn, t->entries[idx].shift)];
 
 	while (*pp != idx)
@@ -143,12 +154,16 @@ void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, uint64_t le
 		t->entries[i].shift = (uint8_t)shift;
 		t->entries[i].next = t->buckets[bucket_of(t, vpn, shift)];
 		t->buckets[bucket_of(t, vpn, shift)] = i;
-	} else if (handed_to_unicorn(t, &t->entries[i]) &&
-		   (t->entries[i].ppn != pa >> t->page_shift || (t->entries[i].perms & ~perms))) {
-		/* Unicorn may cache the old translation or permissions: drop it. */
-		start_fill_epoch(t);
-		evicted = true;
+	} else {
+		if (handed_to_unicorn(t, &t->entries[i]) &&
+		    (t->entries[i].ppn != pa >> t->page_shift || (t->entries[i].perms & ~perms))) {
+			/* Unicorn may cache the old translation or permissions: drop it. */
+			start_fill_epoch(t);
+			evicted = true;
+		}
+		t->frame_count[frame_slot(t, t->entries[i].ppn, shift)]--;
 	}
+	t->frame_count[frame_slot(t, pa >> t->page_shift, shift)]++;
 	t->entries[i].ppn = pa >> t->page_shift;
 	t->entries[i].perms = perms;
 	t->entries[i].valid = true;
@@ -399,12 +414,37 @@ static bool pending_covers(const struct ptemu_tlb *t, uint64_t va, bool table)
 	return false;
 }
 
+/* Under the lock: false when no entry can map a page of [pfn, pfn + nr); true when one
+ * may, or when asking each leaf frame would cost more than the scan. */
+static bool may_map_frames(const struct ptemu_tlb *t, uint64_t pfn, uint64_t nr)
+{
+	uint64_t probes = 0;
+
+	for (uint64_t sizes = t->leaf_shifts; sizes; sizes &= sizes - 1) {
+		unsigned shift = (unsigned)__builtin_ctzll(sizes), order = shift - t->page_shift;
+
+		probes += ((pfn + nr - 1) >> order) - (pfn >> order) + 1;
+	}
+	if (probes > t->capacity / 8)
+		return true;
+	for (uint64_t sizes = t->leaf_shifts; sizes; sizes &= sizes - 1) {
+		unsigned shift = (unsigned)__builtin_ctzll(sizes), order = shift - t->page_shift;
+
+		for (uint64_t f = pfn >> order; f <= (pfn + nr - 1) >> order; f++)
+			if (t->frame_count[frame_slot(t, f << order, shift)])
+				return true;
+	}
+	return false;
+}
+
 bool ptemu_tlb_maps_pfn(struct ptemu_tlb *t, uint64_t pfn, uint64_t nr, uint64_t *va)
 {
 	bool found = false;
 
 	pthread_mutex_lock(&t->lock);
-	for (unsigned i = 0; i < t->capacity && !found; i++) {
+	unsigned scan = may_map_frames(t, pfn, nr) ? t->capacity : 0;
+
+	for (unsigned i = 0; i < scan && !found; i++) {
 		const struct ptemu_tlb_entry *e = &t->entries[i];
 
 		if (!e->valid || e->ppn >= pfn + nr || e->ppn + (1ull << (e->shift - t->page_shift)) <= pfn)

@@ -61,6 +61,10 @@ struct ptemu_tlb {
 	unsigned nbuckets;
 	uint64_t leaf_shifts;	/* bit s: entries of size 1 << s were inserted */
 	unsigned hand;		/* where the search for an entry to replace resumes */
+	/* Valid entries counted by a hash of (leaf size, leaf's physical frame), 2 x capacity
+	 * slots: a freed page no slot counts is mapped by no entry, and ptemu_tlb_maps_pfn,
+	 * called at every page freed, answers without a scan of every entry. */
+	uint32_t *frame_count;
 	/* Bumped at each flush of Unicorn's TLB that tlb.c asks for: an entry of an older
 	 * epoch has not been handed to Unicorn since, so it can go without a flush. */
 	uint32_t fill_epoch;
