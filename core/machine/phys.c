@@ -181,8 +181,10 @@ uint64_t phys_alloc_pages(struct ptemu_phys *phys, unsigned order)
 	 * block's old contents (the use after free the checker reports), and the host must
 	 * not turn that simulated race into a real one. */
 	uint64_t *w = (uint64_t *)(void *)(phys->base + (pfn << phys->page_shift));
+	/* In a local: the stores could alias phys->page_shift, reloaded at every word. */
+	const size_t words = ((size_t)1 << (order + phys->page_shift)) / sizeof(*w);
 
-	for (size_t i = 0; i < ((size_t)1 << (order + phys->page_shift)) / sizeof(*w); i++)
+	for (size_t i = 0; i < words; i++)
 		__atomic_store_n(&w[i], 0, __ATOMIC_RELAXED);
 	return pfn;
 }
