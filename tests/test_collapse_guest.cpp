@@ -151,14 +151,14 @@ TEST_P(CollapseGuest, EachInjectionIsCaughtWithItsKindTheSameWayTwice)
 		 {VIOLATION_PT_USE_AFTER_FREE, VIOLATION_PT_FREE_WHILE_MAPPED, VIOLATION_TLB_MAPS_FREED_PAGE}},
 		// A whole-extent DONTNEED that reclaims the table a removal has looked at but not
 		// locked yet: v6.6's retract and collapse_pte_mapped_thp then free pmd_pgtable of
-		// the none pmd (at these tests' 200000 steps, 36 to 43 seeds in 50 per model find
-		// the first, 20 to 47 the second).
+		// the none pmd (at these tests' 200000 steps, 40 to 49 seeds in 50 per model find
+		// the first, 18 to 43 the second).
 		{INJECT_RETRACT_NO_RECHECK, "retract-reclaim", kKhugepaged | kReclaim,
-		 {{"arm64", 1}, {"s390", 2}, {"arm-lpae", 1}, {"sparc64", 1}, {"ppc64-radix", 1},
+		 {{"arm64", 1}, {"s390", 1}, {"arm-lpae", 1}, {"sparc64", 1}, {"ppc64-radix", 1},
 		  {"ppc64-hash", 1}}, 3,
 		 {VIOLATION_PT_USE_AFTER_FREE}},
 		{INJECT_CPMT_NO_RECHECK, "retract-reclaim", kKhugepaged | kReclaim,
-		 {{"arm64", 1}, {"s390", 1}, {"arm-lpae", 2}, {"sparc64", 3}, {"ppc64-radix", 2},
+		 {{"arm64", 1}, {"s390", 2}, {"arm-lpae", 2}, {"sparc64", 2}, {"ppc64-radix", 1},
 		  {"ppc64-hash", 1}}, 3,
 		 {VIOLATION_PT_USE_AFTER_FREE}},
 		// The TSB-miss walk outside a read-side section: the retracted table is freed
