@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "json_check.h"
+#include "scratch.h"
 
 #ifndef PTEMU_CLI
 #error "PTEMU_CLI must name the ptemu program"
@@ -52,10 +53,10 @@ std::string slurp(const std::string &path)
 	return s.str();
 }
 
-// A directory of its own per test: ctest runs tests side by side.
-std::string scratch_dir()
+// A directory of its own per campaign, inside the process's scratch directory.
+std::string campaign_dir()
 {
-	std::string tmpl = testing::TempDir() + "ptemu-campaign-XXXXXX";
+	std::string tmpl = ptemu_test::scratch_dir() + "campaign-XXXXXX";
 
 	if (!mkdtemp(tmpl.data()))
 		ADD_FAILURE() << "mkdtemp " << tmpl;
@@ -125,7 +126,7 @@ uint64_t number(const std::string &json, const char *name, int nth = 0)
 
 TEST(Campaign, SameNumbersAtAnyParallelism)
 {
-	std::string dir = scratch_dir(), out;
+	std::string dir = campaign_dir(), out;
 	const std::string args = "--arch arm64 --seeds 4 --steps 20000 --quiet --json ";
 
 	ASSERT_EQ(campaign(args + dir + "j2.json -j 2", &out), 0) << out;
@@ -153,7 +154,7 @@ TEST(Campaign, SameNumbersAtAnyParallelism)
 
 TEST(Campaign, ShardsMergeIntoTheWholeAndMissingOnesAreRefused)
 {
-	std::string dir = scratch_dir(), out;
+	std::string dir = campaign_dir(), out;
 	const std::string args =
 		"--arch s390 --seeds 5 --steps 100000 --inject none,s390-relist-active-page --quiet -j 2 --json ";
 
@@ -195,7 +196,7 @@ TEST(Campaign, ShardsMergeIntoTheWholeAndMissingOnesAreRefused)
 // seeds; the smallest failing seed's commands record and replay that failure.
 TEST(Campaign, InjectedBugGivesItsSmallestFailingSeedAndReproducingCommands)
 {
-	std::string dir = scratch_dir(), out;
+	std::string dir = campaign_dir(), out;
 
 	ASSERT_EQ(campaign("--arch s390 --inject s390-relist-active-page --khugepaged on --seeds 3 "
 			   "--steps 200000 -j 2 --quiet --json " + dir + "inj.json", &out), 1) << out;
@@ -266,7 +267,7 @@ TEST(Campaign, BadArgumentsExitTwoWithAMessage)
 // build (they go into a command line), and files that are files.
 TEST(Campaign, MergeRefusesOverflowUnknownNamesDirectoriesAndNulBytes)
 {
-	std::string dir = scratch_dir(), out;
+	std::string dir = campaign_dir(), out;
 	const std::string args = "--arch arm64 --seeds 2 --steps 20000 --quiet -j 2 --json ";
 
 	ASSERT_EQ(campaign(args + dir + "s1.json --shard 1/2", &out), 0) << out;
@@ -309,7 +310,7 @@ TEST(Campaign, MergeRefusesOverflowUnknownNamesDirectoriesAndNulBytes)
 TEST(Campaign, SignalStopsTheWorkersAndWritesThePartialResults)
 {
 	for (int sig : {SIGINT, SIGTERM}) {
-		std::string dir = scratch_dir(), json = dir + "c.json", log = dir + "log";
+		std::string dir = campaign_dir(), json = dir + "c.json", log = dir + "log";
 		std::ofstream(json) << "before";
 		pid_t pid = fork();
 

@@ -20,6 +20,8 @@
 #include <ptemu/arch.h>
 #include <ptemu/loader.h>
 
+#include "scratch.h"
+
 namespace {
 
 constexpr uint32_t PT_LOAD = 1, PT_NOTE = 4;
@@ -709,7 +711,8 @@ TEST(ElfLoader, HashIdentifiesTheImage)
 
 TEST(ElfLoader, LoadsFilesAndNamesThePathInErrors)
 {
-	char path[] = "/tmp/ptemu_loader_XXXXXX";
+	std::string tmpl = ptemu_test::scratch_dir() + "loader-XXXXXX";
+	char *path = tmpl.data();
 	int fd = mkstemp(path);
 	ASSERT_GE(fd, 0);
 	const std::vector<uint8_t> good = standard_image(kCombos[1]);
@@ -835,7 +838,7 @@ int check_for(const char *arch, const std::vector<uint8_t> &b, std::string *err)
 // What `ptemu run` says of image b: its exit status, and its output in *out.
 int run_image(const char *arch, const std::vector<uint8_t> &b, std::string *out)
 {
-	std::string path = testing::TempDir() + "ptemu-image-" + std::to_string(getpid()) + ".elf";
+	std::string path = ptemu_test::scratch_dir() + "ptemu-image-" + std::to_string(getpid()) + ".elf";
 	std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char *>(b.data()), (std::streamsize)b.size());
 	std::string cmd = std::string(PTEMU_CLI) + " run --arch " + arch + " --image " + path + " --seconds 1 2>&1";
 	FILE *p = popen(cmd.c_str(), "r");

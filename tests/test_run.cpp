@@ -1,6 +1,7 @@
 // Guest runs on Unicorn: every workload on arm64 and s390, bad input, wild accesses,
 // and an injected bug in the fault path.
 #include "fixture.h"
+#include "scratch.h"
 
 #include <ptemu/run.h>
 
@@ -250,7 +251,7 @@ TEST(GuestRun, HangReportNamesTheSyscall)
 
 TEST(GuestRun, MalformedImageIsBadInput)
 {
-	std::string path = testing::TempDir() + "ptemu-not-elf";
+	std::string path = ptemu_test::scratch_dir() + "ptemu-not-elf";
 	std::ofstream(path) << "this is not an ELF file";
 	GuestRunHolder r("arm64", "shmem-stress", 1, 1, 1.0, INJECT_NONE, path.c_str());
 	EXPECT_EQ(r.error, PTEMU_RUN_BAD_INPUT);
@@ -398,7 +399,7 @@ TEST(Cli, IgnoredArgumentsAreRefusedBeforeRunning)
 // is replaced only by a whole trace.
 TEST(Cli, RecordToADirectoryOrUnwritablePathIsRefusedBeforeTheRun)
 {
-	std::string dir = testing::TempDir(), out;
+	std::string dir = ptemu_test::scratch_dir(), out;
 	for (std::string path : {dir, std::string("/nonexistent/dir/x.trc")}) {
 		EXPECT_EQ(run_cli("run --arch arm64 --steps 5000 --quiet --record " + path, &out), 2) << path;
 		EXPECT_NE(out.find(path), std::string::npos) << out;
@@ -471,7 +472,7 @@ TEST(Cli, TlbEntriesSizeTheLogicalTlbOfBenchesRunsAndTraces)
 	EXPECT_NE(out.find("power of two"), std::string::npos) << out;
 	EXPECT_EQ(out.find("shmem-stress,"), std::string::npos) << "it ran: " << out;
 
-	std::string trace = testing::TempDir() + "ptemu-tlb-entries.trc";
+	std::string trace = ptemu_test::scratch_dir() + "ptemu-tlb-entries.trc";
 	ASSERT_EQ(run_cli("run --arch arm64 --steps 20000 --tlb-entries 32 --quiet --record " + trace, &out), 0)
 		<< out;
 	ASSERT_EQ(run_cli("trace dump --limit 1 " + trace, &out), 0) << out;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "json_check.h"
+#include "scratch.h"
 
 #ifndef PTEMU_CLI
 #error "PTEMU_CLI must name the ptemu program"
@@ -45,7 +46,7 @@ std::vector<uint8_t> slurp(const std::string &path)
 std::string record(const char *arch, const char *extra)
 {
 	std::string test = testing::UnitTest::GetInstance()->current_test_info()->name();
-	std::string path = testing::TempDir() + "ptemu-" + test + "-" + arch + ".trc", out;
+	std::string path = ptemu_test::scratch_dir() + "ptemu-" + test + "-" + arch + ".trc", out;
 	EXPECT_LE(run_cli(std::string("run --arch ") + arch + " --workload munmap-race --steps 20000 --quiet --record " +
 			  path + " " + extra,
 			  &out),
@@ -147,7 +148,7 @@ TEST(Trace, ReaderRejectsBrokenFilesWithoutCrashing)
 	wrong_version[8] = 99;
 	EXPECT_EQ(ptemu_trace_parse(wrong_version.data(), wrong_version.size(), &t, err, sizeof(err)), -1);
 	EXPECT_NE(std::string(err).find("version"), std::string::npos) << err;
-	std::string notrace = testing::TempDir() + "ptemu-not-a-trace";
+	std::string notrace = ptemu_test::scratch_dir() + "ptemu-not-a-trace";
 	std::ofstream(notrace) << "hello";
 	EXPECT_EQ(run_cli("trace dump " + notrace, &out), 2);
 	EXPECT_NE(out.find("not a ptemu trace"), std::string::npos) << out;
@@ -214,7 +215,7 @@ TEST(Trace, DumpDisassemblesFaultsAndExportIsChromeTraceJson)
 // characters escaped.
 TEST(Trace, ExportEscapesTheImagePath)
 {
-	std::string dir = testing::TempDir() + "ptemu-esc-XXXXXX", out;
+	std::string dir = ptemu_test::scratch_dir() + "ptemu-esc-XXXXXX", out;
 
 	ASSERT_TRUE(mkdtemp(dir.data()));
 	std::string image = dir + "/a\"b\\c\td.elf", trace = dir + "/t.trc", json = dir + "/t.json";
@@ -315,7 +316,7 @@ TEST(Trace, AHugeJunkFileIsRefusedFromItsHeader)
 	std::vector<uint8_t> head = slurp(good);
 	head.resize(200);
 	for (const char *what : {"junk", "version 1", "good header"}) {
-		std::string path = testing::TempDir() + "ptemu-huge-" + std::to_string(getpid()) + ".trc";
+		std::string path = ptemu_test::scratch_dir() + "ptemu-huge-" + std::to_string(getpid()) + ".trc";
 		std::vector<uint8_t> start = std::string(what) == "junk" ? std::vector<uint8_t>(64, 'x') : head;
 		if (std::string(what) == "version 1")
 			start[8] = 1;
@@ -340,7 +341,7 @@ TEST(Trace, AHugeJunkFileIsRefusedFromItsHeader)
 TEST(Trace, ALongImagePathIsStoredWholeAndReplayed)
 {
 	// A path of more than 200 bytes, through a chain of directories.
-	std::string dir = testing::TempDir() + "ptemu-long-image-path-" + std::to_string(getpid());
+	std::string dir = ptemu_test::scratch_dir() + "ptemu-long-image-path-" + std::to_string(getpid());
 	std::string sub = dir;
 	for (int i = 0; i < 4; i++) {
 		sub += "/a-directory-name-of-some-fifty-bytes-to-make-it-long";
