@@ -753,14 +753,22 @@ static void hash_machine_destroy(struct ptemu_machine *m)
 
 /* Does an HPTE of the mm's VSIDs still map a page of [pfn, pfn + nr)? The group and the
  * AVPN give the page's address back. */
+/* The checker asks at every page freed, for every mm: each HPTE's second doubleword (its
+ * real page) is read once, in place, and only an HPTE in the range is read again whole. */
 static bool hash_hpt_maps_pfn(struct mm_struct *mm, uint64_t pfn, uint64_t nr, uint64_t *va)
 {
 	struct ptemu_machine *m = mm->machine;
+	const uint64_t *words = ptemu_slot_ptr(m, m->arch_mem_pa);
 
 	for (unsigned i = 0; i < HPT_GROUPS * HPTES_PER_GROUP; i++) {
-		uint64_t hpte = m->arch_mem_pa + (uint64_t)i * HPTE_BYTES, v = ptemu_entry_load(m, hpte);
-		uint64_t first, vpn, proto;
+		uint64_t hpte = m->arch_mem_pa + (uint64_t)i * HPTE_BYTES, r, v, first, vpn, proto;
 
+		/* In simulated memory's byte order, as ptemu_entry_load reads it. */
+		r = __atomic_load_n(&words[i * (HPTE_BYTES / 8) + 1], __ATOMIC_RELAXED);
+		first = ((m->arch->big_endian ? __builtin_bswap64(r) : r) & HPTE_R_RPN_MASK) >> BOOK3S64_PAGE_SHIFT;
+		if (first >= pfn + nr || first < pfn)
+			continue;
+		v = ptemu_entry_load(m, hpte);
 		if (!(v & HPTE_V_VALID))
 			continue;
 		first = (ptemu_entry_load(m, hpte + 8) & HPTE_R_RPN_MASK) >> BOOK3S64_PAGE_SHIFT;
