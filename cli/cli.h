@@ -99,6 +99,9 @@ void print_arch_names(FILE *f);
 bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
 bool parse_shard(const char *s, uint64_t *shard, uint64_t *nshards);
 const char *injection_name(enum ptemu_injection inj);
+/* The options of the configuration whose races reach the injection ("--workload W
+ * --khugepaged on ..."), as `ptemu list injections` and campaign's note print them. */
+void print_injection_reach(FILE *f, const struct ptemu_injection_info *i);
 bool known_workload(const char *name);
 /* Where this build put a workload's image for a model (PTEMU_WORKLOAD_DIR overrides). */
 void workload_image_path(const struct ptemu_arch *a, const char *workload, char *buf, size_t n);

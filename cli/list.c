@@ -33,7 +33,9 @@ static int list_main(int argc, char **argv)
 			for (const struct ptemu_arch *const *a = ptemu_arch_all(); *a; a++)
 				if (ptemu_injection_applies(i->id, *a))
 					printf(" %s", (*a)->name);
-			printf("]\n");
+			printf("]\n%-24s   reached by: ", "");
+			print_injection_reach(stdout, i);
+			printf("\n");
 			for (const struct ptemu_arch *const *a = ptemu_arch_all(); *a; a++)
 				if (!ptemu_injection_applies(i->id, *a))
 					printf("%-24s   not on %s: %s\n", "", (*a)->name,

@@ -188,6 +188,12 @@ const char *injection_name(enum ptemu_injection inj)
 	return "none";
 }
 
+void print_injection_reach(FILE *f, const struct ptemu_injection_info *i)
+{
+	fprintf(f, "--workload %s%s%s", i->workload, i->khugepaged ? " --khugepaged on" : "",
+		i->reclaim_empty_tables ? " --reclaim-empty-tables" : "");
+}
+
 bool known_workload(const char *name)
 {
 	char names[] = PTEMU_WORKLOAD_NAMES;

@@ -360,3 +360,30 @@ TEST(Campaign, SignalStopsTheWorkersAndWritesThePartialResults)
 		EXPECT_NE(out.find("interrupted"), std::string::npos) << out;
 	}
 }
+
+// An injection run outside the configuration whose races reach it (ptemu list injections)
+// may find nothing: campaign says which options reach it, and runs anyway.
+TEST(Campaign, AnInjectionOutsideItsReachingConfigurationGetsANote)
+{
+	std::string out;
+	const std::string note = "note: retract-no-recheck is reached by --workload retract-reclaim "
+				 "--khugepaged on --reclaim-empty-tables";
+
+	EXPECT_LE(campaign("--arch s390 --seeds 1 --steps 1000 --inject retract-no-recheck --khugepaged on "
+			   "-j 1 --quiet",
+			   &out),
+		  1)
+		<< out;
+	EXPECT_NE(out.find(note), std::string::npos) << out;
+	EXPECT_NE(out.find("s390      retract-no-recheck"), std::string::npos) << "it did not run: " << out;
+	EXPECT_LE(campaign("--arch s390 --seeds 1 --steps 1000 --inject retract-no-recheck --workload "
+			   "retract-reclaim --khugepaged on --reclaim-empty-tables -j 1 --quiet",
+			   &out),
+		  1)
+		<< out;
+	EXPECT_EQ(out.find("note:"), std::string::npos) << out;
+	ASSERT_EQ(run_sh(std::string(PTEMU_CLI) + " list injections", &out), 0);
+	EXPECT_NE(out.find("reached by: --workload retract-reclaim --khugepaged on --reclaim-empty-tables"),
+		  std::string::npos)
+		<< out;
+}

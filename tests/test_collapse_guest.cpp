@@ -185,6 +185,23 @@ TEST_P(CollapseGuest, EachInjectionIsCaughtWithItsKindTheSameWayTwice)
 		{INJECT_PPC_HASH_NO_BUSY, "truncate-race", kKhugepaged, {{"ppc64-hash", 3}}, 3,
 		 {VIOLATION_TLB_MAPS_FREED_PAGE}},
 	};
+	// Each case runs the configuration that `ptemu list injections` gives as the one that
+	// reaches the injection (and campaign checks its options against).
+	auto info_of = [](int inj) {
+		const ptemu_injection_info *i = ptemu_injections();
+		while (i->name && i->id != inj)
+			i++;
+		return i;
+	};
+	for (const Caught &c : cases) {
+		const ptemu_injection_info *i = info_of(c.inj);
+		ASSERT_NE(i->name, nullptr) << "injection " << c.inj;
+		EXPECT_STREQ(i->workload, c.workload) << i->name;
+		EXPECT_EQ(i->khugepaged, (c.with & kKhugepaged) != 0) << i->name;
+		EXPECT_EQ(i->reclaim_empty_tables, (c.with & kReclaim) != 0) << i->name;
+	}
+	EXPECT_STREQ(info_of(INJECT_PPC_NO_SERIALIZE)->workload, "shmem-stress");
+	EXPECT_TRUE(info_of(INJECT_PPC_NO_SERIALIZE)->khugepaged);
 	const ptemu_arch *arch = ptemu_arch_find(GetParam());
 	// Every injection the model offers has its case, or is one that the model shows
 	// cannot fire (ptemu list injections says why), and then its run is clean.

@@ -41,6 +41,11 @@ struct ptemu_injection_info {
 	const char *what;
 	/* Offered only by models that list it in their model_injections mask. */
 	bool model_specific;
+	/* The configuration whose races reach it, as the tests' cases and issue 15's catch
+	 * rates run it: --workload, --khugepaged on, --reclaim-empty-tables. */
+	const char *workload;
+	bool khugepaged;
+	bool reclaim_empty_tables;
 };
 
 /* Whether a model contains the path the injection needs (DESIGN.md section 5): NULL, or
