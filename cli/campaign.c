@@ -1015,17 +1015,7 @@ static int check_images(const struct cli_opts *o)
 static int check_injections(const struct cli_opts *o)
 {
 	for (unsigned i = 0; i < o->ninjects; i++) {
-		const struct ptemu_injection_info *info = ptemu_injections();
 		unsigned offered = 0;
-
-		while (info->name && info->id != (enum ptemu_injection)o->injects[i])
-			info++;
-		if (info->name && (strcmp(o->workload, info->workload) || (info->khugepaged && !o->khugepaged) ||
-				   (info->reclaim_empty_tables && !o->reclaim))) {
-			fprintf(stderr, "ptemu: note: %s is reached by ", info->name);
-			print_injection_reach(stderr, info);
-			fprintf(stderr, " ('ptemu list injections'); this campaign may find nothing\n");
-		}
 
 		for (unsigned a = 0; a < o->narches; a++)
 			offered += ptemu_injection_applies((enum ptemu_injection)o->injects[i], o->arches[a]);
@@ -1035,6 +1025,7 @@ static int check_injections(const struct cli_opts *o)
 				o->narches == 1 ? o->arches[0]->name : "any of the models given");
 			return EXIT_USAGE;
 		}
+		note_injection_reach(o, (enum ptemu_injection)o->injects[i]);
 	}
 	return 0;
 }

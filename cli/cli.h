@@ -102,6 +102,9 @@ const char *injection_name(enum ptemu_injection inj);
 /* The options of the configuration whose races reach the injection ("--workload W
  * --khugepaged on ..."), as `ptemu list injections` and campaign's note print them. */
 void print_injection_reach(FILE *f, const struct ptemu_injection_info *i);
+/* A note on stderr when o's workload and features are not those that reach inj: the run
+ * may find nothing. */
+void note_injection_reach(const struct cli_opts *o, enum ptemu_injection inj);
 bool known_workload(const char *name);
 /* Where this build put a workload's image for a model (PTEMU_WORKLOAD_DIR overrides). */
 void workload_image_path(const struct ptemu_arch *a, const char *workload, char *buf, size_t n);

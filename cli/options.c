@@ -194,6 +194,20 @@ void print_injection_reach(FILE *f, const struct ptemu_injection_info *i)
 		i->reclaim_empty_tables ? " --reclaim-empty-tables" : "");
 }
 
+void note_injection_reach(const struct cli_opts *o, enum ptemu_injection inj)
+{
+	const struct ptemu_injection_info *i = ptemu_injections();
+
+	while (i->name && i->id != inj)
+		i++;
+	if (!i->name || (!strcmp(o->workload, i->workload) && (o->khugepaged || !i->khugepaged) &&
+			 (o->reclaim || !i->reclaim_empty_tables)))
+		return;
+	fprintf(stderr, "ptemu: note: %s is reached by ", i->name);
+	print_injection_reach(stderr, i);
+	fprintf(stderr, " ('ptemu list injections'): these options may find nothing\n");
+}
+
 bool known_workload(const char *name)
 {
 	char names[] = PTEMU_WORKLOAD_NAMES;

@@ -70,7 +70,11 @@ static int check_run_options(const struct cli_opts *o, bool deterministic, bool 
 		return usage_error("%s", "a trace records khugepaged with its default tunables only");
 	if (tuned && !o->khugepaged)
 		return usage_error("%s", "khugepaged tunables need --khugepaged on");
-	return check_injection(o);
+	int rc = check_injection(o);
+
+	if (!rc && !o->image)
+		note_injection_reach(o, (enum ptemu_injection)o->injects[0]);
+	return rc;
 }
 
 static void print_run(FILE *summary, const struct ptemu_arch *a, const struct ptemu_run_config *cfg,

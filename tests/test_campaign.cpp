@@ -362,7 +362,7 @@ TEST(Campaign, SignalStopsTheWorkersAndWritesThePartialResults)
 }
 
 // An injection run outside the configuration whose races reach it (ptemu list injections)
-// may find nothing: campaign says which options reach it, and runs anyway.
+// may find nothing: campaign and run say which options reach it, and run anyway.
 TEST(Campaign, AnInjectionOutsideItsReachingConfigurationGetsANote)
 {
 	std::string out;
@@ -382,6 +382,11 @@ TEST(Campaign, AnInjectionOutsideItsReachingConfigurationGetsANote)
 		  1)
 		<< out;
 	EXPECT_EQ(out.find("note:"), std::string::npos) << out;
+	EXPECT_LE(run_sh(std::string(PTEMU_CLI) + " run --arch s390 --steps 1000 --inject retract-no-recheck --quiet", &out),
+		  1)
+		<< out;
+	EXPECT_NE(out.find(note), std::string::npos) << out;
+	EXPECT_NE(out.find("s390      clean"), std::string::npos) << "it did not run: " << out;
 	ASSERT_EQ(run_sh(std::string(PTEMU_CLI) + " list injections", &out), 0);
 	EXPECT_NE(out.find("reached by: --workload retract-reclaim --khugepaged on --reclaim-empty-tables"),
 		  std::string::npos)
