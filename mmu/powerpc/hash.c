@@ -752,9 +752,9 @@ static void hash_machine_destroy(struct ptemu_machine *m)
 }
 
 /* Does an HPTE of the mm's VSIDs still map a page of [pfn, pfn + nr)? The group and the
- * AVPN give the page's address back. */
-/* The checker asks at every page freed, for every mm: each HPTE's second doubleword (its
- * real page) is read once, in place, and only an HPTE in the range is read again whole. */
+ * AVPN give the page's address back. The checker asks at every page freed, for every mm:
+ * each HPTE's second doubleword (its real page) is read once, in place, and only an HPTE
+ * in the range is read again whole. */
 static bool hash_hpt_maps_pfn(struct mm_struct *mm, uint64_t pfn, uint64_t nr, uint64_t *va)
 {
 	struct ptemu_machine *m = mm->machine;
