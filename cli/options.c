@@ -182,10 +182,9 @@ bool parse_shard(const char *s, uint64_t *shard, uint64_t *nshards)
 
 const char *injection_name(enum ptemu_injection inj)
 {
-	for (const struct ptemu_injection_info *i = ptemu_injections(); i->name; i++)
-		if (i->id == inj)
-			return i->name;
-	return "none";
+	const struct ptemu_injection_info *i = ptemu_injection_find(inj);
+
+	return i ? i->name : "none";
 }
 
 void print_injection_reach(FILE *f, const struct ptemu_injection_info *i)
@@ -196,11 +195,9 @@ void print_injection_reach(FILE *f, const struct ptemu_injection_info *i)
 
 void note_injection_reach(const struct cli_opts *o, enum ptemu_injection inj)
 {
-	const struct ptemu_injection_info *i = ptemu_injections();
+	const struct ptemu_injection_info *i = ptemu_injection_find(inj);
 
-	while (i->name && i->id != inj)
-		i++;
-	if (!i->name || (!strcmp(o->workload, i->workload) && (o->khugepaged || !i->khugepaged) &&
+	if (!i || (!strcmp(o->workload, i->workload) && (o->khugepaged || !i->khugepaged) &&
 			 (o->reclaim || !i->reclaim_empty_tables)))
 		return;
 	fprintf(stderr, "ptemu: note: %s is reached by ", i->name);

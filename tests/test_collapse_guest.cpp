@@ -61,10 +61,8 @@ class CollapseGuest : public testing::TestWithParam<const char *> {};
 
 std::string injection_name(int inj)
 {
-	for (const ptemu_injection_info *i = ptemu_injections(); i->name; i++)
-		if (i->id == inj)
-			return i->name;
-	return std::to_string(inj);
+	const ptemu_injection_info *i = ptemu_injection_find((ptemu_injection)inj);
+	return i ? i->name : std::to_string(inj);
 }
 
 struct Caught {
@@ -187,21 +185,15 @@ TEST_P(CollapseGuest, EachInjectionIsCaughtWithItsKindTheSameWayTwice)
 	};
 	// Each case runs the configuration that `ptemu list injections` gives as the one that
 	// reaches the injection (and campaign checks its options against).
-	auto info_of = [](int inj) {
-		const ptemu_injection_info *i = ptemu_injections();
-		while (i->name && i->id != inj)
-			i++;
-		return i;
-	};
 	for (const Caught &c : cases) {
-		const ptemu_injection_info *i = info_of(c.inj);
-		ASSERT_NE(i->name, nullptr) << "injection " << c.inj;
+		const ptemu_injection_info *i = ptemu_injection_find(c.inj);
+		ASSERT_NE(i, nullptr) << "injection " << c.inj;
 		EXPECT_STREQ(i->workload, c.workload) << i->name;
 		EXPECT_EQ(i->khugepaged, (c.with & kKhugepaged) != 0) << i->name;
 		EXPECT_EQ(i->reclaim_empty_tables, (c.with & kReclaim) != 0) << i->name;
 	}
-	EXPECT_STREQ(info_of(INJECT_PPC_NO_SERIALIZE)->workload, "shmem-stress");
-	EXPECT_TRUE(info_of(INJECT_PPC_NO_SERIALIZE)->khugepaged);
+	EXPECT_STREQ(ptemu_injection_find(INJECT_PPC_NO_SERIALIZE)->workload, "shmem-stress");
+	EXPECT_TRUE(ptemu_injection_find(INJECT_PPC_NO_SERIALIZE)->khugepaged);
 	const ptemu_arch *arch = ptemu_arch_find(GetParam());
 	// Every injection the model offers has its case, or is one that the model shows
 	// cannot fire (ptemu list injections says why), and then its run is clean.

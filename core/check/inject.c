@@ -85,6 +85,14 @@ const struct ptemu_injection_info *ptemu_injections(void)
 	return injections;
 }
 
+const struct ptemu_injection_info *ptemu_injection_find(enum ptemu_injection inj)
+{
+	for (const struct ptemu_injection_info *i = injections; i->name; i++)
+		if (i->id == inj)
+			return i;
+	return NULL;
+}
+
 enum ptemu_injection ptemu_injection_from_name(const char *name)
 {
 	if (!strcmp(name, "none"))
@@ -105,13 +113,11 @@ static bool needs_collapse(enum ptemu_injection inj)
 
 const char *ptemu_injection_why_not(enum ptemu_injection inj, const struct ptemu_arch *arch)
 {
-	const struct ptemu_injection_info *i = injections;
+	const struct ptemu_injection_info *i = ptemu_injection_find(inj);
 
 	if (inj == INJECT_NONE)
 		return NULL;
-	while (i->name && i->id != inj)
-		i++;
-	if (!i->name)
+	if (!i)
 		return "no such injection";
 	if (i->model_specific)
 		return (arch->model_injections >> inj) & 1u ? NULL : "a step of another model's own code";

@@ -55,6 +55,8 @@ bool ptemu_injection_applies(enum ptemu_injection inj, const struct ptemu_arch *
 
 /* The offered injections (without INJECT_NONE), terminated by a NULL name. */
 const struct ptemu_injection_info *ptemu_injections(void);
+/* The entry of an injection, or NULL (INJECT_NONE, or not one). */
+const struct ptemu_injection_info *ptemu_injection_find(enum ptemu_injection inj);
 /* INJECT_COUNT for an unknown name. */
 enum ptemu_injection ptemu_injection_from_name(const char *name);
 
