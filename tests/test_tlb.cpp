@@ -198,6 +198,13 @@ TEST(LogicalTlb, FreedFrameCheckAnswersAsAScanOfEveryEntry)
 		for (uint64_t f = 0; f < frames; f += 512)
 			ASSERT_EQ(ptemu_tlb_maps_pfn(&x.t, f, 512, &va), scan(f, 512)) << "frames " << f << "+512, round " << round;
 	}
+	// A range with more frames than the probes cost is scanned: its one mapped frame is the
+	// last of 512 (a probe per frame would stop before it), or there is none.
+	ptemu_tlb_invalidate(&x.t, 0, 1ull << 40, false);
+	ptemu_tlb_insert(&x.t, 0, (frames + 511) * kPage, kPage, PTEMU_PROT_READ);
+	uint64_t va;
+	EXPECT_TRUE(ptemu_tlb_maps_pfn(&x.t, frames, 512, &va));
+	EXPECT_FALSE(ptemu_tlb_maps_pfn(&x.t, frames + 512, 512, &va));
 }
 
 // --tlb-entries: a power of two in range, else the machine is refused with the reason.

@@ -415,23 +415,16 @@ static bool pending_covers(const struct ptemu_tlb *t, uint64_t va, bool table)
 }
 
 /* Under the lock: false when no entry can map a page of [pfn, pfn + nr); true when one
- * may, or when asking each leaf frame would cost more than the scan. */
+ * may, or once the probes of each leaf frame would cost more than the scan. */
 static bool may_map_frames(const struct ptemu_tlb *t, uint64_t pfn, uint64_t nr)
 {
-	uint64_t probes = 0;
+	unsigned budget = t->capacity / 8;
 
-	for (uint64_t sizes = t->leaf_shifts; sizes; sizes &= sizes - 1) {
-		unsigned shift = (unsigned)__builtin_ctzll(sizes), order = shift - t->page_shift;
-
-		probes += ((pfn + nr - 1) >> order) - (pfn >> order) + 1;
-	}
-	if (probes > t->capacity / 8)
-		return true;
 	for (uint64_t sizes = t->leaf_shifts; sizes; sizes &= sizes - 1) {
 		unsigned shift = (unsigned)__builtin_ctzll(sizes), order = shift - t->page_shift;
 
 		for (uint64_t f = pfn >> order; f <= (pfn + nr - 1) >> order; f++)
-			if (t->frame_count[frame_slot(t, f << order, shift)])
+			if (!budget-- || t->frame_count[frame_slot(t, f << order, shift)])
 				return true;
 	}
 	return false;
