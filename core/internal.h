@@ -30,6 +30,11 @@ _Noreturn void ptemu_bug(const char *fmt, ...) __attribute__((format(printf, 1, 
 void *ptemu_array_reserve(void *arr, size_t *cap, size_t n, size_t elem, size_t first,
 			  const char *what);
 
+/* The host's futex: sleeps while *word == val (or until woken; callers re-check), and
+ * wakes up to n sleepers on word. */
+void ptemu_futex_wait(int *word, int val);
+void ptemu_futex_wake(int *word, int n);
+
 /* The calling thread's machine; a thread that never registered is a caller bug. */
 struct ptemu_machine *ptemu_current_machine(void);
 

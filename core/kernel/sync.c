@@ -255,50 +255,93 @@ bool spin_is_locked(const struct ptemu_spinlock *l)
 
 /* ---- rwsem and mutex (sleeping) ------------------------------------------------- */
 
+static bool word_try_read(struct ptemu_sleep_word *w)
+{
+	int v = __atomic_load_n(&w->count, __ATOMIC_RELAXED);
+
+	while (v >= 0)
+		if (__atomic_compare_exchange_n(&w->count, &v, v + 1, true, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+			return true;
+	return false;
+}
+
+static bool word_try_write(struct ptemu_sleep_word *w)
+{
+	int v = 0;
+
+	return __atomic_compare_exchange_n(&w->count, &v, -1, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+
+/* Waits until the word may let a reader (or a writer) in. A scheduled thread never sleeps
+ * in the host while it holds the baton: it blocks in the scheduler until the lock is
+ * released. Free-running, it sleeps on the word; the sleeper count and the word are both
+ * sequentially consistent, so a release either sees the sleeper or is seen by it. */
+static void word_wait(const void *lock, struct ptemu_sleep_word *w, uint8_t lclass, bool write)
+{
+	if (ptemu_sched_scheduled()) {
+		ptemu_sched_block(lock, class_names[lclass]);
+		return;
+	}
+	__atomic_add_fetch(&w->sleepers, 1, __ATOMIC_SEQ_CST);
+	int v = __atomic_load_n(&w->count, __ATOMIC_SEQ_CST);
+
+	if (write ? v != 0 : v < 0)
+		ptemu_futex_wait(&w->count, v);
+	__atomic_sub_fetch(&w->sleepers, 1, __ATOMIC_RELAXED);
+}
+
+/* After a release: the sleepers when the word is free, and every blocked scheduled
+ * thread at every release (one that still cannot take it blocks again). */
+static void word_released(const void *lock, struct ptemu_sleep_word *w, int now)
+{
+	if (!now && __atomic_load_n(&w->sleepers, __ATOMIC_SEQ_CST))
+		ptemu_futex_wake(&w->count, INT32_MAX);
+	ptemu_sched_wake(lock);
+}
+
+static void word_read_unlock(const void *lock, struct ptemu_sleep_word *w)
+{
+	word_released(lock, w, __atomic_sub_fetch(&w->count, 1, __ATOMIC_SEQ_CST));
+}
+
+static void word_write_unlock(const void *lock, struct ptemu_sleep_word *w)
+{
+	__atomic_store_n(&w->count, 0, __ATOMIC_SEQ_CST);
+	word_released(lock, w, 0);
+}
+
 void ptemu_rwsem_init(struct ptemu_rwsem *s, enum ptemu_lock_class c)
 {
-	pthread_rwlock_init(&s->rw, NULL);
+	s->w = (struct ptemu_sleep_word){ 0, 0 };
 	s->lclass = (uint8_t)c;
 }
 
 void ptemu_rwsem_destroy(struct ptemu_rwsem *s)
 {
-	pthread_rwlock_destroy(&s->rw);
+	(void)s;
 }
 
-/* A scheduled thread never sleeps in pthreads while it holds the baton: it tries, and
- * blocks in the scheduler until the lock is released. */
 void down_read(struct ptemu_rwsem *s)
 {
-	unsigned spins = 0;
-
 	ptemu_sched_point();
 	ptemu_lock_acquire_check(s, s->lclass, true, false);
-	if (ptemu_sched_scheduled())
-		while (pthread_rwlock_tryrdlock(&s->rw))
-			wait_for(s, s->lclass, &spins);
-	else
-		pthread_rwlock_rdlock(&s->rw);
+	while (!word_try_read(&s->w))
+		word_wait(s, &s->w, s->lclass, false);
 	ptemu_lock_acquired(s, s->lclass, true, false);
 }
 
 void down_write(struct ptemu_rwsem *s)
 {
-	unsigned spins = 0;
-
 	ptemu_sched_point();
 	ptemu_lock_acquire_check(s, s->lclass, true, false);
-	if (ptemu_sched_scheduled())
-		while (pthread_rwlock_trywrlock(&s->rw))
-			wait_for(s, s->lclass, &spins);
-	else
-		pthread_rwlock_wrlock(&s->rw);
+	while (!word_try_write(&s->w))
+		word_wait(s, &s->w, s->lclass, true);
 	ptemu_lock_acquired(s, s->lclass, true, true);
 }
 
 bool down_read_trylock(struct ptemu_rwsem *s)
 {
-	if (pthread_rwlock_tryrdlock(&s->rw))
+	if (!word_try_read(&s->w))
 		return false;
 	ptemu_lock_acquired(s, s->lclass, true, false);
 	return true;
@@ -306,7 +349,7 @@ bool down_read_trylock(struct ptemu_rwsem *s)
 
 bool down_write_trylock(struct ptemu_rwsem *s)
 {
-	if (pthread_rwlock_trywrlock(&s->rw))
+	if (!word_try_write(&s->w))
 		return false;
 	ptemu_lock_acquired(s, s->lclass, true, true);
 	return true;
@@ -315,45 +358,37 @@ bool down_write_trylock(struct ptemu_rwsem *s)
 void up_read(struct ptemu_rwsem *s)
 {
 	ptemu_lock_released(s);
-	pthread_rwlock_unlock(&s->rw);
-	ptemu_sched_wake(s);
+	word_read_unlock(s, &s->w);
 }
 
 void up_write(struct ptemu_rwsem *s)
 {
 	ptemu_lock_released(s);
-	pthread_rwlock_unlock(&s->rw);
-	ptemu_sched_wake(s);
+	word_write_unlock(s, &s->w);
 }
 
 void ptemu_mutex_init(struct ptemu_mutex *m, enum ptemu_lock_class c)
 {
-	pthread_mutex_init(&m->m, NULL);
+	m->w = (struct ptemu_sleep_word){ 0, 0 };
 	m->lclass = (uint8_t)c;
 }
 
 void ptemu_mutex_destroy(struct ptemu_mutex *m)
 {
-	pthread_mutex_destroy(&m->m);
+	(void)m;
 }
 
 void mutex_lock(struct ptemu_mutex *m)
 {
-	unsigned spins = 0;
-
 	ptemu_sched_point();
 	ptemu_lock_acquire_check(m, m->lclass, true, false);
-	if (ptemu_sched_scheduled())
-		while (pthread_mutex_trylock(&m->m))
-			wait_for(m, m->lclass, &spins);
-	else
-		pthread_mutex_lock(&m->m);
+	while (!word_try_write(&m->w))
+		word_wait(m, &m->w, m->lclass, true);
 	ptemu_lock_acquired(m, m->lclass, true, true);
 }
 
 void mutex_unlock(struct ptemu_mutex *m)
 {
 	ptemu_lock_released(m);
-	pthread_mutex_unlock(&m->m);
-	ptemu_sched_wake(m);
+	word_write_unlock(m, &m->w);
 }

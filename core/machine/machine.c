@@ -1,7 +1,10 @@
+#include <linux/futex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <ptemu/machine.h>
 #include <ptemu/phys.h>
@@ -34,6 +37,16 @@ void *ptemu_array_reserve(void *arr, size_t *cap, size_t n, size_t elem, size_t 
 		ptemu_bug("out of host memory for %s", what);
 	*cap = want;
 	return grown;
+}
+
+void ptemu_futex_wait(int *word, int val)
+{
+	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+void ptemu_futex_wake(int *word, int n)
+{
+	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
 void ptemu_note_once(struct ptemu_machine *m, enum ptemu_note note, const char *fmt, ...)

@@ -43,13 +43,22 @@ struct ptemu_spinlock {
 	uint8_t lclass;
 };
 
+/* What a sleeping lock is: a word, not a pthread lock, as a kernel lock belongs to no host
+ * thread and a ptemu thread need not stay on one (glibc's rwlock tells a writer's unlock
+ * by the host thread that calls it). count: readers, or -1 for a writer; sleepers:
+ * free-running threads asleep on count. */
+struct ptemu_sleep_word {
+	int count;
+	int sleepers;
+};
+
 struct ptemu_rwsem {
-	pthread_rwlock_t rw;
+	struct ptemu_sleep_word w;
 	uint8_t lclass;
 };
 
 struct ptemu_mutex {
-	pthread_mutex_t m;
+	struct ptemu_sleep_word w;
 	uint8_t lclass;
 };
 
