@@ -14,6 +14,7 @@
 
 static _Thread_local struct ptemu_thread *current_thread;
 static int next_thread_id;
+static int next_local_slot;
 
 struct ptemu_thread *ptemu_current(void)
 {
@@ -53,7 +54,32 @@ void ptemu_thread_unregister(void)
 	current_thread = t->prev;
 	if (!current_thread)
 		ptemu_rcu_unregister_thread();
+	for (int i = 0; i < PTEMU_THREAD_LOCALS; i++)
+		free(t->locals[i]);
 	free(t);
+}
+
+void *ptemu_thread_local(struct ptemu_thread_local_key *key, void *host)
+{
+	struct ptemu_thread *t = current_thread;
+	int slot = __atomic_load_n(&key->slot, __ATOMIC_ACQUIRE);
+
+	if (!t)
+		return host;
+	if (!slot) {
+		int mine = __atomic_add_fetch(&next_local_slot, 1, __ATOMIC_RELAXED);
+
+		if (mine > PTEMU_THREAD_LOCALS)
+			ptemu_bug("more than PTEMU_THREAD_LOCALS thread-local keys");
+		/* Two first users race: one slot wins, the other stays unused. */
+		if (!__atomic_compare_exchange_n(&key->slot, &slot, mine, false, __ATOMIC_ACQ_REL,
+						 __ATOMIC_ACQUIRE))
+			mine = slot;
+		slot = mine;
+	}
+	if (!t->locals[slot - 1] && !(t->locals[slot - 1] = calloc(1, key->size)))
+		ptemu_bug("out of memory for thread-local storage");
+	return t->locals[slot - 1];
 }
 
 static const char *const class_names[LOCK_CLASS_COUNT] = {

@@ -603,14 +603,22 @@ static enum ptemu_walk_fault hash_hw_walk(const struct ptemu_walk_ctx *ctx, uint
 
 /* The per-CPU ppc64_tlb_batch; a thread of the model is a CPU that does not migrate in a
  * lazy-MMU section, which runs under the ptl. */
-static __thread struct ppc64_tlb_batch {
+struct ppc64_tlb_batch {
 	struct mm_struct *mm;
 	bool active;
 	unsigned index;
 	uint64_t vaddr[PPC64_TLB_BATCH_NR];
 	uint64_t vpn[PPC64_TLB_BATCH_NR];
 	unsigned hidx[PPC64_TLB_BATCH_NR];
-} tlb_batch;
+};
+
+static __thread struct ppc64_tlb_batch host_tlb_batch;
+static struct ptemu_thread_local_key tlb_batch_key = { sizeof(struct ppc64_tlb_batch), 0 };
+
+static struct ppc64_tlb_batch *this_cpu_tlb_batch(void)
+{
+	return ptemu_thread_local(&tlb_batch_key, &host_tlb_batch);
+}
 
 /* flush_hash_range: each HPTE out by its slot, then tlbie for each page. */
 static void hash_flush_batch(struct ppc64_tlb_batch *b)
@@ -629,20 +637,22 @@ static void hash_flush_batch(struct ppc64_tlb_batch *b)
 
 static void hash_enter_lazy_mmu_mode(void)
 {
-	tlb_batch.active = true;
+	this_cpu_tlb_batch()->active = true;
 }
 
 static void hash_leave_lazy_mmu_mode(void)
 {
-	hash_flush_batch(&tlb_batch);
-	tlb_batch.active = false;
+	struct ppc64_tlb_batch *b = this_cpu_tlb_batch();
+
+	hash_flush_batch(b);
+	b->active = false;
 }
 
 /* hpte_need_flush for the PTE at pte_pa, which had H_PAGE_HASHPTE: its slot from
  * the hidx half, read now, as the batch keeps the real PTE. */
 static void hpte_need_flush(struct mm_struct *mm, uint64_t addr, uint64_t pte_pa)
 {
-	struct ppc64_tlb_batch *b = &tlb_batch, one = { .mm = mm };
+	struct ppc64_tlb_batch *b = this_cpu_tlb_batch(), one = { .mm = mm };
 	struct ptemu_machine *m = mm->machine;
 
 	addr &= ~(H_PAGE_SIZE - 1);

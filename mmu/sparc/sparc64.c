@@ -575,12 +575,20 @@ static void sparc64_update_mmu_cache_pmd(struct vm_area_struct *vma, uint64_t ad
 
 /* The per-CPU batch; a thread of the model is a CPU that does not migrate while it holds
  * the ptl, as the kernel's lazy-MMU sections run with preemption off. */
-static __thread struct tlb_batch {
+struct tlb_batch {
 	struct mm_struct *mm;
 	unsigned tlb_nr, hugepage_shift;
 	bool active;
 	uint64_t vaddrs[TLB_BATCH_NR];
-} tlb_batch;
+};
+
+static __thread struct tlb_batch host_tlb_batch;
+static struct ptemu_thread_local_key tlb_batch_key = { sizeof(struct tlb_batch), 0 };
+
+static struct tlb_batch *this_cpu_tlb_batch(void)
+{
+	return ptemu_thread_local(&tlb_batch_key, &host_tlb_batch);
+}
 
 /* flush_tsb_user: each batched address out of the TSB it hashes into. */
 static void flush_tsb_user(struct tlb_batch *tb)
@@ -602,7 +610,7 @@ static void flush_tsb_user(struct tlb_batch *tb)
  * one shootdown per run of adjacent pages, which is exactly the same set of pages). */
 static void flush_tlb_pending(void)
 {
-	struct tlb_batch *tb = &tlb_batch;
+	struct tlb_batch *tb = this_cpu_tlb_batch();
 
 	if (!tb->tlb_nr)
 		return;
@@ -613,18 +621,18 @@ static void flush_tlb_pending(void)
 
 static void sparc64_enter_lazy_mmu_mode(void)
 {
-	tlb_batch.active = true;
+	this_cpu_tlb_batch()->active = true;
 }
 
 static void sparc64_leave_lazy_mmu_mode(void)
 {
 	flush_tlb_pending();
-	tlb_batch.active = false;
+	this_cpu_tlb_batch()->active = false;
 }
 
 static void tlb_batch_add_one(struct mm_struct *mm, uint64_t vaddr, unsigned hugepage_shift)
 {
-	struct tlb_batch *tb = &tlb_batch;
+	struct tlb_batch *tb = this_cpu_tlb_batch();
 
 	vaddr &= ~(SPARC64_PAGE_SIZE - 1);
 	if (tb->tlb_nr && mm != tb->mm)

@@ -105,6 +105,8 @@ struct ptemu_held_map {
 	uint64_t rcu_section;	/* 0 when mapped outside any RCU section */
 };
 
+#define PTEMU_THREAD_LOCALS 4
+
 struct ptemu_thread {
 	struct ptemu_machine *machine;
 	char name[32];
@@ -121,7 +123,20 @@ struct ptemu_thread {
 	/* Folio locks held: counted, with one held-lock entry for the class, as lockdep does
 	 * not track them one by one either (collapse_file holds hundreds). */
 	int folios_held;
+	/* ptemu_thread_local's storage, by key. */
+	void *locals[PTEMU_THREAD_LOCALS];
 };
+
+/* Storage of the model's thread, for state the kernel keeps per CPU and that must not
+ * follow the host thread: in a deterministic run a ptemu thread runs on whichever host
+ * thread holds the baton. `key` is zero-initialised with its size set; `host` is the host
+ * thread's own instance, for threads that never registered (which stay on theirs). The
+ * storage starts zeroed and lives until the thread unregisters. */
+struct ptemu_thread_local_key {
+	size_t size;
+	int slot;	/* 0 until first used, then slot + 1 */
+};
+void *ptemu_thread_local(struct ptemu_thread_local_key *key, void *host);
 
 /* Registers the calling thread with a machine and with RCU; every thread that touches the
  * model must do this first. A second registration stacks on the first until its
