@@ -1,4 +1,8 @@
 // Lock wrappers: what the checker learns from each acquisition.
+#include <sched.h>
+
+#include <thread>
+
 #include "fixture.h"
 
 using namespace ptemu_test;
@@ -148,4 +152,79 @@ TEST(Sync, SpinlockExcludesOtherThreads)
 	for (auto &x : t)
 		pthread_join(x, nullptr);
 	EXPECT_EQ(counter, 60000);
+}
+
+// Free-running, the sleeping locks' waiters sleep on the lock word: writers exclude
+// everyone, readers see no writer's half-done update, and every waiter is woken.
+TEST(Sync, SleepingLocksExcludeAndWakeTheirSleepers)
+{
+	Locks l;
+	static int a, b, mutexed, torn;
+	a = b = mutexed = torn = 0;
+	auto body = [](void *arg) -> void * {
+		auto *lk = static_cast<Locks *>(arg);
+		ptemu_thread_register(lk->m, "rw");
+		for (int i = 0; i < 3000; i++) {
+			if (i % 3 == 0) {
+				down_write(&lk->mmap_lock);
+				a++;
+				sched_yield();	// a window for readers that must not open
+				b++;
+				up_write(&lk->mmap_lock);
+			} else {
+				down_read(&lk->mmap_lock);
+				if (a != b)
+					__atomic_add_fetch(&torn, 1, __ATOMIC_RELAXED);
+				up_read(&lk->mmap_lock);
+			}
+			mutex_lock(&lk->folio);
+			int v = mutexed;
+			sched_yield();
+			mutexed = v + 1;
+			mutex_unlock(&lk->folio);
+		}
+		ptemu_thread_unregister();
+		return nullptr;
+	};
+	pthread_t t[4];
+	for (auto &x : t)
+		pthread_create(&x, nullptr, body, &l);
+	for (auto &x : t)
+		pthread_join(x, nullptr);
+	EXPECT_EQ(a, 4000);
+	EXPECT_EQ(b, 4000);
+	EXPECT_EQ(torn, 0);
+	EXPECT_EQ(mutexed, 12000);
+	EXPECT_EQ(l.violations(), 0u) << l.describe();
+}
+
+// ptemu_thread_local: one zeroed instance per registered thread and key, the same at every
+// call; a thread that never registered gets the host instance it passes.
+TEST(Sync, ThreadLocalStorageIsTheModelThreads)
+{
+	Locks l;
+	static ptemu_thread_local_key key = { sizeof(uint64_t[8]), 0 };
+	static thread_local uint64_t host[8];
+	auto *mine = static_cast<uint64_t *>(ptemu_thread_local(&key, host));
+	ASSERT_NE(mine, nullptr);
+	EXPECT_NE(mine, host);
+	for (int i = 0; i < 8; i++)
+		EXPECT_EQ(mine[i], 0u);
+	mine[3] = 42;
+	EXPECT_EQ(ptemu_thread_local(&key, host), mine);
+	void *other = nullptr, *unregistered = nullptr, *unregistered_host = nullptr;
+	std::thread([&] {
+		ptemu_thread_register(l.m, "other");
+		auto *p = static_cast<uint64_t *>(ptemu_thread_local(&key, host));
+		other = p;
+		EXPECT_EQ(p[3], 0u);
+		ptemu_thread_unregister();
+	}).join();
+	std::thread([&] {
+		unregistered = ptemu_thread_local(&key, host);
+		unregistered_host = host;
+	}).join();
+	EXPECT_NE(other, mine);
+	EXPECT_EQ(unregistered, unregistered_host);
+	EXPECT_EQ(mine[3], 42u);
 }
