@@ -50,16 +50,22 @@ void rcu_read_lock(void)
 	struct ptemu_thread *t = ptemu_current();
 
 	ptemu_sched_point();
-	urcu_memb_read_lock();
 	if (t && t->rcu_depth++ == 0) {
+		/* A scheduled thread's sections are the scheduler's to end (its grace periods
+		 * are), and liburcu's reader state belongs to a host thread, which a scheduled
+		 * thread changes at baton passes. */
+		t->rcu_on_urcu = t->sched_id < 0;
 		t->rcu_section = __atomic_add_fetch(&next_section, 1, __ATOMIC_RELAXED);
 		t->rcu_sections_entered++;
 	}
+	if (!t || t->rcu_on_urcu)
+		urcu_memb_read_lock();
 }
 
 void rcu_read_unlock(void)
 {
 	struct ptemu_thread *t = ptemu_current();
+	bool on_urcu = !t || t->rcu_on_urcu;
 
 	if (t) {
 		if (t->rcu_depth == 0) {
@@ -74,7 +80,8 @@ void rcu_read_unlock(void)
 		}
 	}
 	hb_release(&grace_period_hb);
-	urcu_memb_read_unlock();
+	if (on_urcu)
+		urcu_memb_read_unlock();
 	ptemu_sched_point();
 }
 

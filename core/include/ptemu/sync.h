@@ -114,6 +114,7 @@ struct ptemu_thread {
 	int rcu_depth;
 	uint64_t rcu_section;	/* sequence number of the current outermost RCU section */
 	uint64_t rcu_sections_entered;
+	bool rcu_on_urcu;	/* the outermost section holds liburcu's read lock */
 	int nr_held;
 	struct ptemu_held_lock held[PTEMU_MAX_HELD_LOCKS];
 	int nr_maps;
