@@ -166,6 +166,51 @@ INSTANTIATE_TEST_SUITE_P(
 					 "dontneed-race", "truncate-race", "shared-alias")),
 	GuestName);
 
+// A pass is a switch of stacks on the host thread that holds the baton, so scheduled
+// threads run on host threads not their own; what is theirs goes with them (`current`,
+// ptemu_thread_local, their stack), and each ends on its own host thread.
+TEST(DetScheduler, AThreadKeepsWhatIsItsOwnOnWhicheverHostThreadRunsIt)
+{
+	MachineHolder h("arm64");
+	ptemu_sched_config sc{};
+	sc.seed = 7;
+	sc.max_steps = 100000;
+	ASSERT_EQ(ptemu_sched_create(h.m, &sc), 0);
+	static ptemu_thread_local_key key = { sizeof(uint64_t), 0 };
+	static thread_local uint64_t host_slot;
+	std::atomic<int> wrong{ 0 }, away{ 0 }, ended_away{ 0 };
+	auto body = [&](uint64_t tag) {
+		pthread_t home = pthread_self();
+		ptemu_thread *me = ptemu_thread_register(h.m, "yielder");
+		uint64_t on_stack = tag;
+		*static_cast<uint64_t *>(ptemu_thread_local(&key, &host_slot)) = tag;
+		for (int i = 0; i < 2000; i++) {
+			ptemu_sched_yield();
+			if (ptemu_current() != me || on_stack != tag ||
+			    *static_cast<uint64_t *>(ptemu_thread_local(&key, &host_slot)) != tag)
+				wrong++;
+			if (!pthread_equal(pthread_self(), home))
+				away++;
+		}
+		ptemu_thread_unregister();
+		if (!pthread_equal(pthread_self(), home))
+			ended_away++;
+	};
+	std::vector<std::thread> ts;
+	for (uint64_t i = 0; i < 4; i++) {
+		ts.emplace_back(body, 100 + i);
+		ptemu_sched_wait_threads(h.m, 2 + (unsigned)i);
+	}
+	ptemu_sched_start(h.m);
+	for (auto &t : ts)
+		t.join();
+	ptemu_sched_destroy(h.m, nullptr, nullptr);
+	EXPECT_EQ(wrong.load(), 0);
+	EXPECT_GT(away.load(), 1000) << "passes should run threads on the passer's host thread";
+	EXPECT_EQ(ended_away.load(), 0);
+	EXPECT_EQ(h.violations(), 0u) << h.describe();
+}
+
 // Two threads take two locks in opposite order, yielding in between: the scheduler sees
 // that neither can run and reports a deadlock naming what each waits for.
 TEST(DetScheduler, ConstructedDeadlockIsReportedNotHung)

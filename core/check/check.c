@@ -14,6 +14,7 @@
 #include <ptemu/sync.h>
 
 #include "internal.h"
+#include "baton.h"
 
 /* Lifetime of one PTE table slot (a page, a half or a fragment). */
 struct table_slot {
@@ -302,6 +303,14 @@ static uint64_t rcu_stamps;
 /* The stamp of the RCU callback the calling thread is running, 0 outside one. */
 static _Thread_local uint64_t running_callback_stamp;
 
+static void *running_callback_stamp_address(void)
+{
+	return &running_callback_stamp;
+}
+
+static struct baton_local running_callback_stamp_local = { running_callback_stamp_address,
+							   sizeof(running_callback_stamp), 0 };
+
 uint64_t check_rcu_stamp(void)
 {
 	return __atomic_add_fetch(&rcu_stamps, 1, __ATOMIC_SEQ_CST);
@@ -309,6 +318,7 @@ uint64_t check_rcu_stamp(void)
 
 uint64_t check_rcu_callback_enter(uint64_t queued_stamp)
 {
+	baton_local_register(&running_callback_stamp_local);
 	uint64_t outer = running_callback_stamp;
 
 	running_callback_stamp = queued_stamp;

@@ -1,4 +1,5 @@
-/* The deterministic scheduler: a baton passed between real threads (DESIGN.md section 7). */
+/* The deterministic scheduler: a baton passed between ptemu threads (DESIGN.md section 7);
+ * baton.c moves it. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -13,11 +14,11 @@
 #include <ptemu/sync.h>
 
 #include "internal.h"
+#include "baton.h"
 
 #define SCHED_MAX_CHANGE_POINTS 16
 /* Random walk: the chance of a switch at a scheduling point is 1 in this; guest blocks,
- * which come every few instructions, switch more rarely (a handoff costs two host
- * context switches). */
+ * which come every few instructions, switch more rarely. */
 #define SCHED_SWITCH_ODDS 8
 #define SCHED_BLOCK_SWITCH_ODDS 128
 /* Window points (ptemu_sched_point_window): a random walk switches 1 in this there, and
@@ -34,19 +35,14 @@
  * reclaim between a map's pmd read and its lock) need many small preemptions, which PCT's
  * few change points almost never give (no-pmd-recheck: 30% of seeds without, all with). */
 #define SCHED_PCT_NOISE_ODDS 512
-/* Rounds of a pause a thread that passed the baton on watches for its return. */
-#define SCHED_HANDOFF_SPINS 256
-/* A thread whose watch ended without the baton this many times in a row only watches at
- * one handoff in SCHED_HANDOFF_PROBE_EVERY (to notice when returns get quick again): a
- * watch that fails is CPU time on top of the futex wait it was to spare. */
-#define SCHED_HANDOFF_MISSES 4
-#define SCHED_HANDOFF_PROBE_EVERY 16
 /* Added to a wide window's sunk_seq: after any other sunk thread, however many sinks. */
 #define SCHED_SUNK_WIDE_LATER (UINT64_C(1) << 62)
 
 struct sthread {
 	struct ptemu_thread *t;
-	pthread_cond_t cv;
+	struct baton_ctx ctx;
+	/* Waits for the baton, suspended: whoever gives it the baton resumes it (mu). */
+	bool parked;
 	bool live;
 	const void *blocked_on;
 	const char *blocked_what;
@@ -68,9 +64,6 @@ struct sthread {
 	bool in_long_window;	/* between ptemu_sched_long_window_begin and _end */
 	uint64_t lw_tables[PTEMU_SCHED_LONG_WINDOW_TABLES];	/* what that window changes */
 	unsigned lw_ntables;
-	/* Host timing only, never a decision: handoffs whose watch missed the baton's return,
-	 * in a row, and handoffs since the last watch. */
-	unsigned watch_misses, unwatched;
 };
 
 /* A thread that was inside an RCU section when a callback was queued, and that section. */
@@ -205,42 +198,38 @@ bool ptemu_sched_deadlocked(const struct ptemu_machine *m)
 	return m->sched && __atomic_load_n(&m->sched->deadlocked, __ATOMIC_ACQUIRE);
 }
 
-static void cpu_relax(void)
+/* Gives the baton to `next` (-1: nobody) and, when `me` is a thread other than `next`,
+ * suspends `me` until the baton comes back to it (mu held on entry, released on return). A
+ * thread that waits for the baton is parked: the one giving it resumes it, by a switch
+ * when it runs a scheduled thread itself, else by waking its host thread. */
+static void pass_unlock(struct ptemu_sched *s, int me, int next)
 {
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield");
-#endif
+	bool resume = next >= 0 && next != me && s->th[next].parked;
+
+	__atomic_store_n(&s->current, next, __ATOMIC_RELEASE);
+	if (resume)
+		s->th[next].parked = false;
+	if (me < 0 || next == me) {
+		pthread_mutex_unlock(&s->mu);
+		if (resume)
+			baton_resume_at_home(&s->th[next].ctx);
+		return;
+	}
+	s->th[me].parked = true;
+	pthread_mutex_unlock(&s->mu);
+	if (resume)
+		baton_switch(&s->th[me].ctx, &s->th[next].ctx);
+	else
+		baton_park(&s->th[me].ctx);
 }
 
-/* Hands the baton to `next` and waits until it comes back to `me` (mu held). The wait
- * watches s->current for a while before it sleeps: a baton often comes back within
- * microseconds, and a futex wait and wake cost more than that. A thread that is spinning
- * is not in its condition wait, so the signal to it costs nothing. */
-static void handoff_locked(struct ptemu_sched *s, int me, int next)
+/* A thread that can never run again: its host thread sleeps for good (mu held). */
+_Noreturn static void park_for_good(struct ptemu_sched *s, int me)
 {
-	if (next != me) {
-		__atomic_store_n(&s->current, next, __ATOMIC_RELEASE);
-		fold_locked(s, PTEMU_EV_SWITCH, ((uint64_t)(me & 0xffff) << 16) | (uint64_t)next, s->steps);
-		pthread_cond_signal(&s->th[next].cv);
-		pthread_mutex_unlock(&s->mu);
-		struct sthread *t = &s->th[me];
-
-		if (t->watch_misses < SCHED_HANDOFF_MISSES || ++t->unwatched >= SCHED_HANDOFF_PROBE_EVERY) {
-			unsigned i = 0;
-
-			t->unwatched = 0;
-			while (i < SCHED_HANDOFF_SPINS && __atomic_load_n(&s->current, __ATOMIC_ACQUIRE) != me) {
-				cpu_relax();
-				i++;
-			}
-			t->watch_misses = i < SCHED_HANDOFF_SPINS ? 0 : t->watch_misses + 1;
-		}
-		pthread_mutex_lock(&s->mu);
-	}
-	while (s->current != me)
-		pthread_cond_wait(&s->th[me].cv, &s->mu);
+	s->th[me].parked = false;
+	pthread_mutex_unlock(&s->mu);
+	for (;;)
+		baton_park(&s->th[me].ctx);
 }
 
 static bool runnable(const struct ptemu_sched *s, int i)
@@ -421,11 +410,8 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spin
 	int next, noise = -1;
 
 	pthread_mutex_lock(&s->mu);
-	if (__atomic_load_n(&s->deadlocked, __ATOMIC_ACQUIRE)) {
-		/* Nothing can finish any more: park for good. */
-		for (;;)
-			pthread_cond_wait(&s->th[me].cv, &s->mu);
-	}
+	if (__atomic_load_n(&s->deadlocked, __ATOMIC_ACQUIRE))
+		park_for_good(s, me);	/* nothing can finish any more */
 	s->steps++;
 	if (s->th[me].spinning != spinning) {
 		s->th[me].spinning = spinning;
@@ -471,21 +457,15 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spin
 		s->th[next].sunk_wide = false;
 		s->gen++;
 	}
-	if (next < 0 && only_rcu_thread_left(s)) {
-		/* Idle: the RCU thread waits for work; the next thread to come takes the baton. */
-		__atomic_store_n(&s->current, -1, __ATOMIC_RELEASE);
-		while (s->current != me)
-			pthread_cond_wait(&s->th[me].cv, &s->mu);
-		pthread_mutex_unlock(&s->mu);
-		return;
-	}
-	if (next < 0) {
+	if (next < 0 && !only_rcu_thread_left(s)) {
 		report_deadlock_locked(s);
-		for (;;)
-			pthread_cond_wait(&s->th[me].cv, &s->mu);
+		park_for_good(s, me);
 	}
-	handoff_locked(s, me, next);
-	pthread_mutex_unlock(&s->mu);
+	/* next < 0: idle, the RCU thread waits for work; the next thread to come takes the
+	 * baton. */
+	if (next >= 0 && next != me)
+		fold_locked(s, PTEMU_EV_SWITCH, ((uint64_t)(me & 0xffff) << 16) | (uint64_t)next, s->steps);
+	pass_unlock(s, me, next);
 }
 
 void ptemu_sched_point(void)
@@ -657,15 +637,18 @@ static void attach(struct ptemu_thread *t, bool wait_for_baton)
 	/* PCT: random distinct priorities above every change point's. */
 	s->th[id].prio = s->cfg.pct_depth + 1 + (next_rand(&s->rng) % 1000000) * PTEMU_SCHED_MAX_THREADS + (uint64_t)id;
 	s->gen++;
-	pthread_cond_init(&s->th[id].cv, NULL);
+	baton_ctx_init(&s->th[id].ctx);
 	t->sched_id = id;
 	pthread_cond_broadcast(&s->registered);
 	/* After the start, a newcomer to an idle scheduler takes the baton. */
 	if (s->started && s->current < 0)
 		__atomic_store_n(&s->current, id, __ATOMIC_RELEASE);
-	while (wait_for_baton && s->current != id)
-		pthread_cond_wait(&s->th[id].cv, &s->mu);
+	bool park = wait_for_baton && s->current != id;
+
+	s->th[id].parked = park;
 	pthread_mutex_unlock(&s->mu);
+	if (park)
+		baton_park(&s->th[id].ctx);
 }
 
 void ptemu_sched_attach(struct ptemu_thread *t)
@@ -689,14 +672,26 @@ void ptemu_sched_detach(struct ptemu_thread *t)
 	if (me != 0 && only_rcu_thread_left(s))
 		s->final_steps = s->steps;
 	next = pick_locked(s, me, true, SCHED_SWITCH_ODDS, -1);
-	if (next >= 0) {
-		__atomic_store_n(&s->current, next, __ATOMIC_RELEASE);
+	if (next >= 0)
 		fold_locked(s, PTEMU_EV_SWITCH, ((uint64_t)(me & 0xffff) << 16) | (uint64_t)next, s->steps);
-		pthread_cond_signal(&s->th[next].cv);
+	struct baton_ctx *ctx = &s->th[me].ctx;
+
+	/* It ends on its own host thread, after the baton has gone on. */
+	if (baton_at_home(ctx)) {
+		pass_unlock(s, -1, next);
 	} else {
-		__atomic_store_n(&s->current, -1, __ATOMIC_RELEASE);
+		bool resume = next >= 0 && s->th[next].parked;
+
+		__atomic_store_n(&s->current, next, __ATOMIC_RELEASE);
+		if (resume)
+			s->th[next].parked = false;
+		pthread_mutex_unlock(&s->mu);
+		if (resume)
+			baton_switch_and_send_home(ctx, &s->th[next].ctx);
+		else
+			baton_park_and_send_home(ctx);
 	}
-	pthread_mutex_unlock(&s->mu);
+	baton_ctx_done(ctx);
 }
 
 void ptemu_sched_start(struct ptemu_machine *m)
@@ -709,18 +704,12 @@ void ptemu_sched_start(struct ptemu_machine *m)
 	pthread_mutex_lock(&s->mu);
 	s->started = true;
 	first = pick_locked(s, -1, false, SCHED_SWITCH_ODDS, -1);
-	__atomic_store_n(&s->current, first, __ATOMIC_RELEASE);
-	if (first >= 0) {
+	if (first >= 0)
 		fold_locked(s, PTEMU_EV_SWITCH, (0xffffull << 16) | (uint64_t)first, s->steps);
-		pthread_cond_signal(&s->th[first].cv);
-	}
 	/* A scheduled starter (the creator of the others) waits for its turn. */
 	struct ptemu_thread *t = ptemu_current();
 
-	if (t && t->machine == m && t->sched_id >= 0)
-		while (s->current != t->sched_id)
-			pthread_cond_wait(&s->th[t->sched_id].cv, &s->mu);
-	pthread_mutex_unlock(&s->mu);
+	pass_unlock(s, t && t->machine == m ? t->sched_id : -1, first);
 }
 
 void ptemu_sched_attach_current(void)
@@ -925,11 +914,10 @@ void ptemu_sched_destroy(struct ptemu_machine *m, uint64_t *digest, uint64_t *st
 	s->th[0].blocked_on = NULL;
 	s->gen++;
 	/* Nobody else is left: the RCU thread gets the baton to finish. */
-	if (s->current < 0 || !s->th[s->current].live) {
-		__atomic_store_n(&s->current, 0, __ATOMIC_RELEASE);
-		pthread_cond_signal(&s->th[0].cv);
-	}
-	pthread_mutex_unlock(&s->mu);
+	if (s->current < 0 || !s->th[s->current].live)
+		pass_unlock(s, -1, 0);
+	else
+		pthread_mutex_unlock(&s->mu);
 	pthread_join(s->rcu_thread, NULL);
 	/* Only now: the RCU thread may have run callbacks (and folded their events) after
 	 * every other thread had gone. The step count stays the one frozen then. */
@@ -938,8 +926,6 @@ void ptemu_sched_destroy(struct ptemu_machine *m, uint64_t *digest, uint64_t *st
 	if (steps)
 		*steps = s->final_steps ? s->final_steps : s->steps;
 	m->sched = NULL;
-	for (int i = 0; i < s->n; i++)
-		pthread_cond_destroy(&s->th[i].cv);
 	free(s->pending);
 	free(s);
 }

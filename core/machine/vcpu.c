@@ -34,6 +34,7 @@
 
 #include "workloads/include/ptemu_abi.h"
 #include "internal.h"
+#include "check/baton.h"
 
 #define MAX_PROCS 16
 #define MAX_VCPUS 16
@@ -197,6 +198,13 @@ static void flush_hw(void *ctx)
 }
 
 static __thread struct vcpu *current_vcpu;
+
+static void *current_vcpu_address(void)
+{
+	return &current_vcpu;
+}
+
+static struct baton_local current_vcpu_local = { current_vcpu_address, sizeof(current_vcpu), 0 };
 
 /* Whose TLB can still be used: a vCPU that has exited never translates again, so it is
  * no shootdown target and its stale entries are no violation (with 256 vCPUs, checking
@@ -943,6 +951,7 @@ static void *vcpu_main(void *arg)
 
 	snprintf(name, sizeof(name), "vcpu-%u.%u", v->proc->index, v->index);
 	v->thread_rec = ptemu_thread_register(v->run->m, name);
+	baton_local_register(&current_vcpu_local);
 	current_vcpu = v;
 	vcpu_loop(v);
 	__atomic_store_n(&v->activity, ACT_EXITED, __ATOMIC_RELEASE);

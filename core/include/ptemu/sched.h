@@ -1,5 +1,6 @@
 /* The deterministic scheduler (DESIGN.md section 7). Every ptemu thread is a real thread,
- * but only the one holding the baton runs; at each scheduling point the holder asks the
+ * but only the one holding the baton runs, on whichever host thread holds it (a pass is
+ * a switch of stacks, check/baton.h); at each scheduling point the holder asks the
  * scheduler which thread runs next (seeded random walk, or PCT). Blocking waits are
  * known to it: a thread whose lock is taken blocks on the lock and is not picked again
  * until the lock is released; when no thread can run, that is a deadlock, reported with
