@@ -1,11 +1,13 @@
 /* ptemu bench determinism: what the deterministic scheduler costs. The same workload, seed
  * and configuration free-running and deterministic; guest instructions per host
  * CPU-second (user + system time of the whole process, so that the number of cores does
- * not matter) of each, and their ratio. A measurement, not a check. */
+ * not matter) of each, and their ratio; and what one baton pass costs alone. A
+ * measurement, not a check. */
 #include <inttypes.h>
 #include <math.h>
 #include <sys/resource.h>
 
+#include <ptemu/bench.h>
 
 #include "cli.h"
 
@@ -37,7 +39,8 @@ const struct cli_command cmd_bench_determinism = {
 	"bench determinism", "[options]",
 	"one workload free-running and deterministic (PCT), each --repeat times interleaved: "
 	"guest instructions per host CPU-second of each, and the cost of determinism as their "
-	"ratio (target <= 5): the median pair's, with the lowest and highest ratio",
+	"ratio (target <= 5): the median pair's, with the lowest and highest ratio; and the "
+	"CPU time of one baton pass between threads that only yield (2 and 8 threads)",
 	determinism_options, &determinism_defaults, true, NULL, determinism_main,
 };
 
@@ -93,6 +96,27 @@ static int measure(const struct ptemu_arch *a, const struct cli_opts *o, bool de
 	return 0;
 }
 
+/* Baton passes between threads that do nothing else, at two thread counts: fewer and more
+ * threads than this machine's 2 cores. */
+#define BATON_BENCH_PASSES 500000
+static const unsigned baton_bench_threads[2] = { 2, 8 };
+
+static int measure_baton(const struct ptemu_arch *a, double cpu_ns[2], double wall_ns[2])
+{
+	for (unsigned i = 0; i < 2; i++) {
+		struct ptemu_bench_baton_result r;
+
+		if (ptemu_bench_baton(a, baton_bench_threads[i], BATON_BENCH_PASSES / baton_bench_threads[i],
+				      &r)) {
+			fprintf(stderr, "ptemu: %s: baton bench: %s\n", a->name, r.error);
+			return EXIT_INTERNAL;
+		}
+		cpu_ns[i] = r.cpu_seconds * 1e9 / (double)r.passes;
+		wall_ns[i] = r.elapsed * 1e9 / (double)r.passes;
+	}
+	return 0;
+}
+
 /* The free-running and deterministic runs of one model, interleaved so that a drift of
  * the machine falls on both sides; the pair whose ratio is the median stands for them. */
 static int determinism_main(int argc, char **argv)
@@ -123,6 +147,12 @@ static int determinism_main(int argc, char **argv)
 							      : 0;
 		}
 		struct spread cost = spread_of(costs, k);
+		double baton_cpu[2], baton_wall[2];
+
+		if ((rc = measure_baton(a, baton_cpu, baton_wall))) {
+			out_discard(&json);
+			return rc;
+		}
 
 		/* The repetition nearest the median ratio (the median itself when k is odd). */
 		for (unsigned r = 1; r < k; r++)
@@ -133,9 +163,11 @@ static int determinism_main(int argc, char **argv)
 		fprintf(summary,
 			"%-11s free-running %.0f instr/cpu-s (%" PRIu64 " in %.2f cpu-s) | deterministic "
 			"%.0f instr/cpu-s (%" PRIu64 " in %.2f cpu-s, %" PRIu64 " steps) | cost %.2f "
-			"[%.2f..%.2f of %u] (target <= 5)\n",
+			"[%.2f..%.2f of %u] (target <= 5) | baton pass %.0f ns (2 threads), %.0f ns (8) of "
+			"CPU\n",
 			a->name, f->per_cpu_second, f->instructions, f->cpu, d->per_cpu_second,
-			d->instructions, d->cpu, d->steps, costs[mid], cost.lo, cost.hi, k);
+			d->instructions, d->cpu, d->steps, costs[mid], cost.lo, cost.hi, k, baton_cpu[0],
+			baton_cpu[1]);
 		fflush(summary);
 		if (json.path)
 			fprintf(json.f, "%s{\"arch\":\"%s\",\"workload\":\"%s\",\"seed\":%" PRIu64
@@ -144,10 +176,12 @@ static int determinism_main(int argc, char **argv)
 				"\"deterministic\":{\"instructions\":%" PRIu64 ",\"cpu_seconds\":%.6f,"
 				"\"elapsed\":%.3f,\"steps\":%" PRIu64 ",\"instructions_per_cpu_second\":%.0f},"
 				"\"cost_ratio\":%.3f,\"cost_ratio_lowest\":%.3f,\"cost_ratio_highest\":%.3f,"
-				"\"repeat\":%u}",
+				"\"repeat\":%u,\"baton_pass\":[{\"threads\":%u,\"cpu_ns\":%.1f,"
+				"\"elapsed_ns\":%.1f},{\"threads\":%u,\"cpu_ns\":%.1f,\"elapsed_ns\":%.1f}]}",
 				i ? "," : "", a->name, o.workload, o.seed, f->instructions, f->cpu, f->elapsed,
 				f->per_cpu_second, d->instructions, d->cpu, d->elapsed, d->steps, d->per_cpu_second,
-				costs[mid], cost.lo, cost.hi, k);
+				costs[mid], cost.lo, cost.hi, k, baton_bench_threads[0], baton_cpu[0], baton_wall[0],
+				baton_bench_threads[1], baton_cpu[1], baton_wall[1]);
 	}
 	return json_list_end(&json, EXIT_CLEAN);
 }

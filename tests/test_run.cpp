@@ -507,7 +507,7 @@ TEST(Cli, BenchDeterminismReportsBothRatesAndTheirRatio)
 		EXPECT_NEAR(rate[i], instr[i] / cpu[i], rate[i] * 0.01 + 1) << out;
 	}
 	ASSERT_TRUE(std::regex_search(out, mt, std::regex("\"cost_ratio\":([0-9.]+),\"cost_ratio_lowest\":([0-9.]+),"
-							  "\"cost_ratio_highest\":([0-9.]+),\"repeat\":2\\}")))
+							  "\"cost_ratio_highest\":([0-9.]+),\"repeat\":2,")))
 		<< out;
 	EXPECT_NEAR(std::stod(mt[1]), rate[0] / rate[1], 0.01 * rate[0] / rate[1] + 0.001) << out;
 	// The reported pair is one of the two repetitions: the lowest or the highest ratio.
@@ -516,6 +516,15 @@ TEST(Cli, BenchDeterminismReportsBothRatesAndTheirRatio)
 		    std::abs(std::stod(mt[1]) - std::stod(mt[3])) < 0.002)
 		<< out;
 	EXPECT_NE(out.find("(target <= 5)"), std::string::npos) << out;
+	// The baton alone, at 2 and 8 threads: CPU and elapsed time per pass.
+	std::smatch bm;
+	ASSERT_TRUE(std::regex_search(out, bm, std::regex("\"baton_pass\":\\[\\{\"threads\":2,\"cpu_ns\":([0-9.]+),"
+							  "\"elapsed_ns\":([0-9.]+)\\},\\{\"threads\":8,"
+							  "\"cpu_ns\":([0-9.]+),\"elapsed_ns\":([0-9.]+)\\}\\]\\}")))
+		<< out;
+	for (int i = 1; i <= 4; i++)
+		EXPECT_GT(std::stod(bm[i]), 0) << out;
+	EXPECT_NE(out.find("baton pass "), std::string::npos) << out;
 }
 
 // bench latency --repeat: each protocol's runs, their median, lowest and highest, and the

@@ -50,6 +50,20 @@ struct ptemu_bench_bare_result {
 int ptemu_bench_bare(const struct ptemu_arch *arch, const char *image, double seconds, uint64_t seed,
 		     unsigned tlb_entries, bool grow_tlb, struct ptemu_bench_bare_result *res);
 
+/* The deterministic scheduler's baton pass alone: `threads` scheduled threads (at most
+ * PTEMU_BENCH_BATON_MAX_THREADS) that yield `yields` times each, every yield a pass to
+ * another (random walk), on a machine of `arch` that runs no guest. The time is from the
+ * start of the schedule to the last thread's exit; CPU time is the whole process's (user
+ * + system), as the host threads it takes are the measure. 0, or -1 with a message. */
+#define PTEMU_BENCH_BATON_MAX_THREADS 64
+struct ptemu_bench_baton_result {
+	uint64_t passes, steps;
+	double cpu_seconds, elapsed;
+	char error[256];
+};
+int ptemu_bench_baton(const struct ptemu_arch *arch, unsigned threads, uint64_t yields,
+		      struct ptemu_bench_baton_result *res);
+
 #ifdef __cplusplus
 }
 #endif
