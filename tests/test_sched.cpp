@@ -3,6 +3,9 @@
 // a deadlock is reported instead of hanging.
 #include "fixture.h"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <ptemu/ptstress.h>
 #include <ptemu/run.h>
 #include <ptemu/sched.h>
@@ -180,7 +183,9 @@ TEST(DetScheduler, AThreadKeepsWhatIsItsOwnOnWhicheverHostThreadRunsIt)
 	static thread_local uint64_t host_slot;
 	std::atomic<int> wrong{ 0 }, away{ 0 }, ended_away{ 0 };
 	auto body = [&](uint64_t tag) {
-		pthread_t home = pthread_self();
+		// The kernel's thread id: pthread_self is declared const, and a compiler may
+		// keep it across the yields.
+		long home = syscall(SYS_gettid);
 		ptemu_thread *me = ptemu_thread_register(h.m, "yielder");
 		uint64_t on_stack = tag;
 		*static_cast<uint64_t *>(ptemu_thread_local(&key, &host_slot)) = tag;
@@ -189,11 +194,11 @@ TEST(DetScheduler, AThreadKeepsWhatIsItsOwnOnWhicheverHostThreadRunsIt)
 			if (ptemu_current() != me || on_stack != tag ||
 			    *static_cast<uint64_t *>(ptemu_thread_local(&key, &host_slot)) != tag)
 				wrong++;
-			if (!pthread_equal(pthread_self(), home))
+			if (syscall(SYS_gettid) != home)
 				away++;
 		}
 		ptemu_thread_unregister();
-		if (!pthread_equal(pthread_self(), home))
+		if (syscall(SYS_gettid) != home)
 			ended_away++;
 	};
 	std::vector<std::thread> ts;

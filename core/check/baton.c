@@ -54,7 +54,7 @@ static __thread struct baton_host *this_host;
 
 /* ---- the registers ------------------------------------------------------------------ */
 
-#if defined(__x86_64__)
+#ifdef BATON_SWAP_ASM
 /* Pushes the callee-saved registers (and the SSE and x87 control words, callee-saved too),
  * saves the stack pointer to *save, loads `load` and pops the other side's. */
 void baton_swap(struct baton_regs *save, struct baton_regs *load) __asm__("ptemu_baton_swap");

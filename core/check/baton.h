@@ -20,7 +20,11 @@ struct baton_host;
 #define BATON_LOCAL_SLOTS 8
 #define BATON_LOCAL_BYTES 64
 
-#if defined(__x86_64__)
+/* The registers: a stack pointer on x86-64, whose switch is a few instructions; ucontext's
+ * elsewhere (a signal-mask system call per switch). PTEMU_BATON_UCONTEXT builds the
+ * ucontext path on x86-64 too, to test it there. */
+#if defined(__x86_64__) && !defined(PTEMU_BATON_UCONTEXT)
+#define BATON_SWAP_ASM 1
 struct baton_regs {
 	void *sp;
 };
