@@ -318,24 +318,14 @@ bool baton_at_home(const struct baton_ctx *c)
 	return c->home == this_host;
 }
 
-void baton_switch(struct baton_ctx *from, struct baton_ctx *to)
+void baton_switch(struct baton_ctx *from, struct baton_ctx *to, bool send_home)
 {
-	switch_here(from, to, false);
+	switch_here(from, to, send_home);
 }
 
-void baton_switch_and_send_home(struct baton_ctx *from, struct baton_ctx *to)
+void baton_park(struct baton_ctx *from, bool send_home)
 {
-	switch_here(from, to, true);
-}
-
-void baton_park(struct baton_ctx *from)
-{
-	park_here(from, false);
-}
-
-void baton_park_and_send_home(struct baton_ctx *from)
-{
-	park_here(from, true);
+	park_here(from, send_home);
 }
 
 void baton_resume_at_home(struct baton_ctx *c)

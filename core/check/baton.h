@@ -52,13 +52,12 @@ void baton_ctx_init(struct baton_ctx *c);
 bool baton_at_home(const struct baton_ctx *c);
 /* Suspends `from` (running here) and runs `to` here; returns when someone resumes
  * `from`, on whatever host thread then holds the baton. `to` must be suspended or about
- * to be (it is waited for). The _and_send_home forms are for `from` leaving the
- * scheduler: once it is suspended, its own host thread resumes it, outside the baton. */
-void baton_switch(struct baton_ctx *from, struct baton_ctx *to);
-void baton_switch_and_send_home(struct baton_ctx *from, struct baton_ctx *to);
-/* Suspends `from`; this host thread parks until asked to resume some context. */
-void baton_park(struct baton_ctx *from);
-void baton_park_and_send_home(struct baton_ctx *from);
+ * to be (it is waited for). `send_home`: `from` leaves the scheduler, and once it is
+ * suspended its own host thread resumes it, outside the baton. */
+void baton_switch(struct baton_ctx *from, struct baton_ctx *to, bool send_home);
+/* Suspends `from` (send_home as above); this host thread parks until asked to resume
+ * some context. */
+void baton_park(struct baton_ctx *from, bool send_home);
 /* From outside any context (or from one staying at home): c's own host thread, parked,
  * resumes it. */
 void baton_resume_at_home(struct baton_ctx *c);

@@ -199,28 +199,32 @@ bool ptemu_sched_deadlocked(const struct ptemu_machine *m)
 }
 
 /* Gives the baton to `next` (-1: nobody) and, when `me` is a thread other than `next`,
- * suspends `me` until the baton comes back to it (mu held on entry, released on return). A
+ * suspends `me` until the baton comes back to it, or, when it is `leaving` the scheduler,
+ * until its own host thread takes it back (mu held on entry, released on return). A
  * thread that waits for the baton is parked: the one giving it resumes it, by a switch
  * when it runs a scheduled thread itself, else by waking its host thread. */
-static void pass_unlock(struct ptemu_sched *s, int me, int next)
+static void pass_unlock(struct ptemu_sched *s, int me, int next, bool leaving)
 {
 	bool resume = next >= 0 && next != me && s->th[next].parked;
+	struct baton_ctx *from = me >= 0 ? &s->th[me].ctx : NULL;
 
 	__atomic_store_n(&s->current, next, __ATOMIC_RELEASE);
 	if (resume)
 		s->th[next].parked = false;
-	if (me < 0 || next == me) {
-		pthread_mutex_unlock(&s->mu);
+	/* A thread leaving on its own host thread just goes on there. */
+	if (from && (next == me || (leaving && baton_at_home(from))))
+		from = NULL;
+	if (from && !leaving)
+		s->th[me].parked = true;
+	pthread_mutex_unlock(&s->mu);
+	if (!from) {
 		if (resume)
 			baton_resume_at_home(&s->th[next].ctx);
-		return;
+	} else if (resume) {
+		baton_switch(from, &s->th[next].ctx, leaving);
+	} else {
+		baton_park(from, leaving);
 	}
-	s->th[me].parked = true;
-	pthread_mutex_unlock(&s->mu);
-	if (resume)
-		baton_switch(&s->th[me].ctx, &s->th[next].ctx);
-	else
-		baton_park(&s->th[me].ctx);
 }
 
 /* A thread that can never run again: its host thread sleeps for good (mu held). */
@@ -229,7 +233,7 @@ _Noreturn static void park_for_good(struct ptemu_sched *s, int me)
 	s->th[me].parked = false;
 	pthread_mutex_unlock(&s->mu);
 	for (;;)
-		baton_park(&s->th[me].ctx);
+		baton_park(&s->th[me].ctx, false);
 }
 
 static bool runnable(const struct ptemu_sched *s, int i)
@@ -465,7 +469,7 @@ static void schedule(struct ptemu_sched *s, int me, bool force_switch, bool spin
 	 * baton. */
 	if (next >= 0 && next != me)
 		fold_locked(s, PTEMU_EV_SWITCH, ((uint64_t)(me & 0xffff) << 16) | (uint64_t)next, s->steps);
-	pass_unlock(s, me, next);
+	pass_unlock(s, me, next, false);
 }
 
 void ptemu_sched_point(void)
@@ -648,7 +652,7 @@ static void attach(struct ptemu_thread *t, bool wait_for_baton)
 	s->th[id].parked = park;
 	pthread_mutex_unlock(&s->mu);
 	if (park)
-		baton_park(&s->th[id].ctx);
+		baton_park(&s->th[id].ctx, false);
 }
 
 void ptemu_sched_attach(struct ptemu_thread *t)
@@ -674,24 +678,9 @@ void ptemu_sched_detach(struct ptemu_thread *t)
 	next = pick_locked(s, me, true, SCHED_SWITCH_ODDS, -1);
 	if (next >= 0)
 		fold_locked(s, PTEMU_EV_SWITCH, ((uint64_t)(me & 0xffff) << 16) | (uint64_t)next, s->steps);
-	struct baton_ctx *ctx = &s->th[me].ctx;
-
 	/* It ends on its own host thread, after the baton has gone on. */
-	if (baton_at_home(ctx)) {
-		pass_unlock(s, -1, next);
-	} else {
-		bool resume = next >= 0 && s->th[next].parked;
-
-		__atomic_store_n(&s->current, next, __ATOMIC_RELEASE);
-		if (resume)
-			s->th[next].parked = false;
-		pthread_mutex_unlock(&s->mu);
-		if (resume)
-			baton_switch_and_send_home(ctx, &s->th[next].ctx);
-		else
-			baton_park_and_send_home(ctx);
-	}
-	baton_ctx_done(ctx);
+	pass_unlock(s, me, next, true);
+	baton_ctx_done(&s->th[me].ctx);
 }
 
 void ptemu_sched_start(struct ptemu_machine *m)
@@ -709,7 +698,7 @@ void ptemu_sched_start(struct ptemu_machine *m)
 	/* A scheduled starter (the creator of the others) waits for its turn. */
 	struct ptemu_thread *t = ptemu_current();
 
-	pass_unlock(s, t && t->machine == m ? t->sched_id : -1, first);
+	pass_unlock(s, t && t->machine == m ? t->sched_id : -1, first, false);
 }
 
 void ptemu_sched_attach_current(void)
@@ -915,7 +904,7 @@ void ptemu_sched_destroy(struct ptemu_machine *m, uint64_t *digest, uint64_t *st
 	s->gen++;
 	/* Nobody else is left: the RCU thread gets the baton to finish. */
 	if (s->current < 0 || !s->th[s->current].live)
-		pass_unlock(s, -1, 0);
+		pass_unlock(s, -1, 0, false);
 	else
 		pthread_mutex_unlock(&s->mu);
 	pthread_join(s->rcu_thread, NULL);
