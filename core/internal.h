@@ -18,6 +18,9 @@ void ptemu_lock_acquired(const void *lock, uint8_t lclass, bool sleeps, bool exc
 void ptemu_lock_released(const void *lock);
 
 struct ptemu_thread;
+/* A scheduled thread resumed after a baton pass, maybe on another host thread: it is
+ * `current` there (sched.c). */
+void ptemu_thread_resumed(struct ptemu_thread *t);
 /* Scheduler membership of a registering or exiting thread (sync.c). */
 void ptemu_sched_attach(struct ptemu_thread *t);
 void ptemu_sched_detach(struct ptemu_thread *t);

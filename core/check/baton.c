@@ -47,7 +47,6 @@ struct baton_host {
 	struct baton_ctx *left;
 	bool left_goes_home;
 	unsigned homes;		/* contexts whose home this is */
-	void *local_at[BATON_LOCAL_SLOTS];
 };
 
 static __thread struct baton_host *this_host;
@@ -119,50 +118,6 @@ static void regs_make(struct baton_regs *r, void *stack, size_t size, void (*ent
 	makecontext(&r->uc, entry, 0);
 }
 #endif
-
-/* ---- thread-local words that travel --------------------------------------------------- */
-
-static pthread_mutex_t locals_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct baton_local *locals[BATON_LOCAL_SLOTS];
-static size_t local_offset[BATON_LOCAL_SLOTS];
-static int nlocals;
-static size_t local_bytes;
-
-void baton_local_register(struct baton_local *l)
-{
-	if (__atomic_load_n(&l->slot, __ATOMIC_ACQUIRE))
-		return;
-	pthread_mutex_lock(&locals_mu);
-	if (!l->slot) {
-		if (nlocals == BATON_LOCAL_SLOTS || local_bytes + l->size > BATON_LOCAL_BYTES)
-			ptemu_bug("baton: more thread-local words than BATON_LOCAL_BYTES");
-		local_offset[nlocals] = local_bytes;
-		local_bytes += l->size;
-		locals[nlocals] = l;
-		__atomic_store_n(&nlocals, nlocals + 1, __ATOMIC_RELEASE);
-		__atomic_store_n(&l->slot, nlocals, __ATOMIC_RELEASE);
-	}
-	pthread_mutex_unlock(&locals_mu);
-}
-
-static void *local_at(struct baton_host *h, int i)
-{
-	if (!h->local_at[i])
-		h->local_at[i] = locals[i]->address();
-	return h->local_at[i];
-}
-
-static void save_locals(struct baton_host *h, struct baton_ctx *c)
-{
-	for (int i = 0, n = __atomic_load_n(&nlocals, __ATOMIC_ACQUIRE); i < n; i++)
-		memcpy(c->locals + local_offset[i], local_at(h, i), locals[i]->size);
-}
-
-static void load_locals(struct baton_host *h, const struct baton_ctx *c)
-{
-	for (int i = 0, n = __atomic_load_n(&nlocals, __ATOMIC_ACQUIRE); i < n; i++)
-		memcpy(local_at(h, i), c->locals + local_offset[i], locals[i]->size);
-}
 
 /* ---- hosts -------------------------------------------------------------------------- */
 
@@ -254,7 +209,6 @@ static void park_entry(void)
 		struct baton_ctx *c = h->run;
 
 		claim(c);
-		load_locals(h, c);
 		swap_here(h, NULL, false, &h->park_regs, &c->regs, c->stack_lo, c->stack_size, c->tsan_fiber);
 	}
 }
@@ -273,7 +227,6 @@ static void park_here(struct baton_ctx *from, bool goes_home)
 		h->park_fiber = __tsan_create_fiber(0);
 #endif
 	}
-	save_locals(h, from);
 	swap_here(h, from, goes_home, &from->regs, &h->park_regs, h->park_stack, PARK_STACK_BYTES,
 		  h->park_fiber);
 }
@@ -283,8 +236,6 @@ static void switch_here(struct baton_ctx *from, struct baton_ctx *to, bool goes_
 	struct baton_host *h = host();
 
 	claim(to);
-	save_locals(h, from);
-	load_locals(h, to);
 	swap_here(h, from, goes_home, &from->regs, &to->regs, to->stack_lo, to->stack_size, to->tsan_fiber);
 }
 

@@ -3,11 +3,12 @@
  * own host thread and sleeping. Every other host thread sleeps in its parking loop; one is
  * woken only to start the baton (nobody held it) or to take its own thread back at the end.
  *
- * A scheduled thread therefore runs on whichever host thread holds the baton. What is its
- * own travels with it: its stack, its registers, and the thread-local words registered with
- * baton_local_register (sync.c's `current`, among others). What belongs to a host thread
- * must not be held across a scheduling point: a pthread lock (the model's sleeping locks
- * are words for this reason, sync.c), liburcu's reader state (rcu.c), errno. */
+ * A scheduled thread therefore runs on whichever host thread holds the baton. Its stack
+ * and registers go with it; sched.c makes it `current` again wherever it resumes, and its
+ * other per-thread state is ptemu_thread_local's (sync.h). What belongs to a host thread
+ * must not be held across a scheduling point: a __thread variable, a pthread lock (the
+ * model's sleeping locks are words for this reason, sync.c), liburcu's reader state
+ * (rcu.c), errno. */
 #ifndef PTEMU_BATON_H
 #define PTEMU_BATON_H
 
@@ -15,10 +16,6 @@
 #include <stddef.h>
 
 struct baton_host;
-
-/* Room for the thread-local words that travel (baton_local_register). */
-#define BATON_LOCAL_SLOTS 8
-#define BATON_LOCAL_BYTES 64
 
 /* The registers: a stack pointer on x86-64, whose switch is a few instructions; ucontext's
  * elsewhere (a signal-mask system call per switch). PTEMU_BATON_UCONTEXT builds the
@@ -43,7 +40,6 @@ struct baton_ctx {
 	const void *stack_lo;		/* its stack, for AddressSanitizer */
 	size_t stack_size;
 	void *tsan_fiber;
-	unsigned char locals[BATON_LOCAL_BYTES];
 };
 
 /* `c` is the thread the calling host thread runs, and this host thread its home. */
@@ -63,17 +59,5 @@ void baton_park(struct baton_ctx *from, bool send_home);
 void baton_resume_at_home(struct baton_ctx *c);
 /* `c`, back on its own host thread for good: frees what its host kept for parking. */
 void baton_ctx_done(struct baton_ctx *c);
-
-/* A host thread-local word that belongs to the scheduled thread and travels with it: each
- * switch copies it out of the host thread it leaves and into the one it runs on. `address`
- * returns the calling host thread's instance. Register before the first write;
- * idempotent. Only for words read by value: a pointer to one, kept across a scheduling
- * point, would point into another host thread's (ptemu_thread_local is for those). */
-struct baton_local {
-	void *(*address)(void);
-	size_t size;
-	int slot;	/* 0: not registered yet, else slot + 1 */
-};
-void baton_local_register(struct baton_local *l);
 
 #endif

@@ -14,7 +14,6 @@
 #include <ptemu/sync.h>
 
 #include "internal.h"
-#include "baton.h"
 
 /* Lifetime of one PTE table slot (a page, a half or a fragment). */
 struct table_slot {
@@ -300,16 +299,16 @@ enum ptemu_table_state check_table_defer(struct ptemu_machine *m, uint64_t table
 /* One order for call_rcu and the deferrals: a callback queued after a table's deferral
  * runs after a grace period that began after it. */
 static uint64_t rcu_stamps;
-/* The stamp of the RCU callback the calling thread is running, 0 outside one. */
-static _Thread_local uint64_t running_callback_stamp;
+/* The stamp of the RCU callback the calling thread is running, 0 outside one: the model
+ * thread's (the scheduler's RCU thread), or the host thread's (liburcu's callback thread,
+ * which never registers). */
+static _Thread_local uint64_t host_running_callback_stamp;
+static struct ptemu_thread_local_key running_callback_stamp_key = { sizeof(uint64_t), 0 };
 
-static void *running_callback_stamp_address(void)
+static uint64_t *running_callback_stamp(void)
 {
-	return &running_callback_stamp;
+	return ptemu_thread_local(&running_callback_stamp_key, &host_running_callback_stamp);
 }
-
-static struct baton_local running_callback_stamp_local = { running_callback_stamp_address,
-							   sizeof(running_callback_stamp), 0 };
 
 uint64_t check_rcu_stamp(void)
 {
@@ -318,16 +317,15 @@ uint64_t check_rcu_stamp(void)
 
 uint64_t check_rcu_callback_enter(uint64_t queued_stamp)
 {
-	baton_local_register(&running_callback_stamp_local);
-	uint64_t outer = running_callback_stamp;
+	uint64_t outer = *running_callback_stamp();
 
-	running_callback_stamp = queued_stamp;
+	*running_callback_stamp() = queued_stamp;
 	return outer;
 }
 
 void check_rcu_callback_leave(uint64_t outer)
 {
-	running_callback_stamp = outer;
+	*running_callback_stamp() = outer;
 }
 
 enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_pa)
@@ -349,12 +347,12 @@ enum ptemu_table_state check_table_free(struct ptemu_machine *m, uint64_t table_
 		ptemu_report(m, VIOLATION_PT_FREE_WHILE_MAPPED, table_pa,
 			     "table %#" PRIx64 " freed while a pmd still points at it", table_pa);
 	else if (old == TABLE_RCU_PENDING &&
-		 running_callback_stamp <= __atomic_load_n(&s->deferred_stamp, __ATOMIC_SEQ_CST))
+		 *running_callback_stamp() <= __atomic_load_n(&s->deferred_stamp, __ATOMIC_SEQ_CST))
 		ptemu_report(m, VIOLATION_PT_FREE_BEFORE_GRACE_PERIOD, table_pa,
 			     "table %#" PRIx64 " freed %s: nothing waited for a grace period after "
 			     "its pte_free_defer", table_pa,
-			     running_callback_stamp ? "by an RCU callback queued before it was deferred"
-						    : "outside an RCU callback");
+			     *running_callback_stamp() ? "by an RCU callback queued before it was deferred"
+						       : "outside an RCU callback");
 	return (enum ptemu_table_state)old;
 }
 

@@ -220,10 +220,12 @@ static void pass_unlock(struct ptemu_sched *s, int me, int next, bool leaving)
 	if (!from) {
 		if (resume)
 			baton_resume_at_home(&s->th[next].ctx);
-	} else if (resume) {
-		baton_switch(from, &s->th[next].ctx, leaving);
 	} else {
-		baton_park(from, leaving);
+		if (resume)
+			baton_switch(from, &s->th[next].ctx, leaving);
+		else
+			baton_park(from, leaving);
+		ptemu_thread_resumed(s->th[me].t);
 	}
 }
 
@@ -651,8 +653,10 @@ static void attach(struct ptemu_thread *t, bool wait_for_baton)
 
 	s->th[id].parked = park;
 	pthread_mutex_unlock(&s->mu);
-	if (park)
+	if (park) {
 		baton_park(&s->th[id].ctx, false);
+		ptemu_thread_resumed(t);
+	}
 }
 
 void ptemu_sched_attach(struct ptemu_thread *t)

@@ -11,23 +11,19 @@
 #include <ptemu/sync.h>
 
 #include "internal.h"
-#include "check/baton.h"
 
 static _Thread_local struct ptemu_thread *current_thread;
 static int next_thread_id;
-
-static void *current_thread_address(void)
-{
-	return &current_thread;
-}
-
-/* `current` is the scheduled thread's, wherever the baton runs it. */
-static struct baton_local current_thread_local = { current_thread_address, sizeof(current_thread), 0 };
 static int next_local_slot;
 
 struct ptemu_thread *ptemu_current(void)
 {
 	return current_thread;
+}
+
+void ptemu_thread_resumed(struct ptemu_thread *t)
+{
+	current_thread = t;
 }
 
 struct ptemu_thread *ptemu_thread_register(struct ptemu_machine *m, const char *name)
@@ -45,7 +41,6 @@ struct ptemu_thread *ptemu_thread_register(struct ptemu_machine *m, const char *
 	t->sched_id = -1;
 	if (!t->prev)
 		ptemu_rcu_register_thread();
-	baton_local_register(&current_thread_local);
 	current_thread = t;
 	if (m->sched)
 		ptemu_sched_attach(t);

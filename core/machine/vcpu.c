@@ -34,7 +34,6 @@
 
 #include "workloads/include/ptemu_abi.h"
 #include "internal.h"
-#include "check/baton.h"
 
 #define MAX_PROCS 16
 #define MAX_VCPUS 16
@@ -197,14 +196,14 @@ static void flush_hw(void *ctx)
 		v->hw_flush_pending = true;
 }
 
-static __thread struct vcpu *current_vcpu;
+/* The vCPU the calling model thread runs, NULL in any other. */
+static __thread struct vcpu *host_current_vcpu;
+static struct ptemu_thread_local_key current_vcpu_key = { sizeof(struct vcpu *), 0 };
 
-static void *current_vcpu_address(void)
+static struct vcpu **current_vcpu(void)
 {
-	return &current_vcpu;
+	return ptemu_thread_local(&current_vcpu_key, &host_current_vcpu);
 }
-
-static struct baton_local current_vcpu_local = { current_vcpu_address, sizeof(current_vcpu), 0 };
 
 /* Whose TLB can still be used: a vCPU that has exited never translates again, so it is
  * no shootdown target and its stale entries are no violation (with 256 vCPUs, checking
@@ -237,9 +236,9 @@ static void run_flush_range(void *ctx, struct mm_struct *mm, uint64_t start, uin
 	if (ptemu_sched_scheduled())
 		ptemu_sched_fold(r->m, PTEMU_EV_SHOOTDOWN | (uint64_t)(ptemu_current()->sched_id + 1) << 8,
 				 start, end);
-	ptemu_tlb_shootdown(targets, n, current_vcpu && current_vcpu->proc->mm == mm ?
-					       &current_vcpu->tlb : NULL,
-			    start, end, tables);
+	struct vcpu *self = *current_vcpu();
+
+	ptemu_tlb_shootdown(targets, n, self && self->proc->mm == mm ? &self->tlb : NULL, start, end, tables);
 }
 
 /* tlb_remove_table_sync_one's IPI: an empty request to every vCPU that can translate. A
@@ -260,7 +259,9 @@ static void run_ipi_all(void *ctx)
 	if (ptemu_sched_scheduled())
 		ptemu_sched_fold(r->m, PTEMU_EV_SHOOTDOWN | (uint64_t)(ptemu_current()->sched_id + 1) << 8,
 				 0, 0);
-	ptemu_tlb_shootdown(targets, n, current_vcpu ? &current_vcpu->tlb : NULL, 0, 0, false);
+	struct vcpu *self = *current_vcpu();
+
+	ptemu_tlb_shootdown(targets, n, self ? &self->tlb : NULL, 0, 0, false);
 }
 
 static void run_pages_freed(void *ctx, uint64_t pfn, uint64_t nr)
@@ -951,13 +952,12 @@ static void *vcpu_main(void *arg)
 
 	snprintf(name, sizeof(name), "vcpu-%u.%u", v->proc->index, v->index);
 	v->thread_rec = ptemu_thread_register(v->run->m, name);
-	baton_local_register(&current_vcpu_local);
-	current_vcpu = v;
+	*current_vcpu() = v;
 	vcpu_loop(v);
 	__atomic_store_n(&v->activity, ACT_EXITED, __ATOMIC_RELEASE);
 	/* Stop being a shootdown target before the engine goes. */
 	__atomic_store_n(&v->tlb.mode, VCPU_OUTSIDE_GUEST, __ATOMIC_SEQ_CST);
-	current_vcpu = NULL;
+	*current_vcpu() = NULL;
 	process_exit(v->proc);
 	ptemu_thread_unregister();
 	return NULL;

@@ -105,7 +105,7 @@ struct ptemu_held_map {
 	uint64_t rcu_section;	/* 0 when mapped outside any RCU section */
 };
 
-#define PTEMU_THREAD_LOCALS 4
+#define PTEMU_THREAD_LOCALS 8
 
 struct ptemu_thread {
 	struct ptemu_machine *machine;
