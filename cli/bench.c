@@ -32,7 +32,8 @@ const struct cli_command cmd_bench_overhead = {
 	"shmem-stress and tlb-miss through ptemu and on bare Unicorn with an identity TLB fill, each "
 	"run --repeat times interleaved: medians and spread of the throughput ratio (shmem-stress; "
 	"also to a bare Unicorn that flushes its TLB as ptemu does so that Unicorn grows it) and of "
-	"what a miss costs the guest on each side (tlb-miss)",
+	"what a miss costs the guest on each side (tlb-miss); with shmem-stress's logical misses, "
+	"Unicorn refills from the logical TLB and flushes of Unicorn's whole TLB",
 	overhead_options, &overhead_defaults, true, NULL, overhead_main,
 };
 
@@ -191,10 +192,10 @@ static int latency_main(int argc, char **argv)
 	return json_list_end(&json, EXIT_CLEAN);
 }
 
-/* One ptemu run of the bench, one vCPU without collapse (bare Unicorn has none); 0, or the
- * exit status with the reason on stderr. */
+/* One ptemu run of the bench, one vCPU without collapse (bare Unicorn has none), and its
+ * counters; 0, or the exit status with the reason on stderr. */
 static int overhead_run(const struct ptemu_arch *a, const struct cli_opts *o, const char *workload,
-			unsigned tlb_entries, struct ptemu_run_result *r)
+			unsigned tlb_entries, struct ptemu_run_result *r, struct ptemu_stats *stats)
 {
 	char path[4096];
 	struct ptemu_run_config cfg = {
@@ -212,6 +213,7 @@ static int overhead_run(const struct ptemu_arch *a, const struct cli_opts *o, co
 	snprintf(what, sizeof(what), "%s %s", a->name, workload);
 	if ((rc = bench_run(what, &cfg, &m, r)))
 		return rc;
+	*stats = m->stats;
 	ptemu_machine_destroy(m);
 	if (r->exit_codes[0]) {
 		fprintf(stderr, "ptemu: %s: the guest exited with %d\n", what, r->exit_codes[0]);
@@ -243,10 +245,10 @@ static bool miss_measurable(const struct ptemu_arch *a, const struct cli_opts *o
 	return bytes <= (o->memory << 20) / 2 && bytes <= PTEMU_BENCH_BARE_SWEEP_MAX;
 }
 
-enum { O_RATIO, O_RATIO_GROWN, O_MISS, O_FILL, O_MISS_RATIO, O_FILLS, O_COUNT };
+enum { O_RATIO, O_RATIO_GROWN, O_MISS, O_FILL, O_MISS_RATIO, O_FILLS, O_REFILLS, O_HW_FLUSHES, O_COUNT };
 static const char *const overhead_names[O_COUNT] = { "throughput_ratio", "throughput_ratio_grown_bare",
 						      "miss_ns", "identity_fill_ns", "miss_ratio",
-						      "fills_ptemu" };
+						      "fills_ptemu", "refills_ptemu", "hw_flushes_ptemu" };
 
 /* Per size: throughput from shmem-stress, with no clock read in any fill on either side
  * (against bare Unicorn as it comes, the target's baseline, and against one that grows its
@@ -300,16 +302,19 @@ static int overhead_main(int argc, char **argv)
 
 			for (unsigned z = 0; z < nsizes && !rc; z++) {
 				struct ptemu_run_result res;
+				struct ptemu_stats st;
 
-				if ((rc = overhead_run(a, &o, "shmem-stress", sizes[z], &res)))
+				if ((rc = overhead_run(a, &o, "shmem-stress", sizes[z], &res, &st)))
 					break;
 				v[z][O_RATIO][r] = 16.0 * (double)res.polls / res.elapsed / ops_bare;
 				v[z][O_RATIO_GROWN][r] = 16.0 * (double)res.polls / res.elapsed / ops_grown;
 				v[z][O_FILLS][r] = (double)res.tlb_fills;
+				v[z][O_REFILLS][r] = (double)ptemu_stat_get(&st, PTEMU_STAT_hw_refills);
+				v[z][O_HW_FLUSHES][r] = (double)ptemu_stat_get(&st, PTEMU_STAT_hw_flushes);
 				if (!measurable[z])
 					continue;
 				if ((rc = overhead_bare(a, &o, "tlb-miss", sizes[z], false, &bare)) ||
-				    (rc = overhead_run(a, &o, "tlb-miss", sizes[z], &res)))
+				    (rc = overhead_run(a, &o, "tlb-miss", sizes[z], &res, &st)))
 					break;
 				double miss = ptemu_bench_miss_ns(&res.marks), fill = ptemu_bench_miss_ns(&bare.marks);
 
@@ -343,14 +348,15 @@ static int overhead_main(int argc, char **argv)
 			else
 				fprintf(summary, "miss cost not measured: tlb-miss's sweep does not fit in "
 					"--memory %" PRIu64 " MiB", o.memory);
-			fprintf(summary, " | logical misses=%.0f\n", sp[O_FILLS].median);
+			fprintf(summary, " | logical misses=%.0f, Unicorn refills=%.0f after %.0f flushes of it\n",
+				sp[O_FILLS].median, sp[O_REFILLS].median, sp[O_HW_FLUSHES].median);
 			fflush(summary);
 			if (!json.path)
 				continue;
 			fprintf(json.f, "%s{\"arch\":\"%s\",\"tlb_entries\":%u,\"repeat\":%u,\"seconds\":%.1f",
 				rows ? "," : "", a->name, sizes[z], k, o.seconds);
 			for (int mtr = 0; mtr < O_COUNT; mtr++) {
-				if (!measurable[z] && mtr != O_RATIO && mtr != O_RATIO_GROWN && mtr != O_FILLS)
+				if (!measurable[z] && (mtr == O_MISS || mtr == O_FILL || mtr == O_MISS_RATIO))
 					fprintf(json.f, ",\"%s\":null,\"%s_spread\":null", overhead_names[mtr],
 						overhead_names[mtr]);
 				else

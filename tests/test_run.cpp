@@ -298,7 +298,8 @@ TEST(Cli, RunJsonReportsTheSummary)
 	EXPECT_EQ(run_cli("run --arch s390 --procs 2 --vcpus 1 --seconds 0.5 --quiet --json -", &out), 0)
 		<< out;
 	for (const char *key : {"\"arch\":\"s390\"", "\"workload\":\"shmem-stress\"",
-				"\"result\":\"clean\"", "\"tlb_fills\":", "\"faults\":",
+				"\"result\":\"clean\"", "\"tlb_fills\":", "\"faults\":", "\"hw_refills\":",
+				"\"hw_flushes\":",
 				"\"pte_map_failures\":", "\"violations\":[]"})
 		EXPECT_NE(out.find(key), std::string::npos) << key << " in " << out;
 }
@@ -443,6 +444,14 @@ TEST(Cli, TlbEntriesSizeTheLogicalTlbOfBenchesRunsAndTraces)
 	EXPECT_LE(std::stod(mt[2]), std::stod(mt[1])) << out;
 	EXPECT_LE(std::stod(mt[1]), std::stod(mt[3])) << out;
 	EXPECT_NE(out.find("\"throughput_ratio_grown_bare\":"), std::string::npos) << out;
+	// What the throughput went on: walks, Unicorn's refills and its whole-TLB flushes.
+	ASSERT_TRUE(std::regex_search(out, mt, std::regex("\"fills_ptemu\":([0-9.]+),.*\"refills_ptemu\":([0-9.]+),"
+							   ".*\"hw_flushes_ptemu\":([0-9.]+),")))
+		<< out;
+	EXPECT_GT(std::stod(mt[1]), 0) << out;
+	EXPECT_GT(std::stod(mt[2]), 0) << out;
+	EXPECT_GT(std::stod(mt[3]), 0) << out;
+	EXPECT_NE(out.find("Unicorn refills="), std::string::npos) << out;
 	// tlb-miss's sweep of 2 x 16384 s390 pages fits in half of the default 256 MiB: every
 	// size gets a miss cost (its value is checked at 64 entries below, whose sweep of 512
 	// pages completes in 0.2 s even under the sanitizers).

@@ -86,6 +86,7 @@ struct vcpu {
 	bool deterministic;
 	/* Counters, owner-written; read by the watchdog. */
 	uint64_t blocks, block_bytes, fills, syscalls, progress, polls;
+	uint64_t hw_refills, hw_flushes;
 	struct ptemu_bench_marks marks;	/* the guest's PTEMU_SYS_bench_mark */
 	/* cfg->time_faults: each fault's handling time, for percentiles. */
 	uint32_t *fault_ns;
@@ -186,12 +187,18 @@ int ptemu_check_unicorn(char *err, size_t errlen)
  * (a syscall or fault of this vCPU) it is flushed just before the next run starts, so
  * that even the first instruction fetch cannot use a translation the logical TLB no
  * longer has (which would also make logical misses depend on Unicorn's TLB sizing). */
+static void flush_hw_now(struct vcpu *v)
+{
+	v->hw_flushes++;
+	uc_ctl_flush_tlb(v->uc);
+}
+
 static void flush_hw(void *ctx)
 {
 	struct vcpu *v = ctx;
 
 	if (__atomic_load_n(&v->tlb.mode, __ATOMIC_RELAXED) == VCPU_IN_GUEST)
-		uc_ctl_flush_tlb(v->uc);
+		flush_hw_now(v);
 	else
 		v->hw_flush_pending = true;
 }
@@ -371,8 +378,9 @@ static bool tlb_fill_hook(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tl
 	unsigned perms;
 
 	if (ptemu_hw_tlb_grow_due(&v->hw_growth))
-		uc_ctl_flush_tlb(uc);
+		flush_hw_now(v);
 	if (ptemu_tlb_lookup(&v->tlb, vaddr, &pa, &perms) && (perms & need)) {
+		v->hw_refills++;
 		result->paddr = pa + (vaddr & (psize - 1));
 		result->perms = to_uc_perms(perms);
 		return true;
@@ -864,7 +872,7 @@ static void vcpu_loop(struct vcpu *v)
 		ptemu_tlb_enter_guest(&v->tlb);
 		if (v->hw_flush_pending) {
 			v->hw_flush_pending = false;
-			uc_ctl_flush_tlb(v->uc);
+			flush_hw_now(v);
 		}
 		uc_err e = uc_emu_start(v->uc, pc, 0, 0, 0);
 
@@ -1413,6 +1421,8 @@ enum ptemu_run_error ptemu_run(const struct ptemu_run_config *cfg, struct ptemu_
 			res->blocks += v->blocks;
 			res->tlb_fills += v->fills;
 			ptemu_stat_add(&r->m->stats, PTEMU_STAT_hw_walks, v->fills);
+			ptemu_stat_add(&r->m->stats, PTEMU_STAT_hw_refills, v->hw_refills);
+			ptemu_stat_add(&r->m->stats, PTEMU_STAT_hw_flushes, v->hw_flushes);
 			res->syscalls += v->syscalls;
 			res->polls += v->polls;
 			for (int ph = 0; ph < PTEMU_BENCH_MARK_PHASES; ph++) {

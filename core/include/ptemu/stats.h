@@ -53,7 +53,9 @@ extern "C" {
 	X(hpte_invalidations)     /* ppc64-hash: a flush by slot found its HPTE and cleared it */ \
 	X(hash_page_busy)         /* ppc64-hash: hash_page found the PTE BUSY and let the access retry */ \
 	X(pte_update_busy_waits)  /* a pte_update waited for a hash_page holding the entry BUSY */ \
-	X(hw_walks)
+	X(hw_walks)               /* logical-TLB misses: the model's walker ran */           \
+	X(hw_refills)             /* Unicorn's TLB missed and the logical TLB had the page */ \
+	X(hw_flushes)             /* Unicorn's whole TLB flushed (it has no per-page flush) */
 
 enum ptemu_stat {
 #define PTEMU_STAT_ENUM(n) PTEMU_STAT_##n,
