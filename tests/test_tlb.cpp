@@ -207,6 +207,87 @@ TEST(LogicalTlb, FreedFrameCheckAnswersAsAScanOfEveryEntry)
 	EXPECT_FALSE(ptemu_tlb_maps_pfn(&x.t, frames + 512, 512, &va));
 }
 
+// A range invalidation, whichever way it goes (a probe per leaf, the chains of the PMD
+// ranges it covers, or a scan of every entry), drops exactly the leaves that overlap the
+// range, keeps every other, flushes Unicorn's TLB exactly when a dropped leaf was handed to
+// it, and leaves each region chain holding exactly the small leaves of its PMD ranges.
+TEST(LogicalTlb, RangeInvalidationDropsExactlyTheOverlappingLeaves)
+{
+	Tlb x;
+	const uint64_t pmd = 2ull << 20, huge = pmd, window = 8 * pmd;
+	std::mt19937_64 rng(11);
+	struct Leaf {
+		bool valid;
+		uint64_t vpn;
+		uint8_t shift;
+	};
+	auto first = [](const Leaf &l) { return l.vpn << l.shift; };
+	auto last = [&](const Leaf &l) { return first(l) + ((1ull << l.shift) - 1); };
+	unsigned by_way[3] = {0, 0, 0};	// ranges of 1 page, within a few PMDs, of everything
+	for (int op = 0; op < 20000; op++) {
+		uint64_t r = rng() % 100;
+		if (r < 85) {
+			// Dense in a window of 8 PMD ranges, so that chains hold hundreds of leaves.
+			uint64_t va = (rng() % (window / kPage)) * kPage;
+			if (rng() % 3 == 0)
+				x.has(va);	// hands the leaf to Unicorn again, if it is there
+			else
+				ptemu_tlb_insert(&x.t, va, (rng() % 8192) * kPage, kPage, PTEMU_PROT_READ);
+			continue;
+		}
+		if (r < 88) {
+			ptemu_tlb_insert(&x.t, window + (rng() % 8) * huge, (rng() % 16) * huge, huge, PTEMU_PROT_READ);
+			continue;
+		}
+		uint64_t start, len;
+		switch (rng() % 3) {
+		case 0:
+			start = (rng() % (window / kPage)) * kPage, len = kPage;
+			by_way[0]++;
+			break;
+		case 1:
+			start = (rng() % (window / kPage)) * kPage, len = (rng() % (3 * pmd / kPage) + 1) * kPage;
+			by_way[1]++;
+			break;
+		default:
+			start = 0, len = 1ull << 40;
+			by_way[2]++;
+		}
+		std::vector<Leaf> before(x.t.capacity);
+		bool handed_dropped = false;
+		for (unsigned i = 0; i < x.t.capacity; i++) {
+			const ptemu_tlb_entry &e = x.t.entries[i];
+			before[i] = {e.valid, e.vpn, e.shift};
+			if (e.valid && first(before[i]) < start + len && last(before[i]) >= start &&
+			    e.fill_epoch == x.t.fill_epoch)
+				handed_dropped = true;
+		}
+		int flushes = x.hw_flushes.load();
+		ptemu_tlb_invalidate(&x.t, start, start + len, false);
+		ASSERT_EQ(x.hw_flushes.load() - flushes, handed_dropped ? 1 : 0) << "op " << op;
+		for (unsigned i = 0; i < x.t.capacity; i++) {
+			const Leaf &b = before[i];
+			bool overlaps = b.valid && first(b) < start + len && last(b) >= start;
+			ASSERT_EQ(x.t.entries[i].valid, b.valid && !overlaps)
+				<< "op " << op << ", slot " << i << ", leaf " << std::hex << first(b) << " of 2^"
+				<< std::dec << unsigned(b.shift) << ", range " << std::hex << start << "+" << len;
+		}
+		uint64_t small = 0, chained = 0;
+		for (unsigned i = 0; i < x.t.capacity; i++)
+			small += x.t.entries[i].valid && x.t.entries[i].shift < x.t.pmd_shift;
+		for (unsigned c = 0; c < x.t.capacity; c++) {
+			uint64_t n = 0;
+			for (int32_t i = x.t.region_chains[c]; i >= 0; i = x.t.entries[i].rnext, n++)
+				ASSERT_TRUE(x.t.entries[i].valid && x.t.entries[i].shift < x.t.pmd_shift) << "op " << op;
+			ASSERT_EQ(n, x.t.region_count[c]) << "op " << op << ", chain " << c;
+			chained += n;
+		}
+		ASSERT_EQ(chained, small) << "op " << op;
+	}
+	for (unsigned w : by_way)
+		EXPECT_GT(w, 100u);
+}
+
 // --tlb-entries: a power of two in range, else the machine is refused with the reason.
 TEST(LogicalTlb, ItsSizeIsTheMachinesAndOnlyAPowerOfTwoInRangeIsAccepted)
 {

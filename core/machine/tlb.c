@@ -26,12 +26,16 @@ int ptemu_tlb_init(struct ptemu_tlb *t, struct ptemu_machine *m)
 	t->buckets = malloc(t->nbuckets * sizeof(*t->buckets));
 	t->wc = calloc(t->wc_capacity ? t->wc_capacity : 1, sizeof(*t->wc));
 	t->frame_count = calloc(t->nbuckets, sizeof(*t->frame_count));
-	if (!t->entries || !t->buckets || !t->wc || !t->frame_count) {
+	t->region_chains = malloc(t->capacity * sizeof(*t->region_chains));
+	t->region_count = calloc(t->capacity, sizeof(*t->region_count));
+	if (!t->entries || !t->buckets || !t->wc || !t->frame_count || !t->region_chains || !t->region_count) {
 		ptemu_tlb_destroy(t);
 		return -ENOMEM;
 	}
 	for (unsigned i = 0; i < t->nbuckets; i++)
 		t->buckets[i] = -1;
+	for (unsigned i = 0; i < t->capacity; i++)
+		t->region_chains[i] = -1;
 	pthread_mutex_init(&t->lock, NULL);
 	return 0;
 }
@@ -42,10 +46,14 @@ void ptemu_tlb_destroy(struct ptemu_tlb *t)
 	free(t->buckets);
 	free(t->wc);
 	free(t->frame_count);
+	free(t->region_chains);
+	free(t->region_count);
 	t->entries = NULL;
 	t->buckets = NULL;
 	t->wc = NULL;
 	t->frame_count = NULL;
+	t->region_chains = NULL;
+	t->region_count = NULL;
 }
 
 static unsigned bucket_of(const struct ptemu_tlb *t, uint64_t vpn, unsigned shift)
@@ -83,15 +91,58 @@ static unsigned frame_slot(const struct ptemu_tlb *t, uint64_t ppn, unsigned shi
 	return bucket_of(t, ppn >> (shift - t->page_shift), shift);
 }
 
+/* A leaf smaller than a PMD lies in one PMD range: it is on that range's region chain. */
+static bool on_region_chain(const struct ptemu_tlb *t, unsigned shift)
+{
+	return shift < t->pmd_shift;
+}
+
+static unsigned region_chain_of(const struct ptemu_tlb *t, uint64_t region)
+{
+	return (unsigned)((region * 0x9E3779B97F4A7C15ull) >> 32) & (t->capacity - 1);
+}
+
+static void link_entry(struct ptemu_tlb *t, int32_t idx)
+{
+	struct ptemu_tlb_entry *e = &t->entries[idx];
+	unsigned b = bucket_of(t, e->vpn, e->shift);
+
+	e->next = t->buckets[b];
+	t->buckets[b] = idx;
+	if (!on_region_chain(t, e->shift))
+		return;
+	unsigned r = region_chain_of(t, (e->vpn << e->shift) >> t->pmd_shift);
+
+	e->rprev = -1;
+	e->rnext = t->region_chains[r];
+	if (e->rnext >= 0)
+		t->entries[e->rnext].rprev = idx;
+	t->region_chains[r] = idx;
+	t->region_count[r]++;
+}
+
 static void unlink_entry(struct ptemu_tlb *t, int32_t idx)
 {
-	t->frame_count[frame_slot(t, t->entries[idx].ppn, t->entries[idx].shift)]--;
-	int32_t *pp = &t->buckets[bucket_of(t, t->entries[idx].vpn, t->entries[idx].shift)];
+	struct ptemu_tlb_entry *e = &t->entries[idx];
+
+	t->frame_count[frame_slot(t, e->ppn, e->shift)]--;
+	int32_t *pp = &t->buckets[bucket_of(t, e->vpn, e->shift)];
 
 	while (*pp != idx)
 		pp = &t->entries[*pp].next;
-	*pp = t->entries[idx].next;
-	t->entries[idx].valid = false;
+	*pp = e->next;
+	if (on_region_chain(t, e->shift)) {
+		unsigned r = region_chain_of(t, (e->vpn << e->shift) >> t->pmd_shift);
+
+		if (e->rprev >= 0)
+			t->entries[e->rprev].rnext = e->rnext;
+		else
+			t->region_chains[r] = e->rnext;
+		if (e->rnext >= 0)
+			t->entries[e->rnext].rprev = e->rprev;
+		t->region_count[r]--;
+	}
+	e->valid = false;
 }
 
 /* Unicorn may hold the entry: it is handed to Unicorn only by a fill (lookup or insert). */
@@ -152,8 +203,7 @@ void ptemu_tlb_insert(struct ptemu_tlb *t, uint64_t va, uint64_t pa, uint64_t le
 			unlink_entry(t, i);
 		t->entries[i].vpn = vpn;
 		t->entries[i].shift = (uint8_t)shift;
-		t->entries[i].next = t->buckets[bucket_of(t, vpn, shift)];
-		t->buckets[bucket_of(t, vpn, shift)] = i;
+		link_entry(t, i);
 	} else {
 		if (handed_to_unicorn(t, &t->entries[i]) &&
 		    (t->entries[i].ppn != pa >> t->page_shift || (t->entries[i].perms & ~perms))) {
@@ -226,21 +276,51 @@ static bool drop_entry(struct ptemu_tlb *t, int32_t idx)
 	return handed;
 }
 
+/* The leaves of size 1 << shift that [start, end) overlaps. */
+static uint64_t leaves_in(uint64_t start, uint64_t end, unsigned shift)
+{
+	return ((end - 1) >> shift) - (start >> shift) + 1;
+}
+
 /* True if Unicorn's TLB is to be flushed: it may hold an entry dropped. */
 static bool invalidate_locked(struct ptemu_tlb *t, uint64_t start, uint64_t end, bool tables)
 {
-	bool flush = false, scan = false;
+	bool flush = false;
+	/* Costs counted in probes (a hash and a chain, in no order): a sequential scan of
+	 * every entry costs about capacity / 8 of them, a step of a region chain about one.
+	 * A leaf of any size that overlaps the range goes (a TLBI by address hits a block
+	 * entry too). */
+	const uint64_t scan_cost = t->capacity / 8;
+	uint64_t first_region = start >> t->pmd_shift, nregions = leaves_in(start, end, t->pmd_shift);
+	uint64_t large_probes = 0, small_probes = 0, chain_steps = UINT64_MAX;
 
-	/* Probe leaf by leaf while that is cheaper than a scan of every entry: a probe (a
-	 * hash and a chain, in no order) costs about what a sequential scan of 8 entries
-	 * does. A leaf of any size that overlaps the range goes (a TLBI by address hits a
-	 * block entry too). */
-	for (uint64_t sizes = t->leaf_shifts; sizes && !scan; sizes &= sizes - 1)
-		scan = ((end - 1) >> __builtin_ctzll(sizes)) - (start >> __builtin_ctzll(sizes)) >= t->capacity / 8;
-	if (!scan) {
+	for (uint64_t sizes = t->leaf_shifts; sizes; sizes &= sizes - 1) {
+		unsigned shift = (unsigned)__builtin_ctzll(sizes);
+
+		if (on_region_chain(t, shift))
+			small_probes += leaves_in(start, end, shift);
+		else
+			large_probes += leaves_in(start, end, shift);
+	}
+	if (nregions < scan_cost) {
+		chain_steps = nregions;
+		for (uint64_t r = 0; r < nregions; r++)
+			chain_steps += t->region_count[region_chain_of(t, first_region + r)];
+	}
+	bool by_region = chain_steps < small_probes;
+
+	if (large_probes + (by_region ? chain_steps : small_probes) >= scan_cost) {
+		for (unsigned i = 0; i < t->capacity; i++) {
+			if (t->entries[i].valid && entry_start(&t->entries[i]) <= end - 1 &&
+			    entry_last(&t->entries[i]) >= start)
+				flush |= drop_entry(t, (int32_t)i);
+		}
+	} else {
 		for (uint64_t sizes = t->leaf_shifts; sizes; sizes &= sizes - 1) {
 			unsigned shift = (unsigned)__builtin_ctzll(sizes);
 
+			if (by_region && on_region_chain(t, shift))
+				continue;
 			for (uint64_t vpn = start >> shift; vpn <= (end - 1) >> shift; vpn++) {
 				int32_t i = find(t, vpn << shift, shift);
 
@@ -248,11 +328,17 @@ static bool invalidate_locked(struct ptemu_tlb *t, uint64_t start, uint64_t end,
 					flush |= drop_entry(t, i);
 			}
 		}
-	} else {
-		for (unsigned i = 0; i < t->capacity; i++) {
-			if (t->entries[i].valid && entry_start(&t->entries[i]) <= end - 1 &&
-			    entry_last(&t->entries[i]) >= start)
-				flush |= drop_entry(t, (int32_t)i);
+		for (uint64_t r = 0; by_region && r < nregions; r++) {
+			int32_t next;
+
+			for (int32_t i = t->region_chains[region_chain_of(t, first_region + r)]; i >= 0; i = next) {
+				const struct ptemu_tlb_entry *e = &t->entries[i];
+
+				next = e->rnext;
+				if (entry_start(e) >> t->pmd_shift == first_region + r && entry_start(e) <= end - 1 &&
+				    entry_last(e) >= start)
+					flush |= drop_entry(t, i);
+			}
 		}
 	}
 	if (tables) {

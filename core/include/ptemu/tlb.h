@@ -25,6 +25,7 @@ struct ptemu_tlb_entry {
 	uint64_t ppn;		/* the leaf's first physical page (base-page number) */
 	unsigned perms;		/* PTEMU_PROT_* */
 	int32_t next;		/* hash chain */
+	int32_t rnext, rprev;	/* region chain: leaves smaller than a PMD, by the PMD range */
 	uint32_t fill_epoch;	/* the fill epoch it was last handed to Unicorn in */
 	uint8_t shift;		/* log2 of the leaf's size */
 	bool valid;
@@ -60,6 +61,11 @@ struct ptemu_tlb {
 	int32_t *buckets;
 	unsigned nbuckets;
 	uint64_t leaf_shifts;	/* bit s: entries of size 1 << s were inserted */
+	/* Leaves smaller than a PMD also chained by a hash of the PMD range that holds them
+	 * (capacity chains, each with its length): a range invalidation visits the entries of
+	 * the ranges it covers instead of probing each page or scanning every entry. */
+	int32_t *region_chains;
+	uint32_t *region_count;
 	unsigned hand;		/* where the search for an entry to replace resumes */
 	/* Valid entries counted by a hash of (leaf size, leaf's physical frame), 2 x capacity
 	 * slots: a freed page no slot counts is mapped by no entry, and ptemu_tlb_maps_pfn,
