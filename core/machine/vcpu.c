@@ -183,16 +183,17 @@ int ptemu_check_unicorn(char *err, size_t errlen)
 
 /* ---- TLB hooks of the machine ------------------------------------------------------ */
 
-/* Inside a run (the fill or block hook) Unicorn's TLB is flushed at once; outside one
- * (a syscall or fault of this vCPU) it is flushed just before the next run starts, so
- * that even the first instruction fetch cannot use a translation the logical TLB no
- * longer has (which would also make logical misses depend on Unicorn's TLB sizing). */
+/* Every flush of the vCPU's whole Unicorn TLB, counted (hw_flushes). */
 static void flush_hw_now(struct vcpu *v)
 {
 	v->hw_flushes++;
 	uc_ctl_flush_tlb(v->uc);
 }
 
+/* Inside a run (the fill or block hook) Unicorn's TLB is flushed at once; outside one
+ * (a syscall or fault of this vCPU) it is flushed just before the next run starts, so
+ * that even the first instruction fetch cannot use a translation the logical TLB no
+ * longer has (which would also make logical misses depend on Unicorn's TLB sizing). */
 static void flush_hw(void *ctx)
 {
 	struct vcpu *v = ctx;
